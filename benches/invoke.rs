@@ -1,0 +1,109 @@
+//! In-process invocation cost: a fresh instance per call (instantiate + call +
+//! drop), as the server does it, without HTTP.
+//!
+//! Run: `cargo bench -p wasmgrid --bench invoke` (builds guest-examples first).
+//! Besides criterion's estimates it prints p50/p99 over individually timed calls,
+//! which is what docs/PERFORMANCE.md records.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use wasmgrid::engine::{CallLimits, Engine, EngineConfig, Payload, Prepared};
+
+fn build_guest(name: &str) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&dir)
+        .status()
+        .expect("cargo build guest-examples");
+    assert!(status.success());
+    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
+        .expect("guest wasm")
+}
+
+fn prepare(engine: &Engine, name: &str) -> Prepared {
+    let component = engine.compile(&build_guest(name)).expect("compile");
+    engine
+        .prepare(&component)
+        .expect("prepare")
+        .1
+        .expect("algorithm")
+}
+
+fn limits() -> CallLimits {
+    CallLimits {
+        timeout: Duration::from_secs(10),
+        memory_bytes: 64 << 20,
+    }
+}
+
+fn percentiles(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    pre: &Prepared,
+    input: &Payload,
+    label: &str,
+) {
+    const N: usize = 20_000;
+    let mut samples = Vec::with_capacity(N);
+    for _ in 0..N {
+        let start = Instant::now();
+        let out = rt.block_on(engine.invoke(pre, input.clone(), None, limits()));
+        samples.push(start.elapsed());
+        assert!(out.is_ok());
+    }
+    samples.sort();
+    let p = |q: f64| samples[((N as f64 * q) as usize).min(N - 1)];
+    println!(
+        "{label}: p50 {:?}  p90 {:?}  p99 {:?}  (n={N})",
+        p(0.50),
+        p(0.90),
+        p(0.99)
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let noop = prepare(&engine, "noop");
+    let stats = prepare(&engine, "json_stats");
+    let empty = Payload {
+        content_type: "application/octet-stream".into(),
+        body: bytes::Bytes::new(),
+    };
+    // ~1 KiB JSON array of numbers.
+    let numbers: Vec<String> = (0..200).map(|i| format!("{}.5", i * 7 % 1000)).collect();
+    let json = format!("[{}]", numbers.join(","));
+    assert!(
+        json.len() >= 1000 && json.len() <= 1100,
+        "input is {} bytes",
+        json.len()
+    );
+    let stats_input = Payload {
+        content_type: "application/json".into(),
+        body: json.into_bytes().into(),
+    };
+
+    c.bench_function("invoke noop (instantiate + call + drop)", |b| {
+        b.iter(|| {
+            rt.block_on(engine.invoke(&noop, empty.clone(), None, limits()))
+                .unwrap()
+        })
+    });
+    c.bench_function("invoke json-stats 1 KiB", |b| {
+        b.iter(|| {
+            rt.block_on(engine.invoke(&stats, stats_input.clone(), None, limits()))
+                .unwrap()
+        })
+    });
+    percentiles(&rt, &engine, &noop, &empty, "noop");
+    percentiles(&rt, &engine, &stats, &stats_input, "json-stats 1 KiB");
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,182 @@
+//! Deploy, list, show and delete algorithm versions.
+
+use super::{ApiError, AppState, DEPLOY_BODY_LIMIT, QueryParams, read_body};
+use crate::auth::{Caller, Scope};
+use crate::registry::{DeployRequest, VersionSettings, validate_name};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Parses deploy settings from the query: `timeout`, `memory`, `concurrency`,
+/// and repeated `grant`.
+fn settings_from_query(q: &QueryParams) -> Result<VersionSettings, ApiError> {
+    let mut s = VersionSettings::default();
+    if let Some(t) = q.number::<u64>("timeout", "whole seconds, e.g. timeout=60")? {
+        s.timeout = t;
+    }
+    if let Some(m) = q.number::<u64>("memory", "MiB, e.g. memory=256")? {
+        s.memory = m;
+    }
+    if let Some(c) = q.number::<u32>("concurrency", "a whole number, e.g. concurrency=8")? {
+        s.concurrency = c;
+    }
+    s.grants = q.all("grant");
+    for g in &s.grants {
+        validate_grant(g)?;
+    }
+    Ok(s)
+}
+
+/// Grants are `data://owner/collection:read|write` (data collections) or
+/// `topic:NAME` (event publishing); they are checked on every guest access.
+fn validate_grant(g: &str) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::input(format!(
+            "invalid grant {g:?}: use data://OWNER/COLLECTION:read, data://OWNER/COLLECTION:write or topic:NAME"
+        ))
+    };
+    if let Some(rest) = g.strip_prefix("data://") {
+        let (target, mode) = rest.rsplit_once(':').ok_or_else(bad)?;
+        if !matches!(mode, "read" | "write") {
+            return Err(bad());
+        }
+        let mut parts = target.splitn(2, '/');
+        let (owner, coll) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let owner_ok = owner == ".my" || validate_name("owner", owner).is_ok();
+        let coll_ok = coll == "*" || validate_name("collection", coll).is_ok();
+        if !owner_ok || !coll_ok {
+            return Err(bad());
+        }
+        Ok(())
+    } else if let Some(topic) = g.strip_prefix("topic:") {
+        if topic.is_empty() || topic.starts_with("system.") {
+            return Err(ApiError::input(format!(
+                "invalid grant {g:?}: algorithms may not publish to system.* topics"
+            )));
+        }
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+pub async fn deploy(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, name, version)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Deploy, &owner)?;
+    let q = QueryParams::parse(query.as_deref());
+    let settings = settings_from_query(&q)?;
+    let bytes = read_body(&headers, body, DEPLOY_BODY_LIMIT, "the component").await?;
+    let deployed = app
+        .registry
+        .deploy(
+            DeployRequest {
+                owner,
+                name,
+                version,
+                settings,
+            },
+            bytes,
+        )
+        .await?;
+    let r = &deployed.record;
+    tracing::info!(endpoint = %deployed.endpoint(), digest = %r.digest, compile_ms = r.compile_ms, "deployed");
+    let body = serde_json::json!({
+        "endpoint": deployed.endpoint(),
+        "version": r.version,
+        "digest": r.digest,
+        "kind": r.kind,
+        "compile_ms": r.compile_ms,
+        "size": r.size,
+        "timeout": r.settings.timeout,
+        "memory": r.settings.memory,
+        "concurrency": r.settings.concurrency,
+        "grants": r.settings.grants,
+    });
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let owner = if caller.is_admin() {
+        None
+    } else {
+        Some(caller.owner.as_str())
+    };
+    let algorithms = app.registry.list(owner)?;
+    Ok(axum::Json(serde_json::json!({"algorithms": algorithms})).into_response())
+}
+
+fn require_read(caller: &Caller, owner: &str) -> Result<(), ApiError> {
+    caller
+        .require(Scope::Invoke, owner)
+        .or_else(|_| caller.require(Scope::Deploy, owner))?;
+    Ok(())
+}
+
+pub async fn show(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    require_read(&caller, &owner)?;
+    match app.registry.algorithm(&owner, &name)? {
+        Some(info) if !info.versions.is_empty() => Ok(axum::Json(info).into_response()),
+        _ => Err(ApiError::not_found(format!(
+            "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
+        ))),
+    }
+}
+
+pub async fn show_version(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, name, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    require_read(&caller, &owner)?;
+    let spec = crate::registry::VersionSpec::parse(Some(&version))?;
+    let deployed = app.registry.resolve(&owner, &name, &spec)?;
+    Ok(axum::Json(&deployed.record).into_response())
+}
+
+pub async fn delete_version(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, name, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Deploy, &owner)?;
+    app.registry.delete(&owner, &name, &version).await?;
+    tracing::info!(%owner, %name, %version, "deleted version");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants() {
+        for ok in [
+            "data://demo/uploads:read",
+            "data://.my/out:write",
+            "data://demo/*:read",
+            "topic:orders",
+        ] {
+            assert!(validate_grant(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "data://demo:read",
+            "data://demo/x:exec",
+            "topic:system.data",
+            "file:///etc",
+            "data://../x:read",
+        ] {
+            assert!(validate_grant(bad).is_err(), "{bad}");
+        }
+    }
+}

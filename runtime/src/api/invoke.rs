@@ -1,0 +1,373 @@
+//! `POST /v1/algo/{owner}/{name}[/{version}]`: call an algorithm, Algorithmia style.
+
+use super::{ApiError, AppState, INVOKE_BODY_LIMIT, QueryParams, read_body};
+use crate::app::App;
+use crate::auth::{Caller, Compat, Scope};
+use crate::engine::{InvokeError, Outcome, Payload};
+use crate::metrics::{AlgorithmLabel, CallLabels};
+use crate::registry::{Deployed, VersionSpec};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the caller wants the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputMode {
+    /// `{"result", "metadata"}`.
+    Default,
+    /// The result bytes alone, with the algorithm's content type.
+    Raw,
+    /// Run in the background; answer at once.
+    Void,
+}
+
+struct CallOptions {
+    timeout: Option<Duration>,
+    stdout: bool,
+    output: OutputMode,
+}
+
+fn options(q: &QueryParams) -> Result<CallOptions, ApiError> {
+    let timeout = match q.number::<f64>("timeout", "seconds, e.g. timeout=30")? {
+        None => None,
+        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t.min(1e6))),
+        Some(t) => {
+            return Err(ApiError::input(format!(
+                "query parameter timeout={t} must be a positive number of seconds"
+            )));
+        }
+    };
+    let output = match q.get("output") {
+        None | Some("") => OutputMode::Default,
+        Some("raw") => OutputMode::Raw,
+        Some("void") => OutputMode::Void,
+        Some(other) => {
+            return Err(ApiError::input(format!(
+                "query parameter output={other:?} is not valid: use raw or void"
+            )));
+        }
+    };
+    Ok(CallOptions {
+        timeout,
+        stdout: q.flag("stdout")?,
+        output,
+    })
+}
+
+pub async fn invoke_latest(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(
+        caller.compat,
+        invoke(app, &caller, owner, name, None, query, headers, body).await,
+    )
+}
+
+pub async fn invoke_version(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, name, version)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(
+        caller.compat,
+        invoke(
+            app,
+            &caller,
+            owner,
+            name,
+            Some(version),
+            query,
+            headers,
+            body,
+        )
+        .await,
+    )
+}
+
+/// Errors in the caller's key's convention (see [`Compat`]).
+fn respond(compat: Compat, result: Result<Response, ApiError>) -> Response {
+    match (result, compat) {
+        (Ok(r), _) => r,
+        (Err(e), Compat::Algorithmia) => e.into_algorithmia_response(),
+        (Err(e), Compat::Http) => e.into_response(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn invoke(
+    app: Arc<App>,
+    caller: &Caller,
+    owner: String,
+    name: String,
+    version: Option<String>,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Invoke, &owner)?;
+    let opts = options(&QueryParams::parse(query.as_deref()))?;
+    let spec = VersionSpec::parse(version.as_deref())?;
+    let deployed = app.registry.resolve(&owner, &name, &spec)?;
+    let body = read_body(&headers, body, INVOKE_BODY_LIMIT, "the input").await?;
+    let input = classify_input(headers.get(header::CONTENT_TYPE), body)?;
+    let request_id = format!("req-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let endpoint = deployed.endpoint();
+
+    if opts.output == OutputMode::Void {
+        let app2 = app.clone();
+        let rid = request_id.clone();
+        app.background.spawn(async move {
+            let result = call(&app2, &deployed, input, opts.timeout).await;
+            match result {
+                Ok(_) => tracing::info!(request_id = %rid, endpoint = %deployed.endpoint(), "background call finished"),
+                Err(e) => tracing::warn!(request_id = %rid, endpoint = %deployed.endpoint(), error = %e, "background call failed"),
+            }
+        });
+        let mut resp = axum::Json(serde_json::json!({"async": "void", "request_id": request_id}))
+            .into_response();
+        set_request_id(&mut resp, &request_id, &endpoint);
+        return Ok(resp);
+    }
+
+    let outcome = call(&app, &deployed, input, opts.timeout)
+        .await
+        .map_err(ApiError::from)?;
+    let mut resp = if opts.output == OutputMode::Raw {
+        // Text without a charset is UTF-8 here; say so, or HTTP clients decode it
+        // as ISO-8859-1.
+        let declared = &outcome.output.content_type;
+        let ct = if media_type(declared).starts_with("text/")
+            && !declared.to_ascii_lowercase().contains("charset")
+        {
+            format!("{declared}; charset=utf-8")
+        } else {
+            declared.clone()
+        };
+        let ct = HeaderValue::from_str(&ct)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        ([(header::CONTENT_TYPE, ct)], outcome.output.body).into_response()
+    } else {
+        let (content_type, result) = render_output(&outcome.output)?;
+        let mut metadata = serde_json::json!({
+            "content_type": content_type,
+            "duration": outcome.duration.as_secs_f64(),
+        });
+        if opts.stdout {
+            metadata["stdout"] = outcome.stdout.text().into();
+        }
+        axum::Json(serde_json::json!({"result": result, "metadata": metadata})).into_response()
+    };
+    set_request_id(&mut resp, &request_id, &endpoint);
+    Ok(resp)
+}
+
+/// Adds `X-Request-Id` and `X-Wasmgrid-Endpoint` (the exact version that ran).
+fn set_request_id(resp: &mut Response, id: &str, endpoint: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(endpoint) {
+        resp.headers_mut().insert("x-wasmgrid-endpoint", v);
+    }
+}
+
+/// Runs the call and records metrics and logs.
+async fn call(
+    app: &App,
+    deployed: &Deployed,
+    input: Payload,
+    timeout: Option<Duration>,
+) -> Result<Outcome, InvokeError> {
+    app.metrics.in_flight.inc();
+    let result = app.registry.invoke(deployed, input, None, timeout).await;
+    app.metrics.in_flight.dec();
+    let endpoint = deployed.endpoint();
+    let outcome = match &result {
+        Ok(o) => {
+            app.metrics
+                .invocation_seconds
+                .get_or_create(&AlgorithmLabel {
+                    algorithm: endpoint.clone(),
+                })
+                .observe(o.duration.as_secs_f64());
+            if !o.stdout.is_empty() || !o.stderr.is_empty() {
+                tracing::debug!(target: "wasmgrid::guest", algorithm = %endpoint, stdout = %o.stdout.text(), stderr = %o.stderr.text(), "guest output");
+            }
+            "ok"
+        }
+        Err(e) => ApiError::from(e.clone()).error_type,
+    };
+    app.metrics
+        .invocations
+        .get_or_create(&CallLabels {
+            algorithm: endpoint,
+            outcome: outcome.to_string(),
+        })
+        .inc();
+    result
+}
+
+fn media_type(ct: &str) -> String {
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_json_media(m: &str) -> bool {
+    m == "application/json" || m.ends_with("+json")
+}
+
+/// Turns the request body into the guest's input payload. JSON is checked here so
+/// that guests can trust `application/json` input; requests without a usable
+/// content type (none, or curl's default form encoding) are sniffed: JSON if it
+/// parses, text if it is UTF-8, bytes otherwise.
+fn classify_input(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Payload, ApiError> {
+    let media = content_type
+        .and_then(|v| v.to_str().ok())
+        .map(media_type)
+        .unwrap_or_default();
+    let json_ok = |b: &Bytes| serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok();
+    let ct = if is_json_media(&media) {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            return Err(ApiError::input(format!(
+                "the input is not valid JSON ({e}); send Content-Type: text/plain for text or application/octet-stream for bytes"
+            )));
+        }
+        "application/json"
+    } else if media.starts_with("text/") {
+        if std::str::from_utf8(&body).is_err() {
+            return Err(ApiError::input(
+                "the input is declared as text but is not valid UTF-8; send Content-Type: application/octet-stream for bytes",
+            ));
+        }
+        "text/plain"
+    } else if media.is_empty() || media == "application/x-www-form-urlencoded" {
+        if !body.is_empty() && json_ok(&body) {
+            "application/json"
+        } else if std::str::from_utf8(&body).is_ok() {
+            "text/plain"
+        } else {
+            "application/octet-stream"
+        }
+    } else {
+        "application/octet-stream"
+    };
+    Ok(Payload {
+        content_type: ct.to_string(),
+        body,
+    })
+}
+
+/// Renders the guest's output as Algorithmia's `result` plus its `content_type`.
+fn render_output(output: &Payload) -> Result<(&'static str, serde_json::Value), ApiError> {
+    let media = media_type(&output.content_type);
+    if is_json_media(&media) {
+        let value: serde_json::Value =
+            serde_json::from_slice(&output.body).map_err(|e| ApiError {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                error_type: "AlgorithmError",
+                message: format!(
+                    "the algorithm declared application/json output but returned invalid JSON: {e}"
+                ),
+                retry_after: None,
+            })?;
+        return Ok(("json", value));
+    }
+    if media.starts_with("text/")
+        && let Ok(text) = std::str::from_utf8(&output.body)
+    {
+        return Ok(("text", serde_json::Value::String(text.to_string())));
+    }
+    Ok((
+        "binary",
+        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(&output.body)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(v: &str) -> HeaderValue {
+        HeaderValue::from_str(v).unwrap()
+    }
+
+    #[test]
+    fn input_classification() {
+        let p = classify_input(
+            Some(&ct("application/json; charset=utf-8")),
+            Bytes::from_static(b"[1,2]"),
+        )
+        .unwrap();
+        assert_eq!(p.content_type, "application/json");
+        assert!(classify_input(Some(&ct("application/json")), Bytes::from_static(b"[1,")).is_err());
+        assert_eq!(
+            classify_input(Some(&ct("text/plain")), Bytes::from_static(b"hi"))
+                .unwrap()
+                .content_type,
+            "text/plain"
+        );
+        assert_eq!(
+            classify_input(None, Bytes::from_static(b"{\"a\":1}"))
+                .unwrap()
+                .content_type,
+            "application/json"
+        );
+        assert_eq!(
+            classify_input(None, Bytes::from_static(b"World"))
+                .unwrap()
+                .content_type,
+            "text/plain"
+        );
+        assert_eq!(
+            classify_input(None, Bytes::from_static(&[0xff, 0x00]))
+                .unwrap()
+                .content_type,
+            "application/octet-stream"
+        );
+        assert_eq!(
+            classify_input(Some(&ct("image/png")), Bytes::from_static(b"x"))
+                .unwrap()
+                .content_type,
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn output_rendering() {
+        let p = |ct: &str, b: &'static [u8]| Payload {
+            content_type: ct.into(),
+            body: Bytes::from_static(b),
+        };
+        assert_eq!(
+            render_output(&p("application/json", b"{\"a\":1}"))
+                .unwrap()
+                .0,
+            "json"
+        );
+        assert_eq!(
+            render_output(&p("text/plain", b"hi")).unwrap(),
+            ("text", "hi".into())
+        );
+        assert_eq!(
+            render_output(&p("application/octet-stream", b"\x01\x02")).unwrap(),
+            ("binary", "AQI=".into())
+        );
+        assert!(render_output(&p("application/json", b"nope")).is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! The HTTP API (axum on hyper). Routes, authentication and request helpers; the
+//! handlers live in one module per resource.
+
+mod algorithms;
+pub mod error;
+mod invoke;
+mod keys;
+
+pub use error::ApiError;
+
+use crate::app::App;
+use crate::auth::{Caller, key_from_header};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{HeaderMap, Method, Uri, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Largest invoke body.
+pub const INVOKE_BODY_LIMIT: usize = 10 << 20;
+/// Largest component upload.
+pub const DEPLOY_BODY_LIMIT: usize = 256 << 20;
+/// Largest body of small JSON requests (keys, settings).
+pub const JSON_BODY_LIMIT: usize = 1 << 20;
+
+/// Shared handler state.
+pub type AppState = Arc<App>;
+
+/// Builds the router for every endpoint.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/algorithms", get(algorithms::list))
+        .route("/v1/algorithms/{owner}/{name}", get(algorithms::show))
+        .route(
+            "/v1/algorithms/{owner}/{name}/versions/{version}",
+            put(algorithms::deploy)
+                .delete(algorithms::delete_version)
+                .get(algorithms::show_version),
+        )
+        .route("/v1/algo/{owner}/{name}", post(invoke::invoke_latest))
+        .route(
+            "/v1/algo/{owner}/{name}/{version}",
+            post(invoke::invoke_version),
+        )
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", delete(keys::revoke))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(close_if_body_unread))
+        .with_state(app)
+}
+
+/// Error answers to requests that carried a body close the connection: the
+/// error may come before the body was read (a rejected key, an oversized
+/// upload), and hyper cannot reuse a connection with unread input on it, so a
+/// client that reused it would see its next request fail.
+async fn close_if_body_unread(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let h = req.headers();
+    let has_body = h
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || h.contains_key(header::TRANSFER_ENCODING);
+    let mut resp = next.run(req).await;
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+/// Collapses a leading `//` in the request path: Algorithmia's clients, given a
+/// base URL with a trailing slash, request `//v1/algo/...`. Applied before
+/// routing (see [`crate::server::serve`]).
+pub fn normalize_path<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = req.uri().path();
+    if path.starts_with("//") {
+        let trimmed = format!("/{}", path.trim_start_matches('/'));
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed,
+        };
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    if app.draining.load(Ordering::Relaxed) {
+        let body = serde_json::json!({"status": "draining"});
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(body),
+        )
+            .into_response()
+    } else {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    }
+}
+
+async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    app.metrics.compilations.set(app.registry.compilations());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response())
+}
+
+async fn fallback(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no endpoint {method} {}: see the API table in the README",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        error_type: "InputError",
+        message: format!(
+            "{method} is not supported on {}: see the API table in the README",
+            uri.path()
+        ),
+        retry_after: None,
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(key_from_header)
+            .filter(|k| !k.is_empty());
+        let Some(key) = presented else {
+            return Err(ApiError::unauthenticated(
+                "missing API key: send `Authorization: Simple <key>` (the first start writes an admin key to \
+                 <data dir>/admin.key)",
+            ));
+        };
+        app.keys.verify(key).ok_or_else(|| {
+            ApiError::unauthenticated("unknown or revoked API key: check the key, or create one with `wasmgrid key create`")
+        })
+    }
+}
+
+/// Bytes of an oversized body read and discarded before answering 413, so that a
+/// client still sending its body gets the answer instead of a connection reset.
+const OVERSIZE_DRAIN: u64 = 64 << 20;
+
+/// Reads a request body of at most `limit` bytes, answering 413 above it.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "{what} is larger than the limit of {} MiB",
+            limit >> 20
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        if declared.is_some_and(|len| len <= limit as u64 + OVERSIZE_DRAIN) {
+            drain(body, limit as u64 + OVERSIZE_DRAIN).await;
+        }
+        return Err(too_large());
+    }
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::input(format!("reading the request body failed: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drain(body, OVERSIZE_DRAIN).await;
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards up to `cap` bytes of a body.
+async fn drain(mut body: Body, cap: u64) {
+    let mut seen = 0u64;
+    while seen < cap {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+/// Query parameters as ordered pairs (repeated keys such as `grant=` kept).
+#[derive(Debug, Default)]
+pub struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    /// Parses a raw query string.
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self(
+            form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The last value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`.
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Parses `key` as a number, naming the parameter on failure.
+    pub fn number<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<T>, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::input(format!(
+                    "query parameter {key}={v:?} is not valid: expected {what}"
+                ))
+            }),
+        }
+    }
+
+    /// Parses a boolean flag (`true`/`false`/`1`/`0`).
+    pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(false),
+            // Algorithmia's Python client sends Python's `True`/`False`.
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+            Some(v) => Err(ApiError::input(format!(
+                "query parameter {key}={v:?} is not valid: use true or false"
+            ))),
+        }
+    }
+}
+
+/// Parses a JSON request body, naming the problem on failure.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::input(format!("invalid {what}: {e}")))
+}

@@ -1,0 +1,53 @@
+//! The assembled runtime: store, engine, registry and keys, shared by the HTTP
+//! API, `wasmgrid up` and tests.
+
+use crate::auth::KeyStore;
+use crate::engine::{Engine, EngineConfig};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{EmbeddedStore, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tokio_util::task::TaskTracker;
+
+/// Everything a running wasmgrid node holds.
+pub struct App {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// Deployed algorithms.
+    pub registry: Arc<Registry>,
+    /// API keys.
+    pub keys: Arc<KeyStore>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once shutdown begins: `/readyz` turns 503.
+    pub draining: AtomicBool,
+    /// Work that outlives its request (`output=void` calls); drained on shutdown.
+    pub background: TaskTracker,
+}
+
+impl App {
+    /// Opens the data directory (creating it on first start, with an admin key in
+    /// `admin.key`) and builds the engine.
+    pub fn open(data_dir: &Path, engine: EngineConfig) -> anyhow::Result<Arc<App>> {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(data_dir)?);
+        let engine = Arc::new(Engine::new(engine)?);
+        let registry = Arc::new(Registry::open(store.clone(), engine, data_dir)?);
+        let keys = Arc::new(KeyStore::open(store.clone())?);
+        if let Some(path) = keys.bootstrap_admin(data_dir)? {
+            tracing::info!(path = %path.display(), "first start: wrote the admin key");
+        }
+        Ok(Arc::new(App {
+            data_dir: data_dir.to_path_buf(),
+            store,
+            registry,
+            keys,
+            metrics: Arc::new(Metrics::new()),
+            draining: AtomicBool::new(false),
+            background: TaskTracker::new(),
+        }))
+    }
+}

@@ -1,0 +1,372 @@
+//! API keys: owners, scopes, hashing and verification.
+//!
+//! A key is `wg_<id>_<secret>`. The store keeps only the SHA-256 of the whole key
+//! (the secret is 256 random bits, so a fast hash is enough) and the id is used to
+//! find the record; the hash comparison is constant-time. Keys are cached in
+//! memory and written through, so checking a key on the invoke path costs one
+//! hash and one map lookup.
+
+use crate::store::{Store, StoreError, StoreExt, Table, WriteBatch};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use subtle::ConstantTimeEq;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// Everything, for every owner.
+    #[serde(rename = "admin")]
+    Admin,
+    /// Call algorithms.
+    #[serde(rename = "invoke")]
+    Invoke,
+    /// Deploy and delete algorithm versions, manage secrets.
+    #[serde(rename = "deploy")]
+    Deploy,
+    /// Publish events and manage topics and subscriptions.
+    #[serde(rename = "publish")]
+    Publish,
+    /// Read data collections.
+    #[serde(rename = "data:read")]
+    DataRead,
+    /// Write data collections.
+    #[serde(rename = "data:write")]
+    DataWrite,
+}
+
+impl Scope {
+    /// Every scope, as written in requests.
+    pub const ALL: &'static [(&'static str, Scope)] = &[
+        ("admin", Scope::Admin),
+        ("invoke", Scope::Invoke),
+        ("deploy", Scope::Deploy),
+        ("publish", Scope::Publish),
+        ("data:read", Scope::DataRead),
+        ("data:write", Scope::DataWrite),
+    ];
+
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, sc)| *sc)
+    }
+
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, sc)| *sc == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// How API errors reach clients that authenticate with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compat {
+    /// Errors carry their HTTP status (DESIGN.md's table). The default.
+    #[default]
+    Http,
+    /// Algorithmia's convention on `/v1/algo`: errors come back as HTTP 200 with
+    /// the `{"error": ...}` object (the true status in `X-Wasmgrid-Status`), which
+    /// is what Algorithmia's official clients need to raise `AlgorithmException`
+    /// with the message. For keys used by unchanged Algorithmia client code.
+    Algorithmia,
+}
+
+/// A stored key (never the secret itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Public identifier, also embedded in the key string.
+    pub id: String,
+    /// The owner the key acts for.
+    pub owner: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Hex SHA-256 of the full key string.
+    pub hash: String,
+    /// Optional label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Error convention for clients using this key.
+    #[serde(default)]
+    pub compat: Compat,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Key id.
+    pub key_id: String,
+    /// Owner the key acts for.
+    pub owner: String,
+    /// Scopes.
+    pub scopes: Vec<Scope>,
+    /// Error convention.
+    pub compat: Compat,
+}
+
+/// Authorization failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No usable credentials (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid key, not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl Caller {
+    /// Whether the key is an admin key.
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
+    }
+
+    /// Checks that the caller has `scope` for resources of `owner`.
+    pub fn require(&self, scope: Scope, owner: &str) -> Result<(), AuthError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        if !self.scopes.contains(&scope) {
+            return Err(AuthError::Forbidden(format!(
+                "this key lacks the `{}` scope; create a key with it (wasmgrid key create --owner {} --scope {})",
+                scope.as_str(),
+                self.owner,
+                scope.as_str()
+            )));
+        }
+        if self.owner != owner {
+            return Err(AuthError::Forbidden(format!(
+                "this key acts for owner `{}` and cannot access resources of `{owner}`; use a key of `{owner}` or an admin key",
+                self.owner
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks an admin-only operation.
+    pub fn require_admin(&self) -> Result<(), AuthError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden(
+                "this operation needs an admin key".into(),
+            ))
+        }
+    }
+}
+
+/// Extracts the key from an `Authorization` header value: `Simple <key>`,
+/// `Bearer <key>`, or the bare key (as Algorithmia's clients send it).
+pub fn key_from_header(value: &str) -> &str {
+    let v = value.trim();
+    for scheme in ["Simple ", "Bearer ", "simple ", "bearer "] {
+        if let Some(rest) = v.strip_prefix(scheme) {
+            return rest.trim();
+        }
+    }
+    v
+}
+
+/// The key registry.
+pub struct KeyStore {
+    store: Arc<dyn Store>,
+    keys: RwLock<HashMap<String, KeyRecord>>,
+}
+
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+impl KeyStore {
+    /// Loads all keys from the store.
+    pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let keys = store
+            .scan_json::<KeyRecord>(Table::KEYS, "")?
+            .into_iter()
+            .collect();
+        Ok(Self {
+            store,
+            keys: RwLock::new(keys),
+        })
+    }
+
+    /// Verifies a presented key; `None` if unknown, revoked or malformed.
+    pub fn verify(&self, presented: &str) -> Option<Caller> {
+        let id = presented.strip_prefix("wg_")?.split('_').next()?;
+        let keys = self.keys.read().ok()?;
+        let record = keys.get(id)?;
+        let hash = hash_key(presented);
+        if bool::from(hash.as_bytes().ct_eq(record.hash.as_bytes())) {
+            Some(Caller {
+                key_id: record.id.clone(),
+                owner: record.owner.clone(),
+                scopes: record.scopes.clone(),
+                compat: record.compat,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Creates a key; returns its record and the secret key string (shown once).
+    pub fn create(
+        &self,
+        owner: &str,
+        scopes: Vec<Scope>,
+        name: Option<String>,
+        compat: Compat,
+    ) -> Result<(KeyRecord, String), StoreError> {
+        let id = hex::encode(rand::random::<[u8; 6]>());
+        let secret =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        // The secret is base64url; its `-`/`_` never confuse `wg_<id>_` parsing
+        // because only the first `_`-separated field after `wg_` is the id.
+        let key = format!("wg_{id}_{secret}");
+        let record = KeyRecord {
+            id: id.clone(),
+            owner: owner.to_string(),
+            scopes,
+            hash: hash_key(&key),
+            name,
+            compat,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        let mut batch = WriteBatch::new();
+        batch
+            .require_absent(Table::KEYS, id.clone())
+            .put_json(Table::KEYS, id.clone(), &record);
+        self.store.commit(&batch)?;
+        if let Ok(mut keys) = self.keys.write() {
+            keys.insert(id, record.clone());
+        }
+        Ok((record, key))
+    }
+
+    /// Revokes a key; `false` if there was no such key.
+    pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        if !self
+            .keys
+            .read()
+            .map(|k| k.contains_key(id))
+            .unwrap_or(false)
+        {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(Table::KEYS, id);
+        self.store.commit(&batch)?;
+        if let Ok(mut keys) = self.keys.write() {
+            keys.remove(id);
+        }
+        Ok(true)
+    }
+
+    /// All keys (records only), sorted by creation.
+    pub fn list(&self) -> Vec<KeyRecord> {
+        let mut v: Vec<KeyRecord> = self
+            .keys
+            .read()
+            .map(|k| k.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// On first start (no keys at all), creates an admin key and writes it to
+    /// `<data dir>/admin.key` (one line, mode 0600). Returns the path if it wrote one.
+    pub fn bootstrap_admin(&self, data_dir: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+        if !self.keys.read().map(|k| k.is_empty()).unwrap_or(false) {
+            return Ok(None);
+        }
+        let (_, key) = self.create(
+            "admin",
+            vec![Scope::Admin],
+            Some("bootstrap admin key".into()),
+            Compat::Http,
+        )?;
+        let path = data_dir.join("admin.key");
+        write_secret_file(&path, &format!("{key}\n"))?;
+        Ok(Some(path))
+    }
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    // An existing file keeps its old mode on open: set it explicitly.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    #[test]
+    fn keys_verify_scope_and_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let keys = KeyStore::open(store.clone()).unwrap();
+        let admin_file = keys.bootstrap_admin(dir.path()).unwrap().unwrap();
+        let admin = std::fs::read_to_string(&admin_file).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&admin_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(keys.verify(admin.trim()).unwrap().is_admin());
+        assert!(
+            keys.bootstrap_admin(dir.path()).unwrap().is_none(),
+            "only on first start"
+        );
+
+        let (rec, key) = keys
+            .create("alice", vec![Scope::Invoke], None, Compat::Http)
+            .unwrap();
+        let caller = keys.verify(&key).unwrap();
+        assert!(caller.require(Scope::Invoke, "alice").is_ok());
+        assert!(matches!(
+            caller.require(Scope::Deploy, "alice"),
+            Err(AuthError::Forbidden(_))
+        ));
+        assert!(matches!(
+            caller.require(Scope::Invoke, "bob"),
+            Err(AuthError::Forbidden(_))
+        ));
+        // A tampered secret with the right id fails.
+        let mut tampered = key.clone();
+        tampered.pop();
+        tampered.push(if key.ends_with('A') { 'B' } else { 'A' });
+        assert!(keys.verify(&tampered).is_none());
+        // Survives a reload; revocation sticks.
+        let reloaded = KeyStore::open(store.clone()).unwrap();
+        assert!(reloaded.verify(&key).is_some());
+        assert!(reloaded.revoke(&rec.id).unwrap());
+        assert!(reloaded.verify(&key).is_none());
+        assert!(KeyStore::open(store).unwrap().verify(&key).is_none());
+    }
+
+    #[test]
+    fn header_forms() {
+        assert_eq!(key_from_header("Simple wg_a_b"), "wg_a_b");
+        assert_eq!(key_from_header("Bearer wg_a_b"), "wg_a_b");
+        assert_eq!(key_from_header("wg_a_b"), "wg_a_b");
+    }
+}

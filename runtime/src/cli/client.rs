@@ -1,0 +1,139 @@
+//! The CLI's HTTP client: finds the server and key, and turns API errors into
+//! messages that name the problem.
+
+use crate::server::ServerInfo;
+use anyhow::{Context as _, anyhow, bail};
+use std::path::Path;
+
+/// A configured API client.
+pub struct Client {
+    http: reqwest::blocking::Client,
+    base: String,
+    key: String,
+}
+
+/// A response body and its content type.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type header.
+    pub content_type: String,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// Parses the body as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).context("the server returned invalid JSON")
+    }
+}
+
+impl Client {
+    /// Finds the server (`--url`/`WASMGRID_URL`, else `<data dir>/server.json`)
+    /// and the key (`--key`/`WASMGRID_KEY`, else `<data dir>/admin.key`).
+    pub fn discover(
+        data_dir: &Path,
+        url: Option<&str>,
+        key: Option<&str>,
+    ) -> anyhow::Result<Client> {
+        let base = match url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let info = ServerInfo::read(data_dir).ok_or_else(|| {
+                    anyhow!(
+                        "no running wasmgrid server found for data dir {} (no server.json): start one with `wasmgrid serve` \
+                         or `wasmgrid up`, or pass --url / set WASMGRID_URL",
+                        data_dir.display()
+                    )
+                })?;
+                format!("http://{}", info.addr)
+            }
+        };
+        let key = match key {
+            Some(k) => k.trim().to_string(),
+            None => {
+                let path = data_dir.join("admin.key");
+                std::fs::read_to_string(&path)
+                    .map(|k| k.trim().to_string())
+                    .map_err(|e| {
+                        anyhow!(
+                            "no API key: pass --key or set WASMGRID_KEY (could not read {}: {e})",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client { http, base, key })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; non-2xx answers become errors carrying the server's message.
+    pub fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<(Vec<u8>, &str)>,
+    ) -> anyhow::Result<Reply> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("Authorization", format!("Simple {}", self.key));
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some((bytes, ct)) = body {
+            req = req.header("Content-Type", ct).body(bytes);
+        }
+        let resp = req.send().map_err(|e| {
+            anyhow!(
+                "cannot reach the wasmgrid server at {}: {e}; is it running?",
+                self.base
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .bytes()
+            .map_err(|e| anyhow!("reading the response from {url}: {e}"))?
+            .to_vec();
+        if (200..300).contains(&status) {
+            return Ok(Reply {
+                status,
+                content_type,
+                body,
+            });
+        }
+        let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                let e = v.get("error")?;
+                Some((
+                    e.get("error_type")?.as_str()?.to_string(),
+                    e.get("message")?.as_str()?.to_string(),
+                ))
+            });
+        match parsed {
+            Some((ty, msg)) => bail!("{ty} ({status}): {msg}"),
+            None => bail!(
+                "{method} {path} failed with HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! The `wasmgrid` command line: serve, up, and thin clients of the HTTP API.
+
+mod client;
+pub mod up;
+
+pub use client::Client;
+
+use crate::app::App;
+use crate::engine::EngineConfig;
+use crate::manifest::Manifest;
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// wasmgrid: a self-hosted serverless runtime for sandboxed WebAssembly algorithms.
+#[derive(Parser, Debug)]
+#[command(name = "wasmgrid", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Global {
+    /// Data directory (store, keys, compiled components).
+    #[arg(
+        long,
+        global = true,
+        env = "WASMGRID_HOME",
+        default_value = ".wasmgrid"
+    )]
+    data_dir: PathBuf,
+    /// Server URL for client commands (default: from <data dir>/server.json).
+    #[arg(long, global = true, env = "WASMGRID_URL")]
+    url: Option<String>,
+    /// API key for client commands (default: <data dir>/admin.key).
+    #[arg(long, global = true, env = "WASMGRID_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// How long SIGTERM waits for in-flight calls before exiting.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout: u64,
+    /// Wasm instances that may run at once (pooling allocator slots).
+    #[arg(long, default_value_t = 1000)]
+    instance_slots: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Build, deploy and serve everything a manifest declares (like `spin up --build`).
+    Up {
+        /// The manifest.
+        #[arg(default_value = "wasmgrid.toml")]
+        manifest: PathBuf,
+        /// Skip the build commands.
+        #[arg(long)]
+        no_build: bool,
+        /// Address to listen on (default: the manifest's, else 127.0.0.1:8080).
+        #[arg(long)]
+        addr: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        /// How long SIGTERM waits for in-flight calls.
+        drain_timeout: u64,
+    },
+    /// Deploy a component as owner/name@version.
+    Deploy {
+        /// The .wasm component.
+        file: PathBuf,
+        /// owner/name@version, e.g. demo/hello@1.0.0.
+        target: String,
+        /// Per-call timeout in seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Memory cap in MiB.
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Calls that may run at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Capability grants (data://owner/collection:read|write, topic:NAME); repeatable.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+    },
+    /// Call an algorithm: owner/name[@version] with INPUT, or `-` for stdin.
+    Call {
+        /// owner/name or owner/name@version (1.2.3, 1.2 or 1).
+        target: String,
+        /// The input; `-` reads stdin. JSON if it parses as JSON, else text (see --text/--json/--binary).
+        input: Option<String>,
+        /// Send the input as text/plain.
+        #[arg(long, conflicts_with_all = ["json", "binary"])]
+        text: bool,
+        /// Send the input as application/json (must be valid JSON).
+        #[arg(long, conflicts_with = "binary")]
+        json: bool,
+        /// Send the input as application/octet-stream.
+        #[arg(long)]
+        binary: bool,
+        /// Lower timeout for this call, in seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Print what the algorithm wrote to stdout (to stderr).
+        #[arg(long)]
+        stdout: bool,
+        /// Write the result to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// List algorithms, or one algorithm's versions.
+    Algos {
+        /// owner/name to show versions of.
+        name: Option<String>,
+    },
+    /// Delete a version (its number stays taken).
+    Delete {
+        /// owner/name@version.
+        target: String,
+    },
+    /// Manage API keys (admin).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a key; prints the secret once.
+    Create {
+        /// Owner the key acts for.
+        #[arg(long)]
+        owner: String,
+        /// Scopes: admin, invoke, deploy, publish, data:read, data:write (repeatable or comma-separated).
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+        /// Give this key Algorithmia's error convention on /v1/algo (errors as HTTP
+        /// 200 with the error object), for unchanged Algorithmia client code.
+        #[arg(long)]
+        algorithmia_compat: bool,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key id (the part after `wg_`, before the next `_`).
+        id: String,
+    },
+    /// List keys (never their secrets).
+    Ls,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(
+        cli.command,
+        Command::Serve(_) | Command::Up { .. }
+    ));
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMGRID_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Serve(args) => {
+            let engine = EngineConfig {
+                instance_slots: args.instance_slots,
+                ..EngineConfig::default()
+            };
+            let app = App::open(&g.data_dir, engine)?;
+            runtime()?.block_on(crate::server::serve(
+                app,
+                &args.addr,
+                Duration::from_secs(args.drain_timeout),
+                |addr| {
+                    eprintln!(
+                        "wasmgrid serving on http://{addr} (data dir {})",
+                        g.data_dir.display()
+                    );
+                },
+            ))
+        }
+        Command::Up {
+            manifest,
+            no_build,
+            addr,
+            drain_timeout,
+        } => up(&g, &manifest, no_build, addr, drain_timeout),
+        Command::Deploy {
+            file,
+            target,
+            timeout,
+            memory,
+            concurrency,
+            grants,
+        } => {
+            let (owner, name, version) = split_target(&target)?;
+            let version = version
+                .ok_or_else(|| anyhow!("give the version to publish: {owner}/{name}@1.0.0"))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut query = Vec::new();
+            if let Some(t) = timeout {
+                query.push(("timeout", t.to_string()));
+            }
+            if let Some(m) = memory {
+                query.push(("memory", m.to_string()));
+            }
+            if let Some(c) = concurrency {
+                query.push(("concurrency", c.to_string()));
+            }
+            for gr in grants {
+                query.push(("grant", gr));
+            }
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            eprintln!(
+                "deploying {} ({} KiB) as {owner}/{name}@{version} ...",
+                file.display(),
+                bytes.len() / 1024
+            );
+            let reply = client.send(
+                Method::PUT,
+                &format!("/v1/algorithms/{owner}/{name}/versions/{version}"),
+                &query,
+                Some((bytes, "application/wasm")),
+            )?;
+            let v = reply.json()?;
+            println!(
+                "deployed {} ({}, compiled in {} ms, {})",
+                v["endpoint"].as_str().unwrap_or("?"),
+                v["kind"].as_str().unwrap_or("?"),
+                v["compile_ms"],
+                v["digest"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        Command::Call {
+            target,
+            input,
+            text,
+            json,
+            binary,
+            timeout,
+            stdout,
+            output,
+        } => {
+            let (owner, name, version) = split_target(&target)?;
+            let raw: Vec<u8> = match input.as_deref() {
+                Some("-") => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .context("reading stdin")?;
+                    buf
+                }
+                Some(s) => s.as_bytes().to_vec(),
+                None => Vec::new(),
+            };
+            let parses_as_json = serde_json::from_slice::<serde::de::IgnoredAny>(&raw).is_ok();
+            if json && !parses_as_json {
+                bail!(
+                    "--json was given but the input is not valid JSON; quote JSON strings (e.g. '\"Ada\"') or use --text"
+                );
+            }
+            let ct = if binary {
+                "application/octet-stream"
+            } else if text {
+                "text/plain"
+            } else if json || parses_as_json {
+                "application/json"
+            } else if std::str::from_utf8(&raw).is_ok() {
+                "text/plain"
+            } else {
+                "application/octet-stream"
+            };
+            let mut query = Vec::new();
+            if let Some(t) = timeout {
+                query.push(("timeout", t.to_string()));
+            }
+            if stdout {
+                query.push(("stdout", "true".to_string()));
+            }
+            let path = match version {
+                Some(v) => format!("/v1/algo/{owner}/{name}/{v}"),
+                None => format!("/v1/algo/{owner}/{name}"),
+            };
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            let reply = client.send(Method::POST, &path, &query, Some((raw, ct)))?;
+            let v = reply.json()?;
+            if stdout && let Some(s) = v["metadata"]["stdout"].as_str() {
+                eprint!("{s}");
+            }
+            let result = &v["result"];
+            let bytes = match v["metadata"]["content_type"].as_str() {
+                Some("text") => {
+                    let mut s = result.as_str().unwrap_or_default().to_string();
+                    if output.is_none() && !s.ends_with('\n') {
+                        s.push('\n');
+                    }
+                    s.into_bytes()
+                }
+                Some("binary") => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(result.as_str().unwrap_or_default())
+                        .context("the server returned invalid base64")?
+                }
+                _ => format!("{}\n", serde_json::to_string_pretty(result)?).into_bytes(),
+            };
+            match output {
+                Some(path) => std::fs::write(&path, bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout().write_all(&bytes)?,
+            }
+            Ok(())
+        }
+        Command::Algos { name } => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            match name {
+                None => {
+                    let v = client
+                        .send(Method::GET, "/v1/algorithms", &[], None)?
+                        .json()?;
+                    let list = v["algorithms"].as_array().cloned().unwrap_or_default();
+                    if list.is_empty() {
+                        println!(
+                            "no algorithms deployed (deploy one with `wasmgrid deploy FILE owner/name@1.0.0`)"
+                        );
+                    }
+                    for a in list {
+                        let versions = a["versions"].as_array().map(|v| v.len()).unwrap_or(0);
+                        println!(
+                            "{}/{}  latest {}  ({versions} version{})",
+                            a["owner"].as_str().unwrap_or("?"),
+                            a["name"].as_str().unwrap_or("?"),
+                            a["latest"].as_str().unwrap_or("-"),
+                            if versions == 1 { "" } else { "s" }
+                        );
+                    }
+                }
+                Some(n) => {
+                    let (owner, name, _) = split_target(&n)?;
+                    let v = client
+                        .send(
+                            Method::GET,
+                            &format!("/v1/algorithms/{owner}/{name}"),
+                            &[],
+                            None,
+                        )?
+                        .json()?;
+                    for r in v["versions"].as_array().cloned().unwrap_or_default() {
+                        println!(
+                            "{}/{}@{}  {}  timeout {}s  memory {} MiB  concurrency {}  {}",
+                            owner,
+                            name,
+                            r["version"].as_str().unwrap_or("?"),
+                            r["kind"].as_str().unwrap_or("?"),
+                            r["timeout"],
+                            r["memory"],
+                            r["concurrency"],
+                            r["created"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Delete { target } => {
+            let (owner, name, version) = split_target(&target)?;
+            let version = version
+                .ok_or_else(|| anyhow!("name the version to delete: {owner}/{name}@1.0.0"))?;
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            client.send(
+                Method::DELETE,
+                &format!("/v1/algorithms/{owner}/{name}/versions/{version}"),
+                &[],
+                None,
+            )?;
+            println!("deleted {owner}/{name}@{version} (the number stays taken)");
+            Ok(())
+        }
+        Command::Key(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            match cmd {
+                KeyCommand::Create {
+                    owner,
+                    scopes,
+                    name,
+                    algorithmia_compat,
+                } => {
+                    let compat = if algorithmia_compat {
+                        "algorithmia"
+                    } else {
+                        "http"
+                    };
+                    let body = serde_json::json!({"owner": owner, "scopes": scopes, "name": name, "compat": compat});
+                    let v = client
+                        .send(
+                            Method::POST,
+                            "/v1/keys",
+                            &[],
+                            Some((serde_json::to_vec(&body)?, "application/json")),
+                        )?
+                        .json()?;
+                    eprintln!(
+                        "created key {} for {} (shown once; store it now):",
+                        v["id"].as_str().unwrap_or("?"),
+                        owner
+                    );
+                    println!("{}", v["key"].as_str().unwrap_or(""));
+                }
+                KeyCommand::Revoke { id } => {
+                    client.send(Method::DELETE, &format!("/v1/keys/{id}"), &[], None)?;
+                    println!("revoked key {id}");
+                }
+                KeyCommand::Ls => {
+                    let v = client.send(Method::GET, "/v1/keys", &[], None)?.json()?;
+                    for k in v["keys"].as_array().cloned().unwrap_or_default() {
+                        println!(
+                            "{}  owner {}  scopes {}  {}",
+                            k["id"].as_str().unwrap_or("?"),
+                            k["owner"].as_str().unwrap_or("?"),
+                            k["scopes"],
+                            k["created"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Splits `owner/name[@version]`.
+fn split_target(target: &str) -> anyhow::Result<(String, String, Option<String>)> {
+    let (path, version) = match target.split_once('@') {
+        Some((p, v)) => (p, Some(v.to_string())),
+        None => (target, None),
+    };
+    match path.split_once('/') {
+        Some((o, n)) if !o.is_empty() && !n.is_empty() && !n.contains('/') => {
+            Ok((o.to_string(), n.to_string(), version))
+        }
+        _ => bail!(
+            "expected owner/name or owner/name@version, got {target:?} (e.g. demo/hello@1.0.0)"
+        ),
+    }
+}
+
+fn up(
+    g: &Global,
+    manifest_path: &Path,
+    no_build: bool,
+    addr: Option<String>,
+    drain_timeout: u64,
+) -> anyhow::Result<()> {
+    let manifest = Manifest::load(manifest_path)?;
+    if let Some(info) = crate::server::ServerInfo::read(&g.data_dir)
+        && process_alive(info.pid)
+    {
+        bail!(
+            "a wasmgrid server (pid {}) is already serving {} on {}; stop it first, or use another --data-dir",
+            info.pid,
+            g.data_dir.display(),
+            info.addr
+        );
+    }
+    if !no_build {
+        up::build_all(&manifest)?;
+    }
+    let app = App::open(&g.data_dir, EngineConfig::default())?;
+    let rt = runtime()?;
+    let results = rt.block_on(up::deploy_changed(&app, &manifest))?;
+    let addr = addr
+        .or(manifest.server.addr.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+    let data_dir = g.data_dir.clone();
+    rt.block_on(crate::server::serve(app, &addr, Duration::from_secs(drain_timeout), move |local| {
+        let mut out = String::new();
+        for r in &results {
+            let what = if r.deployed { "deployed" } else { "unchanged" };
+            out.push_str(&format!("  {}@{}  ({what})\n", r.name, r.version));
+        }
+        let key_path = data_dir.join("admin.key");
+        let first = results.iter().find(|r| r.name == "demo/hello").or(results.first());
+        let example = first.map(|r| r.name.as_str()).unwrap_or("demo/hello");
+        eprintln!(
+            "\nwasmgrid is serving {} algorithm(s) on http://{local}\n{out}\nTry:\n  curl -H \"Authorization: Simple $(cat {})\" -H 'Content-Type: text/plain' -d 'World' http://{local}/v1/algo/{example}\n  {} call {example} World\n\nPress Ctrl-C to stop.",
+            results.len(),
+            key_path.display(),
+            cli_hint(&data_dir),
+        );
+    }))
+}
+
+fn cli_hint(data_dir: &Path) -> String {
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    let mut cmd = match (exe, cwd) {
+        (Some(e), Some(c)) => match e.strip_prefix(&c) {
+            Ok(rel) => format!("./{}", rel.display()),
+            Err(_) => e.display().to_string(),
+        },
+        _ => "wasmgrid".to_string(),
+    };
+    if data_dir != Path::new(".wasmgrid") {
+        cmd.push_str(&format!(" --data-dir {}", data_dir.display()));
+    }
+    cmd
+}
+
+fn process_alive(pid: u32) -> bool {
+    // Signal 0 checks existence without sending anything.
+    i32::try_from(pid).is_ok_and(|p| unsafe { libc::kill(p, 0) } == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            split_target("demo/hello@1.2").unwrap(),
+            ("demo".into(), "hello".into(), Some("1.2".into()))
+        );
+        assert_eq!(split_target("demo/hello").unwrap().2, None);
+        assert!(split_target("hello").is_err());
+        assert!(split_target("a/b/c").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

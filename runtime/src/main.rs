@@ -1,0 +1,5 @@
+//! The `wasmgrid` command.
+
+fn main() -> std::process::ExitCode {
+    wasmgrid::cli::main()
+}

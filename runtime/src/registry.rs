@@ -1,0 +1,709 @@
+//! The registry: deployed algorithms, their versions and compiled forms.
+//!
+//! A version is published once and its number is never reused, even after a
+//! delete (as on Algorithmia). Deploying compiles the component once and keeps
+//! both the original bytes (a blob in the store) and the precompiled artifact
+//! (`<data dir>/compiled/`, tied to the engine's compatibility hash). After a
+//! restart, the first call of a version loads its artifact without compiling; if
+//! the artifact is missing or was built by a different engine, the registry
+//! recompiles from the original bytes.
+//!
+//! Metadata is held in memory (loaded at start, written through to the store), so
+//! resolving `owner/name/1.2` on the invoke path is a map lookup.
+
+use crate::engine::{
+    CallLimits, ComponentKind, Engine, InvokeError, Outcome, Payload, Prepared, TriggerEvent,
+};
+use crate::store::{Store, StoreError, StoreExt, Table, WriteBatch};
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Default per-call timeout (Algorithmia's).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// Longest timeout an algorithm may be deployed with.
+pub const MAX_TIMEOUT_SECS: u64 = 3000;
+/// Default memory cap.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// Default number of concurrent calls of one version.
+pub const DEFAULT_CONCURRENCY: u32 = 64;
+
+/// Settings chosen at deploy time, fixed for the version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSettings {
+    /// Per-call timeout in seconds.
+    pub timeout: u64,
+    /// Memory cap in MiB.
+    pub memory: u64,
+    /// Calls of this version that may run at once.
+    pub concurrency: u32,
+    /// Capabilities granted to the guest (`data://owner/collection:read`, ...).
+    #[serde(default)]
+    pub grants: Vec<String>,
+}
+
+impl Default for VersionSettings {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT_SECS,
+            memory: DEFAULT_MEMORY_MIB,
+            concurrency: DEFAULT_CONCURRENCY,
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// A published version, as stored and as listed by the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Owner (user or organisation).
+    pub owner: String,
+    /// Algorithm name.
+    pub name: String,
+    /// Semantic version.
+    pub version: String,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+    /// Algorithm or wasi:http handler.
+    pub kind: ComponentKind,
+    /// Component size in bytes.
+    pub size: u64,
+    /// Deploy-time settings.
+    #[serde(flatten)]
+    pub settings: VersionSettings,
+    /// When it was published (RFC 3339).
+    pub created: String,
+    /// How long the first compilation took.
+    pub compile_ms: u64,
+}
+
+/// Registry failures, each naming the thing and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A malformed owner, name, version, version spec or setting.
+    #[error("{0}")]
+    Invalid(String),
+    /// The component cannot be run.
+    #[error("{0}")]
+    InvalidComponent(#[from] crate::engine::InvalidComponent),
+    /// No such algorithm or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The version number was published before.
+    #[error("{0}")]
+    VersionExists(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A host-side failure (I/O on the compiled cache, a worker thread died).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Which version a caller asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSpec {
+    /// The newest released (non-pre-release) version.
+    Latest,
+    /// The newest released `MAJOR.x.y`.
+    Major(u64),
+    /// The newest released `MAJOR.MINOR.y`.
+    Minor(u64, u64),
+    /// Exactly this version (the only way to reach a pre-release).
+    Exact(Version),
+}
+
+impl VersionSpec {
+    /// Parses `""`/`latest`, `1`, `1.2` or `1.2.3[-pre][+build]`.
+    pub fn parse(spec: Option<&str>) -> Result<Self, RegistryError> {
+        let spec = match spec.map(str::trim) {
+            None | Some("") | Some("latest") => return Ok(Self::Latest),
+            Some(s) => s,
+        };
+        let bad = || {
+            RegistryError::Invalid(format!(
+                "bad version spec {spec:?}: use an exact semantic version (1.2.3), a prefix (1.2 or 1), or \
+                 leave it out for the latest version"
+            ))
+        };
+        let parts: Vec<&str> = spec.split('.').collect();
+        let num = |s: &str| -> Result<u64, RegistryError> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            s.parse().map_err(|_| bad())
+        };
+        match parts.len() {
+            1 => Ok(Self::Major(num(parts[0])?)),
+            2 => Ok(Self::Minor(num(parts[0])?, num(parts[1])?)),
+            _ => Version::parse(spec).map(Self::Exact).map_err(|_| bad()),
+        }
+    }
+
+    fn matches(&self, v: &Version) -> bool {
+        match self {
+            Self::Exact(e) => e == v,
+            _ if !v.pre.is_empty() => false,
+            Self::Latest => true,
+            Self::Major(m) => v.major == *m,
+            Self::Minor(m, n) => v.major == *m && v.minor == *n,
+        }
+    }
+}
+
+/// A deployed version: its record plus what calls need at run time.
+pub struct Deployed {
+    /// The stored record.
+    pub record: VersionRecord,
+    /// Parsed version.
+    pub version: Version,
+    permits: Arc<Semaphore>,
+    loaded: OnceCell<Prepared>,
+}
+
+impl Deployed {
+    /// `owner/name/version`.
+    pub fn endpoint(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.record.owner, self.record.name, self.record.version
+        )
+    }
+
+    /// The per-call limits for this version, with an optional lower timeout.
+    pub fn limits(&self, timeout: Option<Duration>) -> CallLimits {
+        let max = Duration::from_secs(self.record.settings.timeout);
+        CallLimits {
+            timeout: timeout.map_or(max, |t| t.min(max)),
+            memory_bytes: self.record.settings.memory << 20,
+        }
+    }
+}
+
+#[derive(Default)]
+struct AlgorithmEntry {
+    live: BTreeMap<Version, Arc<Deployed>>,
+    taken: BTreeSet<Version>,
+}
+
+/// Everything about one algorithm, for listings and for `wasmgrid up`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlgorithmInfo {
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// Newest released version, if any.
+    pub latest: Option<String>,
+    /// Live versions, newest first.
+    pub versions: Vec<VersionRecord>,
+    /// Every version number ever published (deleted ones included), ascending.
+    pub taken: Vec<String>,
+}
+
+/// Deploy-time inputs.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// Version to publish.
+    pub version: String,
+    /// Settings.
+    pub settings: VersionSettings,
+}
+
+/// The registry of deployed algorithms.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
+    compiled_dir: PathBuf,
+    algorithms: RwLock<HashMap<(String, String), AlgorithmEntry>>,
+    compilations: AtomicU64,
+}
+
+/// Checks an owner or algorithm name: 1–64 characters, letters, digits, `_` and
+/// `-`, starting with a letter or digit.
+pub fn validate_name(what: &str, value: &str) -> Result<(), RegistryError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "invalid {what} {value:?}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn lock_err() -> RegistryError {
+    RegistryError::Internal("registry state lock poisoned".into())
+}
+
+impl Registry {
+    /// Opens the registry over `store`, loading every version's metadata.
+    pub fn open(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        data_dir: &std::path::Path,
+    ) -> Result<Self, RegistryError> {
+        let compiled_dir = data_dir.join("compiled");
+        std::fs::create_dir_all(&compiled_dir).map_err(|e| {
+            RegistryError::Internal(format!("cannot create {}: {e}", compiled_dir.display()))
+        })?;
+        let mut algorithms: HashMap<(String, String), AlgorithmEntry> = HashMap::new();
+        for (key, _) in store.scan_json::<serde_json::Value>(Table::TAKEN_VERSIONS, "")? {
+            let mut parts = key.splitn(3, '/');
+            if let (Some(o), Some(n), Some(v)) = (parts.next(), parts.next(), parts.next())
+                && let Ok(v) = Version::parse(v)
+            {
+                algorithms
+                    .entry((o.into(), n.into()))
+                    .or_default()
+                    .taken
+                    .insert(v);
+            }
+        }
+        for (_, record) in store.scan_json::<VersionRecord>(Table::VERSIONS, "")? {
+            let Ok(version) = Version::parse(&record.version) else {
+                continue;
+            };
+            let entry = algorithms
+                .entry((record.owner.clone(), record.name.clone()))
+                .or_default();
+            entry.taken.insert(version.clone());
+            entry.live.insert(
+                version.clone(),
+                Arc::new(Deployed::new(record, version, None)),
+            );
+        }
+        Ok(Self {
+            store,
+            engine,
+            compiled_dir,
+            algorithms: RwLock::new(algorithms),
+            compilations: AtomicU64::new(0),
+        })
+    }
+
+    /// The engine calls run on.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// How many components this process has compiled (deploys and recompiles).
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Publishes a new version: validates, compiles, stores, and makes it callable.
+    pub async fn deploy(
+        &self,
+        req: DeployRequest,
+        bytes: bytes::Bytes,
+    ) -> Result<Arc<Deployed>, RegistryError> {
+        validate_name("owner", &req.owner)?;
+        validate_name("algorithm name", &req.name)?;
+        let version = Version::parse(&req.version).map_err(|e| {
+            RegistryError::Invalid(format!(
+                "invalid version {:?}: {e}; versions are semantic versions such as 1.0.0 or 2.1.0-beta.1",
+                req.version
+            ))
+        })?;
+        validate_settings(&req.settings, self.engine.config().max_memory_bytes >> 20)?;
+        let taken_msg = || {
+            RegistryError::VersionExists(format!(
+                "{}/{}/{} was already published (version numbers are never reused, even after a delete); \
+                 deploy a higher version",
+                req.owner, req.name, version
+            ))
+        };
+        if self.is_taken(&req.owner, &req.name, &version)? {
+            return Err(taken_msg());
+        }
+
+        let size = bytes.len() as u64;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let artifact = self.artifact_path(&digest);
+        let engine = self.engine.clone();
+        let store = self.store.clone();
+        let digest2 = digest.clone();
+        let (kind, prepared, compile_ms) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let component = engine.compile(&bytes)?;
+            let compile_ms = started.elapsed().as_millis() as u64;
+            let (kind, prepared) = engine.prepare(&component)?;
+            store.put_blob(&digest2, &bytes)?;
+            let serialized = engine
+                .serialize(&component)
+                .map_err(|e| RegistryError::Internal(format!("{e:#}")))?;
+            write_atomically(&artifact, &serialized)?;
+            Ok::<_, RegistryError>((kind, prepared, compile_ms))
+        })
+        .await
+        .map_err(|e| RegistryError::Internal(format!("compile worker failed: {e}")))??;
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+
+        let record = VersionRecord {
+            owner: req.owner.clone(),
+            name: req.name.clone(),
+            version: version.to_string(),
+            digest,
+            kind,
+            size,
+            settings: req.settings.clone(),
+            created: now_rfc3339(),
+            compile_ms,
+        };
+        let key = format!("{}/{}/{}", req.owner, req.name, version);
+        let mut batch = WriteBatch::new();
+        batch
+            .require_absent(Table::TAKEN_VERSIONS, key.clone())
+            .put_json(
+                Table::TAKEN_VERSIONS,
+                key.clone(),
+                &serde_json::json!({"published": record.created}),
+            )
+            .put_json(Table::VERSIONS, key, &record);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(&batch))
+            .await
+            .map_err(|e| RegistryError::Internal(format!("store worker failed: {e}")))?
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => taken_msg(),
+                other => other.into(),
+            })?;
+
+        let deployed = Arc::new(Deployed::new(record, version.clone(), prepared));
+        let mut map = self.algorithms.write().map_err(|_| lock_err())?;
+        let entry = map.entry((req.owner, req.name)).or_default();
+        entry.taken.insert(version.clone());
+        entry.live.insert(version, deployed.clone());
+        Ok(deployed)
+    }
+
+    fn is_taken(&self, owner: &str, name: &str, version: &Version) -> Result<bool, RegistryError> {
+        let map = self.algorithms.read().map_err(|_| lock_err())?;
+        Ok(map
+            .get(&(owner.to_string(), name.to_string()))
+            .is_some_and(|e| e.taken.contains(version)))
+    }
+
+    /// Finds the version a caller means.
+    pub fn resolve(
+        &self,
+        owner: &str,
+        name: &str,
+        spec: &VersionSpec,
+    ) -> Result<Arc<Deployed>, RegistryError> {
+        let map = self.algorithms.read().map_err(|_| lock_err())?;
+        let entry = map.get(&(owner.to_string(), name.to_string())).filter(|e| !e.live.is_empty()).ok_or_else(|| {
+            RegistryError::NotFound(format!(
+                "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
+            ))
+        })?;
+        entry
+            .live
+            .iter()
+            .rev()
+            .find(|(v, _)| spec.matches(v))
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| {
+                let available = entry
+                    .live
+                    .keys()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let what = match spec {
+                    VersionSpec::Latest => {
+                        "no released version (pre-releases are only called when named exactly)"
+                            .into()
+                    }
+                    VersionSpec::Major(m) => format!("no released version {m}.x.y"),
+                    VersionSpec::Minor(m, n) => format!("no released version {m}.{n}.x"),
+                    VersionSpec::Exact(v) => format!("no version {v}"),
+                };
+                RegistryError::NotFound(format!(
+                    "algorithm {owner}/{name} has {what}; available: {available}"
+                ))
+            })
+    }
+
+    /// One algorithm's versions and taken numbers.
+    pub fn algorithm(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<AlgorithmInfo>, RegistryError> {
+        let map = self.algorithms.read().map_err(|_| lock_err())?;
+        Ok(map
+            .get(&(owner.to_string(), name.to_string()))
+            .map(|e| info(owner, name, e)))
+    }
+
+    /// Every algorithm with at least one live version, optionally of one owner.
+    pub fn list(&self, owner: Option<&str>) -> Result<Vec<AlgorithmInfo>, RegistryError> {
+        let map = self.algorithms.read().map_err(|_| lock_err())?;
+        let mut out: Vec<AlgorithmInfo> = map
+            .iter()
+            .filter(|((o, _), e)| owner.is_none_or(|want| want == o) && !e.live.is_empty())
+            .map(|((o, n), e)| info(o, n, e))
+            .collect();
+        out.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
+        Ok(out)
+    }
+
+    /// Deletes a version. Its number stays taken; calls already running finish.
+    pub async fn delete(
+        &self,
+        owner: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<(), RegistryError> {
+        let v = Version::parse(version)
+            .map_err(|e| RegistryError::Invalid(format!("invalid version {version:?}: {e}")))?;
+        {
+            let map = self.algorithms.read().map_err(|_| lock_err())?;
+            let live = map
+                .get(&(owner.to_string(), name.to_string()))
+                .is_some_and(|e| e.live.contains_key(&v));
+            if !live {
+                return Err(RegistryError::NotFound(format!(
+                    "version {owner}/{name}/{v} not found"
+                )));
+            }
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(Table::VERSIONS, format!("{owner}/{name}/{v}"));
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(&batch))
+            .await
+            .map_err(|e| RegistryError::Internal(format!("store worker failed: {e}")))??;
+        let mut map = self.algorithms.write().map_err(|_| lock_err())?;
+        if let Some(entry) = map.get_mut(&(owner.to_string(), name.to_string())) {
+            entry.live.remove(&v);
+        }
+        Ok(())
+    }
+
+    /// Runs one call of a deployed version: takes a concurrency permit (or answers
+    /// `Overloaded`), loads the compiled component if needed, and invokes it.
+    pub async fn invoke(
+        &self,
+        deployed: &Deployed,
+        input: Payload,
+        trigger: Option<TriggerEvent>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, InvokeError> {
+        let _permit = deployed.permits.clone().try_acquire_owned().map_err(|_| {
+            InvokeError::Overloaded(format!(
+                "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
+                deployed.endpoint(),
+                deployed.record.settings.concurrency
+            ))
+        })?;
+        let prepared = self
+            .prepared(deployed)
+            .await
+            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        self.engine
+            .invoke(prepared, input, trigger, deployed.limits(timeout))
+            .await
+    }
+
+    /// The linked component of a version, loading or recompiling it on first use.
+    pub async fn prepared<'a>(
+        &self,
+        deployed: &'a Deployed,
+    ) -> Result<&'a Prepared, RegistryError> {
+        deployed
+            .loaded
+            .get_or_try_init(|| async {
+                let engine = self.engine.clone();
+                let store = self.store.clone();
+                let artifact = self.artifact_path(&deployed.record.digest);
+                let digest = deployed.record.digest.clone();
+                let (prepared, recompiled) = tokio::task::spawn_blocking(move || {
+                    load_or_recompile(&engine, &*store, &artifact, &digest)
+                })
+                .await
+                .map_err(|e| RegistryError::Internal(format!("load worker failed: {e}")))??;
+                if recompiled {
+                    self.compilations.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(prepared)
+            })
+            .await
+    }
+
+    fn artifact_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.compiled_dir
+            .join(format!("{hex}-{}.cwasm", self.engine.compatibility_hash()))
+    }
+}
+
+impl Deployed {
+    fn new(record: VersionRecord, version: Version, prepared: Option<Prepared>) -> Self {
+        let permits = Arc::new(Semaphore::new(record.settings.concurrency.max(1) as usize));
+        let loaded = match prepared {
+            Some(p) => OnceCell::new_with(Some(p)),
+            None => OnceCell::new(),
+        };
+        Self {
+            record,
+            version,
+            permits,
+            loaded,
+        }
+    }
+}
+
+fn info(owner: &str, name: &str, e: &AlgorithmEntry) -> AlgorithmInfo {
+    AlgorithmInfo {
+        owner: owner.to_string(),
+        name: name.to_string(),
+        latest: e
+            .live
+            .keys()
+            .rev()
+            .find(|v| v.pre.is_empty())
+            .map(|v| v.to_string()),
+        versions: e.live.values().rev().map(|d| d.record.clone()).collect(),
+        taken: e.taken.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+fn validate_settings(s: &VersionSettings, max_memory_mib: u64) -> Result<(), RegistryError> {
+    if s.timeout == 0 || s.timeout > MAX_TIMEOUT_SECS {
+        return Err(RegistryError::Invalid(format!(
+            "timeout={} is out of range: use 1 to {MAX_TIMEOUT_SECS} seconds",
+            s.timeout
+        )));
+    }
+    if s.memory == 0 || s.memory > max_memory_mib {
+        return Err(RegistryError::Invalid(format!(
+            "memory={} is out of range: use 1 to {max_memory_mib} MiB",
+            s.memory
+        )));
+    }
+    if s.concurrency == 0 || s.concurrency > 10_000 {
+        return Err(RegistryError::Invalid(format!(
+            "concurrency={} is out of range: use 1 to 10000",
+            s.concurrency
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the precompiled artifact, or recompiles from the stored original when it
+/// is missing or unusable (new wasmtime, other settings or CPU). Returns whether
+/// it recompiled.
+fn load_or_recompile(
+    engine: &Engine,
+    store: &dyn Store,
+    artifact: &std::path::Path,
+    digest: &str,
+) -> Result<(Prepared, bool), RegistryError> {
+    if artifact.exists() {
+        match engine.load_precompiled(artifact) {
+            Ok(component) => {
+                let (_, prepared) = engine.prepare(&component)?;
+                if let Some(p) = prepared {
+                    return Ok((p, false));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(artifact = %artifact.display(), error = %e, "precompiled artifact unusable; recompiling")
+            }
+        }
+    }
+    let bytes = store.get_blob(digest)?.ok_or_else(|| {
+        RegistryError::Internal(format!(
+            "the original component {digest} is missing from the data directory"
+        ))
+    })?;
+    tracing::info!(%digest, "compiling component (no usable precompiled artifact for this engine)");
+    let component = engine.compile(&bytes)?;
+    let (_, prepared) = engine.prepare(&component)?;
+    let serialized = engine
+        .serialize(&component)
+        .map_err(|e| RegistryError::Internal(format!("{e:#}")))?;
+    write_atomically(artifact, &serialized)?;
+    let prepared =
+        prepared.ok_or_else(|| RegistryError::Internal("component is not an algorithm".into()))?;
+    Ok((prepared, true))
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), RegistryError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let io =
+        |e: std::io::Error| RegistryError::Internal(format!("writing {}: {e}", path.display()));
+    let (tmp, mut file) = crate::store::tempfile_in(dir).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_specs() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        assert_eq!(VersionSpec::parse(None).unwrap(), VersionSpec::Latest);
+        assert_eq!(
+            VersionSpec::parse(Some("latest")).unwrap(),
+            VersionSpec::Latest
+        );
+        assert_eq!(
+            VersionSpec::parse(Some("1")).unwrap(),
+            VersionSpec::Major(1)
+        );
+        assert_eq!(
+            VersionSpec::parse(Some("1.2")).unwrap(),
+            VersionSpec::Minor(1, 2)
+        );
+        assert!(
+            VersionSpec::parse(Some("1.2.3-beta"))
+                .unwrap()
+                .matches(&v("1.2.3-beta"))
+        );
+        assert!(!VersionSpec::Latest.matches(&v("2.0.0-rc.1")));
+        assert!(!VersionSpec::Major(2).matches(&v("2.0.0-rc.1")));
+        for bad in ["x", "1.x", "1..2", "-1", "1.2.3.4", "v1"] {
+            assert!(
+                VersionSpec::parse(Some(bad)).is_err(),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("owner", "demo").is_ok());
+        assert!(validate_name("owner", "my-org_2").is_ok());
+        for bad in ["", "-x", "a/b", "a b", ".my", &"x".repeat(65)] {
+            assert!(validate_name("owner", bad).is_err(), "{bad:?}");
+        }
+    }
+}

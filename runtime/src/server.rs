@@ -1,0 +1,105 @@
+//! Serving the API: bind, advertise `server.json`, and drain on SIGTERM.
+
+use crate::app::App;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What `<data dir>/server.json` holds while a server runs, so the CLI can find it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ServerInfo {
+    /// `host:port` the server listens on.
+    pub addr: String,
+    /// Process id of the server.
+    pub pid: u32,
+}
+
+impl ServerInfo {
+    /// Reads `server.json` from a data directory, if present.
+    pub fn read(data_dir: &Path) -> Option<ServerInfo> {
+        let text = std::fs::read_to_string(data_dir.join("server.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// Serves `app` on `addr` until SIGTERM or Ctrl-C, then stops accepting, lets
+/// in-flight calls and background work finish (up to `drain_timeout`), removes
+/// `server.json` and returns. `on_ready` runs once the socket is bound.
+pub async fn serve(
+    app: Arc<App>,
+    addr: &str,
+    drain_timeout: Duration,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}: is another server using it? pick another with --addr HOST:PORT (port 0 picks a free one)")
+    })?;
+    let local = listener.local_addr()?;
+    let info_path = app.data_dir.join("server.json");
+    let info = ServerInfo {
+        addr: local.to_string(),
+        pid: std::process::id(),
+    };
+    std::fs::write(&info_path, serde_json::to_vec(&info)?)
+        .with_context(|| format!("cannot write {}", info_path.display()))?;
+    tracing::info!(addr = %local, data_dir = %app.data_dir.display(), "wasmgrid listening");
+    on_ready(local);
+
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let app2 = app.clone();
+    let shutdown2 = shutdown.clone();
+    let signal = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections; draining in-flight calls");
+        app2.draining.store(true, Ordering::Relaxed);
+        shutdown2.notify_one();
+    };
+    // Path normalisation must run before routing, so it wraps the router.
+    let service = tower::Layer::layer(
+        &tower::util::MapRequestLayer::new(crate::api::normalize_path::<axum::body::Body>),
+        crate::api::router(app.clone()),
+    );
+    let service =
+        axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service(service);
+    let server = axum::serve(listener, service).with_graceful_shutdown(signal);
+    let drain_deadline = async {
+        shutdown.notified().await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    let result = tokio::select! {
+        r = server => r.context("server failed"),
+        _ = drain_deadline => {
+            tracing::warn!(?drain_timeout, "drain timeout reached; exiting with requests still in flight");
+            Ok(())
+        }
+    };
+    app.background.close();
+    if tokio::time::timeout(drain_timeout, app.background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background calls still running at exit");
+    }
+    let _ = std::fs::remove_file(&info_path);
+    tracing::info!("stopped");
+    result
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

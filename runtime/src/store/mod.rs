@@ -1,0 +1,259 @@
+//! Durable storage for wasmgrid's metadata and blobs, behind a trait.
+//!
+//! Everything above this module (registry, auth, data, events, jobs) talks to a
+//! [`Store`]: a small transactional key/value interface plus a content-addressed blob
+//! store. The embedded backend ([`EmbeddedStore`]) keeps metadata in one
+//! [redb](https://docs.rs/redb) database file and blobs as files in the data
+//! directory; a distributed backend (NATS JetStream key/value and object store) can
+//! implement the same trait later without touching the layers above.
+//!
+//! Values are JSON documents (see [`Table`] for what each table holds), so records
+//! can grow fields without a migration; structural changes bump
+//! [`SCHEMA_VERSION`] and add a step to the embedded backend's migration list.
+
+mod embedded;
+
+pub use embedded::{EmbeddedStore, sync_dir, tempfile_in};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The schema version this build writes. Opening a data directory written by a
+/// newer build fails with a clear error instead of misreading it.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A named key space. Keys within a table are UTF-8 strings compared bytewise, so
+/// `/`-separated keys list in path order and prefix scans select a subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Table(&'static str);
+
+impl Table {
+    /// Store-wide settings (`schema_version`, ...).
+    pub const META: Table = Table("meta");
+    /// `owner/name/version` → [`crate::registry::VersionRecord`].
+    pub const VERSIONS: Table = Table("versions");
+    /// `owner/name/version` → `{}`: every version number ever published, deleted or
+    /// not, so that a number is never reused.
+    pub const TAKEN_VERSIONS: Table = Table("taken_versions");
+    /// key id → [`crate::auth::KeyRecord`] (hashed secret, owner, scopes).
+    pub const KEYS: Table = Table("keys");
+
+    /// Every table the store knows, created when the store is opened.
+    pub const ALL: &'static [Table] = &[
+        Table::META,
+        Table::VERSIONS,
+        Table::TAKEN_VERSIONS,
+        Table::KEYS,
+    ];
+
+    /// The table's name as stored.
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// Errors from a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A write batch asked for a key to be absent and it was present. Nothing in
+    /// the batch was written.
+    #[error("{table}/{key} already exists")]
+    Conflict {
+        /// The table of the conflicting key.
+        table: &'static str,
+        /// The conflicting key.
+        key: String,
+    },
+    /// The data directory is already open in another wasmgrid process.
+    #[error(
+        "the data directory {path} is in use by another wasmgrid process; stop it, or pass a different --data-dir"
+    )]
+    Locked {
+        /// The database file.
+        path: String,
+    },
+    /// The data directory was written by a newer wasmgrid.
+    #[error(
+        "the data directory uses schema version {found}, but this wasmgrid understands up to {supported}; upgrade wasmgrid"
+    )]
+    NewerSchema {
+        /// The schema version found on disk.
+        found: u64,
+        /// The newest version this build understands.
+        supported: u64,
+    },
+    /// A stored record could not be decoded (corruption or a bug).
+    #[error("stored record {table}/{key} is unreadable: {reason}")]
+    Corrupt {
+        /// Table of the record.
+        table: &'static str,
+        /// Key of the record.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The backend failed (disk full, I/O error, ...).
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// One write in a [`WriteBatch`].
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put {
+        /// Target table.
+        table: Table,
+        /// Key.
+        key: String,
+        /// Encoded value.
+        value: Vec<u8>,
+    },
+    /// Remove `key` (no error if absent).
+    Delete {
+        /// Target table.
+        table: Table,
+        /// Key.
+        key: String,
+    },
+    /// Fail the whole batch with [`StoreError::Conflict`] if `key` exists.
+    RequireAbsent {
+        /// Table to check.
+        table: Table,
+        /// Key that must not exist.
+        key: String,
+    },
+}
+
+/// Writes applied atomically and durably by [`Store::commit`]: all or none, and
+/// on disk when `commit` returns.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put of a JSON-encoded record.
+    pub fn put_json<T: Serialize>(
+        &mut self,
+        table: Table,
+        key: impl Into<String>,
+        value: &T,
+    ) -> &mut Self {
+        // Serializing our own record types cannot fail (no maps with non-string keys).
+        let value = serde_json::to_vec(value).unwrap_or_default();
+        self.ops.push(WriteOp::Put {
+            table,
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, table: Table, key: impl Into<String>) -> &mut Self {
+        self.ops.push(WriteOp::Delete {
+            table,
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Makes the batch fail with a conflict if `key` already exists.
+    pub fn require_absent(&mut self, table: Table, key: impl Into<String>) -> &mut Self {
+        self.ops.push(WriteOp::RequireAbsent {
+            table,
+            key: key.into(),
+        });
+        self
+    }
+
+    /// The operations in order.
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+}
+
+/// The storage interface: a transactional key/value store plus blobs.
+///
+/// Methods are blocking (the embedded backend fsyncs on commit); async callers run
+/// writes on a blocking thread.
+pub trait Store: Send + Sync + 'static {
+    /// Reads one value.
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Lists up to `limit` entries whose key starts with `prefix`, in key order,
+    /// starting after `start_after` when given.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Applies a batch atomically and durably.
+    fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+
+    /// Stores a blob under its content digest (idempotent).
+    fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads a blob by digest.
+    fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Typed helpers over any [`Store`].
+pub trait StoreExt: Store {
+    /// Reads and decodes a JSON record.
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(table, key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        table: table.name(),
+                        key: key.to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Reads and decodes every record under `prefix` (all pages).
+    fn scan_json<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        const PAGE: usize = 1000;
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.scan(table, prefix, after.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            for (key, bytes) in page {
+                let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    table: table.name(),
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+                after = Some(key.clone());
+                out.push((key, value));
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the whole wasmgrid test suite from a clean clone on a fresh machine.
+# Installs what it needs first: the wasm32-wasip2 Rust target (guest examples)
+# and a Python venv with Algorithmia's official client (compatibility test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Rust target wasm32-wasip2"
+rustup target add wasm32-wasip2
+
+step "Python venv for the Algorithmia client test (tests/.venv)"
+if [ ! -x tests/.venv/bin/python ]; then
+  python3 -m venv tests/.venv
+fi
+tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+step "Guest examples (guest-examples/, wasm32-wasip2)"
+(cd guest-examples && cargo build --release --locked)
+
+step "Host: format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Tests (unit + integration against the real binary)"
+cargo test --workspace --locked

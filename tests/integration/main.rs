@@ -1,0 +1,11 @@
+//! Integration tests: the real `wasmgrid` binary, real HTTP on 127.0.0.1, real
+//! components built from guest-examples/.
+
+mod support;
+
+mod algorithmia;
+mod auth;
+mod deploy;
+mod faults;
+mod invoke;
+mod lifecycle;

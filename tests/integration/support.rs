@@ -1,0 +1,228 @@
+//! Shared test support: build the guest examples once, start real `wasmgrid`
+//! servers on 127.0.0.1:0 in temporary data directories, and talk HTTP to them.
+
+use reqwest::blocking::{Client, Response};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runtime/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds every guest example once per test process and returns the folder of
+/// the built components.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo_root().join("guest-examples");
+        let status = Command::new("cargo")
+            .args(["build", "--release", "--quiet"])
+            .current_dir(&dir)
+            // Don't inherit the host build's target settings.
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("run cargo build in guest-examples");
+        assert!(status.success(), "building guest-examples failed");
+        dir.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// The bytes of a built guest example (`hello`, `json-stats`, ...).
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = guests_dir().join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A running `wasmgrid serve` process with its own data directory.
+pub struct Server {
+    pub url: String,
+    pub key: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    pub http: Client,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wasmgrid")
+}
+
+impl Server {
+    /// Starts a server in a fresh data directory.
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_in(&dir, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on an existing data directory with extra `serve` flags.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        let _ = std::fs::remove_file(data_dir.join("server.json"));
+        let log = std::fs::File::create(data_dir.with_extension("log")).ok();
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--instance-slots",
+            "64",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+        match log {
+            Some(f) => cmd.stderr(f),
+            None => cmd.stderr(Stdio::null()),
+        };
+        let child = cmd.spawn().expect("spawn wasmgrid serve");
+        Server::attach(data_dir, Some(child))
+    }
+
+    /// Waits for the server of `data_dir` to advertise itself and connects.
+    pub fn attach(data_dir: &Path, child: Option<Child>) -> Server {
+        let started = Instant::now();
+        let info = loop {
+            if let Ok(text) = std::fs::read_to_string(data_dir.join("server.json"))
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                break v;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "server did not write server.json within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_string();
+        Server {
+            url: format!("http://{}", info["addr"].as_str().expect("addr")),
+            key,
+            data_dir: data_dir.to_path_buf(),
+            child,
+            _tmp: None,
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// An authorised request builder.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.url, path))
+            .header("Authorization", format!("Simple {}", self.key))
+    }
+
+    /// Deploys a guest example as `owner/name@version` with a query string.
+    pub fn deploy(&self, example: &str, target: &str, query: &str) -> Response {
+        let (path, version) = target.split_once('@').expect("owner/name@version");
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        self.req(
+            reqwest::Method::PUT,
+            &format!("/v1/algorithms/{path}/versions/{version}{q}"),
+        )
+        .body(guest(example))
+        .send()
+        .expect("deploy request")
+    }
+
+    /// Deploys and asserts 201.
+    pub fn deploy_ok(&self, example: &str, target: &str, query: &str) -> serde_json::Value {
+        let resp = self.deploy(example, target, query);
+        let status = resp.status();
+        let body = resp.text().unwrap_or_default();
+        assert_eq!(status, 201, "deploy {target}: {body}");
+        serde_json::from_str(&body).expect("deploy JSON")
+    }
+
+    /// Calls an algorithm with a body and content type.
+    pub fn call(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> Response {
+        self.req(reqwest::Method::POST, &format!("/v1/algo/{path}"))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .expect("call request")
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("owned child");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        wait_timeout(&mut child, Duration::from_secs(60)).expect("server exits after SIGTERM")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits for a child with a timeout.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses a JSON response, asserting the status.
+pub fn json(resp: Response, status: u16) -> serde_json::Value {
+    let got = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts an error response: status, error_type, and a message fragment.
+pub fn assert_error(resp: Response, status: u16, error_type: &str, fragment: &str) -> String {
+    let v = json(resp, status);
+    assert_eq!(v["error"]["error_type"], error_type, "body: {v}");
+    let msg = v["error"]["message"].as_str().expect("message").to_string();
+    assert!(
+        msg.contains(fragment),
+        "message {msg:?} should mention {fragment:?}"
+    );
+    msg
+}
