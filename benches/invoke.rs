@@ -9,7 +9,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use wasmgrid::engine::{CallLimits, Engine, EngineConfig, Payload, Prepared};
+use wasmgrid::engine::{
+    CallContext, CallLimits, Engine, EngineConfig, GuestIdentity, Payload, Prepared,
+};
 
 fn build_guest(name: &str) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
@@ -32,6 +34,15 @@ fn prepare(engine: &Engine, name: &str) -> Prepared {
         .expect("algorithm")
 }
 
+/// A call context with no host services: noop and json-stats make no host calls.
+fn ctx() -> CallContext {
+    CallContext::standalone(GuestIdentity {
+        owner: "bench".into(),
+        name: "bench".into(),
+        ..Default::default()
+    })
+}
+
 fn limits() -> CallLimits {
     CallLimits {
         timeout: Duration::from_secs(10),
@@ -50,7 +61,7 @@ fn percentiles(
     let mut samples = Vec::with_capacity(N);
     for _ in 0..N {
         let start = Instant::now();
-        let out = rt.block_on(engine.invoke(pre, input.clone(), None, limits()));
+        let out = rt.block_on(engine.invoke(pre, ctx(), input.clone(), None, limits()));
         samples.push(start.elapsed());
         assert!(out.is_ok());
     }
@@ -91,13 +102,13 @@ fn bench(c: &mut Criterion) {
 
     c.bench_function("invoke noop (instantiate + call + drop)", |b| {
         b.iter(|| {
-            rt.block_on(engine.invoke(&noop, empty.clone(), None, limits()))
+            rt.block_on(engine.invoke(&noop, ctx(), empty.clone(), None, limits()))
                 .unwrap()
         })
     });
     c.bench_function("invoke json-stats 1 KiB", |b| {
         b.iter(|| {
-            rt.block_on(engine.invoke(&stats, stats_input.clone(), None, limits()))
+            rt.block_on(engine.invoke(&stats, ctx(), stats_input.clone(), None, limits()))
                 .unwrap()
         })
     });

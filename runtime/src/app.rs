@@ -2,9 +2,12 @@
 //! API, `wasmgrid up` and tests.
 
 use crate::auth::KeyStore;
+use crate::data::DataService;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::secrets::SecretStore;
+use crate::services::Services;
 use crate::store::{EmbeddedStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +24,10 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// API keys.
     pub keys: Arc<KeyStore>,
+    /// Hosted data collections.
+    pub data: Arc<DataService>,
+    /// Per-algorithm secrets.
+    pub secrets: Arc<SecretStore>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Set once shutdown begins: `/readyz` turns 503.
@@ -37,6 +44,9 @@ impl App {
         let engine = Arc::new(Engine::new(engine)?);
         let registry = Arc::new(Registry::open(store.clone(), engine, data_dir)?);
         let keys = Arc::new(KeyStore::open(store.clone())?);
+        let data = Arc::new(DataService::new(store.clone()));
+        let secrets = Arc::new(SecretStore::open(store.clone(), data_dir)?);
+        registry.set_host(Arc::new(Services::new(data.clone(), secrets.clone())));
         if let Some(path) = keys.bootstrap_admin(data_dir)? {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
@@ -45,6 +55,8 @@ impl App {
             store,
             registry,
             keys,
+            data,
+            secrets,
             metrics: Arc::new(Metrics::new()),
             draining: AtomicBool::new(false),
             background: TaskTracker::new(),

@@ -3,9 +3,11 @@
 //!
 //! Modules, with dependencies pointing one way:
 //! [`store`] (durable storage trait) ← [`engine`] (wasmtime, sandbox limits,
-//! one invocation) ← [`registry`] (deploy, versions, compiled artifacts) ←
-//! [`api`] (HTTP) and [`cli`]. [`auth`] holds API keys; [`app`] assembles a node.
-//! The engine knows nothing of HTTP; storage sits behind [`store::Store`].
+//! one invocation, the guest-facing host interfaces) ← [`registry`] (deploy,
+//! versions, compiled artifacts) ← [`data`] (collections), [`secrets`] ←
+//! [`services`] (what guests reach, checked) ← [`api`] (HTTP) and [`cli`].
+//! [`auth`] holds API keys; [`app`] assembles a node. The engine knows nothing
+//! of HTTP or storage: host calls go through [`engine::HostApi`].
 
 #![warn(missing_docs)]
 
@@ -13,9 +15,12 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod data;
 pub mod engine;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;
+pub mod secrets;
 pub mod server;
+pub mod services;
 pub mod store;

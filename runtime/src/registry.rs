@@ -12,7 +12,8 @@
 //! resolving `owner/name/1.2` on the invoke path is a map lookup.
 
 use crate::engine::{
-    CallLimits, ComponentKind, Engine, InvokeError, Outcome, Payload, Prepared, TriggerEvent,
+    CallContext, CallLimits, ComponentKind, Engine, GuestIdentity, HostApi, InvokeError,
+    NoHostServices, Outcome, Payload, Prepared, TriggerEvent,
 };
 use crate::store::{Store, StoreError, StoreExt, Table, WriteBatch};
 use semver::Version;
@@ -165,6 +166,7 @@ pub struct Deployed {
     pub version: Version,
     permits: Arc<Semaphore>,
     loaded: OnceCell<Prepared>,
+    identity: Arc<GuestIdentity>,
 }
 
 impl Deployed {
@@ -227,6 +229,7 @@ pub struct Registry {
     compiled_dir: PathBuf,
     algorithms: RwLock<HashMap<(String, String), AlgorithmEntry>>,
     compilations: AtomicU64,
+    host: std::sync::OnceLock<Arc<dyn HostApi>>,
 }
 
 /// Checks an owner or algorithm name: 1–64 characters, letters, digits, `_` and
@@ -298,7 +301,26 @@ impl Registry {
             compiled_dir,
             algorithms: RwLock::new(algorithms),
             compilations: AtomicU64::new(0),
+            host: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the services guests reach through host calls (data collections,
+    /// secrets). Until set, guests run with [`NoHostServices`].
+    pub fn set_host(&self, host: Arc<dyn HostApi>) {
+        let _ = self.host.set(host);
+    }
+
+    fn call_context(&self, deployed: &Deployed) -> CallContext {
+        let host = self
+            .host
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(NoHostServices));
+        CallContext {
+            identity: deployed.identity.clone(),
+            host,
+        }
     }
 
     /// The engine calls run on.
@@ -523,7 +545,13 @@ impl Registry {
             .await
             .map_err(|e| InvokeError::Host(e.to_string()))?;
         self.engine
-            .invoke(prepared, input, trigger, deployed.limits(timeout))
+            .invoke(
+                prepared,
+                self.call_context(deployed),
+                input,
+                trigger,
+                deployed.limits(timeout),
+            )
             .await
     }
 
@@ -562,6 +590,13 @@ impl Registry {
 impl Deployed {
     fn new(record: VersionRecord, version: Version, prepared: Option<Prepared>) -> Self {
         let permits = Arc::new(Semaphore::new(record.settings.concurrency.max(1) as usize));
+        let identity = Arc::new(GuestIdentity {
+            owner: record.owner.clone(),
+            name: record.name.clone(),
+            version: record.version.clone(),
+            grants: record.settings.grants.clone(),
+            memory_bytes: record.settings.memory << 20,
+        });
         let loaded = match prepared {
             Some(p) => OnceCell::new_with(Some(p)),
             None => OnceCell::new(),
@@ -571,6 +606,7 @@ impl Deployed {
             version,
             permits,
             loaded,
+            identity,
         }
     }
 }

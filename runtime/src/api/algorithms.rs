@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 /// Parses deploy settings from the query: `timeout`, `memory`, `concurrency`,
 /// and repeated `grant`.
-fn settings_from_query(q: &QueryParams) -> Result<VersionSettings, ApiError> {
+fn settings_from_query(q: &QueryParams, owner: &str) -> Result<VersionSettings, ApiError> {
     let mut s = VersionSettings::default();
     if let Some(t) = q.number::<u64>("timeout", "whole seconds, e.g. timeout=60")? {
         s.timeout = t;
@@ -23,14 +23,14 @@ fn settings_from_query(q: &QueryParams) -> Result<VersionSettings, ApiError> {
     }
     s.grants = q.all("grant");
     for g in &s.grants {
-        validate_grant(g)?;
+        validate_grant(g, owner)?;
     }
     Ok(s)
 }
 
 /// Grants are `data://owner/collection:read|write` (data collections) or
 /// `topic:NAME` (event publishing); they are checked on every guest access.
-fn validate_grant(g: &str) -> Result<(), ApiError> {
+fn validate_grant(g: &str, algorithm_owner: &str) -> Result<(), ApiError> {
     let bad = || {
         ApiError::input(format!(
             "invalid grant {g:?}: use data://OWNER/COLLECTION:read, data://OWNER/COLLECTION:write or topic:NAME"
@@ -47,6 +47,12 @@ fn validate_grant(g: &str) -> Result<(), ApiError> {
         let coll_ok = coll == "*" || validate_name("collection", coll).is_ok();
         if !owner_ok || !coll_ok {
             return Err(bad());
+        }
+        if owner != ".my" && owner != algorithm_owner {
+            return Err(ApiError::input(format!(
+                "grant {g:?} names another owner's collection: grants cover the algorithm owner's collections \
+                 (data://{algorithm_owner}/... or data://.my/...); other owners share data by making a collection public"
+            )));
         }
         Ok(())
     } else if let Some(topic) = g.strip_prefix("topic:") {
@@ -71,7 +77,7 @@ pub async fn deploy(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Deploy, &owner)?;
     let q = QueryParams::parse(query.as_deref());
-    let settings = settings_from_query(&q)?;
+    let settings = settings_from_query(&q, &owner)?;
     let bytes = read_body(&headers, body, DEPLOY_BODY_LIMIT, "the component").await?;
     let deployed = app
         .registry
@@ -167,7 +173,7 @@ mod tests {
             "data://demo/*:read",
             "topic:orders",
         ] {
-            assert!(validate_grant(ok).is_ok(), "{ok}");
+            assert!(validate_grant(ok, "demo").is_ok(), "{ok}");
         }
         for bad in [
             "data://demo:read",
@@ -175,8 +181,9 @@ mod tests {
             "topic:system.data",
             "file:///etc",
             "data://../x:read",
+            "data://bob/c:read",
         ] {
-            assert!(validate_grant(bad).is_err(), "{bad}");
+            assert!(validate_grant(bad, "demo").is_err(), "{bad}");
         }
     }
 }

@@ -2,9 +2,11 @@
 //! handlers live in one module per resource.
 
 mod algorithms;
+mod data;
 pub mod error;
 mod invoke;
 mod keys;
+mod secrets;
 
 pub use error::ApiError;
 
@@ -50,6 +52,24 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/algo/{owner}/{name}/{version}",
             post(invoke::invoke_version),
         )
+        .route("/v1/algorithms/{owner}/{name}/secrets", get(secrets::list))
+        .route(
+            "/v1/algorithms/{owner}/{name}/secrets/{key}",
+            put(secrets::set).delete(secrets::remove),
+        )
+        .route(
+            "/v1/data/{owner}",
+            post(data::create_collection).get(data::list_collections),
+        )
+        .route(
+            "/v1/data/{owner}/{*rest}",
+            get(data::get)
+                .put(data::put)
+                .delete(data::delete)
+                .patch(data::patch)
+                .post(data::create_folder),
+        )
+        .route("/v1/events/outbox", get(data::outbox))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .fallback(fallback)

@@ -4,14 +4,11 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "algorithm",
+    imports: { default: async | trappable },
     exports: { default: async },
+    with: {
+        "wasi:keyvalue/store.bucket": super::host::KvBucket,
+    },
 });
 
 pub use exports::wasmgrid::algorithm::handler::{Error as GuestError, Event, Payload};
-
-/// Adds the wasmgrid host interfaces to the linker. The `types` interface holds
-/// only type definitions; an empty instance satisfies a guest's import of it.
-pub fn add_to_linker<T>(linker: &mut wasmtime::component::Linker<T>) -> wasmtime::Result<()> {
-    linker.instance("wasmgrid:algorithm/types@0.1.0")?;
-    Ok(())
-}

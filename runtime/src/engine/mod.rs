@@ -14,8 +14,12 @@
 //! so the whole call also sits under a tokio timer.
 
 mod bindings;
+mod host;
 mod output;
 
+pub use host::{
+    CallContext, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, KvBucket, NoHostServices,
+};
 pub use output::CapturedOutput;
 
 use std::sync::Arc;
@@ -204,6 +208,7 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    call: CallContext,
 }
 
 impl WasiView for HostState {
@@ -314,7 +319,11 @@ impl Engine {
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::Algorithm::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)?;
 
         let compat_hash = {
             use std::hash::{Hash, Hasher};
@@ -452,6 +461,7 @@ impl Engine {
     pub async fn invoke(
         &self,
         prepared: &Prepared,
+        call: CallContext,
         input: Payload,
         trigger: Option<TriggerEvent>,
         limits: CallLimits,
@@ -474,6 +484,7 @@ impl Engine {
                 limit: limits.memory_bytes,
                 used: 0,
             },
+            call,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -1,6 +1,6 @@
 //! The embedded backend: metadata in a redb database, blobs as files.
 
-use super::{SCHEMA_VERSION, Store, StoreError, Table, WriteBatch, WriteOp};
+use super::{BlobWriter, Cursor, SCHEMA_VERSION, Store, StoreError, Table, Txn};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::fs;
 use std::io::Write;
@@ -91,6 +91,17 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    fn data_blob_path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        let ok = id
+            .strip_prefix("data-")
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if ok {
+            Ok(self.blob_dir.join(id))
+        } else {
+            Err(StoreError::Backend(format!("invalid blob id {id:?}")))
+        }
+    }
+
     fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
         // Digests are `sha256:<hex>`; anything else never reaches the filesystem.
         let hex = digest
@@ -101,6 +112,45 @@ impl EmbeddedStore {
     }
 }
 
+/// A redb write transaction seen through [`Txn`].
+struct RedbTxn<'a> {
+    txn: &'a redb::WriteTransaction,
+}
+
+impl Txn for RedbTxn<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.txn.open_table(definition(table)).map_err(backend)?;
+        Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+    }
+
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut t = self.txn.open_table(definition(table)).map_err(backend)?;
+        t.insert(key, value).map_err(backend)?;
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        let mut t = self.txn.open_table(definition(table)).map_err(backend)?;
+        t.remove(key).map_err(backend)?;
+        Ok(())
+    }
+
+    fn append(&mut self, table: Table, value: &[u8]) -> Result<u64, StoreError> {
+        let counter = format!("seq:{}", table.name());
+        let next = match self.get(Table::META, &counter)? {
+            Some(v) => serde_json::from_slice::<u64>(&v).map_err(backend)? + 1,
+            None => 1,
+        };
+        self.put(
+            Table::META,
+            &counter,
+            &serde_json::to_vec(&next).map_err(backend)?,
+        )?;
+        self.put(table, &format!("{next:020}"), value)?;
+        Ok(next)
+    }
+}
+
 impl Store for EmbeddedStore {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
@@ -108,27 +158,41 @@ impl Store for EmbeddedStore {
         Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
     }
 
+    fn get_many(&self, reads: &[(Table, &str)]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let mut out = Vec::with_capacity(reads.len());
+        for (table, key) in reads {
+            let t = txn.open_table(definition(*table)).map_err(backend)?;
+            out.push(t.get(*key).map_err(backend)?.map(|v| v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     fn scan(
         &self,
         table: Table,
         prefix: &str,
-        start_after: Option<&str>,
+        from: Option<Cursor<'_>>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let t = txn.open_table(definition(table)).map_err(backend)?;
-        let start = match start_after {
-            Some(after) if after >= prefix => after,
-            _ => prefix,
+        let (start, skip) = match from {
+            Some(Cursor::After(k)) if k >= prefix => (k, Some(k)),
+            Some(Cursor::From(k)) if k >= prefix => (k, None),
+            _ => (prefix, None),
         };
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         for entry in t.range::<&str>(start..).map_err(backend)? {
             let (k, v) = entry.map_err(backend)?;
             let key = k.value();
             if !key.starts_with(prefix) {
                 break;
             }
-            if Some(key) == start_after {
+            if Some(key) == skip {
                 continue;
             }
             out.push((key.to_string(), v.value().to_vec()));
@@ -139,30 +203,13 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    fn transact(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(backend)?;
-        for op in batch.ops() {
-            match op {
-                WriteOp::Put { table, key, value } => {
-                    let mut t = txn.open_table(definition(*table)).map_err(backend)?;
-                    t.insert(key.as_str(), value.as_slice()).map_err(backend)?;
-                }
-                WriteOp::Delete { table, key } => {
-                    let mut t = txn.open_table(definition(*table)).map_err(backend)?;
-                    t.remove(key.as_str()).map_err(backend)?;
-                }
-                WriteOp::RequireAbsent { table, key } => {
-                    let t = txn.open_table(definition(*table)).map_err(backend)?;
-                    if t.get(key.as_str()).map_err(backend)?.is_some() {
-                        // Dropping the transaction without commit aborts it.
-                        return Err(StoreError::Conflict {
-                            table: table.name(),
-                            key: key.clone(),
-                        });
-                    }
-                }
-            }
-        }
+        // Dropping `txn` without commit (on error) aborts it.
+        f(&mut RedbTxn { txn: &txn })?;
         txn.commit().map_err(backend)
     }
 
@@ -186,6 +233,75 @@ impl Store for EmbeddedStore {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Backend(format!("reading blob {digest}: {e}"))),
+        }
+    }
+
+    fn create_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
+        let (path, file) = tempfile_in(&self.blob_dir).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create a blob in {}: {e}",
+                self.blob_dir.display()
+            ))
+        })?;
+        Ok(Box::new(FileBlobWriter {
+            dir: self.blob_dir.clone(),
+            tmp: Some(path),
+            file,
+        }))
+    }
+
+    fn open_blob(&self, id: &str) -> Result<Option<fs::File>, StoreError> {
+        match fs::File::open(self.data_blob_path(id)?) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Backend(format!("opening blob {id}: {e}"))),
+        }
+    }
+
+    fn delete_blob(&self, id: &str) -> Result<(), StoreError> {
+        match fs::remove_file(self.data_blob_path(id)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Backend(format!("deleting blob {id}: {e}"))),
+        }
+    }
+}
+
+/// A data blob being written to a temporary file in the blob folder.
+struct FileBlobWriter {
+    dir: PathBuf,
+    tmp: Option<PathBuf>,
+    file: fs::File,
+}
+
+impl Write for FileBlobWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter for FileBlobWriter {
+    fn finish(mut self: Box<Self>) -> Result<String, StoreError> {
+        let io = |e: std::io::Error| StoreError::Backend(format!("finishing a blob: {e}"));
+        self.file.sync_all().map_err(io)?;
+        let id = format!("data-{}", hex::encode(rand::random::<[u8; 16]>()));
+        let tmp = self
+            .tmp
+            .take()
+            .ok_or_else(|| StoreError::Backend("blob finished twice".into()))?;
+        fs::rename(&tmp, self.dir.join(&id)).map_err(io)?;
+        sync_dir(&self.dir).map_err(io)?;
+        Ok(id)
+    }
+}
+
+impl Drop for FileBlobWriter {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
         }
     }
 }
@@ -215,7 +331,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreExt;
+    use crate::store::{StoreExt, WriteBatch};
 
     #[test]
     fn batch_is_atomic_and_conflicts_abort() {
@@ -260,10 +376,84 @@ mod tests {
             ["a/1", "a/2", "a/3"]
         );
         assert_eq!(
-            keys(store.scan(Table::KEYS, "a/", Some("a/1"), 1).unwrap()),
+            keys(
+                store
+                    .scan(Table::KEYS, "a/", Some(Cursor::After("a/1")), 1)
+                    .unwrap()
+            ),
             ["a/2"]
         );
+        assert_eq!(
+            keys(
+                store
+                    .scan(Table::KEYS, "a/", Some(Cursor::From("a/2")), 5)
+                    .unwrap()
+            ),
+            ["a/2", "a/3"]
+        );
         assert_eq!(store.scan_json::<u32>(Table::KEYS, "").unwrap().len(), 5);
+    }
+
+    #[test]
+    fn transactions_read_their_writes_and_append_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut seqs = Vec::new();
+        store
+            .transact(&mut |txn| {
+                txn.put(Table::FILES, "a", b"1")?;
+                assert_eq!(txn.get(Table::FILES, "a")?.as_deref(), Some(&b"1"[..]));
+                seqs.push(txn.append(Table::OUTBOX, b"e1")?);
+                seqs.push(txn.append(Table::OUTBOX, b"e2")?);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seqs, [1, 2]);
+        // A failing transaction writes nothing and consumes no sequence number.
+        let failed = store.transact(&mut |txn| {
+            txn.append(Table::OUTBOX, b"lost")?;
+            Err(StoreError::Backend("boom".into()))
+        });
+        assert!(failed.is_err());
+        let mut next = 0;
+        store
+            .transact(&mut |txn| {
+                next = txn.append(Table::OUTBOX, b"e3")?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(next, 3);
+        let all = store.scan(Table::OUTBOX, "", None, 10).unwrap();
+        assert_eq!(
+            all.iter().map(|(_, v)| v.as_slice()).collect::<Vec<_>>(),
+            [b"e1", b"e2", b"e3"]
+        );
+    }
+
+    #[test]
+    fn data_blobs_stream_in_and_out() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut w = store.create_blob().unwrap();
+        w.write_all(b"part one, ").unwrap();
+        w.write_all(b"part two").unwrap();
+        let id = w.finish().unwrap();
+        let mut text = String::new();
+        store
+            .open_blob(&id)
+            .unwrap()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "part one, part two");
+        store.delete_blob(&id).unwrap();
+        assert!(store.open_blob(&id).unwrap().is_none());
+        assert!(store.open_blob("../store.redb").is_err());
+        // An unfinished writer leaves nothing behind.
+        drop(store.create_blob().unwrap());
+        let leftovers = fs::read_dir(dir.path().join("blobs")).unwrap().count();
+        assert_eq!(leftovers, 0);
     }
 
     #[test]

@@ -36,6 +36,19 @@ impl Table {
     pub const TAKEN_VERSIONS: Table = Table("taken_versions");
     /// key id → [`crate::auth::KeyRecord`] (hashed secret, owner, scopes).
     pub const KEYS: Table = Table("keys");
+    /// `owner/collection` → [`crate::data::CollectionRecord`].
+    pub const COLLECTIONS: Table = Table("collections");
+    /// `owner/collection/path` → [`crate::data::FileRecord`] (folder markers end
+    /// in `/`).
+    pub const FILES: Table = Table("files");
+    /// `owner/collection/path` → raw bytes of a small file (large files live in
+    /// blobs).
+    pub const FILE_DATA: Table = Table("file_data");
+    /// 20-digit sequence → CloudEvent JSON: change events recorded in the same
+    /// transaction as the change (the outbox of `system.data`).
+    pub const OUTBOX: Table = Table("outbox");
+    /// `owner/name/secret` → nonce ‖ ciphertext of a per-algorithm secret.
+    pub const SECRETS: Table = Table("secrets");
 
     /// Every table the store knows, created when the store is opened.
     pub const ALL: &'static [Table] = &[
@@ -43,6 +56,11 @@ impl Table {
         Table::VERSIONS,
         Table::TAKEN_VERSIONS,
         Table::KEYS,
+        Table::COLLECTIONS,
+        Table::FILES,
+        Table::FILE_DATA,
+        Table::OUTBOX,
+        Table::SECRETS,
     ];
 
     /// The table's name as stored.
@@ -154,6 +172,16 @@ impl WriteBatch {
         self
     }
 
+    /// Adds a put of raw bytes.
+    pub fn put_raw(&mut self, table: Table, key: impl Into<String>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(WriteOp::Put {
+            table,
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
     /// Adds a delete.
     pub fn delete(&mut self, table: Table, key: impl Into<String>) -> &mut Self {
         self.ops.push(WriteOp::Delete {
@@ -178,6 +206,37 @@ impl WriteBatch {
     }
 }
 
+/// Where a scan starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Cursor<'a> {
+    /// At the first key strictly after this one.
+    After(&'a str),
+    /// At this key or the first one after it.
+    From(&'a str),
+}
+
+/// Reads and writes inside one transaction (see [`Store::transact`]).
+pub trait Txn {
+    /// Reads one value as of this transaction (including its own writes).
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets a value.
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a value (no error if absent).
+    fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError>;
+    /// Appends `value` under the table's next sequence number (20 digits,
+    /// zero-padded, so keys sort in order) and returns the number. Numbers are
+    /// never reused, even after entries are deleted.
+    fn append(&mut self, table: Table, value: &[u8]) -> Result<u64, StoreError>;
+}
+
+/// A large value being written outside any transaction (a data file), made
+/// durable and named by [`BlobWriter::finish`].
+pub trait BlobWriter: std::io::Write + Send {
+    /// Flushes to stable storage and returns the blob's id. Dropping the writer
+    /// without finishing discards it.
+    fn finish(self: Box<Self>) -> Result<String, StoreError>;
+}
+
 /// The storage interface: a transactional key/value store plus blobs.
 ///
 /// Methods are blocking (the embedded backend fsyncs on commit); async callers run
@@ -186,24 +245,62 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one value.
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Reads several values from one consistent snapshot.
+    fn get_many(&self, reads: &[(Table, &str)]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+
     /// Lists up to `limit` entries whose key starts with `prefix`, in key order,
-    /// starting after `start_after` when given.
+    /// starting at `from` when given.
     fn scan(
         &self,
         table: Table,
         prefix: &str,
-        start_after: Option<&str>,
+        from: Option<Cursor<'_>>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// Runs `f` in one atomic, durable transaction: everything it wrote is on
+    /// disk when `transact` returns `Ok`, and nothing is written if `f` (or the
+    /// commit) fails.
+    fn transact(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
     /// Applies a batch atomically and durably.
-    fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+    fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.transact(&mut |txn| {
+            for op in batch.ops() {
+                match op {
+                    WriteOp::Put { table, key, value } => txn.put(*table, key, value)?,
+                    WriteOp::Delete { table, key } => txn.delete(*table, key)?,
+                    WriteOp::RequireAbsent { table, key } => {
+                        if txn.get(*table, key)?.is_some() {
+                            return Err(StoreError::Conflict {
+                                table: table.name(),
+                                key: key.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
 
     /// Stores a blob under its content digest (idempotent).
     fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError>;
 
     /// Reads a blob by digest.
     fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Starts writing a new data blob.
+    fn create_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError>;
+
+    /// Opens a data blob for reading; `None` if it does not exist.
+    fn open_blob(&self, id: &str) -> Result<Option<std::fs::File>, StoreError>;
+
+    /// Deletes a data blob (no error if absent).
+    fn delete_blob(&self, id: &str) -> Result<(), StoreError>;
 }
 
 /// Typed helpers over any [`Store`].
@@ -238,7 +335,7 @@ pub trait StoreExt: Store {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = self.scan(table, prefix, after.as_deref(), PAGE)?;
+            let page = self.scan(table, prefix, after.as_deref().map(Cursor::After), PAGE)?;
             let full = page.len() == PAGE;
             for (key, bytes) in page {
                 let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {

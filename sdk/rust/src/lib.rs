@@ -75,6 +75,43 @@
 //! deliveries are retried). A panic is not an error value: it prints its message
 //! to stderr and traps (the wasm32 targets abort on panic), and the host reports
 //! the call as a crash.
+//!
+//! # Host interfaces
+//!
+//! - [`data`]: read, write, delete and list files of the hosted data
+//!   collections (`data://owner/collection/path`). Its [`data::DataError`]
+//!   converts into an [`Error`], so `?` works in `apply`.
+//! - [`secrets`]: the algorithm's secrets, e.g. an API token.
+//! - [`keyvalue`]: `wasi:keyvalue` (store, atomics, batch) over the same
+//!   collections.
+//!
+//! A component imports only the host interfaces it calls: an algorithm that
+//! never touches [`data`] does not import `wasmgrid:algorithm/data`.
+//!
+//! ```no_run
+//! use wasmgrid_sdk::keyvalue::{atomics, store};
+//! use wasmgrid_sdk::serde_json::{Value, json};
+//! use wasmgrid_sdk::{Error, Input, Output, data, secrets};
+//!
+//! fn apply(_input: Input) -> Result<Output, Error> {
+//!     // Hosted data collections (`data://owner/collection/path`); `DataError`
+//!     // converts into `Error`, so `?` works (store-unavailable is transient,
+//!     // everything else permanent).
+//!     let config: Value = data::get_json("data://.my/config/settings.json")?;
+//!     data::put_text("data://.my/out/result.txt", "done")?;
+//!     for file in data::list("data://.my/in/") {
+//!         println!("{}", file?.uri);
+//!     }
+//!     // Secrets set by the owner (`PUT /v1/algorithms/{owner}/{name}/secrets/{key}`).
+//!     let token = secrets::get("API_TOKEN");
+//!     // wasi:keyvalue over the same collections ("owner/collection" buckets).
+//!     let bucket = store::open(".my/counters")?;
+//!     let n = atomics::increment(&bucket, "calls", 1)?;
+//!     Output::json(&json!({ "calls": n, "config": config, "has_token": token.is_some() }))
+//! }
+//!
+//! wasmgrid_sdk::algorithm!(apply);
+//! ```
 
 #![warn(missing_docs)]
 
@@ -82,6 +119,61 @@ use std::fmt;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub mod data;
+pub mod secrets;
+
+/// `wasi:keyvalue` 0.2.0-draft (`store`, `atomics`, `batch`): a key-value view of
+/// the hosted data collections, so guests need no wit-bindgen of their own.
+///
+/// [`store::open`](keyvalue::store::open)`("owner/collection")` opens a
+/// collection as a bucket (`".my/collection"` for the algorithm's own owner), with
+/// the same grants and ACLs as [`data`]: a key is a file's path in that
+/// collection. [`store::Bucket`](keyvalue::store::Bucket) has `get`, `set`,
+/// `delete`, `exists` and `list_keys`; [`atomics::increment`](keyvalue::atomics::increment)
+/// and the [`batch`](keyvalue::batch) functions take a `&Bucket`.
+///
+/// A [`keyvalue::store::Error`] converts into a permanent [`Error`] (see the
+/// `From` impl), so `?` works inside an algorithm.
+///
+/// ```no_run
+/// use wasmgrid_sdk::keyvalue::{atomics, batch, store};
+/// use wasmgrid_sdk::{Error, Input};
+///
+/// fn apply(input: Input) -> Result<String, Error> {
+///     let bucket = store::open(".my/counters")?;
+///     let visits = atomics::increment(&bucket, "visits", 1)?;
+///     bucket.set("last-visitor", input.bytes())?;
+///     let last = bucket.get("last-visitor")?; // Some(bytes)
+///     batch::set_many(&bucket, &[("a", b"1".as_slice()), ("b", b"2".as_slice())])?;
+///     let page = bucket.list_keys(None)?; // page.keys, page.cursor
+///     Ok(format!("visit {visits}, {} keys", page.keys.len()))
+/// }
+///
+/// wasmgrid_sdk::algorithm!(apply);
+/// ```
+#[doc(inline)]
+pub use __private::bindings::wasi::keyvalue;
+
+/// A `wasi:keyvalue` failure as a permanent error: `keyvalue: no such store
+/// ...`, `keyvalue: access denied ...` or `keyvalue: <host message>`. The
+/// keyvalue error does not say whether retrying can help; where it can, map the
+/// error yourself, e.g. `.map_err(|e| Error::transient(e.to_string()))`.
+impl From<keyvalue::store::Error> for Error {
+    fn from(e: keyvalue::store::Error) -> Error {
+        use keyvalue::store::Error as KvError;
+        let message = match e {
+            KvError::NoSuchStore => String::from(
+                "keyvalue: no such store (open a bucket as \"owner/collection\", e.g. \".my/counters\")",
+            ),
+            KvError::AccessDenied => {
+                String::from("keyvalue: access denied (no grant or ACL permission for this bucket)")
+            }
+            KvError::Other(message) => format!("keyvalue: {message}"),
+        };
+        Error::permanent(message)
+    }
+}
 
 /// The `serde_json` crate the SDK uses (for [`serde_json::Value`] and the
 /// [`serde_json::json!`] macro), so guests need not depend on it themselves.
@@ -453,7 +545,9 @@ macro_rules! algorithm {
 #[doc(hidden)]
 pub mod __private {
     pub use bindings::exports::wasmgrid::algorithm::handler::Guest;
-    pub use bindings::wasmgrid::algorithm::types::{Error as WitError, Event as WitEvent, Payload};
+    pub use bindings::wasmgrid::algorithm::types::{
+        Error as WitError, Event as WitEvent, PayloadResult as Payload,
+    };
 
     use crate::{Error, ErrorKind, Event, Input, Output};
 
@@ -466,6 +560,14 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__wasmgrid_export",
             default_bindings_module: "wasmgrid_sdk::__private::bindings",
+            // Bindings for every interface of the world, including the
+            // `wasi:keyvalue` ones from `wit/deps`. Imports a guest does not
+            // call are dropped when its component is linked.
+            generate_all,
+            // Imports take borrowed arguments (`&str`, `&[u8]`, `PayloadParam`
+            // with borrowed fields), so `data::put` passes the caller's bytes in
+            // place; exports and results use owned types (`PayloadResult`).
+            ownership: Borrowing { duplicate_if_necessary: true },
         });
     }
 
@@ -600,6 +702,21 @@ mod tests {
         assert_eq!(e.to_string(), "transient error: busy");
         assert_eq!(Error::permanent("no").to_string(), "permanent error: no");
         assert_eq!(Error::invalid_input("bad").kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn keyvalue_errors() {
+        use keyvalue::store::Error as KvError;
+        let e: Error = KvError::AccessDenied.into();
+        assert_eq!(e.kind(), ErrorKind::Permanent);
+        assert!(e.message().starts_with("keyvalue: access denied"), "{e}");
+        let e: Error = KvError::NoSuchStore.into();
+        assert!(e.message().starts_with("keyvalue: no such store"), "{e}");
+        let e: Error = KvError::Other("disk full".into()).into();
+        assert_eq!(
+            (e.kind(), e.message()),
+            (ErrorKind::Permanent, "keyvalue: disk full")
+        );
     }
 
     #[test]

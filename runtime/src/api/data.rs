@@ -1,0 +1,566 @@
+//! `/v1/data/...`: hosted data collections, wire-compatible with Algorithmia's
+//! data API (see docs/algorithmia-compat.md, D1–D9).
+
+use super::{ApiError, AppState, JSON_BODY_LIMIT, QueryParams, parse_json, read_body};
+use crate::auth::Caller;
+use crate::data::{Acl, Content, DataError, DataPath, FileRecord, INLINE_MAX, Principal, etag_of};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use sha2::Digest;
+
+/// Largest file accepted through the API.
+pub const FILE_BODY_LIMIT: u64 = crate::data::DEFAULT_MAX_FILE;
+
+impl From<DataError> for ApiError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::NotFound(m) => ApiError::not_found(m),
+            DataError::Forbidden(m) => ApiError {
+                status: StatusCode::FORBIDDEN,
+                error_type: "AuthError",
+                message: m,
+                retry_after: None,
+            },
+            DataError::InvalidUri(m) | DataError::Invalid(m) => ApiError::input(m),
+            DataError::TooLarge(m) => ApiError::too_large(m),
+            DataError::Conflict(m) => ApiError {
+                status: StatusCode::CONFLICT,
+                error_type: "AlreadyExists",
+                message: m,
+                retry_after: None,
+            },
+            DataError::Unavailable(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// Resolves `{owner}` (`.my` = the key's owner) and the rest of the path.
+fn data_path(caller: &Caller, owner: &str, rest: &str) -> Result<(DataPath, bool), ApiError> {
+    let owner = if owner == ".my" {
+        caller.owner.as_str()
+    } else {
+        owner
+    };
+    let folder = rest.ends_with('/');
+    let rest = rest.trim_end_matches('/');
+    let (collection, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if collection.starts_with('.') {
+        return Err(ApiError::input(format!(
+            "collection names cannot start with '.': {collection:?}"
+        )));
+    }
+    Ok((DataPath::new(owner, collection, path)?, folder))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DataError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store worker failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    name: String,
+    #[serde(default)]
+    acl: Option<Acl>,
+}
+
+async fn create(
+    app: AppState,
+    caller: Caller,
+    owner: String,
+    parent: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, JSON_BODY_LIMIT, "the create request").await?;
+    let req: CreateRequest = parse_json(
+        &body,
+        "create request (expected {\"name\": \"...\", \"acl\": {\"read\": [...]}})",
+    )?;
+    if req.name.is_empty() || req.name.contains('/') {
+        return Err(ApiError::input(format!(
+            "invalid name {:?}: give one path segment",
+            req.name
+        )));
+    }
+    let parent = parent.trim_end_matches('/');
+    let rest = if parent.is_empty() {
+        req.name.clone()
+    } else {
+        format!("{parent}/{}", req.name)
+    };
+    let (p, _) = data_path(&caller, &owner, &rest)?;
+    let data = app.data.clone();
+    let uri = p.uri();
+    blocking(move || data.create(Principal::Key(&caller), &p, req.acl)).await?;
+    // Exactly 200: Algorithmia's clients treat anything else as failure.
+    Ok(axum::Json(serde_json::json!({"result": uri})).into_response())
+}
+
+/// `POST /v1/data/{owner}` `{"name", "acl"?}`: creates a collection (default ACL:
+/// the owner's algorithms may read, as on Algorithmia).
+pub async fn create_collection(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create(app, caller, owner, String::new(), headers, body).await
+}
+
+/// `POST /v1/data/{owner}/{collection}[/{folder}]` `{"name"}`: creates a folder.
+pub async fn create_folder(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create(app, caller, owner, rest, headers, body).await
+}
+
+/// `GET /v1/data/{owner}`: the owner's collections, as folders.
+pub async fn list_collections(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(owner): Path<String>,
+) -> Result<Response, ApiError> {
+    let owner = if owner == ".my" {
+        caller.owner.clone()
+    } else {
+        owner
+    };
+    crate::registry::validate_name("owner", &owner)?;
+    let data = app.data.clone();
+    let colls = blocking(move || data.collections(Principal::Key(&caller), &owner)).await?;
+    let folders: Vec<serde_json::Value> = colls
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "acl": c.acl, "created": c.created}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({"folders": folders, "files": []})).into_response())
+}
+
+/// `GET` and `HEAD` on `/v1/data/{owner}/{collection}[/{path}]`: a file's bytes,
+/// else the folder's listing.
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    method: Method,
+    Path((owner, rest)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let head = method == Method::HEAD;
+    let (p, folder_syntax) = match data_path(&caller, &owner, &rest) {
+        Ok(v) => v,
+        Err(e) if head => return Ok(head_error(e)),
+        Err(e) => return Err(e),
+    };
+    let q = QueryParams::parse(query.as_deref());
+    if !p.path.is_empty() && !folder_syntax {
+        let data = app.data.clone();
+        let caller2 = caller.clone();
+        let p2 = p.clone();
+        let file = blocking(move || data.read(Principal::Key(&caller2), &p2, u64::MAX)).await;
+        match file {
+            Ok((rec, content)) => return Ok(file_response(rec, content, &headers, head).await),
+            Err(e) if head => return Ok(head_error(e)),
+            Err(e) if e.status != StatusCode::NOT_FOUND => return Err(e),
+            Err(_) => {} // not a file: try it as a folder
+        }
+    }
+    if head {
+        return Ok(head_error(ApiError::not_found(format!(
+            "{} is not a file",
+            p.uri()
+        ))));
+    }
+    let marker = q
+        .get("marker")
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    let limit = q
+        .number::<usize>("limit", "a page size from 1 to 1000")?
+        .unwrap_or(crate::data::MAX_PAGE);
+    let want_acl = q.flag("acl")?;
+    let data = app.data.clone();
+    let p2 = p.clone();
+    let (listing, coll) = blocking(move || {
+        let coll = data.check_readable(Principal::Key(&caller), &p2)?;
+        Ok((
+            data.list_level(Principal::Key(&caller), &p2, marker.as_deref(), limit)?,
+            coll,
+        ))
+    })
+    .await?;
+    let mut body = serde_json::to_value(&listing).unwrap_or_default();
+    if want_acl {
+        body["acl"] = serde_json::to_value(&coll.acl).unwrap_or_default();
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// HEAD answers carry no body: the reason goes in `X-Error-Message`.
+fn head_error(e: ApiError) -> Response {
+    let mut resp = e.status.into_response();
+    if let Ok(v) = HeaderValue::from_str(&e.message.replace(['\r', '\n'], " ")) {
+        resp.headers_mut().insert("x-error-message", v);
+    }
+    resp
+}
+
+/// Text and JSON without a charset are UTF-8 here: say so, or HTTP clients decode
+/// them as ISO-8859-1.
+fn served_content_type(ct: &str) -> String {
+    let lower = ct.to_ascii_lowercase();
+    let texty = lower.starts_with("text/")
+        || lower.starts_with("application/json")
+        || lower.contains("+json");
+    if texty && !lower.contains("charset") {
+        format!("{ct}; charset=utf-8")
+    } else {
+        ct.to_string()
+    }
+}
+
+/// Parses a single `bytes=a-b` / `bytes=a-` / `bytes=-n` range.
+fn parse_range(h: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let v = h.get(header::RANGE)?.to_str().ok()?;
+    let spec = v.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // multiple ranges: serve the whole file
+    }
+    let (a, b) = spec.split_once('-')?;
+    let range = match (a.trim(), b.trim()) {
+        ("", n) => n
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| (size.saturating_sub(n), size.saturating_sub(1))),
+        (a, "") => a.parse::<u64>().ok().map(|a| (a, size.saturating_sub(1))),
+        (a, b) => match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(a), Ok(b)) if a <= b => Some((a, b.min(size.saturating_sub(1)))),
+            _ => None,
+        },
+    };
+    Some(match range {
+        Some((a, b)) if a < size && a <= b => Ok((a, b)),
+        _ => Err(()),
+    })
+}
+
+async fn file_response(
+    rec: FileRecord,
+    content: Content,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, served_content_type(&rec.content_type))
+        .header(header::ETAG, &rec.etag)
+        .header(header::LAST_MODIFIED, http_date(&rec.last_modified))
+        .header(header::ACCEPT_RANGES, "bytes");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == rec.etag || v == "*")
+    {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    let (status, start, len) = match parse_range(headers, rec.size) {
+        None => (StatusCode::OK, 0, rec.size),
+        Some(Ok((a, b))) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", rec.size));
+            (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
+        }
+        Some(Err(())) => {
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{}", rec.size))
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, len);
+    if head {
+        return builder.body(Body::empty()).unwrap_or_default();
+    }
+    let body = match content {
+        Content::Inline(b) => Body::from(b.slice(start as usize..(start + len) as usize)),
+        Content::Blob(file) => {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut f = tokio::fs::File::from_std(file);
+            if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+                return ApiError::internal("seeking in the file failed").into_response();
+            }
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                f.take(len),
+                256 * 1024,
+            ))
+        }
+    };
+    builder.body(body).unwrap_or_default()
+}
+
+fn http_date(rfc3339: &str) -> String {
+    humantime::parse_rfc3339(rfc3339)
+        .map(httpdate::fmt_http_date)
+        .unwrap_or_default()
+}
+
+/// `PUT /v1/data/{owner}/{collection}/{path}`: writes a file, streaming bodies
+/// larger than [`INLINE_MAX`] into a blob so the store's writer is held only for
+/// the final record swap.
+pub async fn put(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (p, folder) = data_path(&caller, &owner, &rest)?;
+    if p.path.is_empty() || folder {
+        return Err(ApiError::input(format!(
+            "PUT needs a file path: PUT /v1/data/{}/{}/<file> (create collections with POST /v1/data/{})",
+            p.owner, p.collection, p.owner
+        )));
+    }
+    app.data.check_writable(Principal::Key(&caller), &p)?;
+    let declared_ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|s| !s.is_empty());
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > FILE_BODY_LIMIT)
+    {
+        return Err(ApiError::too_large(
+            "the file is larger than the limit of 1024 MiB",
+        ));
+    }
+
+    // Read up to INLINE_MAX into memory; beyond that, switch to a blob.
+    let mut body = body;
+    let mut head = bytes::BytesMut::new();
+    let mut spill = None;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::input(format!("reading the upload failed: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            head.extend_from_slice(&chunk);
+            if head.len() > INLINE_MAX {
+                spill = Some(head.split().freeze());
+                break;
+            }
+        }
+    }
+    let data = app.data.clone();
+    let uri = p.uri();
+    let rec = match spill {
+        None => {
+            let bytes = head.freeze();
+            let ct = declared_ct.unwrap_or_else(|| sniff(&bytes).to_string());
+            blocking(move || data.put(Principal::Key(&caller), &p, &ct, &bytes)).await?
+        }
+        Some(first) => {
+            let ct = declared_ct.unwrap_or_else(|| "application/octet-stream".to_string());
+            let (size, etag, blob_id) = stream_to_blob(&app, first, body).await?;
+            blocking(move || {
+                data.commit_blob(Principal::Key(&caller), &p, &ct, size, etag, blob_id)
+            })
+            .await?
+        }
+    };
+    Ok(
+        axum::Json(serde_json::json!({"result": uri, "size": rec.size, "etag": rec.etag}))
+            .into_response(),
+    )
+}
+
+/// Content type for an upload that declared none: UTF-8 text or bytes.
+fn sniff(bytes: &[u8]) -> &'static str {
+    if std::str::from_utf8(bytes).is_ok() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Streams the rest of an upload into a new blob on a blocking thread (bounded
+/// channel: the network never runs ahead of the disk by more than a few chunks).
+async fn stream_to_blob(
+    app: &AppState,
+    first: Bytes,
+    mut body: Body,
+) -> Result<(u64, String, String), ApiError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let store = app.data.store().clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<(u64, String, String), String> {
+        let mut w = store.create_blob().map_err(|e| e.to_string())?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            std::io::Write::write_all(&mut w, &chunk)
+                .map_err(|e| format!("writing the upload: {e}"))?;
+        }
+        let id = w.finish().map_err(|e| e.to_string())?;
+        Ok((size, etag_of(&hasher.finalize()), id))
+    });
+    let mut total = first.len() as u64;
+    let mut failure = None;
+    if tx.send(first).await.is_ok() {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(chunk) = frame.into_data() {
+                        total += chunk.len() as u64;
+                        if total > FILE_BODY_LIMIT {
+                            failure = Some(ApiError::too_large(
+                                "the file is larger than the limit of 1024 MiB",
+                            ));
+                            break;
+                        }
+                        if tx.send(chunk).await.is_err() {
+                            break; // the writer failed; its error is reported below
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure = Some(ApiError::input(format!("reading the upload failed: {e}")));
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| ApiError::internal(format!("upload writer failed: {e}")))?;
+    match (failure, written) {
+        (Some(e), Ok((_, _, id))) => {
+            let _ = app.data.store().delete_blob(&id);
+            Err(e)
+        }
+        (Some(e), Err(_)) => Err(e),
+        (None, Ok(v)) => Ok(v),
+        (None, Err(msg)) => Err(ApiError::internal(msg)),
+    }
+}
+
+/// `DELETE /v1/data/{owner}/{collection}[/{path}][?force=true]`.
+pub async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, rest)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let (p, folder) = data_path(&caller, &owner, &rest)?;
+    let force = QueryParams::parse(query.as_deref()).flag("force")?;
+    let data = app.data.clone();
+    let deleted = blocking(move || {
+        if !p.path.is_empty() && !folder && data.delete(Principal::Key(&caller), &p)? {
+            return Ok(1);
+        }
+        data.delete_tree(Principal::Key(&caller), &p, force)
+    })
+    .await?;
+    Ok(axum::Json(serde_json::json!({"result": {"deleted": deleted}})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRequest {
+    acl: Acl,
+}
+
+/// `PATCH /v1/data/{owner}/{collection}` `{"acl": {"read": [...]}}`.
+pub async fn patch(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((owner, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (p, _) = data_path(&caller, &owner, &rest)?;
+    if !p.path.is_empty() {
+        return Err(ApiError::input(
+            "ACLs belong to collections: PATCH /v1/data/{owner}/{collection}",
+        ));
+    }
+    let body = read_body(&headers, body, JSON_BODY_LIMIT, "the ACL update").await?;
+    let req: PatchRequest =
+        parse_json(&body, "ACL update (expected {\"acl\": {\"read\": [...]}})")?;
+    let data = app.data.clone();
+    blocking(move || data.set_acl(Principal::Key(&caller), &p, req.acl)).await?;
+    Ok(axum::Json(serde_json::json!({})).into_response())
+}
+
+/// `GET /v1/events/outbox?after=N&limit=M` (admin): change events recorded with
+/// each data change, in order.
+pub async fn outbox(
+    State(app): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let q = QueryParams::parse(query.as_deref());
+    let after = q.number::<u64>("after", "a sequence number")?.unwrap_or(0);
+    let limit = q
+        .number::<usize>("limit", "a number from 1 to 1000")?
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let data = app.data.clone();
+    let events = blocking(move || data.outbox(after, limit)).await?;
+    let events: Vec<serde_json::Value> = events
+        .into_iter()
+        .map(|(seq, ev)| serde_json::json!({"sequence": seq, "event": ev}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({"events": events})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let mut h = HeaderMap::new();
+        let mut r = |v: &str| {
+            h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+            parse_range(&h, 100)
+        };
+        assert_eq!(r("bytes=0-9"), Some(Ok((0, 9))));
+        assert_eq!(r("bytes=90-"), Some(Ok((90, 99))));
+        assert_eq!(r("bytes=-10"), Some(Ok((90, 99))));
+        assert_eq!(r("bytes=50-500"), Some(Ok((50, 99))));
+        assert_eq!(r("bytes=100-"), Some(Err(())));
+        assert_eq!(r("bytes=0-1,5-6"), None);
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            http_date("2024-01-02T03:04:05.123Z"),
+            "Tue, 02 Jan 2024 03:04:05 GMT"
+        );
+    }
+}

@@ -1,0 +1,1151 @@
+//! Hosted data collections: `data://owner/collection/path` files shared by the
+//! HTTP API, the CLI and algorithms, with read ACLs, per-algorithm grants, and a
+//! change event for every write recorded in the same transaction (the outbox that
+//! feeds the `system.data` topic).
+//!
+//! Small files (≤ [`INLINE_MAX`]) live in the store next to their record; larger
+//! files are streamed into blobs outside any transaction, so a big upload never
+//! holds the store's writer, and only the final record swap is transactional.
+//! Folders are path prefixes (plus optional empty folder markers, so that
+//! Algorithmia's `dir.create()` works).
+
+mod path;
+
+pub use path::{DataPath, TEMP_PREFIX, validate_path};
+
+use crate::auth::{Caller, Scope};
+use crate::engine::GuestIdentity;
+use crate::store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest file kept inline in the store; larger files become blobs.
+pub const INLINE_MAX: usize = 256 * 1024;
+/// Default largest file accepted through the API.
+pub const DEFAULT_MAX_FILE: u64 = 1 << 30;
+/// Default lifetime of files in an algorithm's temp collection.
+pub const DEFAULT_TEMP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most entries one listing page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// ACL values Algorithmia defines.
+pub const ACL_PUBLIC: &str = "user://*";
+/// Readable by the owner's algorithms.
+pub const ACL_MY_ALGOS: &str = "algo://.my/*";
+
+/// A collection's read ACL: `[]` (the owner's keys only), `["algo://.my/*"]` (also
+/// the owner's algorithms) or `["user://*"]` (any key and any algorithm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acl {
+    /// Who may read.
+    pub read: Vec<String>,
+}
+
+impl Acl {
+    /// `[]`.
+    pub fn private() -> Self {
+        Self { read: vec![] }
+    }
+    /// `["algo://.my/*"]`: Algorithmia's default for new collections.
+    pub fn my_algorithms() -> Self {
+        Self {
+            read: vec![ACL_MY_ALGOS.into()],
+        }
+    }
+    /// Checks that every entry is one wasmgrid understands.
+    pub fn validate(&self) -> Result<(), DataError> {
+        for r in &self.read {
+            if r != ACL_PUBLIC && r != ACL_MY_ALGOS {
+                return Err(DataError::Invalid(format!(
+                    "unknown read ACL entry {r:?}: use [] (private), [\"algo://.my/*\"] (the owner's algorithms) or [\"user://*\"] (public)"
+                )));
+            }
+        }
+        Ok(())
+    }
+    fn is_public(&self) -> bool {
+        self.read.iter().any(|r| r == ACL_PUBLIC)
+    }
+    fn owner_algorithms(&self) -> bool {
+        self.is_public() || self.read.iter().any(|r| r == ACL_MY_ALGOS)
+    }
+}
+
+/// A collection, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// Read ACL.
+    pub acl: Acl,
+    /// Creation time (RFC 3339).
+    pub created: String,
+}
+
+/// A file (or folder marker), as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type given at write time.
+    pub content_type: String,
+    /// Quoted entity tag (a SHA-256 prefix of the content).
+    pub etag: String,
+    /// Last write, RFC 3339 with milliseconds, UTC (`2024-01-02T03:04:05.123Z`).
+    pub last_modified: String,
+    /// Blob holding the content, for files above [`INLINE_MAX`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+    /// An empty folder marker rather than a file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folder: bool,
+    /// Unix time after which the file is gone (temp collections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
+impl FileRecord {
+    fn expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+}
+
+/// Why a data operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DataError {
+    /// No such file, folder or collection.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not permitted (keys: 403; algorithms: `access-denied`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A malformed URI or path.
+    #[error("{0}")]
+    InvalidUri(String),
+    /// A malformed request (ACL, marker, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Above a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The collection exists already, or is not empty.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error("data store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for DataError {
+    fn from(e: StoreError) -> Self {
+        DataError::Unavailable(e.to_string())
+    }
+}
+
+/// Who is asking.
+#[derive(Clone, Copy)]
+pub enum Principal<'a> {
+    /// An API key.
+    Key(&'a Caller),
+    /// A running algorithm.
+    Algorithm(&'a GuestIdentity),
+}
+
+impl Principal<'_> {
+    /// The owner `.my` stands for.
+    pub fn owner(&self) -> &str {
+        match self {
+            Principal::Key(c) => &c.owner,
+            Principal::Algorithm(a) => &a.owner,
+        }
+    }
+
+    /// Parses a `data://` URI for this principal (`.my`, `.algo/temp`).
+    pub fn parse(&self, uri: &str) -> Result<DataPath, DataError> {
+        match self {
+            Principal::Key(c) => DataPath::parse(uri, &c.owner, None),
+            Principal::Algorithm(a) => DataPath::parse(uri, &a.owner, Some(&a.name)),
+        }
+    }
+
+    fn grant(&self, p: &DataPath, write: bool) -> bool {
+        let Principal::Algorithm(a) = self else {
+            return false;
+        };
+        if a.owner != p.owner {
+            return false;
+        }
+        a.grants.iter().any(|g| {
+            let Some(rest) = g.strip_prefix("data://") else {
+                return false;
+            };
+            let Some((target, mode)) = rest.rsplit_once(':') else {
+                return false;
+            };
+            let Some((owner, coll)) = target.split_once('/') else {
+                return false;
+            };
+            let owner_ok = owner == ".my" || owner == a.owner;
+            let coll_ok = coll == "*" || coll == p.collection;
+            let mode_ok = mode == "write" || (!write && mode == "read");
+            owner_ok && coll_ok && mode_ok
+        })
+    }
+
+    fn is_own_temp(&self, p: &DataPath) -> bool {
+        matches!(self, Principal::Algorithm(a) if p.owner == a.owner && p.collection == format!("{TEMP_PREFIX}{}", a.name))
+    }
+
+    /// Checks read access to a collection.
+    fn check_read(&self, p: &DataPath, coll: &CollectionRecord) -> Result<(), DataError> {
+        let ok = match self {
+            Principal::Key(c) => {
+                c.is_admin()
+                    || coll.acl.is_public()
+                    || (c.owner == coll.owner
+                        && (c.scopes.contains(&Scope::DataRead)
+                            || c.scopes.contains(&Scope::DataWrite)))
+            }
+            Principal::Algorithm(a) => {
+                coll.acl.is_public()
+                    || self.is_own_temp(p)
+                    || (a.owner == coll.owner
+                        && (coll.acl.owner_algorithms() || self.grant(p, false)))
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.denied(p, "read"))
+        }
+    }
+
+    /// Checks write access to a collection (existing or about to be created).
+    fn check_write(&self, p: &DataPath) -> Result<(), DataError> {
+        let ok = match self {
+            Principal::Key(c) => c.require(Scope::DataWrite, &p.owner).is_ok(),
+            Principal::Algorithm(_) => self.is_own_temp(p) || self.grant(p, true),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.denied(p, "write"))
+        }
+    }
+
+    fn denied(&self, p: &DataPath, what: &str) -> DataError {
+        let coll = format!("data://{}/{}", p.owner, p.collection);
+        DataError::Forbidden(match self {
+            Principal::Key(c) => format!(
+                "this key (owner `{}`) may not {what} {coll}: it needs the data:{what} scope for owner `{}`{}",
+                c.owner,
+                p.owner,
+                if what == "read" {
+                    ", or the collection must be public"
+                } else {
+                    ""
+                }
+            ),
+            Principal::Algorithm(a) => format!(
+                "algorithm {}/{} may not {what} {coll}: deploy it with --grant {coll}:{what}{}",
+                a.owner,
+                a.name,
+                if what == "read" {
+                    " (or make the collection readable by the owner's algorithms or public)"
+                } else {
+                    ""
+                }
+            ),
+        })
+    }
+}
+
+/// A file's content, for reading.
+pub enum Content {
+    /// Small files.
+    Inline(bytes::Bytes),
+    /// Large files: an open blob.
+    Blob(std::fs::File),
+}
+
+/// One level of a folder, Algorithmia style.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// Sub-folders.
+    pub folders: Vec<FolderEntry>,
+    /// Files.
+    pub files: Vec<FileEntry>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+}
+
+/// A folder in a [`Listing`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FolderEntry {
+    /// Folder name.
+    pub name: String,
+}
+
+/// A file in a [`Listing`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEntry {
+    /// File name (last path segment).
+    pub filename: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// RFC 3339 with milliseconds.
+    pub last_modified: String,
+    /// Media type.
+    pub content_type: String,
+    /// Entity tag.
+    pub etag: String,
+}
+
+/// A page of a recursive listing: `(path, record)` pairs and the marker of the
+/// next page.
+pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
+
+/// The data service.
+pub struct DataService {
+    store: Arc<dyn Store>,
+    temp_ttl: Duration,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    table: Table,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, DataError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        DataError::Unavailable(
+            StoreError::Corrupt {
+                table: table.name(),
+                key: key.into(),
+                reason: e.to_string(),
+            }
+            .to_string(),
+        )
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Quoted entity tag from a SHA-256 digest.
+pub fn etag_of(digest: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// The CloudEvent recorded for a change.
+fn change_event(kind: &str, p: &DataPath, rec: &FileRecord) -> serde_json::Value {
+    let id = uuid_v4();
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": format!("/collections/{}/{}", p.owner, p.collection),
+        "type": format!("wasmgrid.data.{kind}"),
+        "subject": format!("/collections/{}/{}/files/{}", p.owner, p.collection, p.path),
+        "time": now_rfc3339(),
+        "datacontenttype": "application/json",
+        "data": {
+            "uri": p.uri(),
+            "size": rec.size,
+            "contentType": rec.content_type,
+            "etag": rec.etag,
+        },
+    })
+}
+
+/// A random (version 4) UUID.
+pub fn uuid_v4() -> String {
+    let mut b = rand::random::<[u8; 16]>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl DataService {
+    /// A data service over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            temp_ttl: DEFAULT_TEMP_TTL,
+        }
+    }
+
+    /// Sets the lifetime of temp-collection files.
+    pub fn with_temp_ttl(mut self, ttl: Duration) -> Self {
+        self.temp_ttl = ttl;
+        self
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn collection_in(txn: &dyn Txn, p: &DataPath) -> Result<Option<CollectionRecord>, DataError> {
+        let key = p.collection_key();
+        match txn.get(Table::COLLECTIONS, &key)? {
+            Some(b) => Ok(Some(decode(Table::COLLECTIONS, &key, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A collection's record.
+    pub fn collection(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<CollectionRecord>, DataError> {
+        Ok(self
+            .store
+            .get_json(Table::COLLECTIONS, &format!("{owner}/{name}"))?)
+    }
+
+    fn implicit_collection(p: &DataPath) -> CollectionRecord {
+        CollectionRecord {
+            owner: p.owner.clone(),
+            name: p.collection.clone(),
+            acl: Acl::private(),
+            created: now_rfc3339(),
+        }
+    }
+
+    /// Creates a collection (or, with a non-empty `folder`, a folder marker in an
+    /// existing collection).
+    pub fn create(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        acl: Option<Acl>,
+    ) -> Result<(), DataError> {
+        who.check_write(p)?;
+        if let Some(acl) = &acl {
+            acl.validate()?;
+        }
+        let mut abort: Option<DataError> = None;
+        self.store
+            .transact(&mut |txn| {
+                let existing =
+                    Self::collection_in(txn, p).map_err(|e| StoreError::Backend(e.to_string()))?;
+                if p.path.is_empty() {
+                    if existing.is_some() {
+                        return Err(StoreError::Conflict {
+                            table: "collections",
+                            key: p.collection_key(),
+                        });
+                    }
+                    let rec = CollectionRecord {
+                        owner: p.owner.clone(),
+                        name: p.collection.clone(),
+                        acl: acl.clone().unwrap_or_else(Acl::my_algorithms),
+                        created: now_rfc3339(),
+                    };
+                    txn.put(Table::COLLECTIONS, &p.collection_key(), &encode(&rec))
+                } else {
+                    if existing.is_none() {
+                        abort = Some(not_found_collection(p));
+                        return Err(StoreError::Backend("aborted".into()));
+                    }
+                    let marker = format!("{}/", p.key());
+                    if txn.get(Table::FILES, &marker)?.is_some()
+                        || txn.get(Table::FILES, &p.key())?.is_some()
+                    {
+                        return Err(StoreError::Conflict {
+                            table: "files",
+                            key: marker,
+                        });
+                    }
+                    let rec = FileRecord {
+                        size: 0,
+                        content_type: "application/x-directory".into(),
+                        etag: "\"0\"".into(),
+                        last_modified: now_rfc3339(),
+                        blob: None,
+                        folder: true,
+                        expires: None,
+                    };
+                    txn.put(Table::FILES, &marker, &encode(&rec))
+                }
+            })
+            .map_err(|e| match (abort.take(), e) {
+                (Some(reason), _) => reason,
+                (None, StoreError::Conflict { .. }) => {
+                    DataError::Conflict(format!("{} already exists", p.uri()))
+                }
+                (None, other) => other.into(),
+            })
+    }
+
+    /// Changes a collection's ACL (owner's keys with data:write only).
+    pub fn set_acl(&self, who: Principal<'_>, p: &DataPath, acl: Acl) -> Result<(), DataError> {
+        who.check_write(p)?;
+        acl.validate()?;
+        let mut found = false;
+        self.store.transact(&mut |txn| {
+            let key = p.collection_key();
+            if let Some(b) = txn.get(Table::COLLECTIONS, &key)? {
+                let mut rec: CollectionRecord =
+                    serde_json::from_slice(&b).map_err(|e| StoreError::Backend(e.to_string()))?;
+                rec.acl = acl.clone();
+                txn.put(Table::COLLECTIONS, &key, &encode(&rec))?;
+                found = true;
+            }
+            Ok(())
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(not_found_collection(p))
+        }
+    }
+
+    /// Collections of `owner` the principal may read.
+    pub fn collections(
+        &self,
+        who: Principal<'_>,
+        owner: &str,
+    ) -> Result<Vec<CollectionRecord>, DataError> {
+        let all = self
+            .store
+            .scan_json::<CollectionRecord>(Table::COLLECTIONS, &format!("{owner}/"))?;
+        Ok(all
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| !c.name.starts_with(TEMP_PREFIX))
+            .filter(|c| {
+                let p = DataPath {
+                    owner: c.owner.clone(),
+                    collection: c.name.clone(),
+                    path: String::new(),
+                };
+                who.check_read(&p, c).is_ok()
+            })
+            .collect())
+    }
+
+    /// Reads a collection record and checks read access.
+    fn readable(&self, who: Principal<'_>, p: &DataPath) -> Result<CollectionRecord, DataError> {
+        let coll = self
+            .collection(&p.owner, &p.collection)?
+            .ok_or_else(|| not_found_collection(p))?;
+        who.check_read(p, &coll)?;
+        Ok(coll)
+    }
+
+    /// Checks that the principal may read `p`'s collection (for early rejection).
+    pub fn check_readable(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+    ) -> Result<CollectionRecord, DataError> {
+        self.readable(who, p)
+    }
+
+    /// Checks write permission (before streaming an upload).
+    pub fn check_writable(&self, who: Principal<'_>, p: &DataPath) -> Result<(), DataError> {
+        who.check_write(p)
+    }
+
+    /// A file's record, if it exists (and has not expired).
+    pub fn stat(&self, who: Principal<'_>, p: &DataPath) -> Result<FileRecord, DataError> {
+        self.readable(who, p)?;
+        self.file_record(p)
+    }
+
+    fn file_record(&self, p: &DataPath) -> Result<FileRecord, DataError> {
+        let key = p.key();
+        match self.store.get(Table::FILES, &key)? {
+            Some(b) => {
+                let rec: FileRecord = decode(Table::FILES, &key, &b)?;
+                if rec.expired(unix_now()) {
+                    Err(not_found_file(p))
+                } else {
+                    Ok(rec)
+                }
+            }
+            None => Err(not_found_file(p)),
+        }
+    }
+
+    /// Reads a file; `max_size` bounds what the caller can hold.
+    pub fn read(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        max_size: u64,
+    ) -> Result<(FileRecord, Content), DataError> {
+        self.readable(who, p)?;
+        let key = p.key();
+        let got = self
+            .store
+            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?;
+        let mut got = got.into_iter();
+        let (rec, data) = (got.next().flatten(), got.next().flatten());
+        let rec: FileRecord = match rec {
+            Some(b) => decode(Table::FILES, &key, &b)?,
+            None => return Err(not_found_file(p)),
+        };
+        if rec.expired(unix_now()) || rec.folder {
+            return Err(not_found_file(p));
+        }
+        if rec.size > max_size {
+            return Err(DataError::TooLarge(format!(
+                "{} is {} bytes, more than this reader may hold ({max_size} bytes)",
+                p.uri(),
+                rec.size
+            )));
+        }
+        let content = match &rec.blob {
+            None => Content::Inline(data.unwrap_or_default().into()),
+            Some(id) => Content::Blob(self.store.open_blob(id)?.ok_or_else(|| {
+                DataError::Unavailable(format!(
+                    "the content of {} is missing from the blob store",
+                    p.uri()
+                ))
+            })?),
+        };
+        Ok((rec, content))
+    }
+
+    /// Reads a whole file into memory.
+    pub fn read_all(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        max_size: u64,
+    ) -> Result<(FileRecord, bytes::Bytes), DataError> {
+        let (rec, content) = self.read(who, p, max_size)?;
+        let bytes = match content {
+            Content::Inline(b) => b,
+            Content::Blob(mut f) => {
+                use std::io::Read;
+                let mut buf = Vec::with_capacity(rec.size as usize);
+                f.read_to_end(&mut buf)
+                    .map_err(|e| DataError::Unavailable(format!("reading {}: {e}", p.uri())))?;
+                buf.into()
+            }
+        };
+        Ok((rec, bytes))
+    }
+
+    /// Writes a small file (inline) or, if it is larger than [`INLINE_MAX`],
+    /// through a blob.
+    pub fn put(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<FileRecord, DataError> {
+        use sha2::Digest;
+        let etag = etag_of(&sha2::Sha256::digest(body));
+        if body.len() <= INLINE_MAX {
+            return self.commit_file(
+                who,
+                p,
+                content_type,
+                body.len() as u64,
+                etag,
+                Some(body),
+                None,
+            );
+        }
+        let mut w = self.store.create_blob()?;
+        std::io::Write::write_all(&mut w, body)
+            .map_err(|e| DataError::Unavailable(format!("writing a blob: {e}")))?;
+        let id = w.finish()?;
+        self.commit_blob(who, p, content_type, body.len() as u64, etag, id)
+    }
+
+    /// Records a file whose content was streamed into blob `blob_id`. On failure
+    /// the blob is deleted.
+    pub fn commit_blob(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        size: u64,
+        etag: String,
+        blob_id: String,
+    ) -> Result<FileRecord, DataError> {
+        let result = self.commit_file(
+            who,
+            p,
+            content_type,
+            size,
+            etag,
+            None,
+            Some(blob_id.clone()),
+        );
+        if result.is_err() {
+            let _ = self.store.delete_blob(&blob_id);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_file(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        size: u64,
+        etag: String,
+        inline: Option<&[u8]>,
+        blob: Option<String>,
+    ) -> Result<FileRecord, DataError> {
+        if p.path.is_empty() {
+            return Err(DataError::InvalidUri(format!(
+                "{} is a collection, not a file: add a file path",
+                p.uri()
+            )));
+        }
+        who.check_write(p)?;
+        let rec = FileRecord {
+            size,
+            content_type: content_type.to_string(),
+            etag,
+            last_modified: now_rfc3339(),
+            blob,
+            folder: false,
+            expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
+        };
+        let key = p.key();
+        let mut replaced_blob = None;
+        let mut conflict = None;
+        self.store
+            .transact(&mut |txn| {
+                if Self::collection_in(txn, p)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                    .is_none()
+                {
+                    // Writing into a collection that does not exist creates it, private.
+                    txn.put(
+                        Table::COLLECTIONS,
+                        &p.collection_key(),
+                        &encode(&Self::implicit_collection(p)),
+                    )?;
+                }
+                if txn.get(Table::FILES, &format!("{key}/"))?.is_some() {
+                    conflict = Some(format!("{} is a folder", p.uri()));
+                    return Err(StoreError::Backend("conflict".into()));
+                }
+                replaced_blob = match txn.get(Table::FILES, &key)? {
+                    Some(b) => serde_json::from_slice::<FileRecord>(&b)
+                        .ok()
+                        .and_then(|r| r.blob),
+                    None => None,
+                };
+                txn.put(Table::FILES, &key, &encode(&rec))?;
+                match inline {
+                    Some(bytes) => txn.put(Table::FILE_DATA, &key, bytes)?,
+                    None => txn.delete(Table::FILE_DATA, &key)?,
+                }
+                if !p.is_temp() {
+                    txn.append(
+                        Table::OUTBOX,
+                        &encode(&change_event("FileCreated", p, &rec)),
+                    )?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match conflict.take() {
+                Some(msg) => DataError::Conflict(msg),
+                None => DataError::from(e),
+            })?;
+        if let Some(old) = replaced_blob {
+            let _ = self.store.delete_blob(&old);
+        }
+        Ok(rec)
+    }
+
+    /// Deletes a file; `false` if it did not exist.
+    pub fn delete(&self, who: Principal<'_>, p: &DataPath) -> Result<bool, DataError> {
+        who.check_write(p)?;
+        let key = p.key();
+        let mut removed: Option<FileRecord> = None;
+        self.store.transact(&mut |txn| {
+            removed = None;
+            if let Some(b) = txn.get(Table::FILES, &key)? {
+                let rec: FileRecord =
+                    serde_json::from_slice(&b).map_err(|e| StoreError::Backend(e.to_string()))?;
+                txn.delete(Table::FILES, &key)?;
+                txn.delete(Table::FILE_DATA, &key)?;
+                if !p.is_temp() && !rec.folder {
+                    txn.append(
+                        Table::OUTBOX,
+                        &encode(&change_event("FileDeleted", p, &rec)),
+                    )?;
+                }
+                removed = Some(rec);
+            }
+            Ok(())
+        })?;
+        match removed {
+            Some(rec) => {
+                if let Some(id) = &rec.blob {
+                    let _ = self.store.delete_blob(id);
+                }
+                Ok(!rec.expired(unix_now()))
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes everything under a folder (or the whole collection when `p.path`
+    /// is empty, including the collection itself). Without `force`, only empty
+    /// folders/collections are deleted. Returns the number of files deleted.
+    pub fn delete_tree(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        force: bool,
+    ) -> Result<u64, DataError> {
+        who.check_write(p)?;
+        let exists_coll = self.collection(&p.owner, &p.collection)?.is_some();
+        if !exists_coll {
+            return Err(not_found_collection(p));
+        }
+        let prefix = p.folder_prefix();
+        let first = self.store.scan(Table::FILES, &prefix, None, 2)?;
+        let only_marker = first.iter().all(|(k, _)| *k == prefix);
+        if !p.path.is_empty() && first.is_empty() {
+            return Err(not_found_file(p));
+        }
+        if !force && !only_marker {
+            return Err(DataError::Conflict(format!(
+                "{} is not empty: delete with ?force=true (CLI: --force) to remove everything in it",
+                p.uri()
+            )));
+        }
+        let mut deleted = 0u64;
+        loop {
+            let page = self.store.scan(Table::FILES, &prefix, None, 500)?;
+            if page.is_empty() {
+                break;
+            }
+            let mut blobs = Vec::new();
+            self.store.transact(&mut |txn| {
+                blobs.clear();
+                for (key, bytes) in &page {
+                    let rec: FileRecord = serde_json::from_slice(bytes)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    txn.delete(Table::FILES, key)?;
+                    txn.delete(Table::FILE_DATA, key)?;
+                    if !rec.folder
+                        && let Some(fp) = DataPath::from_key(key)
+                        && !fp.is_temp()
+                    {
+                        txn.append(
+                            Table::OUTBOX,
+                            &encode(&change_event("FileDeleted", &fp, &rec)),
+                        )?;
+                    }
+                    if let Some(b) = rec.blob.clone() {
+                        blobs.push(b);
+                    }
+                }
+                Ok(())
+            })?;
+            deleted += page.iter().filter(|(k, _)| !k.ends_with('/')).count() as u64;
+            for b in &blobs {
+                let _ = self.store.delete_blob(b);
+            }
+        }
+        if p.path.is_empty() {
+            let key = p.collection_key();
+            self.store
+                .transact(&mut |txn| txn.delete(Table::COLLECTIONS, &key))?;
+        }
+        Ok(deleted)
+    }
+
+    /// One level of a folder (Algorithmia's listing): sub-folders and files, up to
+    /// `limit` entries per page.
+    pub fn list_level(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing, DataError> {
+        self.readable(who, p)?;
+        let prefix = p.folder_prefix();
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut start = match marker {
+            Some(m) => decode_marker(m, &prefix)?,
+            None => prefix.clone(),
+        };
+        let now = unix_now();
+        let mut listing = Listing {
+            folders: vec![],
+            files: vec![],
+            marker: None,
+        };
+        let mut any = false;
+        'pages: loop {
+            let page = self
+                .store
+                .scan(Table::FILES, &prefix, Some(Cursor::From(&start)), 256)?;
+            if page.is_empty() {
+                break;
+            }
+            let last_key = page.last().map(|(k, _)| k.clone()).unwrap_or_default();
+            for (key, bytes) in page {
+                any = true;
+                let rest = &key[prefix.len()..];
+                if rest.is_empty() {
+                    continue; // this folder's own marker
+                }
+                if listing.folders.len() + listing.files.len() >= limit {
+                    listing.marker = Some(encode_marker(&key));
+                    break 'pages;
+                }
+                if let Some(i) = rest.find('/') {
+                    let name = &rest[..i];
+                    listing.folders.push(FolderEntry {
+                        name: name.to_string(),
+                    });
+                    // Skip the folder's subtree: every key in it starts with
+                    // `name/`, and `0` is the byte after `/`.
+                    start = format!("{prefix}{name}0");
+                    continue 'pages;
+                }
+                let rec: FileRecord = decode(Table::FILES, &key, &bytes)?;
+                if rec.expired(now) {
+                    continue;
+                }
+                listing.files.push(FileEntry {
+                    filename: rest.to_string(),
+                    size: rec.size,
+                    last_modified: rec.last_modified,
+                    content_type: rec.content_type,
+                    etag: rec.etag,
+                });
+            }
+            start = format!("{last_key}\u{0}");
+        }
+        if !any && !p.path.is_empty() {
+            return Err(not_found_file(p));
+        }
+        Ok(listing)
+    }
+
+    /// Files under a prefix, recursively (the guest `list`): `(path, record)`
+    /// pairs and the marker of the next page.
+    pub fn list_files(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<FilePage, DataError> {
+        self.readable(who, p)?;
+        let prefix = format!("{}/{}/{}", p.owner, p.collection, p.path);
+        let limit = limit.clamp(1, MAX_PAGE);
+        let now = unix_now();
+        let mut after = marker.map(|m| format!("{}/{}/{m}", p.owner, p.collection));
+        let mut out = Vec::new();
+        loop {
+            let page = self.store.scan(
+                Table::FILES,
+                &prefix,
+                after.as_deref().map(Cursor::After),
+                limit + 1,
+            )?;
+            let done = page.len() <= limit;
+            for (key, bytes) in page {
+                let rec: FileRecord = decode(Table::FILES, &key, &bytes)?;
+                after = Some(key.clone());
+                if rec.folder || rec.expired(now) {
+                    continue;
+                }
+                if out.len() == limit {
+                    let last = out
+                        .last()
+                        .map(|(fp, _): &(DataPath, FileRecord)| fp.path.clone());
+                    return Ok((out, last));
+                }
+                if let Some(fp) = DataPath::from_key(&key) {
+                    out.push((fp, rec));
+                }
+            }
+            if done {
+                return Ok((out, None));
+            }
+        }
+    }
+
+    /// Adds `delta` to a decimal counter file (wasi:keyvalue `increment`) in one
+    /// transaction, creating it at 0.
+    pub fn increment(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        delta: u64,
+    ) -> Result<u64, DataError> {
+        who.check_write(p)?;
+        let key = p.key();
+        let mut value = 0u64;
+        let mut bad = None;
+        self.store
+            .transact(&mut |txn| {
+                let current = match (
+                    txn.get(Table::FILES, &key)?,
+                    txn.get(Table::FILE_DATA, &key)?,
+                ) {
+                    (Some(_), Some(data)) => match std::str::from_utf8(&data)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                    {
+                        Some(v) => v,
+                        None => {
+                            bad = Some(format!("{} does not hold a decimal counter", p.uri()));
+                            return Err(StoreError::Backend("bad counter".into()));
+                        }
+                    },
+                    _ => 0,
+                };
+                value = match current.checked_add(delta) {
+                    Some(v) => v,
+                    None => {
+                        bad = Some(format!("incrementing {} overflows u64", p.uri()));
+                        return Err(StoreError::Backend("overflow".into()));
+                    }
+                };
+                let body = value.to_string();
+                use sha2::Digest;
+                let rec = FileRecord {
+                    size: body.len() as u64,
+                    content_type: "text/plain".into(),
+                    etag: etag_of(&sha2::Sha256::digest(body.as_bytes())),
+                    last_modified: now_rfc3339(),
+                    blob: None,
+                    folder: false,
+                    expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
+                };
+                if Self::collection_in(txn, p)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                    .is_none()
+                {
+                    txn.put(
+                        Table::COLLECTIONS,
+                        &p.collection_key(),
+                        &encode(&Self::implicit_collection(p)),
+                    )?;
+                }
+                txn.put(Table::FILES, &key, &encode(&rec))?;
+                txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
+                if !p.is_temp() {
+                    txn.append(
+                        Table::OUTBOX,
+                        &encode(&change_event("FileCreated", p, &rec)),
+                    )?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match bad.take() {
+                Some(m) => DataError::Invalid(m),
+                None => e.into(),
+            })?;
+        Ok(value)
+    }
+
+    /// Deletes expired temp files; returns how many.
+    pub fn sweep_expired(&self) -> Result<u64, DataError> {
+        let now = unix_now();
+        let mut removed = 0;
+        for (_, coll) in self
+            .store
+            .scan_json::<CollectionRecord>(Table::COLLECTIONS, "")?
+        {
+            if !coll.name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let prefix = format!("{}/{}/", coll.owner, coll.name);
+            for (key, rec) in self.store.scan_json::<FileRecord>(Table::FILES, &prefix)? {
+                if rec.expired(now) {
+                    self.store.transact(&mut |txn| {
+                        txn.delete(Table::FILES, &key)?;
+                        txn.delete(Table::FILE_DATA, &key)
+                    })?;
+                    if let Some(b) = &rec.blob {
+                        let _ = self.store.delete_blob(b);
+                    }
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Change events recorded after sequence `after` (the outbox).
+    pub fn outbox(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, serde_json::Value)>, DataError> {
+        let start = format!("{after:020}");
+        let page = self
+            .store
+            .scan(Table::OUTBOX, "", Some(Cursor::After(&start)), limit)?;
+        page.into_iter()
+            .map(|(k, v)| Ok((k.parse().unwrap_or(0), decode(Table::OUTBOX, &k, &v)?)))
+            .collect()
+    }
+}
+
+fn not_found_collection(p: &DataPath) -> DataError {
+    DataError::NotFound(format!(
+        "collection data://{}/{} not found: create it (wasmgrid data mk data://{}/{}) or check the name",
+        p.owner, p.collection, p.owner, p.collection
+    ))
+}
+
+fn not_found_file(p: &DataPath) -> DataError {
+    DataError::NotFound(format!("{} not found", p.uri()))
+}
+
+fn encode_marker(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(marker)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|k| k.starts_with(prefix))
+        .ok_or_else(|| {
+            DataError::Invalid(format!(
+                "invalid marker {marker:?}: pass the marker of the previous page unchanged"
+            ))
+        })
+}
