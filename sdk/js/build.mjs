@@ -97,6 +97,9 @@ async function build() {
     mainFields: ['module', 'main'],
     target: 'es2022',
     alias: { 'wasmgrid-sdk': sdkPath },
+    // WIT imports (e.g. 'wasmgrid:algorithm/secrets@0.1.0') are resolved by
+    // componentize-js, not bundled.
+    external: ['wasmgrid:*', 'wasi:*'],
     // Module comments in the bundle name files relative to the app's directory.
     absWorkingDir: dirname(app),
     outfile: bundlePath,

@@ -212,12 +212,38 @@ function errorMessage(e) {
 }
 
 /**
+ * The SDK error for an uncaught error of a host call, or null.
+ *
+ * componentize-js throws an error whose `payload` is the WIT error variant
+ * (`{tag: 'not-found', val: '...'}`) when an imported function (e.g. `get` of
+ * 'wasmgrid:algorithm/data@0.1.0') returns `err`. It becomes
+ * `Transient('store unavailable: ...')` for a `store-unavailable` case
+ * (retrying may help) and `Permanent('<case in words>: <message>')` otherwise.
+ */
+export function hostError(e) {
+  const payload = e !== null && typeof e === 'object' ? e.payload : undefined;
+  if (payload === null || typeof payload !== 'object' || typeof payload.tag !== 'string') return null;
+  const words = payload.tag.replaceAll('-', ' ');
+  let detail = payload.val;
+  if (detail !== undefined && typeof detail !== 'string') {
+    try {
+      detail = JSON.stringify(detail);
+    } catch {
+      detail = String(detail);
+    }
+  }
+  const message = detail === undefined ? words : `${words}: ${detail}`;
+  return payload.tag === 'store-unavailable' ? new Transient(message) : new Permanent(message);
+}
+
+/**
  * Runs `apply` on one payload and returns the WIT result:
  * `{tag: 'ok', val: {contentType, body}}` or
  * `{tag: 'err', val: {tag: 'invalid-input' | 'permanent' | 'transient', val: message}}`.
  *
  * `apply(input, trigger)` may be async. Thrown `WasmgridError`s map to their
- * kind; anything else thrown becomes `permanent` with `"<Name>: <message>"`
+ * kind; uncaught host call errors as `hostError` says; anything else thrown
+ * becomes `permanent` with `"<Name>: <message>"`
  * (the stack goes to stderr). This is what the component export calls; it is
  * public for unit tests of algorithms.
  */
@@ -231,6 +257,8 @@ export async function run(apply, contentType, body, event = null) {
       value = await apply(input, event);
     } catch (e) {
       if (e instanceof WasmgridError) throw e;
+      const host = hostError(e);
+      if (host) throw host;
       if (e instanceof Error && e.stack) console.error(`${errorMessage(e)}\n${e.stack}`);
       throw new Permanent(errorMessage(e));
     }

@@ -39,6 +39,9 @@ shim=$(mktemp -d)
 trap 'rm -rf "$shim"' EXIT
 cp -R "$sdk/wasmgrid" "$shim/wasmgrid"
 cat >"$shim/wasmgrid_main.py" <<EOF
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in SRC_DIR from the build-time import
+
 import wasmgrid
 import $module as _app
 

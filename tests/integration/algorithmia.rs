@@ -27,7 +27,11 @@ fn algorithmia_python_client_works_unchanged() {
     // A key with Algorithmia's error convention, as a migrating user creates it.
     let v = json(
         s.req(Method::POST, "/v1/keys")
-            .json(&serde_json::json!({"owner": "demo", "scopes": ["invoke"], "compat": "algorithmia"}))
+            .json(&serde_json::json!({
+                "owner": "demo",
+                "scopes": ["invoke", "data:read", "data:write"],
+                "compat": "algorithmia"
+            }))
             .send()
             .unwrap(),
         201,
@@ -35,7 +39,7 @@ fn algorithmia_python_client_works_unchanged() {
     let key = v["key"].as_str().unwrap();
     let out = Command::new(python())
         .arg(repo_root().join("tests/python/algorithmia_client_test.py"))
-        .args(["--url", &s.url, "--key", key])
+        .args(["--url", &s.url, "--key", key, "--data"])
         .output()
         .expect("run the Python client test");
     let stdout = String::from_utf8_lossy(&out.stdout);

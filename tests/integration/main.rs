@@ -5,6 +5,7 @@ mod support;
 
 mod algorithmia;
 mod auth;
+mod data;
 mod deploy;
 mod faults;
 mod invoke;

@@ -2,7 +2,7 @@
 //! messages that name the problem.
 
 use crate::server::ServerInfo;
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use std::path::Path;
 
 /// A configured API client.
@@ -30,6 +30,40 @@ impl Reply {
 }
 
 impl Client {
+    /// Sends a request with a streaming body and returns the response unread;
+    /// non-2xx answers become errors carrying the server's message.
+    pub fn stream(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<(reqwest::blocking::Body, String)>,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("Authorization", format!("Simple {}", self.key));
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some((body, ct)) = body {
+            req = req.header("Content-Type", ct).body(body);
+        }
+        let resp = req.send().map_err(|e| {
+            anyhow!(
+                "cannot reach the wasmgrid server at {}: {e}; is it running?",
+                self.base
+            )
+        })?;
+        if resp.status().is_success() || method != reqwest::Method::GET {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.bytes().unwrap_or_default();
+        Err(error_from(&method, path, status, &body))
+    }
+
     /// Finds the server (`--url`/`WASMGRID_URL`, else `<data dir>/server.json`)
     /// and the key (`--key`/`WASMGRID_KEY`, else `<data dir>/admin.key`).
     pub fn discover(
@@ -84,23 +118,8 @@ impl Client {
         query: &[(&str, String)],
         body: Option<(Vec<u8>, &str)>,
     ) -> anyhow::Result<Reply> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            .header("Authorization", format!("Simple {}", self.key));
-        if !query.is_empty() {
-            req = req.query(query);
-        }
-        if let Some((bytes, ct)) = body {
-            req = req.header("Content-Type", ct).body(bytes);
-        }
-        let resp = req.send().map_err(|e| {
-            anyhow!(
-                "cannot reach the wasmgrid server at {}: {e}; is it running?",
-                self.base
-            )
-        })?;
+        let body = body.map(|(bytes, ct)| (reqwest::blocking::Body::from(bytes), ct.to_string()));
+        let resp = self.stream(method.clone(), path, query, body)?;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -110,7 +129,7 @@ impl Client {
             .to_string();
         let body = resp
             .bytes()
-            .map_err(|e| anyhow!("reading the response from {url}: {e}"))?
+            .map_err(|e| anyhow!("reading the response to {method} {path}: {e}"))?
             .to_vec();
         if (200..300).contains(&status) {
             return Ok(Reply {
@@ -119,21 +138,31 @@ impl Client {
                 body,
             });
         }
-        let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                let e = v.get("error")?;
-                Some((
-                    e.get("error_type")?.as_str()?.to_string(),
-                    e.get("message")?.as_str()?.to_string(),
-                ))
-            });
-        match parsed {
-            Some((ty, msg)) => bail!("{ty} ({status}): {msg}"),
-            None => bail!(
-                "{method} {path} failed with HTTP {status}: {}",
-                String::from_utf8_lossy(&body)
-            ),
-        }
+        Err(error_from(&method, path, status, &body))
+    }
+}
+
+/// An error naming the server's error_type and message.
+pub(crate) fn error_from(
+    method: &reqwest::Method,
+    path: &str,
+    status: u16,
+    body: &[u8],
+) -> anyhow::Error {
+    let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            Some((
+                e.get("error_type")?.as_str()?.to_string(),
+                e.get("message")?.as_str()?.to_string(),
+            ))
+        });
+    match parsed {
+        Some((ty, msg)) => anyhow!("{ty} ({status}): {msg}"),
+        None => anyhow!(
+            "{method} {path} failed with HTTP {status}: {}",
+            String::from_utf8_lossy(body)
+        ),
     }
 }

@@ -1,6 +1,7 @@
 //! The `wasmgrid` command line: serve, up, and thin clients of the HTTP API.
 
 mod client;
+mod data;
 pub mod up;
 
 pub use client::Client;
@@ -133,6 +134,12 @@ enum Command {
     /// Manage API keys (admin).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Hosted data collections: mk, put, get, ls, rm.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Per-algorithm secrets: set, rm, ls.
+    #[command(subcommand)]
+    Secret(data::SecretCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -415,6 +422,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             println!("deleted {owner}/{name}@{version} (the number stays taken)");
             Ok(())
+        }
+        Command::Data(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            data::run_data(&client, cmd)
+        }
+        Command::Secret(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            data::run_secret(&client, cmd)
         }
         Command::Key(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;

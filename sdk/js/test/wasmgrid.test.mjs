@@ -15,6 +15,7 @@ import {
   contentType,
   decodeInput,
   encodeOutput,
+  hostError,
   isJson,
   rawInput,
   run,
@@ -99,6 +100,22 @@ test('run: ok, typed errors, other throws', async () => {
   // Bad input never reaches apply; a bad return value is permanent.
   assert.deepEqual((await run(() => assert.fail('called'), 'application/json', enc('nope'))).val.tag, 'invalid-input');
   assert.deepEqual((await run(() => 10n, 'text/plain', enc(''))).val.tag, 'permanent');
+});
+
+test('uncaught host call errors', async () => {
+  // What componentize-js throws when an imported function returns `err`.
+  const hostErr = (payload) => Object.assign(new Error('[object Object] (see error.payload)'), { payload });
+  const err = async (thrown) =>
+    (
+      await run(() => {
+        throw thrown;
+      }, 'text/plain', enc(''))
+    ).val;
+  assert.deepEqual(await err(hostErr({ tag: 'store-unavailable', val: 'busy' })), { tag: 'transient', val: 'store unavailable: busy' });
+  assert.deepEqual(await err(hostErr({ tag: 'not-found', val: 'data://a/b/c' })), { tag: 'permanent', val: 'not found: data://a/b/c' });
+  assert.deepEqual(await err(hostErr({ tag: 'no-such-store' })), { tag: 'permanent', val: 'no such store' });
+  assert.equal(hostError(new Error('plain')), null);
+  assert.equal(hostError('string'), null);
 });
 
 test('algorithm(): the componentize-js export, trigger and accessors', async () => {

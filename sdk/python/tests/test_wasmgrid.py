@@ -100,6 +100,29 @@ class Run(unittest.TestCase):
             sys.stderr = stderr
         self.assertEqual(cm.exception.message, "KeyError: 'missing'")
 
+    def test_host_call_errors(self):
+        @dataclass
+        class DataError_StoreUnavailable:  # noqa: N801 - componentize-py's naming
+            value: str
+
+        @dataclass
+        class DataError_NotFound:  # noqa: N801
+            value: str
+
+        @dataclass
+        class Error_NoSuchStore:  # noqa: N801 - a case without payload
+            pass
+
+        cases = [(DataError_StoreUnavailable("busy"), wasmgrid.Transient, "store unavailable: busy"),
+                 (DataError_NotFound("data://a/b/c"), wasmgrid.Permanent, "not found: data://a/b/c"),
+                 (Error_NoSuchStore(), wasmgrid.Permanent, "no such store")]
+        for case, cls, message in cases:
+            with self.subTest(case=case), self.assertRaises(wasmgrid.Error) as cm:
+                wasmgrid.run(_raiser(Err(case)), "text/plain", b"")
+            self.assertIs(type(cm.exception), cls)
+            self.assertEqual(cm.exception.message, message)
+        self.assertIsNone(wasmgrid.host_error(ValueError("x")))
+
     def test_memory_error_and_base_exceptions_propagate(self):
         def oom(_input):
             raise MemoryError()
@@ -152,7 +175,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class _Err(Generic[T], Exception):
+class Err(Generic[T], Exception):
     value: T
 
 
@@ -188,7 +211,7 @@ def _fake_bindings():
         extensions: List[Tuple[str, str]]
 
     cpt = types.ModuleType("componentize_py_types")
-    cpt.Err = _Err
+    cpt.Err = Err
     wit_types = types.ModuleType("wit_world.imports.types")
     for cls in (Payload, Error_InvalidInput, Error_Permanent, Error_Transient, Event):
         setattr(wit_types, cls.__name__, cls)
@@ -224,7 +247,7 @@ class Handler(unittest.TestCase):
         out = handler.apply(self.wit.Payload("text/plain", b"hi"), event)
         self.assertEqual(out.content_type, "application/json")
         self.assertEqual(out.body, b'{"value":"hi","id":"e1","type":"wasmgrid.test","subject":"sub","tp":"00-1"}')
-        with self.assertRaises(_Err) as cm, open(os.devnull, "w") as devnull:
+        with self.assertRaises(Err) as cm, open(os.devnull, "w") as devnull:
             stderr, sys.stderr = sys.stderr, devnull
             try:
                 handler.apply(self.wit.Payload("text/plain", b"x"), None)  # no trigger: None
@@ -243,7 +266,7 @@ class Handler(unittest.TestCase):
             stderr = sys.stderr
             sys.stderr = open(os.devnull, "w")
             try:
-                with self.subTest(raised=raised), self.assertRaises(_Err) as cm:
+                with self.subTest(raised=raised), self.assertRaises(Err) as cm:
                     handler.apply(self.wit.Payload("text/plain", b""), None)
             finally:
                 sys.stderr.close()

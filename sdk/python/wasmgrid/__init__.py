@@ -34,6 +34,9 @@ Output, by the type of the return value:
 Errors: raise ``InvalidInput(msg)``, ``Permanent(msg)`` or ``Transient(msg)``
 for the WIT error cases. Any other ``Exception`` becomes ``permanent`` with the
 message ``"<ExceptionType>: <text>"`` (its traceback goes to stderr).
+An uncaught error of a host call (``componentize_py_types.Err``, e.g. from
+``wit_world.imports.data.get``) becomes ``transient`` for ``store-unavailable``
+and ``permanent`` otherwise, with the message ``"<case in words>: <text>"``.
 ``MemoryError`` and non-``Exception`` exceptions are not caught: the call
 traps and the host reports it (``OutOfMemoryError`` / ``CrashError``).
 
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -75,6 +79,7 @@ __all__ = [
     "decode_input",
     "encode_output",
     "run",
+    "host_error",
 ]
 
 JSON = "application/json"
@@ -255,6 +260,26 @@ def raw_input() -> bytes:
     return _current_body
 
 
+def host_error(exc: BaseException) -> Optional[Error]:
+    """The SDK error for an uncaught error of a host call, or ``None``.
+
+    componentize-py raises ``componentize_py_types.Err(case)`` when an imported
+    function (``wit_world.imports.data.get``, ...) returns a WIT ``err``; ``case``
+    is a variant case such as ``DataError_StoreUnavailable("...")``. It becomes
+    ``Transient("store unavailable: ...")`` for a ``store-unavailable`` case
+    (retrying may help) and ``Permanent("<case in words>: <message>")`` for
+    any other, e.g. ``Permanent("not found: ...")``.
+    """
+    if type(exc).__name__ != "Err" or not hasattr(exc, "value"):
+        return None
+    case = exc.value
+    name = type(case).__name__.rsplit("_", 1)[-1]  # DataError_NotFound -> NotFound
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).lower()
+    detail = getattr(case, "value", None)
+    message = f"{words}: {detail}" if detail is not None else words
+    return Transient(message) if words == "store unavailable" else Permanent(message)
+
+
 def _wants_trigger(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` accepts a second positional argument."""
     try:
@@ -294,6 +319,9 @@ def run(
         except MemoryError:
             raise
         except Exception as e:  # noqa: BLE001 - the contract: anything else is permanent
+            host = host_error(e)
+            if host is not None:
+                raise host from None
             traceback.print_exc(file=sys.stderr)
             raise Permanent(f"{type(e).__name__}: {e}") from None
         return encode_output(result)
