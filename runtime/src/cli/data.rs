@@ -90,7 +90,7 @@ fn api_path(uri: &str) -> anyhow::Result<String> {
     if rest.is_empty() {
         bail!("{uri:?} names no owner: write data://owner/collection/path");
     }
-    let encoded: Vec<String> = rest.split('/').map(|seg| encode_segment(seg)).collect();
+    let encoded: Vec<String> = rest.split('/').map(encode_segment).collect();
     Ok(format!("/v1/data/{}", encoded.join("/")))
 }
 
