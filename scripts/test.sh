@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole wasmgrid test suite from a clean clone on a fresh machine.
-# Installs what it needs first: the wasm32-wasip2 Rust target (guest examples)
-# and a Python venv with Algorithmia's official client (compatibility test).
+# Installs what it needs first: the wasm32-wasip2 Rust target (guest examples),
+# a Python venv with Algorithmia's official client (compatibility test), and the
+# Python/JS SDK toolchains (componentize-py from PyPI, componentize-js from npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/
 
 step "Guest examples (guest-examples/, wasm32-wasip2)"
 (cd guest-examples && cargo build --release --locked)
+
+step "Python and JavaScript SDK examples (sdk/python/.venv, sdk/js/node_modules)"
+bash tests/sdk/build_sdk_examples.sh
 
 step "Host: format and lints"
 cargo fmt --all -- --check

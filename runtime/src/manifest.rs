@@ -79,6 +79,57 @@ pub struct BuildSection {
     pub command: String,
     /// Working directory, relative to the manifest.
     pub workdir: Option<PathBuf>,
+    /// Files and folders (relative to the manifest) the component is built from.
+    /// When given, `up` skips the build and the deploy if the newest version was
+    /// published from the same contents, which matters for toolchains whose
+    /// output differs on every build (componentize-py, componentize-js).
+    #[serde(default)]
+    pub watch: Vec<PathBuf>,
+}
+
+/// Folders never hashed for `watch` (tool installs and build output).
+const WATCH_SKIP: &[&str] = &["node_modules", "target", "out", "__pycache__"];
+
+impl BuildSection {
+    /// A digest of the build command and every watched file (paths and
+    /// contents, in sorted order), or `None` without `watch`.
+    pub fn source_hash(&self, root: &Path) -> anyhow::Result<Option<String>> {
+        use sha2::{Digest, Sha256};
+        if self.watch.is_empty() {
+            return Ok(None);
+        }
+        let mut files = Vec::new();
+        for w in &self.watch {
+            collect_files(&root.join(w), &mut files)
+                .map_err(|e| anyhow::anyhow!("watch path {}: {e}", root.join(w).display()))?;
+        }
+        files.sort();
+        let mut h = Sha256::new();
+        h.update(self.command.as_bytes());
+        for f in files {
+            h.update(f.to_string_lossy().as_bytes());
+            h.update([0]);
+            h.update(std::fs::read(&f)?);
+        }
+        Ok(Some(format!("sha256:{}", hex::encode(h.finalize()))))
+    }
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || WATCH_SKIP.contains(&name.as_ref()) {
+            continue;
+        }
+        collect_files(&entry.path(), out)?;
+    }
+    Ok(())
 }
 
 impl AlgorithmSection {
@@ -190,6 +241,40 @@ mod tests {
             next_version(&base, Some(&info(&["1.0.0-rc.1", "1.0.0"]))).to_string(),
             "1.0.1"
         );
+    }
+
+    #[test]
+    fn watch_hash_follows_sources_and_skips_tool_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src/node_modules")).unwrap();
+        std::fs::write(root.join("src/app.py"), "v1").unwrap();
+        let b = BuildSection {
+            command: "./build.sh".into(),
+            workdir: None,
+            watch: vec!["src".into()],
+        };
+        let h1 = b.source_hash(root).unwrap().unwrap();
+        std::fs::write(root.join("src/node_modules/x.js"), "noise").unwrap();
+        std::fs::write(root.join("src/.cache"), "noise").unwrap();
+        assert_eq!(
+            b.source_hash(root).unwrap().unwrap(),
+            h1,
+            "tool folders and dotfiles are ignored"
+        );
+        std::fs::write(root.join("src/app.py"), "v2").unwrap();
+        assert_ne!(b.source_hash(root).unwrap().unwrap(), h1);
+        let other = BuildSection {
+            command: "./other.sh".into(),
+            ..b.clone()
+        };
+        assert_ne!(
+            other.source_hash(root).unwrap(),
+            b.source_hash(root).unwrap(),
+            "the command counts"
+        );
+        let none = BuildSection { watch: vec![], ..b };
+        assert_eq!(none.source_hash(root).unwrap(), None);
     }
 
     #[test]

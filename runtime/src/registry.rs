@@ -82,6 +82,10 @@ pub struct VersionRecord {
     pub created: String,
     /// How long the first compilation took.
     pub compile_ms: u64,
+    /// Digest of the sources `wasmgrid up` built this version from (its
+    /// manifest's `watch` list), if it was deployed that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_hash: Option<String>,
 }
 
 /// Registry failures, each naming the thing and the fix.
@@ -220,6 +224,8 @@ pub struct DeployRequest {
     pub version: String,
     /// Settings.
     pub settings: VersionSettings,
+    /// See [`VersionRecord::source_hash`].
+    pub source_hash: Option<String>,
 }
 
 /// The registry of deployed algorithms.
@@ -391,6 +397,7 @@ impl Registry {
             settings: req.settings.clone(),
             created: now_rfc3339(),
             compile_ms,
+            source_hash: req.source_hash.clone(),
         };
         let key = format!("{}/{}/{}", req.owner, req.name, version);
         let mut batch = WriteBatch::new();

@@ -10,3 +10,4 @@ mod deploy;
 mod faults;
 mod invoke;
 mod lifecycle;
+mod sdks;

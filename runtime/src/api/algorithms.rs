@@ -87,6 +87,7 @@ pub async fn deploy(
                 name,
                 version,
                 settings,
+                source_hash: None,
             },
             bytes,
         )

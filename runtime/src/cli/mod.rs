@@ -517,10 +517,10 @@ fn up(
             info.addr
         );
     }
-    if !no_build {
-        up::build_all(&manifest)?;
-    }
     let app = App::open(&g.data_dir, EngineConfig::default())?;
+    if !no_build {
+        up::build_all(&manifest, &app)?;
+    }
     let rt = runtime()?;
     let results = rt.block_on(up::deploy_changed(&app, &manifest))?;
     let addr = addr

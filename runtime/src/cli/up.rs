@@ -11,16 +11,22 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-/// Runs each distinct build command of the manifest, adding the wasm32-wasip2
-/// target first when a build uses cargo and the target is missing.
-pub fn build_all(manifest: &Manifest) -> anyhow::Result<()> {
+/// Runs each distinct build command of the manifest (except those whose watched
+/// sources are unchanged since they were deployed, see [`unchanged`]), adding the
+/// wasm32-wasip2 target first when a build uses cargo and the target is missing.
+pub fn build_all(manifest: &Manifest, app: &App) -> anyhow::Result<()> {
     let mut seen = HashSet::new();
-    let builds: Vec<&BuildSection> = manifest
-        .algorithms
-        .iter()
-        .filter_map(|a| a.build.as_ref())
-        .filter(|b| seen.insert((*b).clone()))
-        .collect();
+    let mut builds: Vec<&BuildSection> = Vec::new();
+    for a in &manifest.algorithms {
+        let Some(b) = a.build.as_ref() else { continue };
+        if unchanged(app, manifest, a)? {
+            eprintln!("up to date: {} (watched sources unchanged)", a.name);
+            continue;
+        }
+        if seen.insert(b.clone()) {
+            builds.push(b);
+        }
+    }
     if builds.iter().any(|b| b.command.contains("cargo")) {
         ensure_wasip2_target()?;
     }
@@ -80,6 +86,34 @@ fn ensure_wasip2_target() -> anyhow::Result<()> {
     }
 }
 
+/// Whether `a` has a `watch` list whose contents match the newest deployed
+/// version's, with the same settings and its built component still present.
+fn unchanged(
+    app: &App,
+    manifest: &Manifest,
+    a: &crate::manifest::AlgorithmSection,
+) -> anyhow::Result<bool> {
+    let Some(hash) = a
+        .build
+        .as_ref()
+        .map(|b| b.source_hash(&manifest.root))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(false);
+    };
+    let (owner, name) = a.owner_name();
+    let info = app.registry.algorithm(owner, name)?;
+    Ok(info
+        .as_ref()
+        .and_then(|i| i.versions.first())
+        .is_some_and(|v| {
+            v.source_hash.as_deref() == Some(hash.as_str())
+                && v.settings == a.settings()
+                && manifest.root.join(&a.source).exists()
+        }))
+}
+
 /// What happened to one algorithm during `up`.
 #[derive(Debug, Clone)]
 pub struct UpResult {
@@ -106,10 +140,16 @@ pub async fn deploy_changed(app: &Arc<App>, manifest: &Manifest) -> anyhow::Resu
             )
         })?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let source_hash = a
+            .build
+            .as_ref()
+            .map(|b| b.source_hash(&manifest.root))
+            .transpose()?
+            .flatten();
         let info = app.registry.algorithm(owner, name)?;
         let current = info.as_ref().and_then(|i| i.versions.first());
         if let Some(cur) = current
-            && cur.digest == digest
+            && (cur.digest == digest || (source_hash.is_some() && cur.source_hash == source_hash))
             && cur.settings == a.settings()
         {
             results.push(UpResult {
@@ -126,6 +166,7 @@ pub async fn deploy_changed(app: &Arc<App>, manifest: &Manifest) -> anyhow::Resu
             name: name.into(),
             version: version.clone(),
             settings: a.settings(),
+            source_hash,
         };
         app.registry.deploy(req, bytes.into()).await.map_err(|e| {
             anyhow!(
