@@ -594,20 +594,33 @@ impl DataService {
         }
     }
 
-    /// Reads a file; `max_size` bounds what the caller can hold.
+    /// Reads a file; `max_size` bounds what the caller can hold. The collection
+    /// (for the access check), the file record and small content come from one
+    /// snapshot read.
     pub fn read(
         &self,
         who: Principal<'_>,
         p: &DataPath,
         max_size: u64,
     ) -> Result<(FileRecord, Content), DataError> {
-        self.readable(who, p)?;
         let key = p.key();
-        let got = self
-            .store
-            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?;
+        let coll_key = p.collection_key();
+        let got = self.store.get_many(&[
+            (Table::COLLECTIONS, &coll_key),
+            (Table::FILES, &key),
+            (Table::FILE_DATA, &key),
+        ])?;
         let mut got = got.into_iter();
-        let (rec, data) = (got.next().flatten(), got.next().flatten());
+        let (coll, rec, data) = (
+            got.next().flatten(),
+            got.next().flatten(),
+            got.next().flatten(),
+        );
+        let coll: CollectionRecord = match coll {
+            Some(b) => decode(Table::COLLECTIONS, &coll_key, &b)?,
+            None => return Err(not_found_collection(p)),
+        };
+        who.check_read(p, &coll)?;
         let rec: FileRecord = match rec {
             Some(b) => decode(Table::FILES, &key, &b)?,
             None => return Err(not_found_file(p)),
