@@ -48,6 +48,24 @@ pub async fn serve(
     tracing::info!(addr = %local, data_dir = %app.data_dir.display(), "wasmgrid listening");
     on_ready(local);
 
+    // Expired files in algorithms' temp collections are unreadable at once;
+    // this sweep reclaims their space.
+    let sweeper = {
+        let data = app.data.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let data = data.clone();
+                match tokio::task::spawn_blocking(move || data.sweep_expired()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(files = n, "removed expired temp files"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "temp sweep failed"),
+                    Err(e) => tracing::warn!(error = %e, "temp sweep task failed"),
+                }
+            }
+        })
+    };
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let app2 = app.clone();
     let shutdown2 = shutdown.clone();
@@ -76,6 +94,7 @@ pub async fn serve(
             Ok(())
         }
     };
+    sweeper.abort();
     app.background.close();
     if tokio::time::timeout(drain_timeout, app.background.wait())
         .await

@@ -1162,3 +1162,34 @@ fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    #[test]
+    fn expired_temp_files_vanish_and_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store).with_temp_ttl(Duration::from_secs(0));
+        let id = GuestIdentity {
+            owner: "demo".into(),
+            name: "algo".into(),
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let who = Principal::Algorithm(&id);
+        let p = who.parse("data://.algo/temp/scratch.txt").unwrap();
+        data.put(who, &p, "text/plain", b"short-lived").unwrap();
+        // TTL 0: expired as soon as written.
+        assert!(matches!(
+            data.read_all(who, &p, u64::MAX),
+            Err(DataError::NotFound(_))
+        ));
+        assert_eq!(data.sweep_expired().unwrap(), 1);
+        assert_eq!(data.sweep_expired().unwrap(), 0);
+        // Temp writes are not change events.
+        assert!(data.outbox(0, 10).unwrap().is_empty());
+    }
+}
