@@ -3,6 +3,7 @@
 # checkout, for the integration tests that deploy them:
 #
 #   guest-examples/python-wordcount/out/python_wordcount.wasm
+#   guest-examples/python-data/out/python_data.wasm
 #   guest-examples/js-transform/out/js_transform.wasm
 #
 # Installs what it needs first (each only when missing or out of date):
@@ -46,6 +47,7 @@ check_component() {
 }
 
 py_out=guest-examples/python-wordcount/out/python_wordcount.wasm
+pydata_out=guest-examples/python-data/out/python_data.wasm
 js_out=guest-examples/js-transform/out/js_transform.wasm
 
 step "Python SDK unit tests (sdk/python/tests)" \
@@ -60,12 +62,14 @@ step "Python SDK tools (sdk/python/.venv, componentize-py)" bash -c '
   cp sdk/python/requirements.txt "$venv/.wasmgrid-requirements"'
 step "JavaScript SDK tools (sdk/js/node_modules, npm ci)" sdk/js/setup.sh
 
-rm -f "$py_out" "$js_out"
+rm -f "$py_out" "$pydata_out" "$js_out"
 step "Build $py_out" guest-examples/python-wordcount/build.sh
 step "Check $py_out" check_component "$py_out"
+step "Build $pydata_out" guest-examples/python-data/build.sh
+step "Check $pydata_out" check_component "$pydata_out"
 step "Build $js_out" guest-examples/js-transform/build.sh
 step "Check $js_out" check_component "$js_out"
 
-for f in "$py_out" "$js_out"; do
+for f in "$py_out" "$pydata_out" "$js_out"; do
   printf '    %s: %s bytes\n' "$f" "$(wc -c <"$f" | tr -d ' ')"
 done

@@ -46,6 +46,10 @@ batched deliveries) is passed as a second argument if ``apply`` takes one
 during the call. ``content_type()`` gives the raw media type of the input, and
 ``raw_input()`` its undecoded bytes.
 
+Host interfaces: ``wasmgrid.data`` (data collections: ``get``, ``get_text``,
+``get_json``, ``put``, ``delete``, ``exists``, ``list``) and
+``wasmgrid.secrets`` (``get``) wrap the generated bindings.
+
 This module is pure Python: it imports the generated bindings (``wit_world``)
 only inside the component, so it can be imported and unit-tested on the host.
 """
@@ -80,6 +84,8 @@ __all__ = [
     "encode_output",
     "run",
     "host_error",
+    "data",
+    "secrets",
 ]
 
 JSON = "application/json"
@@ -268,7 +274,8 @@ def host_error(exc: BaseException) -> Optional[Error]:
     is a variant case such as ``DataError_StoreUnavailable("...")``. It becomes
     ``Transient("store unavailable: ...")`` for a ``store-unavailable`` case
     (retrying may help) and ``Permanent("<case in words>: <message>")`` for
-    any other, e.g. ``Permanent("not found: ...")``.
+    any other, e.g. ``Permanent("not found: ...")``. The error's ``case``
+    attribute holds the WIT case name (``"not-found"``, ``"access-denied"``, ...).
     """
     if type(exc).__name__ != "Err" or not hasattr(exc, "value"):
         return None
@@ -277,7 +284,9 @@ def host_error(exc: BaseException) -> Optional[Error]:
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).lower()
     detail = getattr(case, "value", None)
     message = f"{words}: {detail}" if detail is not None else words
-    return Transient(message) if words == "store unavailable" else Permanent(message)
+    err = Transient(message) if words == "store unavailable" else Permanent(message)
+    err.case = words.replace(" ", "-")
+    return err
 
 
 def _wants_trigger(fn: Callable[..., Any]) -> bool:
@@ -368,3 +377,7 @@ def algorithm(apply: Callable[..., Any]) -> type:
     Handler.__qualname__ = Handler.__name__ = "Handler"
     Handler.__doc__ = f"wasmgrid handler for {getattr(apply, '__name__', apply)!r}"
     return Handler
+
+
+# The host-interface wrappers (they import the bindings only when called).
+from . import data, secrets  # noqa: E402
