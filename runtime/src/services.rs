@@ -52,14 +52,14 @@ impl HostApi for Services {
         let p = parse(who, &uri)?;
         // Small files are read inline (a store lookup of a few microseconds);
         // only blob-backed files go to a blocking thread.
-        let (rec, content) = self
+        let (content_type, content) = self
             .data
-            .read(Principal::Algorithm(who), &p, who.memory_bytes)
+            .read_for_guest(Principal::Algorithm(who), &p, who.memory_bytes)
             .map_err(guest_error)?;
         let body = match content {
             Content::Inline(b) => b,
             Content::Blob(mut f) => {
-                let size = rec.size as usize;
+                let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
                 tokio::task::spawn_blocking(move || {
                     use std::io::Read;
                     let mut buf = Vec::with_capacity(size);
@@ -71,10 +71,7 @@ impl HostApi for Services {
                 .into()
             }
         };
-        Ok(Payload {
-            content_type: rec.content_type,
-            body,
-        })
+        Ok(Payload { content_type, body })
     }
 
     async fn data_put(

@@ -314,6 +314,12 @@ pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
 pub struct DataService {
     store: Arc<dyn Store>,
     temp_ttl: Duration,
+    /// Collection records by `owner/collection`: every file read checks its
+    /// collection's ACL, and collections change rarely. Entries are dropped after
+    /// every change; `generation` keeps a reader that loaded a record before a
+    /// change from caching it after (see [`DataService::collection`]).
+    collections: std::sync::RwLock<std::collections::HashMap<String, Arc<CollectionRecord>>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -395,6 +401,8 @@ impl DataService {
         Self {
             store,
             temp_ttl: DEFAULT_TEMP_TTL,
+            collections: Default::default(),
+            generation: Default::default(),
         }
     }
 
@@ -422,10 +430,40 @@ impl DataService {
         &self,
         owner: &str,
         name: &str,
-    ) -> Result<Option<CollectionRecord>, DataError> {
-        Ok(self
+    ) -> Result<Option<Arc<CollectionRecord>>, DataError> {
+        use std::sync::atomic::Ordering;
+        let key = format!("{owner}/{name}");
+        if let Some(c) = self
+            .collections
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return Ok(Some(c));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(rec) = self
             .store
-            .get_json(Table::COLLECTIONS, &format!("{owner}/{name}"))?)
+            .get_json::<CollectionRecord>(Table::COLLECTIONS, &key)?
+        else {
+            return Ok(None);
+        };
+        let rec = Arc::new(rec);
+        if let Ok(mut m) = self.collections.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            m.insert(key, rec.clone());
+        }
+        Ok(Some(rec))
+    }
+
+    /// Forgets a cached collection record; call after the change is committed.
+    fn invalidate(&self, p: &DataPath) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Ok(mut m) = self.collections.write() {
+            m.remove(&p.collection_key());
+        }
     }
 
     fn implicit_collection(p: &DataPath) -> CollectionRecord {
@@ -519,6 +557,7 @@ impl DataService {
             }
             Ok(())
         })?;
+        self.invalidate(p);
         if found {
             Ok(())
         } else {
@@ -551,7 +590,11 @@ impl DataService {
     }
 
     /// Reads a collection record and checks read access.
-    fn readable(&self, who: Principal<'_>, p: &DataPath) -> Result<CollectionRecord, DataError> {
+    fn readable(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+    ) -> Result<Arc<CollectionRecord>, DataError> {
         let coll = self
             .collection(&p.owner, &p.collection)?
             .ok_or_else(|| not_found_collection(p))?;
@@ -564,7 +607,7 @@ impl DataService {
         &self,
         who: Principal<'_>,
         p: &DataPath,
-    ) -> Result<CollectionRecord, DataError> {
+    ) -> Result<Arc<CollectionRecord>, DataError> {
         self.readable(who, p)
     }
 
@@ -595,32 +638,21 @@ impl DataService {
     }
 
     /// Reads a file; `max_size` bounds what the caller can hold. The collection
-    /// (for the access check), the file record and small content come from one
-    /// snapshot read.
+    /// (for the access check) usually comes from the cache; the file record and
+    /// small content come from one snapshot read.
     pub fn read(
         &self,
         who: Principal<'_>,
         p: &DataPath,
         max_size: u64,
     ) -> Result<(FileRecord, Content), DataError> {
+        self.readable(who, p)?;
         let key = p.key();
-        let coll_key = p.collection_key();
-        let got = self.store.get_many(&[
-            (Table::COLLECTIONS, &coll_key),
-            (Table::FILES, &key),
-            (Table::FILE_DATA, &key),
-        ])?;
+        let got = self
+            .store
+            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?;
         let mut got = got.into_iter();
-        let (coll, rec, data) = (
-            got.next().flatten(),
-            got.next().flatten(),
-            got.next().flatten(),
-        );
-        let coll: CollectionRecord = match coll {
-            Some(b) => decode(Table::COLLECTIONS, &coll_key, &b)?,
-            None => return Err(not_found_collection(p)),
-        };
-        who.check_read(p, &coll)?;
+        let (rec, data) = (got.next().flatten(), got.next().flatten());
         let rec: FileRecord = match rec {
             Some(b) => decode(Table::FILES, &key, &b)?,
             None => return Err(not_found_file(p)),
@@ -645,6 +677,63 @@ impl DataService {
             })?),
         };
         Ok((rec, content))
+    }
+
+    /// Reads a file for a guest: only what a guest gets back (content type and
+    /// bytes), decoding the record without allocating its other fields. The hot
+    /// path of `data.get`.
+    pub fn read_for_guest(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        max_size: u64,
+    ) -> Result<(String, Content), DataError> {
+        /// The fields of a [`FileRecord`] a read needs, borrowed from the stored JSON.
+        #[derive(Deserialize)]
+        struct View<'a> {
+            size: u64,
+            #[serde(borrow)]
+            content_type: std::borrow::Cow<'a, str>,
+            #[serde(default, borrow)]
+            blob: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            folder: bool,
+            #[serde(default)]
+            expires: Option<u64>,
+        }
+        self.readable(who, p)?;
+        let key = p.key();
+        let got = self
+            .store
+            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?;
+        let mut got = got.into_iter();
+        let (rec, data) = (got.next().flatten(), got.next().flatten());
+        let Some(rec) = rec else {
+            return Err(not_found_file(p));
+        };
+        let view: View<'_> = serde_json::from_slice(&rec).map_err(|e| {
+            DataError::Unavailable(format!("stored record of {} is unreadable: {e}", p.uri()))
+        })?;
+        if view.folder || view.expires.is_some_and(|e| e <= unix_now()) {
+            return Err(not_found_file(p));
+        }
+        if view.size > max_size {
+            return Err(DataError::TooLarge(format!(
+                "{} is {} bytes, more than this reader may hold ({max_size} bytes)",
+                p.uri(),
+                view.size
+            )));
+        }
+        let content = match &view.blob {
+            None => Content::Inline(data.unwrap_or_default().into()),
+            Some(id) => Content::Blob(self.store.open_blob(id)?.ok_or_else(|| {
+                DataError::Unavailable(format!(
+                    "the content of {} is missing from the blob store",
+                    p.uri()
+                ))
+            })?),
+        };
+        Ok((view.content_type.into_owned(), content))
     }
 
     /// Reads a whole file into memory.
@@ -896,6 +985,7 @@ impl DataService {
             let key = p.collection_key();
             self.store
                 .transact(&mut |txn| txn.delete(Table::COLLECTIONS, &key))?;
+            self.invalidate(p);
         }
         Ok(deleted)
     }
@@ -1167,6 +1257,43 @@ fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
 mod tests {
     use super::*;
     use crate::store::EmbeddedStore;
+
+    #[test]
+    fn acl_changes_take_effect_at_once_despite_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store);
+        let admin = Caller {
+            key_id: "k".into(),
+            owner: "admin".into(),
+            scopes: vec![Scope::Admin],
+            compat: Default::default(),
+        };
+        let key = Principal::Key(&admin);
+        let p = DataPath::new("demo", "c", "f.txt").unwrap();
+        let coll = DataPath::new("demo", "c", "").unwrap();
+        data.create(key, &coll, Some(Acl::private())).unwrap();
+        data.put(key, &p, "text/plain", b"x").unwrap();
+        let algo = GuestIdentity {
+            owner: "demo".into(),
+            name: "a".into(),
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let guest = Principal::Algorithm(&algo);
+        let readable = |d: &DataService| d.read_for_guest(guest, &p, u64::MAX).is_ok();
+        assert!(!readable(&data), "private");
+        data.set_acl(key, &coll, Acl::my_algorithms()).unwrap();
+        assert!(readable(&data), "owner's algorithms may read now");
+        assert!(readable(&data), "(cached)");
+        data.set_acl(key, &coll, Acl::private()).unwrap();
+        assert!(!readable(&data), "private again, at once");
+        data.delete_tree(key, &coll, true).unwrap();
+        assert!(matches!(
+            data.read_for_guest(guest, &p, u64::MAX),
+            Err(DataError::NotFound(_))
+        ));
+    }
 
     #[test]
     fn expired_temp_files_vanish_and_are_swept() {

@@ -222,7 +222,8 @@ impl data::Host for HostState {
         let r = self.call.host.data_get(&self.call.identity, uri).await;
         Ok(r.map(|p| types::Payload {
             content_type: p.content_type,
-            body: p.body.to_vec(),
+            // Reuses the allocation when the bytes are not shared.
+            body: Vec::from(p.body),
         })
         .map_err(to_wit))
     }
@@ -338,7 +339,7 @@ impl store::HostBucket for HostState {
         let uri = self.table.get(&bucket)?.key_uri(&key);
         Ok(
             match self.call.host.data_get(&self.call.identity, uri).await {
-                Ok(p) => Ok(Some(p.body.to_vec())),
+                Ok(p) => Ok(Some(Vec::from(p.body))),
                 Err(GuestDataError::NotFound(_)) => Ok(None),
                 Err(e) => Err(to_kv(e)),
             },
@@ -469,7 +470,7 @@ impl batch::Host for HostState {
         for key in keys {
             let uri = self.table.get(&bucket)?.key_uri(&key);
             match self.call.host.data_get(&self.call.identity, uri).await {
-                Ok(p) => out.push(Some((key, p.body.to_vec()))),
+                Ok(p) => out.push(Some((key, Vec::from(p.body)))),
                 Err(GuestDataError::NotFound(_)) => out.push(None),
                 Err(e) => return Ok(Err(to_kv(e))),
             }
