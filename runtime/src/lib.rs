@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod events;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;
