@@ -12,7 +12,10 @@ use wasmgrid::events::filter::{AdvancedFilter, Filter, SubscriptionIndex};
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -23,7 +26,8 @@ fn bench(c: &mut Criterion) {
     for id in 0..10_000u64 {
         let all_types = rng.next() % 10 == 0;
         let mut f = Filter {
-            included_event_types: (!all_types).then(|| vec![format!("com.example.Type{}", rng.next() % 200)]),
+            included_event_types: (!all_types)
+                .then(|| vec![format!("com.example.Type{}", rng.next() % 200)]),
             subject_begins_with: Some(format!("/tenants/{}/", rng.next() % 500)),
             ..Default::default()
         };
