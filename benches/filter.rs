@@ -24,14 +24,14 @@ fn bench(c: &mut Criterion) {
     let mut rng = Lcg(42);
     let mut index = SubscriptionIndex::new();
     for id in 0..10_000u64 {
-        let all_types = rng.next() % 10 == 0;
+        let all_types = rng.next().is_multiple_of(10);
         let mut f = Filter {
             included_event_types: (!all_types)
                 .then(|| vec![format!("com.example.Type{}", rng.next() % 200)]),
             subject_begins_with: Some(format!("/tenants/{}/", rng.next() % 500)),
             ..Default::default()
         };
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             f.advanced_filters.push(AdvancedFilter {
                 operator_type: "NumberGreaterThan".into(),
                 key: "data.confidence".into(),
