@@ -333,10 +333,11 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
+/// Decodes a stored record (owned, or a view borrowing from `bytes`).
+fn decode<'a, T: Deserialize<'a>>(
     table: Table,
     key: &str,
-    bytes: &[u8],
+    bytes: &'a [u8],
 ) -> Result<T, DataError> {
     serde_json::from_slice(bytes).map_err(|e| {
         DataError::Unavailable(
@@ -646,36 +647,17 @@ impl DataService {
         p: &DataPath,
         max_size: u64,
     ) -> Result<(FileRecord, Content), DataError> {
-        self.readable(who, p)?;
-        let key = p.key();
-        let got = self
-            .store
-            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?;
-        let mut got = got.into_iter();
-        let (rec, data) = (got.next().flatten(), got.next().flatten());
-        let rec: FileRecord = match rec {
-            Some(b) => decode(Table::FILES, &key, &b)?,
-            None => return Err(not_found_file(p)),
-        };
-        if rec.expired(unix_now()) || rec.folder {
-            return Err(not_found_file(p));
-        }
-        if rec.size > max_size {
-            return Err(DataError::TooLarge(format!(
-                "{} is {} bytes, more than this reader may hold ({max_size} bytes)",
-                p.uri(),
-                rec.size
-            )));
-        }
-        let content = match &rec.blob {
-            None => Content::Inline(data.unwrap_or_default().into()),
-            Some(id) => Content::Blob(self.store.open_blob(id)?.ok_or_else(|| {
-                DataError::Unavailable(format!(
-                    "the content of {} is missing from the blob store",
-                    p.uri()
-                ))
-            })?),
-        };
+        let (rec_bytes, data) = self.fetch(who, p)?;
+        let rec: FileRecord = decode(Table::FILES, &p.key(), &rec_bytes)?;
+        let content = self.content(
+            p,
+            rec.size,
+            rec.folder,
+            rec.expires,
+            rec.blob.as_deref(),
+            data,
+            max_size,
+        )?;
         Ok((rec, content))
     }
 
@@ -701,39 +683,73 @@ impl DataService {
             #[serde(default)]
             expires: Option<u64>,
         }
+        let (rec_bytes, data) = self.fetch(who, p)?;
+        let view: View<'_> = decode(Table::FILES, &p.key(), &rec_bytes)?;
+        let content = self.content(
+            p,
+            view.size,
+            view.folder,
+            view.expires,
+            view.blob.as_deref(),
+            data,
+            max_size,
+        )?;
+        Ok((view.content_type.into_owned(), content))
+    }
+
+    /// Checks read access, then reads a file's record and inline content from one
+    /// snapshot.
+    fn fetch(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), DataError> {
         self.readable(who, p)?;
         let key = p.key();
-        let got = self
+        let mut got = self
             .store
-            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?;
-        let mut got = got.into_iter();
-        let (rec, data) = (got.next().flatten(), got.next().flatten());
-        let Some(rec) = rec else {
-            return Err(not_found_file(p));
-        };
-        let view: View<'_> = serde_json::from_slice(&rec).map_err(|e| {
-            DataError::Unavailable(format!("stored record of {} is unreadable: {e}", p.uri()))
-        })?;
-        if view.folder || view.expires.is_some_and(|e| e <= unix_now()) {
+            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?
+            .into_iter();
+        match (got.next().flatten(), got.next().flatten()) {
+            (Some(rec), data) => Ok((rec, data)),
+            (None, _) => Err(not_found_file(p)),
+        }
+    }
+
+    /// The content of a fetched file, after the checks every read makes: gone
+    /// if it is a folder marker or expired, too large for the reader, and the
+    /// blob present for large files.
+    #[allow(clippy::too_many_arguments)]
+    fn content(
+        &self,
+        p: &DataPath,
+        size: u64,
+        folder: bool,
+        expires: Option<u64>,
+        blob: Option<&str>,
+        inline: Option<Vec<u8>>,
+        max_size: u64,
+    ) -> Result<Content, DataError> {
+        if folder || expires.is_some_and(|e| e <= unix_now()) {
             return Err(not_found_file(p));
         }
-        if view.size > max_size {
+        if size > max_size {
             return Err(DataError::TooLarge(format!(
-                "{} is {} bytes, more than this reader may hold ({max_size} bytes)",
-                p.uri(),
-                view.size
+                "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
+                p.uri()
             )));
         }
-        let content = match &view.blob {
-            None => Content::Inline(data.unwrap_or_default().into()),
-            Some(id) => Content::Blob(self.store.open_blob(id)?.ok_or_else(|| {
-                DataError::Unavailable(format!(
-                    "the content of {} is missing from the blob store",
-                    p.uri()
-                ))
-            })?),
-        };
-        Ok((view.content_type.into_owned(), content))
+        match blob {
+            None => Ok(Content::Inline(inline.unwrap_or_default().into())),
+            Some(id) => Ok(Content::Blob(self.store.open_blob(id)?.ok_or_else(
+                || {
+                    DataError::Unavailable(format!(
+                        "the content of {} is missing from the blob store",
+                        p.uri()
+                    ))
+                },
+            )?)),
+        }
     }
 
     /// Reads a whole file into memory.
