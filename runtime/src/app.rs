@@ -4,6 +4,7 @@
 use crate::auth::KeyStore;
 use crate::data::DataService;
 use crate::engine::{Engine, EngineConfig};
+use crate::events::{EventService, EventsConfig};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::secrets::SecretStore;
@@ -30,6 +31,8 @@ pub struct App {
     pub secrets: Arc<SecretStore>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Topics, subscriptions and event delivery.
+    pub events: EventService,
     /// Set once shutdown begins: `/readyz` turns 503.
     pub draining: AtomicBool,
     /// Work that outlives its request (`output=void` calls); drained on shutdown.
@@ -39,7 +42,11 @@ pub struct App {
 impl App {
     /// Opens the data directory (creating it on first start, with an admin key in
     /// `admin.key`) and builds the engine.
-    pub fn open(data_dir: &Path, engine: EngineConfig) -> anyhow::Result<Arc<App>> {
+    pub fn open(
+        data_dir: &Path,
+        engine: EngineConfig,
+        events: EventsConfig,
+    ) -> anyhow::Result<Arc<App>> {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(data_dir)?);
         let engine = Arc::new(Engine::new(engine)?);
         let registry = Arc::new(Registry::open(store.clone(), engine, data_dir)?);
@@ -50,6 +57,14 @@ impl App {
         if let Some(path) = keys.bootstrap_admin(data_dir)? {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
+        let metrics = Arc::new(Metrics::new());
+        let events = EventService::open(
+            store.clone(),
+            registry.clone(),
+            data.clone(),
+            metrics.clone(),
+            events,
+        )?;
         Ok(Arc::new(App {
             data_dir: data_dir.to_path_buf(),
             store,
@@ -57,7 +72,8 @@ impl App {
             keys,
             data,
             secrets,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            events,
             draining: AtomicBool::new(false),
             background: TaskTracker::new(),
         }))

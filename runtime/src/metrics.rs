@@ -1,5 +1,6 @@
 //! Prometheus metrics, served as text at `GET /metrics`.
 
+use crate::engine::{InvokeError, Outcome};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +25,29 @@ pub struct AlgorithmLabel {
     pub algorithm: String,
 }
 
+/// Labels of per-topic event series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// Topic name.
+    pub topic: String,
+}
+
+/// Labels of per-subscription event series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabel {
+    /// `topic/subscription`.
+    pub subscription: String,
+}
+
+/// Labels of dead-letter series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// `topic/subscription`.
+    pub subscription: String,
+    /// `MaxDeliveryAttemptsExceeded`, `TimeToLiveExceeded` or `NonRetryableError`.
+    pub reason: String,
+}
+
 /// Every metric wasmgrid exports.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +59,22 @@ pub struct Metrics {
     pub compilations: Gauge<u64, AtomicU64>,
     /// Calls running now.
     pub in_flight: Gauge,
+    /// Events accepted by ingress (after deduplication), by topic.
+    pub events_published: Family<TopicLabel, Counter>,
+    /// Re-published duplicates acknowledged but not enqueued, by topic.
+    pub events_duplicates: Family<TopicLabel, Counter>,
+    /// Events that matched no subscription, by topic.
+    pub events_dropped: Family<TopicLabel, Counter>,
+    /// Deliveries enqueued (one per matching subscription), by subscription.
+    pub events_matched: Family<SubscriptionLabel, Counter>,
+    /// Events delivered successfully, by subscription.
+    pub events_delivered: Family<SubscriptionLabel, Counter>,
+    /// Failed delivery attempts (each retry counts), by subscription.
+    pub delivery_failures: Family<SubscriptionLabel, Counter>,
+    /// Events dead-lettered, by subscription and reason.
+    pub events_dead_lettered: Family<DeadLetterLabels, Counter>,
+    /// Events waiting in each subscription's queue (including retries).
+    pub queue_depth: Family<SubscriptionLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -75,13 +115,109 @@ impl Metrics {
             "Algorithm calls running now",
             in_flight.clone(),
         );
+        let events_published = Family::<TopicLabel, Counter>::default();
+        registry.register(
+            "events_published",
+            "Events accepted by topic ingress (duplicates excluded)",
+            events_published.clone(),
+        );
+        let events_duplicates = Family::<TopicLabel, Counter>::default();
+        registry.register(
+            "events_duplicates",
+            "Re-published events acknowledged but not enqueued again (same source and id within the dedup window)",
+            events_duplicates.clone(),
+        );
+        let events_dropped = Family::<TopicLabel, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Events that matched no subscription",
+            events_dropped.clone(),
+        );
+        let events_matched = Family::<SubscriptionLabel, Counter>::default();
+        registry.register(
+            "events_matched",
+            "Deliveries enqueued for a subscription",
+            events_matched.clone(),
+        );
+        let events_delivered = Family::<SubscriptionLabel, Counter>::default();
+        registry.register(
+            "events_delivered",
+            "Events delivered successfully",
+            events_delivered.clone(),
+        );
+        let delivery_failures = Family::<SubscriptionLabel, Counter>::default();
+        registry.register(
+            "event_delivery_failures",
+            "Failed delivery attempts (every retry counts)",
+            delivery_failures.clone(),
+        );
+        let events_dead_lettered = Family::<DeadLetterLabels, Counter>::default();
+        registry.register(
+            "events_dead_lettered",
+            "Events moved to the dead-letter store",
+            events_dead_lettered.clone(),
+        );
+        let queue_depth = Family::<SubscriptionLabel, Gauge>::default();
+        registry.register(
+            "event_queue_depth",
+            "Events waiting in a subscription's queue, retries included",
+            queue_depth.clone(),
+        );
         Self {
             registry,
             invocations,
             invocation_seconds,
             compilations,
             in_flight,
+            events_published,
+            events_duplicates,
+            events_dropped,
+            events_matched,
+            events_delivered,
+            delivery_failures,
+            events_dead_lettered,
+            queue_depth,
         }
+    }
+
+    /// Runs one algorithm call, counting it as in flight, and records its
+    /// outcome and latency under `endpoint` (`owner/name/version`). Every
+    /// caller (the invoke API, event deliveries, jobs) goes through here, so the
+    /// per-algorithm series cover all of them.
+    pub async fn observe_call(
+        &self,
+        endpoint: &str,
+        call: impl std::future::Future<Output = Result<Outcome, InvokeError>>,
+    ) -> Result<Outcome, InvokeError> {
+        self.in_flight.inc();
+        let result = call.await;
+        self.in_flight.dec();
+        let outcome = match &result {
+            Ok(o) => {
+                self.invocation_seconds
+                    .get_or_create(&AlgorithmLabel {
+                        algorithm: endpoint.to_string(),
+                    })
+                    .observe(o.duration.as_secs_f64());
+                if !o.stdout.is_empty() || !o.stderr.is_empty() {
+                    tracing::debug!(target: "wasmgrid::guest", algorithm = %endpoint, stdout = %o.stdout.text(), stderr = %o.stderr.text(), "guest output");
+                }
+                "ok"
+            }
+            Err(e) => {
+                if let InvokeError::Host(msg) = e {
+                    tracing::error!(algorithm = %endpoint, error = %msg, "host failure during invocation");
+                }
+                e.error_type()
+            }
+        };
+        self.invocations
+            .get_or_create(&CallLabels {
+                algorithm: endpoint.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        result
     }
 
     /// The metrics in Prometheus text format.

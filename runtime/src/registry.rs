@@ -408,7 +408,8 @@ impl Registry {
                 key.clone(),
                 &serde_json::json!({"published": record.created}),
             )
-            .put_json(Table::VERSIONS, key, &record);
+            .put_json(Table::VERSIONS, key, &record)
+            .append_json(Table::OUTBOX, &lifecycle_event("VersionDeployed", &record));
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.commit(&batch))
             .await
@@ -518,8 +519,17 @@ impl Registry {
                 )));
             }
         }
+        let record = {
+            let map = self.algorithms.read().map_err(|_| lock_err())?;
+            map.get(&(owner.to_string(), name.to_string()))
+                .and_then(|e| e.live.get(&v))
+                .map(|d| d.record.clone())
+        };
         let mut batch = WriteBatch::new();
         batch.delete(Table::VERSIONS, format!("{owner}/{name}/{v}"));
+        if let Some(record) = &record {
+            batch.append_json(Table::OUTBOX, &lifecycle_event("VersionDeleted", record));
+        }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.commit(&batch))
             .await
@@ -704,6 +714,28 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Registry
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(())
+}
+
+/// The `system.algorithms` CloudEvent for a version being deployed or deleted,
+/// recorded in the outbox in the same transaction as the change. Each version
+/// number is deployed and deleted at most once, so the id is deterministic.
+fn lifecycle_event(kind: &str, record: &VersionRecord) -> serde_json::Value {
+    let (owner, name, version) = (&record.owner, &record.name, &record.version);
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": format!("{owner}/{name}/{version}/{kind}"),
+        "source": format!("/algorithms/{owner}/{name}"),
+        "type": format!("wasmgrid.algorithms.{kind}"),
+        "subject": format!("/algorithms/{owner}/{name}/versions/{version}"),
+        "time": now_rfc3339(),
+        "datacontenttype": "application/json",
+        "data": {
+            "endpoint": format!("{owner}/{name}/{version}"),
+            "version": version,
+            "digest": record.digest,
+            "kind": record.kind,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ pub async fn serve(
         .with_context(|| format!("cannot write {}", info_path.display()))?;
     tracing::info!(addr = %local, data_dir = %app.data_dir.display(), "wasmgrid listening");
     on_ready(local);
+    app.events.start();
 
     // Expired files in algorithms' temp collections are unreadable at once;
     // this sweep reclaims their space.
@@ -95,6 +96,14 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    if tokio::time::timeout(drain_timeout, app.events.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "event deliveries still running at exit; they will be retried after restart"
+        );
+    }
     app.background.close();
     if tokio::time::timeout(drain_timeout, app.background.wait())
         .await

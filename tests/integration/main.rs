@@ -7,6 +7,7 @@ mod algorithmia;
 mod auth;
 mod data;
 mod deploy;
+mod events;
 mod faults;
 mod invoke;
 mod lifecycle;

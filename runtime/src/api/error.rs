@@ -46,6 +46,10 @@ impl ApiError {
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "AuthError", message)
     }
+    /// 403 `AuthError`: a valid key that may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AuthError", message)
+    }
     /// 500 `InternalError`: a host failure, not the caller's fault.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
@@ -89,7 +93,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Unauthenticated(m) => Self::unauthenticated(m),
-            AuthError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "AuthError", m),
+            AuthError::Forbidden(m) => Self::forbidden(m),
         }
     }
 }

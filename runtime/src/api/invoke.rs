@@ -4,7 +4,6 @@ use super::{ApiError, AppState, INVOKE_BODY_LIMIT, QueryParams, read_body};
 use crate::app::App;
 use crate::auth::{Caller, Compat, Scope};
 use crate::engine::{InvokeError, Outcome, Payload};
-use crate::metrics::{AlgorithmLabel, CallLabels};
 use crate::registry::{Deployed, VersionSpec};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -191,33 +190,12 @@ async fn call(
     input: Payload,
     timeout: Option<Duration>,
 ) -> Result<Outcome, InvokeError> {
-    app.metrics.in_flight.inc();
-    let result = app.registry.invoke(deployed, input, None, timeout).await;
-    app.metrics.in_flight.dec();
-    let endpoint = deployed.endpoint();
-    let outcome = match &result {
-        Ok(o) => {
-            app.metrics
-                .invocation_seconds
-                .get_or_create(&AlgorithmLabel {
-                    algorithm: endpoint.clone(),
-                })
-                .observe(o.duration.as_secs_f64());
-            if !o.stdout.is_empty() || !o.stderr.is_empty() {
-                tracing::debug!(target: "wasmgrid::guest", algorithm = %endpoint, stdout = %o.stdout.text(), stderr = %o.stderr.text(), "guest output");
-            }
-            "ok"
-        }
-        Err(e) => ApiError::from(e.clone()).error_type,
-    };
     app.metrics
-        .invocations
-        .get_or_create(&CallLabels {
-            algorithm: endpoint,
-            outcome: outcome.to_string(),
-        })
-        .inc();
-    result
+        .observe_call(
+            &deployed.endpoint(),
+            app.registry.invoke(deployed, input, None, timeout),
+        )
+        .await
 }
 
 fn media_type(ct: &str) -> String {

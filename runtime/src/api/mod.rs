@@ -4,6 +4,7 @@
 mod algorithms;
 mod data;
 pub mod error;
+mod events;
 mod invoke;
 mod keys;
 mod secrets;
@@ -70,6 +71,37 @@ pub fn router(app: Arc<App>) -> Router {
                 .post(data::create_folder),
         )
         .route("/v1/events/outbox", get(data::outbox))
+        .route("/v1/topics", get(events::list_topics))
+        .route(
+            "/v1/topics/{topic}",
+            put(events::put_topic)
+                .get(events::get_topic)
+                .delete(events::delete_topic),
+        )
+        .route(
+            "/v1/topics/{topic}/regenerateKey",
+            post(events::regenerate_key),
+        )
+        .route("/v1/topics/{topic}/events", post(events::publish))
+        .route("/v1/topics/{topic}/api/events", post(events::publish))
+        .route(
+            "/v1/topics/{topic}/subscriptions",
+            get(events::list_subscriptions),
+        )
+        .route(
+            "/v1/topics/{topic}/subscriptions/{name}",
+            put(events::put_subscription)
+                .get(events::get_subscription)
+                .delete(events::delete_subscription),
+        )
+        .route(
+            "/v1/topics/{topic}/subscriptions/{name}/deadletters",
+            get(events::dead_letters),
+        )
+        .route(
+            "/v1/topics/{topic}/subscriptions/{name}/redrive",
+            post(events::redrive),
+        )
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .fallback(fallback)

@@ -56,6 +56,16 @@ struct ServeArgs {
     /// Wasm instances that may run at once (pooling allocator slots).
     #[arg(long, default_value_t = 1000)]
     instance_slots: u32,
+    /// Allow webhook subscriptions to loopback and private addresses.
+    #[arg(long)]
+    allow_private_webhooks: bool,
+    /// Multiply event retry delays and time-to-live by this factor (tests use
+    /// e.g. 0.001 to turn Event Grid's 10 s first retry into 10 ms).
+    #[arg(long, default_value_t = 1.0)]
+    event_time_scale: f64,
+    /// Seconds a published event's (source, id) is remembered to drop re-publishes.
+    #[arg(long, default_value_t = 600)]
+    dedup_window: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,7 +221,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 instance_slots: args.instance_slots,
                 ..EngineConfig::default()
             };
-            let app = App::open(&g.data_dir, engine)?;
+            if !(args.event_time_scale > 0.0 && args.event_time_scale <= 1000.0) {
+                bail!(
+                    "--event-time-scale {} is out of range: use a factor above 0 and at most 1000 (1 = Event Grid's real schedule)",
+                    args.event_time_scale
+                );
+            }
+            let events = crate::events::EventsConfig {
+                time_scale: args.event_time_scale,
+                allow_private_webhooks: args.allow_private_webhooks,
+                dedup_window: Duration::from_secs(args.dedup_window),
+            };
+            let app = App::open(&g.data_dir, engine, events)?;
             runtime()?.block_on(crate::server::serve(
                 app,
                 &args.addr,
@@ -517,7 +538,11 @@ fn up(
             info.addr
         );
     }
-    let app = App::open(&g.data_dir, EngineConfig::default())?;
+    let app = App::open(
+        &g.data_dir,
+        EngineConfig::default(),
+        crate::events::EventsConfig::default(),
+    )?;
     if !no_build {
         up::build_all(&manifest, &app)?;
     }

@@ -167,6 +167,25 @@ pub enum InvokeError {
     Host(String),
 }
 
+impl InvokeError {
+    /// The API's `error_type` for this failure (DESIGN.md's table).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            InvokeError::Guest {
+                kind: GuestErrorKind::Transient,
+                ..
+            } => "TransientAlgorithmError",
+            InvokeError::Guest { .. } => "AlgorithmError",
+            InvokeError::Timeout { .. } => "TimeoutError",
+            InvokeError::OutOfMemory { .. } => "OutOfMemoryError",
+            InvokeError::StackOverflow { .. } => "StackOverflowError",
+            InvokeError::Crash { .. } => "CrashError",
+            InvokeError::Overloaded(_) => "Overloaded",
+            InvokeError::Host(_) => "InternalError",
+        }
+    }
+}
+
 fn fmt_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())

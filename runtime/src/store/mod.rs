@@ -49,6 +49,20 @@ impl Table {
     pub const OUTBOX: Table = Table("outbox");
     /// `owner/name/secret` → nonce ‖ ciphertext of a per-algorithm secret.
     pub const SECRETS: Table = Table("secrets");
+    /// topic name → [`crate::events::TopicRecord`] (custom topics).
+    pub const TOPICS: Table = Table("topics");
+    /// `topic/subscription` → [`crate::events::SubscriptionRecord`].
+    pub const SUBSCRIPTIONS: Table = Table("subscriptions");
+    /// `{subscription id:016x}/{sequence:020}` → a queued delivery (the event
+    /// plus its attempt state): one durable queue per subscription.
+    pub const EVENT_QUEUE: Table = Table("event_queue");
+    /// `{subscription id:016x}/{sequence:020}` → a dead-lettered event with
+    /// its reason, attempts and last outcome.
+    pub const DEAD_LETTERS: Table = Table("dead_letters");
+    /// `k/{topic}\n{source}\n{id}` → first-seen time, and
+    /// `t/{ms:020}/{topic}\n{source}\n{id}` for expiry in time order: the
+    /// ingest deduplication window.
+    pub const EVENT_DEDUP: Table = Table("event_dedup");
 
     /// Every table the store knows, created when the store is opened.
     pub const ALL: &'static [Table] = &[
@@ -61,6 +75,11 @@ impl Table {
         Table::FILE_DATA,
         Table::OUTBOX,
         Table::SECRETS,
+        Table::TOPICS,
+        Table::SUBSCRIPTIONS,
+        Table::EVENT_QUEUE,
+        Table::DEAD_LETTERS,
+        Table::EVENT_DEDUP,
     ];
 
     /// The table's name as stored.
@@ -133,6 +152,14 @@ pub enum WriteOp {
         /// Key.
         key: String,
     },
+    /// Append `value` under the table's next sequence number (see
+    /// [`Txn::append`]).
+    Append {
+        /// Target table.
+        table: Table,
+        /// Encoded value.
+        value: Vec<u8>,
+    },
     /// Fail the whole batch with [`StoreError::Conflict`] if `key` exists.
     RequireAbsent {
         /// Table to check.
@@ -188,6 +215,14 @@ impl WriteBatch {
             table,
             key: key.into(),
         });
+        self
+    }
+
+    /// Adds an append of a JSON-encoded record under the table's next sequence
+    /// number (the outbox).
+    pub fn append_json<T: Serialize>(&mut self, table: Table, value: &T) -> &mut Self {
+        let value = serde_json::to_vec(value).unwrap_or_default();
+        self.ops.push(WriteOp::Append { table, value });
         self
     }
 
@@ -273,6 +308,9 @@ pub trait Store: Send + Sync + 'static {
                 match op {
                     WriteOp::Put { table, key, value } => txn.put(*table, key, value)?,
                     WriteOp::Delete { table, key } => txn.delete(*table, key)?,
+                    WriteOp::Append { table, value } => {
+                        txn.append(*table, value)?;
+                    }
                     WriteOp::RequireAbsent { table, key } => {
                         if txn.get(*table, key)?.is_some() {
                             return Err(StoreError::Conflict {
