@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmgrid::data::{DataPath, DataService, Principal};
 use wasmgrid::engine::{CallContext, CallLimits, Engine, EngineConfig, GuestIdentity, Payload};
+use wasmgrid::events::{EventService, EventsConfig};
+use wasmgrid::metrics::Metrics;
+use wasmgrid::registry::Registry;
 use wasmgrid::secrets::SecretStore;
 use wasmgrid::services::Services;
 use wasmgrid::store::{EmbeddedStore, Store, Table};
@@ -40,7 +43,25 @@ fn main() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let data = Arc::new(DataService::new(store.clone()));
     let secrets = Arc::new(SecretStore::open(store.clone(), dir.path()).expect("secrets"));
-    let services = Arc::new(Services::new(data.clone(), secrets));
+    let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
+    let registry =
+        Arc::new(Registry::open(store.clone(), engine.clone(), dir.path()).expect("registry"));
+    let metrics = Arc::new(Metrics::new());
+    let events = EventService::open(
+        store.clone(),
+        registry.clone(),
+        data.clone(),
+        metrics.clone(),
+        EventsConfig::default(),
+    )
+    .expect("events");
+    let services = Arc::new(Services::new(
+        data.clone(),
+        secrets,
+        events,
+        &registry,
+        metrics,
+    ));
     let identity = GuestIdentity {
         owner: "bench".into(),
         name: "data-bench".into(),
@@ -48,7 +69,6 @@ fn main() {
         grants: vec!["data://bench/kv:write".into()],
         memory_bytes: 256 << 20,
     };
-    let engine = Engine::new(EngineConfig::default()).expect("engine");
     let component = engine.compile(&guest("data_bench")).expect("compile");
     let pre = engine
         .prepare(&component)
@@ -62,6 +82,7 @@ fn main() {
     let call = |op: &str, uri: &str, n: u64| {
         let input = serde_json::json!({"op": op, "uri": uri, "n": n, "size": 1024}).to_string();
         let ctx = CallContext {
+            depth: 0,
             identity: Arc::new(identity.clone()),
             host: services.clone(),
         };

@@ -53,7 +53,7 @@ impl App {
         let keys = Arc::new(KeyStore::open(store.clone())?);
         let data = Arc::new(DataService::new(store.clone()));
         let secrets = Arc::new(SecretStore::open(store.clone(), data_dir)?);
-        registry.set_host(Arc::new(Services::new(data.clone(), secrets.clone())));
+
         if let Some(path) = keys.bootstrap_admin(data_dir)? {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
@@ -65,6 +65,13 @@ impl App {
             metrics.clone(),
             events,
         )?;
+        registry.set_host(Arc::new(Services::new(
+            data.clone(),
+            secrets.clone(),
+            events.clone(),
+            &registry,
+            metrics.clone(),
+        )));
         Ok(Arc::new(App {
             data_dir: data_dir.to_path_buf(),
             store,

@@ -317,7 +317,7 @@ impl Registry {
         let _ = self.host.set(host);
     }
 
-    fn call_context(&self, deployed: &Deployed) -> CallContext {
+    fn call_context(&self, deployed: &Deployed, depth: u32) -> CallContext {
         let host = self
             .host
             .get()
@@ -326,6 +326,7 @@ impl Registry {
         CallContext {
             identity: deployed.identity.clone(),
             host,
+            depth,
         }
     }
 
@@ -550,6 +551,20 @@ impl Registry {
         trigger: Option<TriggerEvent>,
         timeout: Option<Duration>,
     ) -> Result<Outcome, InvokeError> {
+        self.invoke_nested(deployed, input, trigger, timeout, 0)
+            .await
+    }
+
+    /// [`invoke`](Self::invoke) for a call made by another algorithm
+    /// (`algo.call`) at nesting `depth`.
+    pub async fn invoke_nested(
+        &self,
+        deployed: &Deployed,
+        input: Payload,
+        trigger: Option<TriggerEvent>,
+        timeout: Option<Duration>,
+        depth: u32,
+    ) -> Result<Outcome, InvokeError> {
         let _permit = deployed.permits.clone().try_acquire_owned().map_err(|_| {
             InvokeError::Overloaded(format!(
                 "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
@@ -564,7 +579,7 @@ impl Registry {
         self.engine
             .invoke(
                 prepared,
-                self.call_context(deployed),
+                self.call_context(deployed, depth),
                 input,
                 trigger,
                 deployed.limits(timeout),

@@ -3,21 +3,128 @@
 //! [`Principal`] and every access is checked.
 
 use crate::data::{Content, DataError, DataPath, DataService, Principal};
-use crate::engine::{GuestDataError, GuestFileInfo, GuestIdentity, HostApi, Payload};
+use crate::engine::{
+    CallScope, GuestCallError, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, InvokeError,
+    OutgoingEvent, Payload,
+};
+use crate::events::{EventError, EventService, cloudevent};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::secrets::SecretStore;
-use std::sync::Arc;
+use serde_json::Value;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
-/// Data and secrets, as guests see them.
+/// How deep `algo.call` chains may nest: a deeper call is a loop, not a pipeline.
+pub const MAX_CALL_DEPTH: u32 = 8;
+
+/// Data, secrets, events and algorithm calls, as guests see them.
 pub struct Services {
     data: Arc<DataService>,
     secrets: Arc<SecretStore>,
+    events: EventService,
+    /// Weak: the registry holds these services (as its host), not the reverse.
+    registry: Weak<Registry>,
+    metrics: Arc<Metrics>,
 }
 
 impl Services {
-    /// Services over the node's data service and secret store.
-    pub fn new(data: Arc<DataService>, secrets: Arc<SecretStore>) -> Self {
-        Self { data, secrets }
+    /// Services over the node's data service, secret store, events and registry.
+    pub fn new(
+        data: Arc<DataService>,
+        secrets: Arc<SecretStore>,
+        events: EventService,
+        registry: &Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            data,
+            secrets,
+            events,
+            registry: Arc::downgrade(registry),
+            metrics,
+        }
     }
+}
+
+/// The structured CloudEvent a guest's `events.publish` describes.
+fn guest_event(
+    who: &GuestIdentity,
+    scope: &CallScope,
+    event: OutgoingEvent,
+    data: Payload,
+) -> Result<Value, GuestCallError> {
+    let mut map = serde_json::Map::new();
+    map.insert("specversion".into(), "1.0".into());
+    let id = event.id.unwrap_or_else(crate::data::uuid_v4);
+    map.insert("id".into(), id.into());
+    let source = event
+        .source
+        .unwrap_or_else(|| format!("/algorithms/{}/{}", who.owner, who.name));
+    map.insert("source".into(), source.into());
+    map.insert("type".into(), event.ty.into());
+    if let Some(subject) = event.subject {
+        map.insert("subject".into(), subject.into());
+    }
+    map.insert(
+        "time".into(),
+        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .into(),
+    );
+    for (name, value) in event.extensions {
+        map.insert(name, value.into());
+    }
+    if !map.contains_key("traceparent")
+        && let Some(tp) = scope
+            .trigger
+            .as_ref()
+            .and_then(|t| t.extensions.iter().find(|(k, _)| k == "traceparent"))
+    {
+        map.insert("traceparent".into(), tp.1.clone().into());
+    }
+    let media = data
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !data.content_type.is_empty() {
+        map.insert("datacontenttype".into(), data.content_type.clone().into());
+    }
+    if media == "application/json" || media.ends_with("+json") {
+        let v: Value = serde_json::from_slice(&data.body).map_err(|e| {
+            GuestCallError::invalid_input(format!(
+                "the event data is declared {media} but is not valid JSON: {e}"
+            ))
+        })?;
+        map.insert("data".into(), v);
+    } else if media.starts_with("text/") {
+        let text = std::str::from_utf8(&data.body).map_err(|_| {
+            GuestCallError::invalid_input(format!(
+                "the event data is declared {media} but is not UTF-8"
+            ))
+        })?;
+        map.insert("data".into(), text.into());
+    } else if !data.body.is_empty() {
+        use base64::Engine as _;
+        map.insert(
+            "data_base64".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(&data.body)
+                .into(),
+        );
+    }
+    let event = cloudevent::canonical(Value::Object(map), "the event")
+        .map_err(|e| GuestCallError::invalid_input(e.0))?;
+    let size = serde_json::to_vec(&event).map(|b| b.len()).unwrap_or(0);
+    if size > cloudevent::MAX_REQUEST_BYTES {
+        return Err(GuestCallError::invalid_input(format!(
+            "the event is {size} bytes; events are limited to 1 MiB: store large data in a collection and send its URI"
+        )));
+    }
+    Ok(event)
 }
 
 fn guest_error(e: DataError) -> GuestDataError {
@@ -181,5 +288,96 @@ impl HostApi for Services {
             .get(&who.owner, &who.name, &name)
             .ok()
             .flatten()
+    }
+
+    async fn publish(
+        &self,
+        who: &GuestIdentity,
+        scope: &CallScope,
+        topic: String,
+        event: OutgoingEvent,
+        data: Payload,
+    ) -> Result<String, GuestCallError> {
+        if topic.starts_with("system.") {
+            return Err(GuestCallError::permanent(format!(
+                "{topic} is written by wasmgrid itself; algorithms publish to custom topics"
+            )));
+        }
+        let grant = format!("topic:{topic}");
+        if !who.grants.contains(&grant) {
+            return Err(GuestCallError::permanent(format!(
+                "algorithm {}/{} may not publish to {topic}: deploy it with --grant topic:{topic}",
+                who.owner, who.name
+            )));
+        }
+        let event = guest_event(who, scope, event, data)?;
+        let id = event
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        match self.events.publish(&topic, vec![event]).await {
+            Ok(_) => Ok(id),
+            Err(EventError::Invalid(m)) => Err(GuestCallError::invalid_input(m)),
+            Err(EventError::NotFound(m) | EventError::Forbidden(m)) => {
+                Err(GuestCallError::permanent(m))
+            }
+            Err(e @ (EventError::Store(_) | EventError::Internal(_))) => Err(
+                GuestCallError::transient(format!("publishing to {topic} failed: {e}")),
+            ),
+        }
+    }
+
+    async fn call(
+        &self,
+        who: &GuestIdentity,
+        scope: &CallScope,
+        endpoint: String,
+        input: Payload,
+    ) -> Result<Payload, GuestCallError> {
+        let (owner, name, spec) = crate::events::parse_endpoint(&endpoint)
+            .map_err(|e| GuestCallError::permanent(e.to_string()))?;
+        if owner != who.owner {
+            return Err(GuestCallError::permanent(format!(
+                "{}/{} may not call {endpoint}: algorithms call algorithms of their own owner ({})",
+                who.owner, who.name, who.owner
+            )));
+        }
+        if scope.depth + 1 > MAX_CALL_DEPTH {
+            return Err(GuestCallError::permanent(format!(
+                "calling {endpoint} would nest algo.call {} deep (the limit is {MAX_CALL_DEPTH}): is there a loop in the pipeline?",
+                scope.depth + 1
+            )));
+        }
+        let registry = self
+            .registry
+            .upgrade()
+            .ok_or_else(|| GuestCallError::transient("the server is shutting down"))?;
+        let deployed = registry
+            .resolve(owner, name, &spec)
+            .map_err(|e| GuestCallError::permanent(e.to_string()))?;
+        let remaining = scope.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(GuestCallError::transient(format!(
+                "no time left to call {endpoint}: the calling algorithm's deadline has passed"
+            )));
+        }
+        let trigger = scope.trigger.as_deref().cloned();
+        let result = self
+            .metrics
+            .observe_call(
+                &deployed.endpoint(),
+                registry.invoke_nested(&deployed, input, trigger, Some(remaining), scope.depth + 1),
+            )
+            .await;
+        match result {
+            Ok(outcome) => Ok(outcome.output),
+            Err(InvokeError::Guest { kind, message }) => Err(GuestCallError { kind, message }),
+            Err(e) => Err(GuestCallError::transient(format!(
+                "{} failed ({}): {e}",
+                deployed.endpoint(),
+                e.error_type()
+            ))),
+        }
     }
 }

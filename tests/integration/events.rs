@@ -882,7 +882,7 @@ fn azure_eventgrid_python_client_publishes_unchanged() {
     );
     let out = std::process::Command::new(python)
         .arg(repo_root().join("tests/python/eventgrid_client_test.py"))
-        .args(["--url", &s.url, "--topic", "azure", "--key", &key])
+        .args(["--url", &s.url, "--topic", "azure", &format!("--key={key}")])
         .output()
         .expect("run the Python Event Grid client test");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -913,4 +913,124 @@ fn azure_eventgrid_python_client_publishes_unchanged() {
         (subscription(&s, "azure", "confident-or-orders")["queueDepth"] == 0).then_some(())
     });
     assert!(get_file(&s, "demo/received/azure-ce-2.json").is_none());
+}
+
+/// The guest APIs: `infer` calls `json-stats` with `algo.call` and publishes
+/// an event with `events.publish`; a filtered subscription routes it to the
+/// recorder. Grants, the call depth limit and traceparent propagation.
+#[test]
+fn pipeline_of_algorithms_with_algo_call_and_events_publish() {
+    let (s, _tmp) = start_events_server(&[]);
+    create_topic(&s, "inference");
+    let requests_key = create_topic(&s, "requests");
+    s.deploy_ok("json-stats", "demo/json-stats@1.0.0", "");
+    s.deploy_ok("infer", "demo/infer@1.0.0", "grant=topic:inference");
+    s.deploy_ok(
+        "event-recorder",
+        "demo/recorder@1.0.0",
+        "grant=data://demo/received:write",
+    );
+    subscribe(
+        &s,
+        "inference",
+        "confident",
+        json!({"destination": {"algorithm": "demo/recorder"},
+            "filter": {"advancedFilters": [
+                {"operatorType": "NumberGreaterThan", "key": "data.confidence", "value": 0.9}]}}),
+    );
+    subscribe(
+        &s,
+        "requests",
+        "run-infer",
+        json!({"destination": {"algorithm": "demo/infer/1"}}),
+    );
+
+    // An HTTP call: infer → json-stats → publish → subscription → recorder.
+    let out = json(
+        s.call(
+            "demo/infer",
+            "application/json",
+            r#"{"scores": [0.95, 0.97]}"#,
+        ),
+        200,
+    );
+    let id = out["result"]["event"].as_str().unwrap().to_string();
+    assert!((out["result"]["confidence"].as_f64().unwrap() - 0.96).abs() < 1e-9);
+    let got = eventually("the published event", Duration::from_secs(60), || {
+        get_file(&s, &format!("demo/received/{id}.json"))
+    });
+    assert_eq!(got["trigger"]["type"], "com.example.ai.InferenceCompleted");
+    assert_eq!(got["trigger"]["source"], "/algorithms/demo/infer");
+    assert_eq!(got["data"]["stats"]["count"], 2);
+    // Low confidence is published but filtered out.
+    let low = json(
+        s.call("demo/infer", "application/json", r#"{"scores": [0.1]}"#),
+        200,
+    );
+    let low_id = low["result"]["event"].as_str().unwrap().to_string();
+
+    // Triggered by an event with a traceparent: the published event carries it.
+    let mut req = cloud_event("req-1", "com.example.request", json!({"scores": [0.99]}));
+    req["traceparent"] = "00-11111111111111111111111111111111-2222222222222222-01".into();
+    json(
+        publish(
+            &s,
+            "requests",
+            &requests_key,
+            "application/cloudevents+json",
+            req,
+        ),
+        200,
+    );
+    let traced = eventually("the traced event", Duration::from_secs(60), || {
+        let list = json(
+            s.req(Method::GET, "/v1/data/demo/received").send().unwrap(),
+            200,
+        );
+        list["files"].as_array().unwrap().iter().find_map(|f| {
+            let name = f["filename"].as_str()?;
+            let doc = get_file(&s, &format!("demo/received/{name}"))?;
+            (doc["trigger"]["extensions"]["traceparent"]
+                == "00-11111111111111111111111111111111-2222222222222222-01")
+                .then_some(doc)
+        })
+    });
+    assert_eq!(traced["data"]["confidence"], 0.99);
+    assert!(get_file(&s, &format!("demo/received/{low_id}.json")).is_none());
+
+    // Without the topic grant, publishing is refused with the fix.
+    s.deploy_ok("infer", "demo/infer-nogrant@1.0.0", "");
+    assert_error(
+        s.call(
+            "demo/infer-nogrant",
+            "application/json",
+            r#"{"scores": [0.5]}"#,
+        ),
+        400,
+        "AlgorithmError",
+        "--grant topic:inference",
+    );
+    // A loop is stopped by the depth limit, not by exhausting slots.
+    assert_error(
+        s.call(
+            "demo/infer",
+            "application/json",
+            r#"{"recurse": "demo/infer/1"}"#,
+        ),
+        400,
+        "AlgorithmError",
+        "deep (the limit is 8)",
+    );
+    // Another owner's algorithms are out of reach.
+    s.deploy_ok("json-stats", "other/json-stats@1.0.0", "");
+    assert_error(
+        s.call(
+            "demo/infer",
+            "application/json",
+            r#"{"scores": [0.5], "stats": "other/json-stats"}"#,
+        ),
+        400,
+        "AlgorithmError",
+        "algorithms call algorithms of their own owner",
+    );
 }

@@ -100,6 +100,33 @@ pub trait HostApi: Send + Sync + 'static {
     ) -> Result<(), GuestDataError>;
     /// One of the algorithm's secrets.
     async fn secret(&self, who: &GuestIdentity, name: String) -> Option<String>;
+    /// Publishes an event to a topic (WIT `events.publish`); the event id.
+    async fn publish(
+        &self,
+        who: &GuestIdentity,
+        scope: &super::CallScope,
+        topic: String,
+        event: super::OutgoingEvent,
+        data: super::Payload,
+    ) -> Result<String, super::GuestCallError> {
+        let _ = (who, scope, event, data);
+        Err(super::GuestCallError::permanent(format!(
+            "cannot publish to {topic}: this host has no events service"
+        )))
+    }
+    /// Calls another algorithm (WIT `algo.call`).
+    async fn call(
+        &self,
+        who: &GuestIdentity,
+        scope: &super::CallScope,
+        endpoint: String,
+        input: super::Payload,
+    ) -> Result<super::Payload, super::GuestCallError> {
+        let _ = (who, scope, input);
+        Err(super::GuestCallError::permanent(format!(
+            "cannot call {endpoint}: this host runs algorithms on their own"
+        )))
+    }
 }
 
 /// A [`HostApi`] with no services: every data call is refused and there are no
@@ -165,6 +192,8 @@ pub struct CallContext {
     pub identity: Arc<GuestIdentity>,
     /// Host services.
     pub host: Arc<dyn HostApi>,
+    /// Nesting depth of `algo.call` (0 for calls from outside).
+    pub depth: u32,
 }
 
 impl CallContext {
@@ -173,6 +202,7 @@ impl CallContext {
         Self {
             identity: Arc::new(identity),
             host: Arc::new(NoHostServices),
+            depth: 0,
         }
     }
 }

@@ -16,11 +16,13 @@
 mod bindings;
 mod host;
 mod output;
+mod pipeline;
 
 pub use host::{
     CallContext, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, KvBucket, NoHostServices,
 };
 pub use output::CapturedOutput;
+pub use pipeline::{CallScope, GuestCallError, OutgoingEvent};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,6 +230,7 @@ pub struct HostState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     call: CallContext,
+    scope: CallScope,
 }
 
 impl WasiView for HostState {
@@ -496,6 +499,11 @@ impl Engine {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let scope = CallScope {
+            depth: call.depth,
+            deadline,
+            trigger: trigger.clone().map(Arc::new),
+        };
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -504,6 +512,7 @@ impl Engine {
                 used: 0,
             },
             call,
+            scope,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -429,9 +429,15 @@ fn system_topic_of(event: &Value) -> &'static str {
     }
 }
 
+/// A topic or webhook key: `wgt_` + 256 random bits (base64url). The prefix
+/// makes leaked keys recognisable and keeps them from starting with `-` (which
+/// command lines would take for a flag).
 fn random_key() -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    format!(
+        "wgt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    )
 }
 
 fn sha256_hex(s: &str) -> String {

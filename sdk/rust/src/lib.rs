@@ -120,7 +120,9 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod algo;
 pub mod data;
+pub mod events;
 pub mod secrets;
 
 /// `wasi:keyvalue` 0.2.0-draft (`store`, `atomics`, `batch`): a key-value view of
@@ -159,6 +161,17 @@ pub use __private::bindings::wasi::keyvalue;
 /// ...`, `keyvalue: access denied ...` or `keyvalue: <host message>`. The
 /// keyvalue error does not say whether retrying can help; where it can, map the
 /// error yourself, e.g. `.map_err(|e| Error::transient(e.to_string()))`.
+/// A WIT `error` from a host call (`algo.call`, `events.publish`) keeps its case.
+impl From<__private::WitError> for Error {
+    fn from(e: __private::WitError) -> Error {
+        match e {
+            __private::WitError::InvalidInput(m) => Error::invalid_input(m),
+            __private::WitError::Permanent(m) => Error::permanent(m),
+            __private::WitError::Transient(m) => Error::transient(m),
+        }
+    }
+}
+
 impl From<keyvalue::store::Error> for Error {
     fn from(e: keyvalue::store::Error) -> Error {
         use keyvalue::store::Error as KvError;

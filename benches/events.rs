@@ -1,0 +1,172 @@
+//! End-to-end event throughput: durable ingest → match → delivery to `noop`,
+//! in process (no HTTP), on the embedded store.
+//!
+//! Run: `cargo bench -p wasmgrid --bench events` (builds guest-examples first).
+//! Prints, for the configurations below, events/s from the first publish until
+//! the last delivery is acknowledged in memory, plus ingest-only throughput.
+//! docs/PERFORMANCE.md records the figures.
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmgrid::app::App;
+use wasmgrid::auth::{Caller, Scope};
+use wasmgrid::engine::EngineConfig;
+use wasmgrid::events::{EventsConfig, SubscriptionSpec};
+use wasmgrid::metrics::SubscriptionLabel;
+use wasmgrid::registry::{DeployRequest, VersionSettings};
+
+fn guest(name: &str) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&dir)
+        .status()
+        .expect("cargo build guest-examples");
+    assert!(status.success());
+    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))).expect("wasm")
+}
+
+fn admin() -> Caller {
+    Caller {
+        key_id: "bench".into(),
+        owner: "bench".into(),
+        scopes: vec![Scope::Admin],
+        compat: Default::default(),
+    }
+}
+
+fn batch(start: usize, n: usize) -> Vec<Value> {
+    (start..start + n)
+        .map(|i| {
+            json!({"specversion": "1.0", "id": format!("e{i}"), "source": "/bench",
+                   "type": "bench.event", "subject": format!("/items/{}", i % 100),
+                   "data": {"i": i}})
+        })
+        .collect()
+}
+
+/// Publishes `total` events from `publishers` concurrent tasks in batches of
+/// `batch_size`; returns (ingest seconds, end-to-end seconds).
+async fn run(
+    app: &Arc<App>,
+    topic: &str,
+    sub: Option<&str>,
+    total: usize,
+    batch_size: usize,
+    publishers: usize,
+) -> (f64, f64) {
+    let delivered = sub.map(|s| {
+        app.metrics
+            .events_delivered
+            .get_or_create(&SubscriptionLabel {
+                subscription: format!("{topic}/{s}"),
+            })
+            .clone()
+    });
+    let before = delivered.as_ref().map_or(0, |c| c.get());
+    let started = Instant::now();
+    let per = total / publishers;
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let app = app.clone();
+        let topic = topic.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0;
+            while sent < per {
+                let n = batch_size.min(per - sent);
+                app.events
+                    .publish(&topic, batch(p * per + sent, n))
+                    .await
+                    .expect("publish");
+                sent += n;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+    let ingest = started.elapsed().as_secs_f64();
+    if let Some(c) = delivered {
+        while c.get() - before < (per * publishers) as u64 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    (ingest, started.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let app =
+            App::open(dir.path(), EngineConfig::default(), EventsConfig::default()).expect("app");
+        app.events.start();
+        let caller = admin();
+        app.registry
+            .deploy(
+                DeployRequest {
+                    owner: "bench".into(),
+                    name: "noop".into(),
+                    version: "1.0.0".into(),
+                    settings: VersionSettings {
+                        concurrency: 1000,
+                        ..VersionSettings::default()
+                    },
+                    source_hash: None,
+                },
+                guest("noop").into(),
+            )
+            .await
+            .expect("deploy noop");
+        for topic in ["ingest", "e2e"] {
+            app.events
+                .create_topic(&caller, topic)
+                .await
+                .expect("topic");
+        }
+        let spec: SubscriptionSpec = serde_json::from_value(json!({
+            "destination": {"algorithm": "bench/noop"},
+            "maxConcurrentDeliveries": 64
+        }))
+        .expect("spec");
+        app.events
+            .put_subscription(&caller, "e2e", "noop", spec)
+            .await
+            .expect("subscription");
+
+        // Warm up (compile caches, first pages).
+        run(&app, "e2e", Some("noop"), 2_000, 100, 4).await;
+
+        println!("| what | events | batch | publishers | ingest events/s | end-to-end events/s |");
+        println!("|---|---|---|---|---|---|");
+        for (topic, sub, total, batch_size, publishers) in [
+            ("ingest", None, 100_000, 100, 4),
+            ("ingest", None, 100_000, 1, 16),
+            ("e2e", Some("noop"), 100_000, 100, 4),
+            ("e2e", Some("noop"), 20_000, 1, 16),
+        ] {
+            let (ingest, e2e) = run(&app, topic, sub, total, batch_size, publishers).await;
+            let what = if sub.is_some() {
+                "ingest → match → deliver to noop"
+            } else {
+                "ingest only (no subscription)"
+            };
+            println!(
+                "| {what} | {total} | {batch_size} | {publishers} | {:.0} | {} |",
+                total as f64 / ingest,
+                if sub.is_some() {
+                    format!("{:.0}", total as f64 / e2e)
+                } else {
+                    "-".into()
+                }
+            );
+        }
+        app.events.shutdown().await;
+    });
+}
