@@ -2,6 +2,7 @@
 
 mod client;
 mod data;
+mod events;
 pub mod up;
 
 pub use client::Client;
@@ -150,6 +151,17 @@ enum Command {
     /// Per-algorithm secrets: set, rm, ls.
     #[command(subcommand)]
     Secret(data::SecretCommand),
+    /// Event topics: create, ls, show, rm, regenerate-key.
+    #[command(subcommand)]
+    Topic(events::TopicCommand),
+    /// Event subscriptions: create (flags or --file), ls, show, rm.
+    #[command(subcommand)]
+    Sub(events::SubCommand),
+    /// Publish one CloudEvent to a topic.
+    Publish(events::PublishArgs),
+    /// A subscription's dead-lettered events: ls, redrive.
+    #[command(subcommand)]
+    Deadletters(events::DeadLetterCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -451,6 +463,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
             data::run_secret(&client, cmd)
+        }
+        Command::Topic(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            events::run_topic(&client, cmd)
+        }
+        Command::Sub(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            events::run_sub(&client, cmd)
+        }
+        Command::Publish(args) => {
+            events::run_publish(&g.data_dir, g.url.as_deref(), g.key.as_deref(), args)
+        }
+        Command::Deadletters(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            events::run_dead_letters(&client, cmd)
         }
         Command::Key(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
