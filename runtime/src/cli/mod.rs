@@ -578,23 +578,24 @@ fn up(
     let addr = addr
         .or(manifest.server.addr.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".to_string());
-    let data_dir = g.data_dir.clone();
-    rt.block_on(crate::server::serve(app, &addr, Duration::from_secs(drain_timeout), move |local| {
-        let mut out = String::new();
-        for r in &results {
-            let what = if r.deployed { "deployed" } else { "unchanged" };
-            out.push_str(&format!("  {}@{}  ({what})\n", r.name, r.version));
-        }
-        let key_path = data_dir.join("admin.key");
-        let first = results.iter().find(|r| r.name == "demo/hello").or(results.first());
-        let example = first.map(|r| r.name.as_str()).unwrap_or("demo/hello");
-        eprintln!(
-            "\nwasmgrid is serving {} algorithm(s) on http://{local}\n{out}\nTry:\n  curl -H \"Authorization: Simple $(cat {})\" -H 'Content-Type: text/plain' -d 'World' http://{local}/v1/algo/{example}\n  {} call {example} World\n\nPress Ctrl-C to stop.",
-            results.len(),
-            key_path.display(),
-            cli_hint(&data_dir),
-        );
-    }))
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let ready = up::Ready {
+        manifest,
+        results,
+        data_dir: g.data_dir.clone(),
+        key: g.key.clone(),
+        failure: failure.clone(),
+    };
+    let served = rt.block_on(crate::server::serve(
+        app,
+        &addr,
+        Duration::from_secs(drain_timeout),
+        move |local| ready.run(local),
+    ));
+    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
+    }
+    served
 }
 
 fn cli_hint(data_dir: &Path) -> String {
