@@ -161,7 +161,7 @@ fn cli_manages_topics_subscriptions_and_dead_letters() {
     );
     assert!(!ok && err.contains("AuthError (401)"), "{err}");
 
-    eventually("the dead letter", Duration::from_secs(30), || {
+    eventually("the dead letter", Duration::from_secs(60), || {
         let v = get_json(
             &s,
             "/v1/topics/inference/subscriptions/confident/deadletters",
@@ -216,7 +216,7 @@ fn cli_manages_topics_subscriptions_and_dead_letters() {
         ],
     );
     assert!(out.contains("redrove 1 dead letter"), "{out}");
-    let got = eventually("the redriven delivery", Duration::from_secs(30), || {
+    let got = eventually("the redriven delivery", Duration::from_secs(60), || {
         get_json(&s, "/v1/data/demo/received/e1.json")
     });
     assert_eq!(got["data"]["confidence"], 0.95);
@@ -260,7 +260,7 @@ fn cli_manages_topics_subscriptions_and_dead_letters() {
         ],
     );
     assert!(out.contains("1 delivery queued"), "{out}");
-    let got = eventually("the note", Duration::from_secs(30), || {
+    let got = eventually("the note", Duration::from_secs(60), || {
         get_json(&s, "/v1/data/demo/received/n1.json")
     });
     assert_eq!(got["data"], "plain words");
@@ -415,7 +415,7 @@ fn up_applies_collections_topics_and_subscriptions_idempotently() {
             "data://demo/uploads/sales.csv",
         ],
     );
-    let summary = eventually("the summary", Duration::from_secs(30), || {
+    let summary = eventually("the summary", Duration::from_secs(60), || {
         let (ok, out, _) = wg(
             &data,
             &["data", "get", "data://demo/results/sales.csv.summary.json"],
@@ -439,7 +439,7 @@ fn up_applies_collections_topics_and_subscriptions_idempotently() {
             &key1,
         ],
     );
-    eventually("the recorded event", Duration::from_secs(30), || {
+    eventually("the recorded event", Duration::from_secs(60), || {
         let (ok, out, _) = wg(&data, &["data", "ls", "data://demo/received"]);
         (ok && out.contains("h1.json")).then_some(())
     });
@@ -479,7 +479,7 @@ fn up_applies_collections_topics_and_subscriptions_idempotently() {
             &key1,
         ],
     );
-    eventually("the second recorded event", Duration::from_secs(30), || {
+    eventually("the second recorded event", Duration::from_secs(60), || {
         get_json(&s, "/v1/data/demo/received/h2.json")
     });
     stop(child);
