@@ -125,8 +125,10 @@ fn cli_manages_topics_subscriptions_and_dead_letters() {
     // Published with the topic key (a wrong API key shows it is not used).
     let publish = |args: &[&str]| {
         let mut all = vec!["--key", "not-a-key", "publish", "inference"];
+        // `--key-topic=KEY`: a key may start with `-`.
+        let key_arg = format!("--key-topic={key1}");
         all.extend_from_slice(args);
-        all.extend_from_slice(&["--key-topic", &key1]);
+        all.push(&key_arg);
         wg_ok(&dir, &all)
     };
     let out = publish(&[
@@ -435,8 +437,7 @@ fn up_applies_collections_topics_and_subscriptions_idempotently() {
             "h1",
             "--data",
             r#"{"x":1}"#,
-            "--key-topic",
-            &key1,
+            &format!("--key-topic={key1}"),
         ],
     );
     eventually("the recorded event", Duration::from_secs(60), || {
@@ -475,8 +476,7 @@ fn up_applies_collections_topics_and_subscriptions_idempotently() {
             "com.example.hello",
             "--id",
             "h2",
-            "--key-topic",
-            &key1,
+            &format!("--key-topic={key1}"),
         ],
     );
     eventually("the second recorded event", Duration::from_secs(60), || {
