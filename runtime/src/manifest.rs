@@ -15,14 +15,40 @@
 //! [algorithm.build]                # optional, like Spin's component.build
 //! command = "cargo build --release"
 //! workdir = "guest-examples"
+//!
+//! [[collection]]                   # a data collection
+//! name = "demo/uploads"            # owner/collection
+//! acl = "private"                  # private | algorithms (default) | public
+//!
+//! [[topic]]                        # a custom event topic
+//! name = "demo-events"
+//!
+//! [[subscription]]                 # the API's subscription JSON, in TOML
+//! topic = "system.data"            # a [[topic]], an existing or a system topic
+//! name = "csv-summary"
+//! destination = { algorithm = "demo/csv-summary" }   # or { webhook = "https://…" }
+//! filter = { includedEventTypes = ["wasmgrid.data.FileCreated"], subjectBeginsWith = "/collections/demo/uploads/files/", subjectEndsWith = ".csv" }
+//! retryPolicy = { maxDeliveryAttempts = 10 }          # optional, as are
+//! # deadLetter = { collection = "data://demo/deadletters/" }, batching = { maxEventsPerBatch = 10 },
+//! # maxConcurrentDeliveries = 4, and filter.advancedFilters = [{ operatorType = "NumberGreaterThan", key = "data.size", value = 0 }]
 //! ```
 //!
 //! Paths are relative to the manifest's folder. Identical build commands (same
 //! command and workdir) run once per `up`.
+//!
+//! After deploying the algorithms and starting the server, `up` applies the
+//! collections, topics and subscriptions through the HTTP API with the admin
+//! key, in that order and idempotently: a missing collection is created and an
+//! existing one gets the manifest's ACL; an existing topic is left as it is (its
+//! keys are printed only when `up` creates it); a subscription is created or
+//! replaced (keeping its queue). Nothing that the manifest no longer lists is
+//! deleted: remove it with `wasmgrid data rm`, `topic rm` or `sub rm`.
 
+use crate::events::SubscriptionSpec;
 use crate::registry::{AlgorithmInfo, VersionSettings, validate_name};
 use semver::Version;
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// A parsed manifest.
@@ -35,6 +61,15 @@ pub struct Manifest {
     /// Algorithms to deploy.
     #[serde(default, rename = "algorithm")]
     pub algorithms: Vec<AlgorithmSection>,
+    /// Data collections to create (or whose ACL to set).
+    #[serde(default, rename = "collection")]
+    pub collections: Vec<CollectionSection>,
+    /// Custom event topics to create.
+    #[serde(default, rename = "topic")]
+    pub topics: Vec<TopicSection>,
+    /// Event subscriptions to create or replace.
+    #[serde(default, rename = "subscription")]
+    pub subscriptions: Vec<SubscriptionSection>,
     /// The folder the manifest is in (paths resolve against it).
     #[serde(skip)]
     pub root: PathBuf,
@@ -85,6 +120,144 @@ pub struct BuildSection {
     /// output differs on every build (componentize-py, componentize-js).
     #[serde(default)]
     pub watch: Vec<PathBuf>,
+}
+
+/// One `[[collection]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSection {
+    /// `owner/collection`.
+    pub name: String,
+    /// Who may read it.
+    #[serde(default)]
+    pub acl: CollectionAcl,
+}
+
+impl CollectionSection {
+    /// `(owner, collection)`.
+    pub fn owner_name(&self) -> (&str, &str) {
+        self.name.split_once('/').unwrap_or(("", &self.name))
+    }
+}
+
+/// A collection's read access, as `wasmgrid data mk --acl` names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectionAcl {
+    /// Only the owner's keys.
+    Private,
+    /// Also the owner's algorithms (Algorithmia's default).
+    #[default]
+    Algorithms,
+    /// Any key and any algorithm.
+    Public,
+}
+
+impl CollectionAcl {
+    /// The API's `acl.read` list.
+    pub fn read(self) -> Vec<&'static str> {
+        match self {
+            CollectionAcl::Private => vec![],
+            CollectionAcl::Algorithms => vec![crate::data::ACL_MY_ALGOS],
+            CollectionAcl::Public => vec![crate::data::ACL_PUBLIC],
+        }
+    }
+
+    /// The manifest's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectionAcl::Private => "private",
+            CollectionAcl::Algorithms => "algorithms",
+            CollectionAcl::Public => "public",
+        }
+    }
+}
+
+/// One `[[topic]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSection {
+    /// Topic name.
+    pub name: String,
+}
+
+/// One `[[subscription]]`: its topic and name, and the fields of the API's
+/// subscription JSON (`destination`, `filter`, `retryPolicy`, `deadLetter`,
+/// `batching`, `maxConcurrentDeliveries`, `webhookSecret`), with the same names.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionSection {
+    /// The topic it subscribes to.
+    pub topic: String,
+    /// Subscription name.
+    pub name: String,
+    /// Everything else: the subscription itself (checked by [`SubscriptionSection::spec`]).
+    #[serde(flatten)]
+    pub fields: toml::Table,
+}
+
+/// The keys of `filter` and of each advanced filter, to catch misspellings in
+/// hand-written TOML (the API ignores unknown filter keys).
+const FILTER_KEYS: &[&str] = &[
+    "includedEventTypes",
+    "subjectBeginsWith",
+    "subjectEndsWith",
+    "isSubjectCaseSensitive",
+    "enableAdvancedFilteringOnArrays",
+    "advancedFilters",
+];
+const ADVANCED_FILTER_KEYS: &[&str] = &["operatorType", "key", "value", "values"];
+
+impl SubscriptionSection {
+    /// The subscription as the API takes it, checked: known fields only, a
+    /// valid filter.
+    pub fn spec(&self) -> anyhow::Result<SubscriptionSpec> {
+        let what = format!("subscription {}/{}", self.topic, self.name);
+        if let Some(filter) = self.fields.get("filter") {
+            let table = filter.as_table().ok_or_else(|| {
+                anyhow::anyhow!("{what}: filter must be a table, e.g. filter = {{ includedEventTypes = [\"a.b\"] }}")
+            })?;
+            unknown_key(&what, "filter", table, FILTER_KEYS)?;
+            for (i, f) in table
+                .get("advancedFilters")
+                .and_then(toml::Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                if let Some(t) = f.as_table() {
+                    unknown_key(
+                        &what,
+                        &format!("filter.advancedFilters[{i}]"),
+                        t,
+                        ADVANCED_FILTER_KEYS,
+                    )?;
+                }
+            }
+        }
+        let spec: SubscriptionSpec = toml::Value::Table(self.fields.clone())
+            .try_into()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{what}: {} (the fields are the API's subscription JSON: destination, filter, retryPolicy, deadLetter, batching, maxConcurrentDeliveries)",
+                    e.to_string().trim_end()
+                )
+            })?;
+        spec.filter
+            .compile()
+            .map_err(|e| anyhow::anyhow!("{what}: filter: {e}"))?;
+        Ok(spec)
+    }
+}
+
+fn unknown_key(what: &str, at: &str, table: &toml::Table, known: &[&str]) -> anyhow::Result<()> {
+    match table.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => anyhow::bail!(
+            "{what}: unknown key `{k}` in {at}: use {}",
+            known.join(", ")
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Folders never hashed for `watch` (tool installs and build output).
@@ -182,7 +355,52 @@ impl Manifest {
                 )
             })?;
         }
+        m.check_resources()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(m)
+    }
+
+    /// Whether `up` has collections, topics or subscriptions to apply.
+    pub fn has_resources(&self) -> bool {
+        !(self.collections.is_empty() && self.topics.is_empty() && self.subscriptions.is_empty())
+    }
+
+    /// Checks collections, topics and subscriptions before anything is
+    /// deployed, so a typo fails `up` at once.
+    fn check_resources(&self) -> anyhow::Result<()> {
+        let mut seen = HashSet::new();
+        for c in &self.collections {
+            let (owner, name) = c.owner_name();
+            crate::data::DataPath::new(owner, name, "").map_err(|e| {
+                anyhow::anyhow!(
+                    "collection {:?}: {e} (write name = \"owner/collection\")",
+                    c.name
+                )
+            })?;
+            if !seen.insert(c.name.as_str()) {
+                anyhow::bail!("collection {} is declared twice", c.name);
+            }
+        }
+        let mut seen = HashSet::new();
+        for t in &self.topics {
+            if t.name.starts_with("system.") {
+                anyhow::bail!(
+                    "topic {}: names starting with `system.` are wasmgrid's own topics, which exist already; subscribe to them without a [[topic]]",
+                    t.name
+                );
+            }
+            if !seen.insert(t.name.as_str()) {
+                anyhow::bail!("topic {} is declared twice", t.name);
+            }
+        }
+        let mut seen = HashSet::new();
+        for s in &self.subscriptions {
+            s.spec()?;
+            if !seen.insert((s.topic.as_str(), s.name.as_str())) {
+                anyhow::bail!("subscription {}/{} is declared twice", s.topic, s.name);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -310,5 +528,111 @@ mod tests {
                 .to_string()
                 .contains("color")
         );
+    }
+
+    #[test]
+    fn the_repository_manifest_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasmgrid.toml");
+        let m = Manifest::load(&path).unwrap();
+        assert!(m.topics.iter().any(|t| t.name == "demo-events"));
+        assert!(
+            m.subscriptions
+                .iter()
+                .any(|s| s.topic == "system.data" && s.name == "csv-summary")
+        );
+    }
+
+    fn load_str(text: &str) -> anyhow::Result<Manifest> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("wasmgrid.toml");
+        std::fs::write(&p, text).unwrap();
+        Manifest::load(&p)
+    }
+
+    #[test]
+    fn collections_topics_and_subscriptions_parse_into_the_api_shapes() {
+        let m = load_str(
+            r#"
+[[collection]]
+name = "demo/uploads"
+acl = "private"
+
+[[collection]]
+name = "demo/results"
+
+[[topic]]
+name = "demo-events"
+
+[[subscription]]
+topic = "system.data"
+name = "csv-summary"
+destination = { algorithm = "demo/csv-summary" }
+retryPolicy = { maxDeliveryAttempts = 5 }
+batching = { maxEventsPerBatch = 10 }
+maxConcurrentDeliveries = 4
+[subscription.filter]
+includedEventTypes = ["wasmgrid.data.FileCreated"]
+subjectBeginsWith = "/collections/demo/uploads/files/"
+subjectEndsWith = ".csv"
+advancedFilters = [{ operatorType = "NumberGreaterThan", key = "data.size", value = 0 }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.collections[0].acl, CollectionAcl::Private);
+        assert_eq!(
+            m.collections[1].acl,
+            CollectionAcl::Algorithms,
+            "the default"
+        );
+        assert_eq!(m.topics[0].name, "demo-events");
+        assert!(m.has_resources());
+        let spec = m.subscriptions[0].spec().unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            v["destination"],
+            serde_json::json!({"algorithm": "demo/csv-summary"})
+        );
+        assert_eq!(v["filter"]["subjectEndsWith"], ".csv");
+        assert_eq!(v["filter"]["advancedFilters"][0]["value"], 0);
+        assert_eq!(v["retryPolicy"]["maxDeliveryAttempts"], 5);
+        assert_eq!(v["retryPolicy"]["eventTimeToLiveInMinutes"], 1440);
+        assert_eq!(v["batching"]["maxEventsPerBatch"], 10);
+        assert_eq!(v["maxConcurrentDeliveries"], 4);
+    }
+
+    #[test]
+    fn resource_errors_name_the_thing_and_the_field() {
+        let err = |text: &str| load_str(text).unwrap_err().to_string();
+        let sub = "[[subscription]]\ntopic = \"t\"\nname = \"s\"\n";
+        assert!(
+            err(&format!("{sub}destinaton = {{ algorithm = \"a/b\" }}\n")).contains("destinaton"),
+        );
+        let e = err(&format!(
+            "{sub}destination = {{ algorithm = \"a/b\" }}\nfilter = {{ subjectBeginWith = \"/x\" }}\n"
+        ));
+        assert!(
+            e.contains("subscription t/s") && e.contains("subjectBeginWith"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{sub}destination = {{ algorithm = \"a/b\" }}\nfilter = {{ includedEventTypes = [] }}\n"
+        ));
+        assert!(e.contains("includedEventTypes"), "{e}");
+        let e = err(&format!(
+            "{sub}destination = {{ algorithm = \"a/b\" }}\nfilter = {{ advancedFilters = [{{ operator = \"NumberIn\", key = \"data.x\" }}] }}\n"
+        ));
+        assert!(
+            e.contains("advancedFilters[0]") && e.contains("operator"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{sub}destination = {{ algorithm = \"a/b\" }}\n{sub}destination = {{ algorithm = \"a/b\" }}\n"
+        ));
+        assert!(e.contains("declared twice"), "{e}");
+        assert!(err("[[collection]]\nname = \"uploads\"\n").contains("owner/collection"));
+        assert!(
+            err("[[collection]]\nname = \"demo/uploads\"\nacl = \"secret\"\n").contains("secret")
+        );
+        assert!(err("[[topic]]\nname = \"system.mine\"\n").contains("system."));
     }
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod algorithmia;
 mod auth;
+mod cli_events;
 mod data;
 mod deploy;
 mod events;

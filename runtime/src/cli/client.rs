@@ -9,7 +9,16 @@ use std::path::Path;
 pub struct Client {
     http: reqwest::blocking::Client,
     base: String,
-    key: String,
+    credential: Credential,
+}
+
+/// How a [`Client`] authenticates.
+enum Credential {
+    /// An API key, sent as `Authorization: Simple <key>`.
+    ApiKey(String),
+    /// A topic's publish key, sent as `aeg-sas-key` (Event Grid's header); it
+    /// only authorizes publishing to that topic.
+    TopicKey(String),
 }
 
 /// A response body and its content type.
@@ -40,10 +49,11 @@ impl Client {
         body: Option<(reqwest::blocking::Body, String)>,
     ) -> anyhow::Result<reqwest::blocking::Response> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            .header("Authorization", format!("Simple {}", self.key));
+        let req = self.http.request(method.clone(), &url);
+        let mut req = match &self.credential {
+            Credential::ApiKey(key) => req.header("Authorization", format!("Simple {key}")),
+            Credential::TopicKey(key) => req.header("aeg-sas-key", key),
+        };
         if !query.is_empty() {
             req = req.query(query);
         }
@@ -71,19 +81,7 @@ impl Client {
         url: Option<&str>,
         key: Option<&str>,
     ) -> anyhow::Result<Client> {
-        let base = match url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => {
-                let info = ServerInfo::read(data_dir).ok_or_else(|| {
-                    anyhow!(
-                        "no running wasmgrid server found for data dir {} (no server.json): start one with `wasmgrid serve` \
-                         or `wasmgrid up`, or pass --url / set WASMGRID_URL",
-                        data_dir.display()
-                    )
-                })?;
-                format!("http://{}", info.addr)
-            }
-        };
+        let base = discover_base(data_dir, url)?;
         let key = match key {
             Some(k) => k.trim().to_string(),
             None => {
@@ -98,11 +96,25 @@ impl Client {
                     })?
             }
         };
-        let http = reqwest::blocking::Client::builder()
-            .timeout(None)
-            .build()
-            .context("cannot build the HTTP client")?;
-        Ok(Client { http, base, key })
+        Ok(Client {
+            http: http_client()?,
+            base,
+            credential: Credential::ApiKey(key),
+        })
+    }
+
+    /// Finds the server as [`Client::discover`] does, but authenticates with a
+    /// topic's publish key (`aeg-sas-key`) instead of an API key.
+    pub fn discover_with_topic_key(
+        data_dir: &Path,
+        url: Option<&str>,
+        topic_key: &str,
+    ) -> anyhow::Result<Client> {
+        Ok(Client {
+            http: http_client()?,
+            base: discover_base(data_dir, url)?,
+            credential: Credential::TopicKey(topic_key.trim().to_string()),
+        })
     }
 
     /// The server's base URL.
@@ -139,6 +151,30 @@ impl Client {
             });
         }
         Err(error_from(&method, path, status, &body))
+    }
+}
+
+fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
+    reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+/// `--url`/`WASMGRID_URL`, else the address in `<data dir>/server.json`.
+fn discover_base(data_dir: &Path, url: Option<&str>) -> anyhow::Result<String> {
+    match url {
+        Some(u) => Ok(u.trim_end_matches('/').to_string()),
+        None => {
+            let info = ServerInfo::read(data_dir).ok_or_else(|| {
+                anyhow!(
+                    "no running wasmgrid server found for data dir {} (no server.json): start one with `wasmgrid serve` \
+                     or `wasmgrid up`, or pass --url / set WASMGRID_URL",
+                    data_dir.display()
+                )
+            })?;
+            Ok(format!("http://{}", info.addr))
+        }
     }
 }
 

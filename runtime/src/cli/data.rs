@@ -94,7 +94,7 @@ fn api_path(uri: &str) -> anyhow::Result<String> {
     Ok(format!("/v1/data/{}", encoded.join("/")))
 }
 
-fn encode_segment(seg: &str) -> String {
+pub(super) fn encode_segment(seg: &str) -> String {
     let mut out = String::with_capacity(seg.len());
     for b in seg.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

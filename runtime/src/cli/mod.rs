@@ -2,6 +2,7 @@
 
 mod client;
 mod data;
+mod events;
 pub mod up;
 
 pub use client::Client;
@@ -150,6 +151,17 @@ enum Command {
     /// Per-algorithm secrets: set, rm, ls.
     #[command(subcommand)]
     Secret(data::SecretCommand),
+    /// Event topics: create, ls, show, rm, regenerate-key.
+    #[command(subcommand)]
+    Topic(events::TopicCommand),
+    /// Event subscriptions: create (flags or --file), ls, show, rm.
+    #[command(subcommand)]
+    Sub(events::SubCommand),
+    /// Publish one CloudEvent to a topic.
+    Publish(events::PublishArgs),
+    /// A subscription's dead-lettered events: ls, redrive.
+    #[command(subcommand)]
+    Deadletters(events::DeadLetterCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -452,6 +464,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
             data::run_secret(&client, cmd)
         }
+        Command::Topic(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            events::run_topic(&client, cmd)
+        }
+        Command::Sub(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            events::run_sub(&client, cmd)
+        }
+        Command::Publish(args) => {
+            events::run_publish(&g.data_dir, g.url.as_deref(), g.key.as_deref(), args)
+        }
+        Command::Deadletters(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            events::run_dead_letters(&client, cmd)
+        }
         Command::Key(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
             match cmd {
@@ -551,23 +578,24 @@ fn up(
     let addr = addr
         .or(manifest.server.addr.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".to_string());
-    let data_dir = g.data_dir.clone();
-    rt.block_on(crate::server::serve(app, &addr, Duration::from_secs(drain_timeout), move |local| {
-        let mut out = String::new();
-        for r in &results {
-            let what = if r.deployed { "deployed" } else { "unchanged" };
-            out.push_str(&format!("  {}@{}  ({what})\n", r.name, r.version));
-        }
-        let key_path = data_dir.join("admin.key");
-        let first = results.iter().find(|r| r.name == "demo/hello").or(results.first());
-        let example = first.map(|r| r.name.as_str()).unwrap_or("demo/hello");
-        eprintln!(
-            "\nwasmgrid is serving {} algorithm(s) on http://{local}\n{out}\nTry:\n  curl -H \"Authorization: Simple $(cat {})\" -H 'Content-Type: text/plain' -d 'World' http://{local}/v1/algo/{example}\n  {} call {example} World\n\nPress Ctrl-C to stop.",
-            results.len(),
-            key_path.display(),
-            cli_hint(&data_dir),
-        );
-    }))
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let ready = up::Ready {
+        manifest,
+        results,
+        data_dir: g.data_dir.clone(),
+        key: g.key.clone(),
+        failure: failure.clone(),
+    };
+    let served = rt.block_on(crate::server::serve(
+        app,
+        &addr,
+        Duration::from_secs(drain_timeout),
+        move |local| ready.run(local),
+    ));
+    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
+    }
+    served
 }
 
 fn cli_hint(data_dir: &Path) -> String {
