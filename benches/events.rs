@@ -38,10 +38,14 @@ fn admin() -> Caller {
     }
 }
 
-fn batch(start: usize, n: usize) -> Vec<Value> {
+/// Distinguishes the event ids of successive runs: a repeated `(source, id)`
+/// would be dropped by deduplication.
+static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn batch(run: usize, start: usize, n: usize) -> Vec<Value> {
     (start..start + n)
         .map(|i| {
-            json!({"specversion": "1.0", "id": format!("e{i}"), "source": "/bench",
+            json!({"specversion": "1.0", "id": format!("r{run}-e{i}"), "source": "/bench",
                    "type": "bench.event", "subject": format!("/items/{}", i % 100),
                    "data": {"i": i}})
         })
@@ -67,6 +71,7 @@ async fn run(
             .clone()
     });
     let before = delivered.as_ref().map_or(0, |c| c.get());
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let per = total / publishers;
     let mut tasks = Vec::new();
@@ -78,7 +83,7 @@ async fn run(
             while sent < per {
                 let n = batch_size.min(per - sent);
                 app.events
-                    .publish(&topic, batch(p * per + sent, n))
+                    .publish(&topic, batch(run, p * per + sent, n))
                     .await
                     .expect("publish");
                 sent += n;

@@ -502,6 +502,13 @@ fn ingress_formats_auth_and_dedup() {
         .send()
         .unwrap();
     assert_error(bad_retry, 400, "InputError", "maxDeliveryAttempts");
+    let typo = s
+        .req(Method::PUT, "/v1/topics/orders/subscriptions/bad")
+        .json(&json!({"destination": {"algorithm": "demo/recorder"},
+            "filter": {"subjectBeginWith": "/orders/"}}))
+        .send()
+        .unwrap();
+    assert_error(typo, 400, "InputError", "subjectBeginWith");
     let private_hook = s
         .req(Method::PUT, "/v1/topics/orders/subscriptions/bad")
         .json(&json!({"destination": {"webhook": "http://127.0.0.1:9/hook"}}))

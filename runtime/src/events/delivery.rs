@@ -203,6 +203,9 @@ async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>)
 /// Starts the worker of one subscription (it stops when the subscription is
 /// deleted or the server shuts down).
 pub(crate) fn spawn_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
+    if sub.worker.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let tasks = inner.tasks.clone();
     tasks.spawn(run_worker(inner, sub));
 }

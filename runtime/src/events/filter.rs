@@ -196,7 +196,7 @@ pub const OPERATOR_TYPES: &[&str] = &[
 /// See the [module docs](self) for the semantics; turn it into a
 /// [`CompiledFilter`] with [`Filter::compile`] before matching.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Filter {
     /// Event types to deliver (case-insensitive); `None` or a list holding
     /// `"All"` delivers every type.
@@ -223,7 +223,7 @@ pub struct Filter {
 
 /// One advanced filter: an operator applied to the event value at `key`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdvancedFilter {
     /// One of [`OPERATOR_TYPES`] (any case), e.g. `"NumberIn"`.
     pub operator_type: String,

@@ -298,6 +298,9 @@ pub(crate) struct SubState {
     /// Stops its worker (subscription deleted, or shutdown).
     cancel: CancellationToken,
     depth: Gauge,
+    /// Set once its worker runs: `start` and a subscription created after it
+    /// must not both start one.
+    worker: std::sync::atomic::AtomicBool,
 }
 
 impl SubState {
@@ -340,6 +343,8 @@ pub(crate) struct Inner {
     tasks: TaskTracker,
     webhooks: webhook::WebhookClient,
     jobs: std::sync::OnceLock<Arc<dyn JobStarter>>,
+    /// Set by [`EventService::start`].
+    started: std::sync::atomic::AtomicBool,
 }
 
 /// Topics, subscriptions, ingestion and the delivery engine.
@@ -475,6 +480,7 @@ impl EventService {
             tasks: TaskTracker::new(),
             webhooks,
             jobs: std::sync::OnceLock::new(),
+            started: std::sync::atomic::AtomicBool::new(false),
         });
         let svc = EventService { inner };
         for (_, record) in store.scan_json::<SubscriptionRecord>(Table::SUBSCRIPTIONS, "")? {
@@ -497,9 +503,13 @@ impl EventService {
 
     /// Starts the background work: the acknowledgement flusher, one delivery
     /// worker per subscription, the outbox feed of the system topics and the
-    /// deduplication sweeper.
+    /// deduplication sweeper. Subscriptions created before this call start
+    /// delivering now; those created after it start at once.
     pub fn start(&self) {
         let inner = &self.inner;
+        inner
+            .started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         inner.flusher.start(inner.clone());
         let subs: Vec<Arc<SubState>> = match inner.topics.read() {
             Ok(t) => t.values().flat_map(|t| t.subs.values().cloned()).collect(),
@@ -548,6 +558,7 @@ impl EventService {
             cancel: self.inner.shutdown.child_token(),
             depth: gauge,
             record: RwLock::new(Arc::new(record.clone())),
+            worker: std::sync::atomic::AtomicBool::new(false),
         });
         topic.index.insert(record.id, compiled);
         topic.by_name.insert(record.name.clone(), record.id);
@@ -964,7 +975,9 @@ impl EventService {
             }
             None => {
                 let sub = self.install(record.clone(), compiled, 0)?;
-                delivery::spawn_worker(self.inner.clone(), sub);
+                if self.inner.started.load(std::sync::atomic::Ordering::SeqCst) {
+                    delivery::spawn_worker(self.inner.clone(), sub);
+                }
                 Ok((true, record.to_json(0)))
             }
         }
@@ -1513,7 +1526,34 @@ async fn feed_once(svc: &EventService) -> Result<usize, EventError> {
     for (topic, report, per_sub) in results {
         svc.after_ingest(topic, &per_sub, report);
     }
+    if last > OUTBOX_RETENTION {
+        let store = svc.inner.store.clone();
+        tokio::task::spawn_blocking(move || prune_outbox(&*store, last - OUTBOX_RETENTION))
+            .await
+            .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))??;
+    }
     Ok(n)
+}
+
+/// Routed outbox records kept for inspection (`GET /v1/events/outbox`);
+/// older ones are deleted.
+const OUTBOX_RETENTION: u64 = 100_000;
+
+/// Deletes routed outbox records up to sequence `upto` (a page per call).
+fn prune_outbox(store: &dyn Store, upto: u64) -> Result<(), StoreError> {
+    let limit = format!("{upto:020}");
+    let page = store.scan(Table::OUTBOX, "", None, 1000)?;
+    let mut batch = WriteBatch::new();
+    for (key, _) in page
+        .iter()
+        .take_while(|(k, _)| k.as_str() <= limit.as_str())
+    {
+        batch.delete(Table::OUTBOX, key.clone());
+    }
+    if !batch.ops().is_empty() {
+        store.commit(&batch)?;
+    }
+    Ok(())
 }
 
 type OutboxResult = Vec<(&'static str, PublishReport, Vec<(Arc<SubState>, u64)>)>;
