@@ -11,7 +11,7 @@
 
 mod path;
 
-pub use path::{DataPath, TEMP_PREFIX, validate_path};
+pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
 
 use crate::auth::{Caller, Scope};
 use crate::engine::GuestIdentity;
@@ -146,6 +146,28 @@ impl From<StoreError> for DataError {
     }
 }
 
+/// The collection an access check is about.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    owner: &'a str,
+    collection: &'a str,
+}
+
+impl<'a> Target<'a> {
+    fn of(p: &'a DataPath) -> Self {
+        Self {
+            owner: &p.owner,
+            collection: &p.collection,
+        }
+    }
+    fn of_ref(p: &'a DataPathRef<'_>) -> Self {
+        Self {
+            owner: p.owner(),
+            collection: p.collection(),
+        }
+    }
+}
+
 /// Who is asking.
 #[derive(Clone, Copy)]
 pub enum Principal<'a> {
@@ -172,7 +194,16 @@ impl Principal<'_> {
         }
     }
 
-    fn grant(&self, p: &DataPath, write: bool) -> bool {
+    /// Parses a `data://` URI for this principal without allocating when it can
+    /// (see [`DataPathRef`]).
+    pub fn parse_ref<'u>(&self, uri: &'u str) -> Result<DataPathRef<'u>, DataError> {
+        match self {
+            Principal::Key(c) => DataPathRef::parse(uri, &c.owner, None),
+            Principal::Algorithm(a) => DataPathRef::parse(uri, &a.owner, Some(&a.name)),
+        }
+    }
+
+    fn grant(&self, p: Target<'_>, write: bool) -> bool {
         let Principal::Algorithm(a) = self else {
             return false;
         };
@@ -196,12 +227,13 @@ impl Principal<'_> {
         })
     }
 
-    fn is_own_temp(&self, p: &DataPath) -> bool {
-        matches!(self, Principal::Algorithm(a) if p.owner == a.owner && p.collection == format!("{TEMP_PREFIX}{}", a.name))
+    fn is_own_temp(&self, p: Target<'_>) -> bool {
+        matches!(self, Principal::Algorithm(a) if p.owner == a.owner
+            && p.collection.strip_prefix(TEMP_PREFIX) == Some(a.name.as_str()))
     }
 
     /// Checks read access to a collection.
-    fn check_read(&self, p: &DataPath, coll: &CollectionRecord) -> Result<(), DataError> {
+    fn check_read(&self, p: Target<'_>, coll: &CollectionRecord) -> Result<(), DataError> {
         let ok = match self {
             Principal::Key(c) => {
                 c.is_admin()
@@ -226,8 +258,9 @@ impl Principal<'_> {
 
     /// Checks write access to a collection (existing or about to be created).
     fn check_write(&self, p: &DataPath) -> Result<(), DataError> {
+        let p = Target::of(p);
         let ok = match self {
-            Principal::Key(c) => c.require(Scope::DataWrite, &p.owner).is_ok(),
+            Principal::Key(c) => c.require(Scope::DataWrite, p.owner).is_ok(),
             Principal::Algorithm(_) => self.is_own_temp(p) || self.grant(p, true),
         };
         if ok {
@@ -237,7 +270,7 @@ impl Principal<'_> {
         }
     }
 
-    fn denied(&self, p: &DataPath, what: &str) -> DataError {
+    fn denied(&self, p: Target<'_>, what: &str) -> DataError {
         let coll = format!("data://{}/{}", p.owner, p.collection);
         DataError::Forbidden(match self {
             Principal::Key(c) => format!(
@@ -432,20 +465,25 @@ impl DataService {
         owner: &str,
         name: &str,
     ) -> Result<Option<Arc<CollectionRecord>>, DataError> {
+        self.collection_by_key(&format!("{owner}/{name}"))
+    }
+
+    /// A collection's record by its store key `owner/collection`, from the cache
+    /// when it is there.
+    fn collection_by_key(&self, key: &str) -> Result<Option<Arc<CollectionRecord>>, DataError> {
         use std::sync::atomic::Ordering;
-        let key = format!("{owner}/{name}");
         if let Some(c) = self
             .collections
             .read()
             .ok()
-            .and_then(|m| m.get(&key).cloned())
+            .and_then(|m| m.get(key).cloned())
         {
             return Ok(Some(c));
         }
         let generation = self.generation.load(Ordering::Acquire);
         let Some(rec) = self
             .store
-            .get_json::<CollectionRecord>(Table::COLLECTIONS, &key)?
+            .get_json::<CollectionRecord>(Table::COLLECTIONS, key)?
         else {
             return Ok(None);
         };
@@ -453,7 +491,7 @@ impl DataService {
         if let Ok(mut m) = self.collections.write()
             && self.generation.load(Ordering::Acquire) == generation
         {
-            m.insert(key, rec.clone());
+            m.insert(key.to_string(), rec.clone());
         }
         Ok(Some(rec))
     }
@@ -580,12 +618,11 @@ impl DataService {
             .map(|(_, c)| c)
             .filter(|c| !c.name.starts_with(TEMP_PREFIX))
             .filter(|c| {
-                let p = DataPath {
-                    owner: c.owner.clone(),
-                    collection: c.name.clone(),
-                    path: String::new(),
+                let t = Target {
+                    owner: &c.owner,
+                    collection: &c.name,
                 };
-                who.check_read(&p, c).is_ok()
+                who.check_read(t, c).is_ok()
             })
             .collect())
     }
@@ -596,10 +633,19 @@ impl DataService {
         who: Principal<'_>,
         p: &DataPath,
     ) -> Result<Arc<CollectionRecord>, DataError> {
+        self.readable_ref(who, &p.view())
+    }
+
+    /// [`DataService::readable`] for a borrowed path.
+    fn readable_ref(
+        &self,
+        who: Principal<'_>,
+        p: &DataPathRef<'_>,
+    ) -> Result<Arc<CollectionRecord>, DataError> {
         let coll = self
-            .collection(&p.owner, &p.collection)?
-            .ok_or_else(|| not_found_collection(p))?;
-        who.check_read(p, &coll)?;
+            .collection_by_key(p.collection_key())?
+            .ok_or_else(|| not_found_collection_ref(p))?;
+        who.check_read(Target::of_ref(p), &coll)?;
         Ok(coll)
     }
 
@@ -647,10 +693,11 @@ impl DataService {
         p: &DataPath,
         max_size: u64,
     ) -> Result<(FileRecord, Content), DataError> {
-        let (rec_bytes, data) = self.fetch(who, p)?;
-        let rec: FileRecord = decode(Table::FILES, &p.key(), &rec_bytes)?;
+        let p = p.view();
+        let (rec_bytes, data) = self.fetch(who, &p)?;
+        let rec: FileRecord = decode(Table::FILES, p.key(), &rec_bytes)?;
         let content = self.content(
-            p,
+            &p,
             rec.size,
             rec.folder,
             rec.expires,
@@ -663,11 +710,11 @@ impl DataService {
 
     /// Reads a file for a guest: only what a guest gets back (content type and
     /// bytes), decoding the record without allocating its other fields. The hot
-    /// path of `data.get`.
+    /// path of `data.get`: `p` usually borrows the guest's URI.
     pub fn read_for_guest(
         &self,
         who: Principal<'_>,
-        p: &DataPath,
+        p: &DataPathRef<'_>,
         max_size: u64,
     ) -> Result<(String, Content), DataError> {
         /// The fields of a [`FileRecord`] a read needs, borrowed from the stored JSON.
@@ -684,7 +731,7 @@ impl DataService {
             expires: Option<u64>,
         }
         let (rec_bytes, data) = self.fetch(who, p)?;
-        let view: View<'_> = decode(Table::FILES, &p.key(), &rec_bytes)?;
+        let view: View<'_> = decode(Table::FILES, p.key(), &rec_bytes)?;
         let content = self.content(
             p,
             view.size,
@@ -702,17 +749,17 @@ impl DataService {
     fn fetch(
         &self,
         who: Principal<'_>,
-        p: &DataPath,
+        p: &DataPathRef<'_>,
     ) -> Result<(Vec<u8>, Option<Vec<u8>>), DataError> {
-        self.readable(who, p)?;
+        self.readable_ref(who, p)?;
         let key = p.key();
         let mut got = self
             .store
-            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?
+            .get_many(&[(Table::FILES, key), (Table::FILE_DATA, key)])?
             .into_iter();
         match (got.next().flatten(), got.next().flatten()) {
             (Some(rec), data) => Ok((rec, data)),
-            (None, _) => Err(not_found_file(p)),
+            (None, _) => Err(not_found_file_ref(p)),
         }
     }
 
@@ -722,7 +769,7 @@ impl DataService {
     #[allow(clippy::too_many_arguments)]
     fn content(
         &self,
-        p: &DataPath,
+        p: &DataPathRef<'_>,
         size: u64,
         folder: bool,
         expires: Option<u64>,
@@ -731,7 +778,7 @@ impl DataService {
         max_size: u64,
     ) -> Result<Content, DataError> {
         if folder || expires.is_some_and(|e| e <= unix_now()) {
-            return Err(not_found_file(p));
+            return Err(not_found_file_ref(p));
         }
         if size > max_size {
             return Err(DataError::TooLarge(format!(
@@ -1242,14 +1289,22 @@ impl DataService {
 }
 
 fn not_found_collection(p: &DataPath) -> DataError {
-    DataError::NotFound(format!(
-        "collection data://{}/{} not found: create it (wasmgrid data mk data://{}/{}) or check the name",
-        p.owner, p.collection, p.owner, p.collection
-    ))
+    not_found_collection_ref(&p.view())
 }
 
 fn not_found_file(p: &DataPath) -> DataError {
+    not_found_file_ref(&p.view())
+}
+
+fn not_found_file_ref(p: &DataPathRef<'_>) -> DataError {
     DataError::NotFound(format!("{} not found", p.uri()))
+}
+
+fn not_found_collection_ref(p: &DataPathRef<'_>) -> DataError {
+    let (owner, collection) = (p.owner(), p.collection());
+    DataError::NotFound(format!(
+        "collection data://{owner}/{collection} not found: create it (wasmgrid data mk data://{owner}/{collection}) or check the name"
+    ))
 }
 
 fn encode_marker(key: &str) -> String {
@@ -1297,7 +1352,7 @@ mod tests {
             ..Default::default()
         };
         let guest = Principal::Algorithm(&algo);
-        let readable = |d: &DataService| d.read_for_guest(guest, &p, u64::MAX).is_ok();
+        let readable = |d: &DataService| d.read_for_guest(guest, &p.view(), u64::MAX).is_ok();
         assert!(!readable(&data), "private");
         data.set_acl(key, &coll, Acl::my_algorithms()).unwrap();
         assert!(readable(&data), "owner's algorithms may read now");
@@ -1306,7 +1361,7 @@ mod tests {
         assert!(!readable(&data), "private again, at once");
         data.delete_tree(key, &coll, true).unwrap();
         assert!(matches!(
-            data.read_for_guest(guest, &p, u64::MAX),
+            data.read_for_guest(guest, &p.view(), u64::MAX),
             Err(DataError::NotFound(_))
         ));
     }
