@@ -10,6 +10,7 @@
 //! Algorithmia's `dir.create()` works).
 
 mod path;
+mod record;
 
 pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
 
@@ -18,6 +19,7 @@ use crate::engine::GuestIdentity;
 use crate::store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -384,6 +386,25 @@ fn decode<'a, T: Deserialize<'a>>(
     })
 }
 
+/// The error for an undecodable stored record.
+fn corrupt(table: Table, key: &str, reason: String) -> DataError {
+    DataError::Unavailable(
+        StoreError::Corrupt {
+            table: table.name(),
+            key: key.into(),
+            reason,
+        }
+        .to_string(),
+    )
+}
+
+/// Decodes a stored file record (binary or, from older stores, JSON).
+fn decode_file(key: &str, bytes: &[u8]) -> Result<FileRecord, DataError> {
+    record::decode(bytes)
+        .map(record::FileView::into_owned)
+        .map_err(|e| corrupt(Table::FILES, key, e))
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -568,7 +589,7 @@ impl DataService {
                         folder: true,
                         expires: None,
                     };
-                    txn.put(Table::FILES, &marker, &encode(&rec))
+                    txn.put(Table::FILES, &marker, &record::encode(&rec))
                 }
             })
             .map_err(|e| match (abort.take(), e) {
@@ -633,20 +654,27 @@ impl DataService {
         who: Principal<'_>,
         p: &DataPath,
     ) -> Result<Arc<CollectionRecord>, DataError> {
-        self.readable_ref(who, &p.view())
+        let coll = self
+            .collection(&p.owner, &p.collection)?
+            .ok_or_else(|| not_found_collection(p))?;
+        who.check_read(Target::of(p), &coll)?;
+        Ok(coll)
     }
 
-    /// [`DataService::readable`] for a borrowed path.
-    fn readable_ref(
-        &self,
-        who: Principal<'_>,
-        p: &DataPathRef<'_>,
-    ) -> Result<Arc<CollectionRecord>, DataError> {
+    /// Checks read access to a borrowed path's collection: under the cache's
+    /// read lock when the record is cached (one hash, no reference counting),
+    /// else after loading it.
+    fn check_readable_ref(&self, who: Principal<'_>, p: &DataPathRef<'_>) -> Result<(), DataError> {
+        let target = Target::of_ref(p);
+        if let Ok(cache) = self.collections.read()
+            && let Some(coll) = cache.get(p.collection_key())
+        {
+            return who.check_read(target, coll);
+        }
         let coll = self
             .collection_by_key(p.collection_key())?
             .ok_or_else(|| not_found_collection_ref(p))?;
-        who.check_read(Target::of_ref(p), &coll)?;
-        Ok(coll)
+        who.check_read(target, &coll)
     }
 
     /// Checks that the principal may read `p`'s collection (for early rejection).
@@ -673,7 +701,7 @@ impl DataService {
         let key = p.key();
         match self.store.get(Table::FILES, &key)? {
             Some(b) => {
-                let rec: FileRecord = decode(Table::FILES, &key, &b)?;
+                let rec = decode_file(&key, &b)?;
                 if rec.expired(unix_now()) {
                     Err(not_found_file(p))
                 } else {
@@ -695,7 +723,7 @@ impl DataService {
     ) -> Result<(FileRecord, Content), DataError> {
         let p = p.view();
         let (rec_bytes, data) = self.fetch(who, &p)?;
-        let rec: FileRecord = decode(Table::FILES, p.key(), &rec_bytes)?;
+        let rec = decode_file(p.key(), &rec_bytes)?;
         let content = self.content(
             &p,
             rec.size,
@@ -717,21 +745,9 @@ impl DataService {
         p: &DataPathRef<'_>,
         max_size: u64,
     ) -> Result<(String, Content), DataError> {
-        /// The fields of a [`FileRecord`] a read needs, borrowed from the stored JSON.
-        #[derive(Deserialize)]
-        struct View<'a> {
-            size: u64,
-            #[serde(borrow)]
-            content_type: std::borrow::Cow<'a, str>,
-            #[serde(default, borrow)]
-            blob: Option<std::borrow::Cow<'a, str>>,
-            #[serde(default)]
-            folder: bool,
-            #[serde(default)]
-            expires: Option<u64>,
-        }
         let (rec_bytes, data) = self.fetch(who, p)?;
-        let view: View<'_> = decode(Table::FILES, p.key(), &rec_bytes)?;
+        let view =
+            record::decode_for_read(&rec_bytes).map_err(|e| corrupt(Table::FILES, p.key(), e))?;
         let content = self.content(
             p,
             view.size,
@@ -751,7 +767,7 @@ impl DataService {
         who: Principal<'_>,
         p: &DataPathRef<'_>,
     ) -> Result<(Vec<u8>, Option<Vec<u8>>), DataError> {
-        self.readable_ref(who, p)?;
+        self.check_readable_ref(who, p)?;
         let key = p.key();
         let mut got = self
             .store
@@ -923,12 +939,12 @@ impl DataService {
                     return Err(StoreError::Backend("conflict".into()));
                 }
                 replaced_blob = match txn.get(Table::FILES, &key)? {
-                    Some(b) => serde_json::from_slice::<FileRecord>(&b)
+                    Some(b) => record::decode(&b)
                         .ok()
-                        .and_then(|r| r.blob),
+                        .and_then(|r| r.blob.map(Cow::into_owned)),
                     None => None,
                 };
-                txn.put(Table::FILES, &key, &encode(&rec))?;
+                txn.put(Table::FILES, &key, &record::encode(&rec))?;
                 match inline {
                     Some(bytes) => txn.put(Table::FILE_DATA, &key, bytes)?,
                     None => txn.delete(Table::FILE_DATA, &key)?,
@@ -959,8 +975,9 @@ impl DataService {
         self.store.transact(&mut |txn| {
             removed = None;
             if let Some(b) = txn.get(Table::FILES, &key)? {
-                let rec: FileRecord =
-                    serde_json::from_slice(&b).map_err(|e| StoreError::Backend(e.to_string()))?;
+                let rec = record::decode(&b)
+                    .map_err(StoreError::Backend)?
+                    .into_owned();
                 txn.delete(Table::FILES, &key)?;
                 txn.delete(Table::FILE_DATA, &key)?;
                 if !p.is_temp() && !rec.folder {
@@ -1020,8 +1037,9 @@ impl DataService {
             self.store.transact(&mut |txn| {
                 blobs.clear();
                 for (key, bytes) in &page {
-                    let rec: FileRecord = serde_json::from_slice(bytes)
-                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    let rec = record::decode(bytes)
+                        .map_err(StoreError::Backend)?
+                        .into_owned();
                     txn.delete(Table::FILES, key)?;
                     txn.delete(Table::FILE_DATA, key)?;
                     if !rec.folder
@@ -1104,7 +1122,7 @@ impl DataService {
                     start = format!("{prefix}{name}0");
                     continue 'pages;
                 }
-                let rec: FileRecord = decode(Table::FILES, &key, &bytes)?;
+                let rec = decode_file(&key, &bytes)?;
                 if rec.expired(now) {
                     continue;
                 }
@@ -1148,7 +1166,7 @@ impl DataService {
             )?;
             let done = page.len() <= limit;
             for (key, bytes) in page {
-                let rec: FileRecord = decode(Table::FILES, &key, &bytes)?;
+                let rec = decode_file(&key, &bytes)?;
                 after = Some(key.clone());
                 if rec.folder || rec.expired(now) {
                     continue;
@@ -1227,7 +1245,7 @@ impl DataService {
                         &encode(&Self::implicit_collection(p)),
                     )?;
                 }
-                txn.put(Table::FILES, &key, &encode(&rec))?;
+                txn.put(Table::FILES, &key, &record::encode(&rec))?;
                 txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
                 if !p.is_temp() {
                     txn.append(
@@ -1256,7 +1274,8 @@ impl DataService {
                 continue;
             }
             let prefix = format!("{}/{}/", coll.owner, coll.name);
-            for (key, rec) in self.store.scan_json::<FileRecord>(Table::FILES, &prefix)? {
+            for (key, bytes) in self.store.scan(Table::FILES, &prefix, None, usize::MAX)? {
+                let rec = decode_file(&key, &bytes)?;
                 if rec.expired(now) {
                     self.store.transact(&mut |txn| {
                         txn.delete(Table::FILES, &key)?;
@@ -1389,5 +1408,106 @@ mod tests {
         assert_eq!(data.sweep_expired().unwrap(), 0);
         // Temp writes are not change events.
         assert!(data.outbox(0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn json_file_records_of_schema_1_stores_still_work() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let old_blob;
+        {
+            // What a schema-1 build left behind: JSON records.
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let mut w = store.create_blob().unwrap();
+            w.write_all(b"big content").unwrap();
+            old_blob = w.finish().unwrap();
+            let file = |size: u64, blob: Option<&str>, folder: bool| {
+                serde_json::to_vec(&FileRecord {
+                    size,
+                    content_type: "text/plain".into(),
+                    etag: "\"e1\"".into(),
+                    last_modified: "2024-01-02T03:04:05.123Z".into(),
+                    blob: blob.map(str::to_string),
+                    folder,
+                    expires: None,
+                })
+                .unwrap()
+            };
+            store
+                .transact(&mut |txn| {
+                    txn.put(Table::META, "schema_version", b"1")?;
+                    txn.put(
+                        Table::COLLECTIONS,
+                        "demo/c",
+                        &encode(&CollectionRecord {
+                            owner: "demo".into(),
+                            name: "c".into(),
+                            acl: Acl::my_algorithms(),
+                            created: "2024-01-02T03:04:05.123Z".into(),
+                        }),
+                    )?;
+                    txn.put(Table::FILES, "demo/c/old.txt", &file(5, None, false))?;
+                    txn.put(Table::FILE_DATA, "demo/c/old.txt", b"hello")?;
+                    txn.put(
+                        Table::FILES,
+                        "demo/c/big.bin",
+                        &file(11, Some(&old_blob), false),
+                    )?;
+                    txn.put(Table::FILES, "demo/c/dir/", &file(0, None, true))
+                })
+                .unwrap();
+        }
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        assert_eq!(
+            store.get(Table::META, "schema_version").unwrap().unwrap(),
+            crate::store::SCHEMA_VERSION.to_string().as_bytes(),
+            "migrated"
+        );
+        let data = DataService::new(store.clone());
+        let admin = Caller {
+            key_id: "k".into(),
+            owner: "admin".into(),
+            scopes: vec![Scope::Admin],
+            compat: Default::default(),
+        };
+        let key = Principal::Key(&admin);
+        let old = DataPath::new("demo", "c", "old.txt").unwrap();
+        let big = DataPath::new("demo", "c", "big.bin").unwrap();
+        let (rec, bytes) = data.read_all(key, &old, u64::MAX).unwrap();
+        assert_eq!((rec.etag.as_str(), &bytes[..]), ("\"e1\"", &b"hello"[..]));
+        assert_eq!(
+            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            b"big content"
+        );
+        let algo = GuestIdentity {
+            owner: "demo".into(),
+            name: "a".into(),
+            ..Default::default()
+        };
+        let (ct, content) = data
+            .read_for_guest(Principal::Algorithm(&algo), &old.view(), u64::MAX)
+            .unwrap();
+        assert!(matches!(content, Content::Inline(b) if &b[..] == b"hello"));
+        assert_eq!(ct, "text/plain");
+        let root = DataPath::new("demo", "c", "").unwrap();
+        let listing = data.list_level(key, &root, None, 100).unwrap();
+        assert_eq!(listing.folders.len(), 1);
+        assert_eq!(listing.files.len(), 2);
+        // Replacing the blob-backed file frees its blob (found in the JSON record).
+        data.put(key, &big, "text/plain", b"small now").unwrap();
+        assert!(store.open_blob(&old_blob).unwrap().is_none());
+        let raw = store.get(Table::FILES, "demo/c/big.bin").unwrap().unwrap();
+        assert_eq!(raw[0], record::RECORD_V1, "rewritten records are binary");
+        assert_eq!(
+            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            b"small now"
+        );
+        // Deleting an old record emits its event with the old etag.
+        assert!(data.delete(key, &old).unwrap());
+        let events = data.outbox(0, 10).unwrap();
+        let last = &events.last().unwrap().1;
+        assert_eq!(last["type"], "wasmgrid.data.FileDeleted");
+        assert_eq!(last["data"]["etag"], "\"e1\"");
+        assert_eq!(data.delete_tree(key, &root, true).unwrap(), 1);
     }
 }
