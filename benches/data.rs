@@ -8,10 +8,11 @@
 //! for `put`, one durable transaction writing both), plus the guest/direct
 //! ratios recorded in docs/PERFORMANCE.md.
 //!
-//! `get` runs [`GET_ROUNDS`] rounds, each timing the three sides back to back,
-//! and reports each side's best round: on a shared machine another process can
-//! take the CPU for part of a run, and interleaving plus best-of keeps such a
-//! stall from landing on one side only. `put` (fsync-bound) runs once.
+//! `get` runs [`GET_ROUNDS`] short rounds, each timing the three sides back to
+//! back, and reports each side's best round, and the median over rounds of the
+//! guest/Store ratio within a round: on a shared machine another process can
+//! take the CPU for part of a run, and interleaving keeps such a stall from
+//! landing on one side only. `put` (fsync-bound) runs once.
 //!
 //! `WASMGRID_DATA_BENCH=get` skips the puts (for profiling the read path).
 
@@ -38,7 +39,7 @@ fn guest(name: &str) -> Vec<u8> {
 }
 
 /// Rounds of the `get` comparison.
-const GET_ROUNDS: usize = 5;
+const GET_ROUNDS: usize = 20;
 
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
@@ -46,7 +47,7 @@ fn rate(n: u64, d: Duration) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let n_get: u64 = 100_000;
+    let n_get: u64 = 25_000;
     let n_put: u64 = 2_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
@@ -99,8 +100,10 @@ fn main() {
 
     // get: interleaved rounds, best round per side.
     let (mut guest_get, mut service_get, mut store_get) = (0f64, 0f64, 0f64);
+    let mut round_ratios = Vec::with_capacity(GET_ROUNDS);
     for _ in 0..GET_ROUNDS {
-        guest_get = guest_get.max(rate(n_get, call("get", "data://bench/kv/k", n_get)));
+        let guest_round = rate(n_get, call("get", "data://bench/kv/k", n_get));
+        guest_get = guest_get.max(guest_round);
         let started = Instant::now();
         for _ in 0..n_get {
             std::hint::black_box(data.read_all(who, &p, u64::MAX).expect("read"));
@@ -117,12 +120,18 @@ fn main() {
                     .expect("get"),
             );
         }
-        store_get = store_get.max(rate(n_get, started.elapsed()));
+        let store_round = rate(n_get, started.elapsed());
+        store_get = store_get.max(store_round);
+        round_ratios.push(guest_round / store_round);
     }
-    println!("1 KiB values, single caller, one run (get: best of {GET_ROUNDS} interleaved rounds):");
+    round_ratios.sort_by(f64::total_cmp);
     println!(
-        "  get: guest {guest_get:>10.0} ops/s | DataService {service_get:>10.0} ops/s | Store trait {store_get:>10.0} ops/s | guest/Store {:.2}x",
-        guest_get / store_get
+        "1 KiB values, single caller, one run (get: best of {GET_ROUNDS} interleaved rounds of {n_get}):"
+    );
+    println!(
+        "  get: guest {guest_get:>10.0} ops/s | DataService {service_get:>10.0} ops/s | Store trait {store_get:>10.0} ops/s | guest/Store {:.2}x (median round {:.2}x)",
+        guest_get / store_get,
+        round_ratios[GET_ROUNDS / 2]
     );
     if std::env::var("WASMGRID_DATA_BENCH").as_deref() == Ok("get") {
         return;

@@ -212,20 +212,25 @@ impl Principal<'_> {
         if a.owner != p.owner {
             return false;
         }
+        // A grant is `data://{owner or .my}/{collection or *}:{read or write}`;
+        // matched by comparing prefixes and suffixes (this runs on every guest
+        // data call).
         a.grants.iter().any(|g| {
             let Some(rest) = g.strip_prefix("data://") else {
                 return false;
             };
-            let Some((target, mode)) = rest.rsplit_once(':') else {
-                return false;
+            let target = match rest.strip_suffix(":write") {
+                Some(t) => t,
+                None if write => return false,
+                None => match rest.strip_suffix(":read") {
+                    Some(t) => t,
+                    None => return false,
+                },
             };
-            let Some((owner, coll)) = target.split_once('/') else {
-                return false;
-            };
-            let owner_ok = owner == ".my" || owner == a.owner;
-            let coll_ok = coll == "*" || coll == p.collection;
-            let mode_ok = mode == "write" || (!write && mode == "read");
-            owner_ok && coll_ok && mode_ok
+            let coll = [".my", a.owner.as_str()]
+                .into_iter()
+                .find_map(|o| target.strip_prefix(o)?.strip_prefix('/'));
+            coll.is_some_and(|c| c == "*" || c == p.collection)
         })
     }
 
@@ -354,8 +359,30 @@ pub struct DataService {
     /// every change; `generation` keeps a reader that loaded a record before a
     /// change from caching it after (see [`DataService::collection`]).
     collections: std::sync::RwLock<std::collections::HashMap<String, Arc<CollectionRecord>>>,
+    /// Bumped, under the `collections` write lock, by every collection change.
     generation: std::sync::atomic::AtomicU64,
+    /// Tells this service's entries in [`LAST_COLLECTION`] from another's.
+    id: u64,
 }
+
+/// The collection a thread last checked a guest read against, so that a run of
+/// reads from one collection (the usual pattern) skips the shared cache's lock
+/// and hashing. Valid while its service's `generation` is unchanged: a change
+/// bumps it, and a record read before the bump is tagged with the older value.
+struct LastCollection {
+    service: u64,
+    generation: u64,
+    key: String,
+    record: Arc<CollectionRecord>,
+}
+
+thread_local! {
+    static LAST_COLLECTION: std::cell::RefCell<Option<LastCollection>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Source of [`DataService`] ids.
+static NEXT_SERVICE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -458,6 +485,7 @@ impl DataService {
             temp_ttl: DEFAULT_TEMP_TTL,
             collections: Default::default(),
             generation: Default::default(),
+            id: NEXT_SERVICE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -518,11 +546,21 @@ impl DataService {
     }
 
     /// Forgets a cached collection record; call after the change is committed.
+    /// The generation moves under the write lock, so a reader that sees the new
+    /// generation finds the entry gone.
     fn invalidate(&self, p: &DataPath) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if let Ok(mut m) = self.collections.write() {
-            m.remove(&p.collection_key());
+        let bump = || {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+        };
+        match self.collections.write() {
+            Ok(mut m) => {
+                bump();
+                m.remove(&p.collection_key());
+            }
+            Err(_) => {
+                bump();
+            }
         }
     }
 
@@ -661,20 +699,35 @@ impl DataService {
         Ok(coll)
     }
 
-    /// Checks read access to a borrowed path's collection: under the cache's
-    /// read lock when the record is cached (one hash, no reference counting),
-    /// else after loading it.
+    /// Checks read access to a borrowed path's collection (the guest read path):
+    /// against this thread's last collection when it is the same and unchanged
+    /// (see [`LastCollection`]), else through the shared cache.
     fn check_readable_ref(&self, who: Principal<'_>, p: &DataPathRef<'_>) -> Result<(), DataError> {
         let target = Target::of_ref(p);
-        if let Ok(cache) = self.collections.read()
-            && let Some(coll) = cache.get(p.collection_key())
-        {
-            return who.check_read(target, coll);
+        let key = p.collection_key();
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let memo = LAST_COLLECTION.with_borrow(|last| match last {
+            Some(l) if l.service == self.id && l.generation == generation && l.key == key => {
+                Some(who.check_read(target, &l.record))
+            }
+            _ => None,
+        });
+        if let Some(checked) = memo {
+            return checked;
         }
         let coll = self
-            .collection_by_key(p.collection_key())?
+            .collection_by_key(key)?
             .ok_or_else(|| not_found_collection_ref(p))?;
-        who.check_read(target, &coll)
+        let checked = who.check_read(target, &coll);
+        LAST_COLLECTION.with_borrow_mut(|last| {
+            *last = Some(LastCollection {
+                service: self.id,
+                generation,
+                key: key.to_string(),
+                record: coll,
+            })
+        });
+        checked
     }
 
     /// Checks that the principal may read `p`'s collection (for early rejection).

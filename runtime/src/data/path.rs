@@ -131,10 +131,8 @@ impl<'a> DataPathRef<'a> {
             }
             return Self::owned(my_owner, &format!("{TEMP_PREFIX}{algorithm}"), path);
         }
-        let mut parts = rest.splitn(3, '/');
-        let owner = parts.next().unwrap_or("");
-        let collection = parts.next().unwrap_or("");
-        let path = parts.next().unwrap_or("");
+        let (owner, after_owner) = rest.split_once('/').unwrap_or((rest, ""));
+        let (collection, path) = after_owner.split_once('/').unwrap_or((after_owner, ""));
         if owner.is_empty() || collection.is_empty() {
             return Err(DataError::InvalidUri(format!(
                 "{uri:?} names no collection: write data://owner/collection/path"
@@ -235,13 +233,22 @@ pub fn validate_path(path: &str) -> Result<(), DataError> {
     if path.len() > 1024 {
         return Err(bad("longer than 1024 bytes"));
     }
-    if path.chars().any(|c| c.is_control()) {
+    // Bytewise (this runs on every guest data call): Unicode control characters
+    // are U+0000-U+001F, U+007F and U+0080-U+009F, the last encoded as 0xC2
+    // followed by 0x80-0x9F (0xC2 is only ever a lead byte).
+    let bytes = path.as_bytes();
+    let control = bytes.iter().enumerate().any(|(i, &b)| {
+        b < 0x20
+            || b == 0x7f
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    });
+    if control {
         return Err(bad("control characters are not allowed"));
     }
-    for seg in path.split('/') {
+    for seg in bytes.split(|&b| b == b'/') {
         match seg {
-            "" => return Err(bad("empty segment (leading, trailing or double '/')")),
-            "." | ".." => return Err(bad("'.' and '..' segments are not allowed")),
+            b"" => return Err(bad("empty segment (leading, trailing or double '/')")),
+            b"." | b".." => return Err(bad("'.' and '..' segments are not allowed")),
             _ => {}
         }
     }
@@ -313,5 +320,20 @@ mod tests {
             assert_eq!(r.is_temp(), owned.is_temp(), "{uri}");
             assert_eq!(owned.view(), r, "{uri}");
         }
+    }
+
+    #[test]
+    fn path_checks_agree_with_unicode_control_characters() {
+        for c in [
+            '\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}', 'a', '\u{a0}', 'é', '\u{2028}', '€',
+        ] {
+            let path = format!("dir/a{c}b");
+            assert_eq!(validate_path(&path).is_err(), c.is_control(), "{c:?}");
+        }
+        assert!(validate_path("a/./b").is_err());
+        assert!(validate_path("a/../b").is_err());
+        assert!(validate_path("a/.../b").is_ok());
+        assert!(validate_path("/a").is_err());
+        assert!(validate_path(&"x".repeat(1025)).is_err());
     }
 }
