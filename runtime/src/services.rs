@@ -156,12 +156,12 @@ async fn blocking<T: Send + 'static>(
 #[async_trait::async_trait]
 impl HostApi for Services {
     async fn data_get(&self, who: &GuestIdentity, uri: String) -> Result<Payload, GuestDataError> {
-        let p = parse(who, &uri)?;
+        let who_p = Principal::Algorithm(who);
         // Small files are read inline (a store lookup of a few microseconds);
         // only blob-backed files go to a blocking thread.
-        let (content_type, content) = self
-            .data
-            .read_for_guest(Principal::Algorithm(who), &p, who.memory_bytes)
+        let (content_type, content) = who_p
+            .parse_ref(&uri)
+            .and_then(|p| self.data.read_for_guest(who_p, &p, who.memory_bytes))
             .map_err(guest_error)?;
         let body = match content {
             Content::Inline(b) => b,

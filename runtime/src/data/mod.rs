@@ -10,14 +10,16 @@
 //! Algorithmia's `dir.create()` works).
 
 mod path;
+mod record;
 
-pub use path::{DataPath, TEMP_PREFIX, validate_path};
+pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
 
 use crate::auth::{Caller, Scope};
 use crate::engine::GuestIdentity;
 use crate::store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -146,6 +148,28 @@ impl From<StoreError> for DataError {
     }
 }
 
+/// The collection an access check is about.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    owner: &'a str,
+    collection: &'a str,
+}
+
+impl<'a> Target<'a> {
+    fn of(p: &'a DataPath) -> Self {
+        Self {
+            owner: &p.owner,
+            collection: &p.collection,
+        }
+    }
+    fn of_ref(p: &'a DataPathRef<'_>) -> Self {
+        Self {
+            owner: p.owner(),
+            collection: p.collection(),
+        }
+    }
+}
+
 /// Who is asking.
 #[derive(Clone, Copy)]
 pub enum Principal<'a> {
@@ -172,36 +196,51 @@ impl Principal<'_> {
         }
     }
 
-    fn grant(&self, p: &DataPath, write: bool) -> bool {
+    /// Parses a `data://` URI for this principal without allocating when it can
+    /// (see [`DataPathRef`]).
+    pub fn parse_ref<'u>(&self, uri: &'u str) -> Result<DataPathRef<'u>, DataError> {
+        match self {
+            Principal::Key(c) => DataPathRef::parse(uri, &c.owner, None),
+            Principal::Algorithm(a) => DataPathRef::parse(uri, &a.owner, Some(&a.name)),
+        }
+    }
+
+    fn grant(&self, p: Target<'_>, write: bool) -> bool {
         let Principal::Algorithm(a) = self else {
             return false;
         };
         if a.owner != p.owner {
             return false;
         }
+        // A grant is `data://{owner or .my}/{collection or *}:{read or write}`;
+        // matched by comparing prefixes and suffixes (this runs on every guest
+        // data call).
         a.grants.iter().any(|g| {
             let Some(rest) = g.strip_prefix("data://") else {
                 return false;
             };
-            let Some((target, mode)) = rest.rsplit_once(':') else {
-                return false;
+            let target = match rest.strip_suffix(":write") {
+                Some(t) => t,
+                None if write => return false,
+                None => match rest.strip_suffix(":read") {
+                    Some(t) => t,
+                    None => return false,
+                },
             };
-            let Some((owner, coll)) = target.split_once('/') else {
-                return false;
-            };
-            let owner_ok = owner == ".my" || owner == a.owner;
-            let coll_ok = coll == "*" || coll == p.collection;
-            let mode_ok = mode == "write" || (!write && mode == "read");
-            owner_ok && coll_ok && mode_ok
+            let coll = [".my", a.owner.as_str()]
+                .into_iter()
+                .find_map(|o| target.strip_prefix(o)?.strip_prefix('/'));
+            coll.is_some_and(|c| c == "*" || c == p.collection)
         })
     }
 
-    fn is_own_temp(&self, p: &DataPath) -> bool {
-        matches!(self, Principal::Algorithm(a) if p.owner == a.owner && p.collection == format!("{TEMP_PREFIX}{}", a.name))
+    fn is_own_temp(&self, p: Target<'_>) -> bool {
+        matches!(self, Principal::Algorithm(a) if p.owner == a.owner
+            && p.collection.strip_prefix(TEMP_PREFIX) == Some(a.name.as_str()))
     }
 
     /// Checks read access to a collection.
-    fn check_read(&self, p: &DataPath, coll: &CollectionRecord) -> Result<(), DataError> {
+    fn check_read(&self, p: Target<'_>, coll: &CollectionRecord) -> Result<(), DataError> {
         let ok = match self {
             Principal::Key(c) => {
                 c.is_admin()
@@ -226,8 +265,9 @@ impl Principal<'_> {
 
     /// Checks write access to a collection (existing or about to be created).
     fn check_write(&self, p: &DataPath) -> Result<(), DataError> {
+        let p = Target::of(p);
         let ok = match self {
-            Principal::Key(c) => c.require(Scope::DataWrite, &p.owner).is_ok(),
+            Principal::Key(c) => c.require(Scope::DataWrite, p.owner).is_ok(),
             Principal::Algorithm(_) => self.is_own_temp(p) || self.grant(p, true),
         };
         if ok {
@@ -237,7 +277,7 @@ impl Principal<'_> {
         }
     }
 
-    fn denied(&self, p: &DataPath, what: &str) -> DataError {
+    fn denied(&self, p: Target<'_>, what: &str) -> DataError {
         let coll = format!("data://{}/{}", p.owner, p.collection);
         DataError::Forbidden(match self {
             Principal::Key(c) => format!(
@@ -319,8 +359,30 @@ pub struct DataService {
     /// every change; `generation` keeps a reader that loaded a record before a
     /// change from caching it after (see [`DataService::collection`]).
     collections: std::sync::RwLock<std::collections::HashMap<String, Arc<CollectionRecord>>>,
+    /// Bumped, under the `collections` write lock, by every collection change.
     generation: std::sync::atomic::AtomicU64,
+    /// Tells this service's entries in [`LAST_COLLECTION`] from another's.
+    id: u64,
 }
+
+/// The collection a thread last checked a guest read against, so that a run of
+/// reads from one collection (the usual pattern) skips the shared cache's lock
+/// and hashing. Valid while its service's `generation` is unchanged: a change
+/// bumps it, and a record read before the bump is tagged with the older value.
+struct LastCollection {
+    service: u64,
+    generation: u64,
+    key: String,
+    record: Arc<CollectionRecord>,
+}
+
+thread_local! {
+    static LAST_COLLECTION: std::cell::RefCell<Option<LastCollection>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Source of [`DataService`] ids.
+static NEXT_SERVICE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -349,6 +411,25 @@ fn decode<'a, T: Deserialize<'a>>(
             .to_string(),
         )
     })
+}
+
+/// The error for an undecodable stored record.
+fn corrupt(table: Table, key: &str, reason: String) -> DataError {
+    DataError::Unavailable(
+        StoreError::Corrupt {
+            table: table.name(),
+            key: key.into(),
+            reason,
+        }
+        .to_string(),
+    )
+}
+
+/// Decodes a stored file record (binary or, from older stores, JSON).
+fn decode_file(key: &str, bytes: &[u8]) -> Result<FileRecord, DataError> {
+    record::decode(bytes)
+        .map(record::FileView::into_owned)
+        .map_err(|e| corrupt(Table::FILES, key, e))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -404,6 +485,7 @@ impl DataService {
             temp_ttl: DEFAULT_TEMP_TTL,
             collections: Default::default(),
             generation: Default::default(),
+            id: NEXT_SERVICE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -432,20 +514,25 @@ impl DataService {
         owner: &str,
         name: &str,
     ) -> Result<Option<Arc<CollectionRecord>>, DataError> {
+        self.collection_by_key(&format!("{owner}/{name}"))
+    }
+
+    /// A collection's record by its store key `owner/collection`, from the cache
+    /// when it is there.
+    fn collection_by_key(&self, key: &str) -> Result<Option<Arc<CollectionRecord>>, DataError> {
         use std::sync::atomic::Ordering;
-        let key = format!("{owner}/{name}");
         if let Some(c) = self
             .collections
             .read()
             .ok()
-            .and_then(|m| m.get(&key).cloned())
+            .and_then(|m| m.get(key).cloned())
         {
             return Ok(Some(c));
         }
         let generation = self.generation.load(Ordering::Acquire);
         let Some(rec) = self
             .store
-            .get_json::<CollectionRecord>(Table::COLLECTIONS, &key)?
+            .get_json::<CollectionRecord>(Table::COLLECTIONS, key)?
         else {
             return Ok(None);
         };
@@ -453,17 +540,27 @@ impl DataService {
         if let Ok(mut m) = self.collections.write()
             && self.generation.load(Ordering::Acquire) == generation
         {
-            m.insert(key, rec.clone());
+            m.insert(key.to_string(), rec.clone());
         }
         Ok(Some(rec))
     }
 
     /// Forgets a cached collection record; call after the change is committed.
+    /// The generation moves under the write lock, so a reader that sees the new
+    /// generation finds the entry gone.
     fn invalidate(&self, p: &DataPath) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if let Ok(mut m) = self.collections.write() {
-            m.remove(&p.collection_key());
+        let bump = || {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+        };
+        match self.collections.write() {
+            Ok(mut m) => {
+                bump();
+                m.remove(&p.collection_key());
+            }
+            Err(_) => {
+                bump();
+            }
         }
     }
 
@@ -530,7 +627,7 @@ impl DataService {
                         folder: true,
                         expires: None,
                     };
-                    txn.put(Table::FILES, &marker, &encode(&rec))
+                    txn.put(Table::FILES, &marker, &record::encode(&rec))
                 }
             })
             .map_err(|e| match (abort.take(), e) {
@@ -580,12 +677,11 @@ impl DataService {
             .map(|(_, c)| c)
             .filter(|c| !c.name.starts_with(TEMP_PREFIX))
             .filter(|c| {
-                let p = DataPath {
-                    owner: c.owner.clone(),
-                    collection: c.name.clone(),
-                    path: String::new(),
+                let t = Target {
+                    owner: &c.owner,
+                    collection: &c.name,
                 };
-                who.check_read(&p, c).is_ok()
+                who.check_read(t, c).is_ok()
             })
             .collect())
     }
@@ -599,8 +695,39 @@ impl DataService {
         let coll = self
             .collection(&p.owner, &p.collection)?
             .ok_or_else(|| not_found_collection(p))?;
-        who.check_read(p, &coll)?;
+        who.check_read(Target::of(p), &coll)?;
         Ok(coll)
+    }
+
+    /// Checks read access to a borrowed path's collection (the guest read path):
+    /// against this thread's last collection when it is the same and unchanged
+    /// (see [`LastCollection`]), else through the shared cache.
+    fn check_readable_ref(&self, who: Principal<'_>, p: &DataPathRef<'_>) -> Result<(), DataError> {
+        let target = Target::of_ref(p);
+        let key = p.collection_key();
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let memo = LAST_COLLECTION.with_borrow(|last| match last {
+            Some(l) if l.service == self.id && l.generation == generation && l.key == key => {
+                Some(who.check_read(target, &l.record))
+            }
+            _ => None,
+        });
+        if let Some(checked) = memo {
+            return checked;
+        }
+        let coll = self
+            .collection_by_key(key)?
+            .ok_or_else(|| not_found_collection_ref(p))?;
+        let checked = who.check_read(target, &coll);
+        LAST_COLLECTION.with_borrow_mut(|last| {
+            *last = Some(LastCollection {
+                service: self.id,
+                generation,
+                key: key.to_string(),
+                record: coll,
+            })
+        });
+        checked
     }
 
     /// Checks that the principal may read `p`'s collection (for early rejection).
@@ -627,7 +754,7 @@ impl DataService {
         let key = p.key();
         match self.store.get(Table::FILES, &key)? {
             Some(b) => {
-                let rec: FileRecord = decode(Table::FILES, &key, &b)?;
+                let rec = decode_file(&key, &b)?;
                 if rec.expired(unix_now()) {
                     Err(not_found_file(p))
                 } else {
@@ -647,10 +774,11 @@ impl DataService {
         p: &DataPath,
         max_size: u64,
     ) -> Result<(FileRecord, Content), DataError> {
-        let (rec_bytes, data) = self.fetch(who, p)?;
-        let rec: FileRecord = decode(Table::FILES, &p.key(), &rec_bytes)?;
+        let p = p.view();
+        let (rec_bytes, data) = self.fetch(who, &p)?;
+        let rec = decode_file(p.key(), &rec_bytes)?;
         let content = self.content(
-            p,
+            &p,
             rec.size,
             rec.folder,
             rec.expires,
@@ -663,28 +791,16 @@ impl DataService {
 
     /// Reads a file for a guest: only what a guest gets back (content type and
     /// bytes), decoding the record without allocating its other fields. The hot
-    /// path of `data.get`.
+    /// path of `data.get`: `p` usually borrows the guest's URI.
     pub fn read_for_guest(
         &self,
         who: Principal<'_>,
-        p: &DataPath,
+        p: &DataPathRef<'_>,
         max_size: u64,
     ) -> Result<(String, Content), DataError> {
-        /// The fields of a [`FileRecord`] a read needs, borrowed from the stored JSON.
-        #[derive(Deserialize)]
-        struct View<'a> {
-            size: u64,
-            #[serde(borrow)]
-            content_type: std::borrow::Cow<'a, str>,
-            #[serde(default, borrow)]
-            blob: Option<std::borrow::Cow<'a, str>>,
-            #[serde(default)]
-            folder: bool,
-            #[serde(default)]
-            expires: Option<u64>,
-        }
         let (rec_bytes, data) = self.fetch(who, p)?;
-        let view: View<'_> = decode(Table::FILES, &p.key(), &rec_bytes)?;
+        let view =
+            record::decode_for_read(&rec_bytes).map_err(|e| corrupt(Table::FILES, p.key(), e))?;
         let content = self.content(
             p,
             view.size,
@@ -702,17 +818,17 @@ impl DataService {
     fn fetch(
         &self,
         who: Principal<'_>,
-        p: &DataPath,
+        p: &DataPathRef<'_>,
     ) -> Result<(Vec<u8>, Option<Vec<u8>>), DataError> {
-        self.readable(who, p)?;
+        self.check_readable_ref(who, p)?;
         let key = p.key();
         let mut got = self
             .store
-            .get_many(&[(Table::FILES, &key), (Table::FILE_DATA, &key)])?
+            .get_many(&[(Table::FILES, key), (Table::FILE_DATA, key)])?
             .into_iter();
         match (got.next().flatten(), got.next().flatten()) {
             (Some(rec), data) => Ok((rec, data)),
-            (None, _) => Err(not_found_file(p)),
+            (None, _) => Err(not_found_file_ref(p)),
         }
     }
 
@@ -722,7 +838,7 @@ impl DataService {
     #[allow(clippy::too_many_arguments)]
     fn content(
         &self,
-        p: &DataPath,
+        p: &DataPathRef<'_>,
         size: u64,
         folder: bool,
         expires: Option<u64>,
@@ -731,7 +847,7 @@ impl DataService {
         max_size: u64,
     ) -> Result<Content, DataError> {
         if folder || expires.is_some_and(|e| e <= unix_now()) {
-            return Err(not_found_file(p));
+            return Err(not_found_file_ref(p));
         }
         if size > max_size {
             return Err(DataError::TooLarge(format!(
@@ -876,12 +992,12 @@ impl DataService {
                     return Err(StoreError::Backend("conflict".into()));
                 }
                 replaced_blob = match txn.get(Table::FILES, &key)? {
-                    Some(b) => serde_json::from_slice::<FileRecord>(&b)
+                    Some(b) => record::decode(&b)
                         .ok()
-                        .and_then(|r| r.blob),
+                        .and_then(|r| r.blob.map(Cow::into_owned)),
                     None => None,
                 };
-                txn.put(Table::FILES, &key, &encode(&rec))?;
+                txn.put(Table::FILES, &key, &record::encode(&rec))?;
                 match inline {
                     Some(bytes) => txn.put(Table::FILE_DATA, &key, bytes)?,
                     None => txn.delete(Table::FILE_DATA, &key)?,
@@ -912,8 +1028,9 @@ impl DataService {
         self.store.transact(&mut |txn| {
             removed = None;
             if let Some(b) = txn.get(Table::FILES, &key)? {
-                let rec: FileRecord =
-                    serde_json::from_slice(&b).map_err(|e| StoreError::Backend(e.to_string()))?;
+                let rec = record::decode(&b)
+                    .map_err(StoreError::Backend)?
+                    .into_owned();
                 txn.delete(Table::FILES, &key)?;
                 txn.delete(Table::FILE_DATA, &key)?;
                 if !p.is_temp() && !rec.folder {
@@ -973,8 +1090,9 @@ impl DataService {
             self.store.transact(&mut |txn| {
                 blobs.clear();
                 for (key, bytes) in &page {
-                    let rec: FileRecord = serde_json::from_slice(bytes)
-                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    let rec = record::decode(bytes)
+                        .map_err(StoreError::Backend)?
+                        .into_owned();
                     txn.delete(Table::FILES, key)?;
                     txn.delete(Table::FILE_DATA, key)?;
                     if !rec.folder
@@ -1057,7 +1175,7 @@ impl DataService {
                     start = format!("{prefix}{name}0");
                     continue 'pages;
                 }
-                let rec: FileRecord = decode(Table::FILES, &key, &bytes)?;
+                let rec = decode_file(&key, &bytes)?;
                 if rec.expired(now) {
                     continue;
                 }
@@ -1101,7 +1219,7 @@ impl DataService {
             )?;
             let done = page.len() <= limit;
             for (key, bytes) in page {
-                let rec: FileRecord = decode(Table::FILES, &key, &bytes)?;
+                let rec = decode_file(&key, &bytes)?;
                 after = Some(key.clone());
                 if rec.folder || rec.expired(now) {
                     continue;
@@ -1180,7 +1298,7 @@ impl DataService {
                         &encode(&Self::implicit_collection(p)),
                     )?;
                 }
-                txn.put(Table::FILES, &key, &encode(&rec))?;
+                txn.put(Table::FILES, &key, &record::encode(&rec))?;
                 txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
                 if !p.is_temp() {
                     txn.append(
@@ -1209,7 +1327,8 @@ impl DataService {
                 continue;
             }
             let prefix = format!("{}/{}/", coll.owner, coll.name);
-            for (key, rec) in self.store.scan_json::<FileRecord>(Table::FILES, &prefix)? {
+            for (key, bytes) in self.store.scan(Table::FILES, &prefix, None, usize::MAX)? {
+                let rec = decode_file(&key, &bytes)?;
                 if rec.expired(now) {
                     self.store.transact(&mut |txn| {
                         txn.delete(Table::FILES, &key)?;
@@ -1242,14 +1361,22 @@ impl DataService {
 }
 
 fn not_found_collection(p: &DataPath) -> DataError {
-    DataError::NotFound(format!(
-        "collection data://{}/{} not found: create it (wasmgrid data mk data://{}/{}) or check the name",
-        p.owner, p.collection, p.owner, p.collection
-    ))
+    not_found_collection_ref(&p.view())
 }
 
 fn not_found_file(p: &DataPath) -> DataError {
+    not_found_file_ref(&p.view())
+}
+
+fn not_found_file_ref(p: &DataPathRef<'_>) -> DataError {
     DataError::NotFound(format!("{} not found", p.uri()))
+}
+
+fn not_found_collection_ref(p: &DataPathRef<'_>) -> DataError {
+    let (owner, collection) = (p.owner(), p.collection());
+    DataError::NotFound(format!(
+        "collection data://{owner}/{collection} not found: create it (wasmgrid data mk data://{owner}/{collection}) or check the name"
+    ))
 }
 
 fn encode_marker(key: &str) -> String {
@@ -1297,7 +1424,7 @@ mod tests {
             ..Default::default()
         };
         let guest = Principal::Algorithm(&algo);
-        let readable = |d: &DataService| d.read_for_guest(guest, &p, u64::MAX).is_ok();
+        let readable = |d: &DataService| d.read_for_guest(guest, &p.view(), u64::MAX).is_ok();
         assert!(!readable(&data), "private");
         data.set_acl(key, &coll, Acl::my_algorithms()).unwrap();
         assert!(readable(&data), "owner's algorithms may read now");
@@ -1306,7 +1433,7 @@ mod tests {
         assert!(!readable(&data), "private again, at once");
         data.delete_tree(key, &coll, true).unwrap();
         assert!(matches!(
-            data.read_for_guest(guest, &p, u64::MAX),
+            data.read_for_guest(guest, &p.view(), u64::MAX),
             Err(DataError::NotFound(_))
         ));
     }
@@ -1334,5 +1461,106 @@ mod tests {
         assert_eq!(data.sweep_expired().unwrap(), 0);
         // Temp writes are not change events.
         assert!(data.outbox(0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn json_file_records_of_schema_1_stores_still_work() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let old_blob;
+        {
+            // What a schema-1 build left behind: JSON records.
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let mut w = store.create_blob().unwrap();
+            w.write_all(b"big content").unwrap();
+            old_blob = w.finish().unwrap();
+            let file = |size: u64, blob: Option<&str>, folder: bool| {
+                serde_json::to_vec(&FileRecord {
+                    size,
+                    content_type: "text/plain".into(),
+                    etag: "\"e1\"".into(),
+                    last_modified: "2024-01-02T03:04:05.123Z".into(),
+                    blob: blob.map(str::to_string),
+                    folder,
+                    expires: None,
+                })
+                .unwrap()
+            };
+            store
+                .transact(&mut |txn| {
+                    txn.put(Table::META, "schema_version", b"1")?;
+                    txn.put(
+                        Table::COLLECTIONS,
+                        "demo/c",
+                        &encode(&CollectionRecord {
+                            owner: "demo".into(),
+                            name: "c".into(),
+                            acl: Acl::my_algorithms(),
+                            created: "2024-01-02T03:04:05.123Z".into(),
+                        }),
+                    )?;
+                    txn.put(Table::FILES, "demo/c/old.txt", &file(5, None, false))?;
+                    txn.put(Table::FILE_DATA, "demo/c/old.txt", b"hello")?;
+                    txn.put(
+                        Table::FILES,
+                        "demo/c/big.bin",
+                        &file(11, Some(&old_blob), false),
+                    )?;
+                    txn.put(Table::FILES, "demo/c/dir/", &file(0, None, true))
+                })
+                .unwrap();
+        }
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        assert_eq!(
+            store.get(Table::META, "schema_version").unwrap().unwrap(),
+            crate::store::SCHEMA_VERSION.to_string().as_bytes(),
+            "migrated"
+        );
+        let data = DataService::new(store.clone());
+        let admin = Caller {
+            key_id: "k".into(),
+            owner: "admin".into(),
+            scopes: vec![Scope::Admin],
+            compat: Default::default(),
+        };
+        let key = Principal::Key(&admin);
+        let old = DataPath::new("demo", "c", "old.txt").unwrap();
+        let big = DataPath::new("demo", "c", "big.bin").unwrap();
+        let (rec, bytes) = data.read_all(key, &old, u64::MAX).unwrap();
+        assert_eq!((rec.etag.as_str(), &bytes[..]), ("\"e1\"", &b"hello"[..]));
+        assert_eq!(
+            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            b"big content"
+        );
+        let algo = GuestIdentity {
+            owner: "demo".into(),
+            name: "a".into(),
+            ..Default::default()
+        };
+        let (ct, content) = data
+            .read_for_guest(Principal::Algorithm(&algo), &old.view(), u64::MAX)
+            .unwrap();
+        assert!(matches!(content, Content::Inline(b) if &b[..] == b"hello"));
+        assert_eq!(ct, "text/plain");
+        let root = DataPath::new("demo", "c", "").unwrap();
+        let listing = data.list_level(key, &root, None, 100).unwrap();
+        assert_eq!(listing.folders.len(), 1);
+        assert_eq!(listing.files.len(), 2);
+        // Replacing the blob-backed file frees its blob (found in the JSON record).
+        data.put(key, &big, "text/plain", b"small now").unwrap();
+        assert!(store.open_blob(&old_blob).unwrap().is_none());
+        let raw = store.get(Table::FILES, "demo/c/big.bin").unwrap().unwrap();
+        assert_eq!(raw[0], record::RECORD_V1, "rewritten records are binary");
+        assert_eq!(
+            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            b"small now"
+        );
+        // Deleting an old record emits its event with the old etag.
+        assert!(data.delete(key, &old).unwrap());
+        let events = data.outbox(0, 10).unwrap();
+        let last = &events.last().unwrap().1;
+        assert_eq!(last["type"], "wasmgrid.data.FileDeleted");
+        assert_eq!(last["data"]["etag"], "\"e1\"");
+        assert_eq!(data.delete_tree(key, &root, true).unwrap(), 1);
     }
 }

@@ -102,6 +102,8 @@ impl EmbeddedStore {
             }
             // Migrations from `found` to SCHEMA_VERSION go here, one step per version.
             // Version 0 is a freshly created store: the tables above are all it needs.
+            // 1 -> 2: nothing to rewrite; file records written from now on are
+            // binary, and the data layer still reads version-1 JSON ones.
             let version = serde_json::to_vec(&SCHEMA_VERSION).map_err(backend)?;
             meta.insert("schema_version", version.as_slice())
                 .map_err(backend)?;

@@ -8,8 +8,10 @@
 //! implement the same trait later without touching the layers above.
 //!
 //! Values are JSON documents (see [`Table`] for what each table holds), so records
-//! can grow fields without a migration; structural changes bump
-//! [`SCHEMA_VERSION`] and add a step to the embedded backend's migration list.
+//! can grow fields without a migration, except file records, which every file
+//! read decodes and which have a compact versioned binary form (see
+//! `data::record`). Structural changes bump [`SCHEMA_VERSION`] and add a step
+//! to the embedded backend's migration list.
 
 mod embedded;
 
@@ -19,7 +21,13 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// The schema version this build writes. Opening a data directory written by a
 /// newer build fails with a clear error instead of misreading it.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// - 1: every value JSON.
+/// - 2: file records (table `files`) are written in a binary form; version-1
+///   JSON records are still read and become binary when next written, so the
+///   step from 1 changes no data (an older build would misread the new records,
+///   hence the bump).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// A named key space. Keys within a table are UTF-8 strings compared bytewise, so
 /// `/`-separated keys list in path order and prefix scans select a subtree.
@@ -39,7 +47,7 @@ impl Table {
     /// `owner/collection` → [`crate::data::CollectionRecord`].
     pub const COLLECTIONS: Table = Table("collections");
     /// `owner/collection/path` → [`crate::data::FileRecord`] (folder markers end
-    /// in `/`).
+    /// in `/`), binary since schema version 2 (JSON before).
     pub const FILES: Table = Table("files");
     /// `owner/collection/path` → raw bytes of a small file (large files live in
     /// blobs).
