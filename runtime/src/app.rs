@@ -4,6 +4,7 @@
 use crate::auth::KeyStore;
 use crate::data::DataService;
 use crate::engine::{Engine, EngineConfig};
+use crate::jobs::{JobService, JobsConfig};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::secrets::SecretStore;
@@ -28,6 +29,8 @@ pub struct App {
     pub data: Arc<DataService>,
     /// Per-algorithm secrets.
     pub secrets: Arc<SecretStore>,
+    /// Batch jobs (started by `server::serve`).
+    pub jobs: Arc<JobService>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Set once shutdown begins: `/readyz` turns 503.
@@ -50,6 +53,14 @@ impl App {
         if let Some(path) = keys.bootstrap_admin(data_dir)? {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
+        let metrics = Arc::new(Metrics::new());
+        let jobs = Arc::new(JobService::new(
+            store.clone(),
+            data.clone(),
+            registry.clone(),
+            metrics.clone(),
+            JobsConfig::default(),
+        ));
         Ok(Arc::new(App {
             data_dir: data_dir.to_path_buf(),
             store,
@@ -57,7 +68,8 @@ impl App {
             keys,
             data,
             secrets,
-            metrics: Arc::new(Metrics::new()),
+            jobs,
+            metrics,
             draining: AtomicBool::new(false),
             background: TaskTracker::new(),
         }))

@@ -49,6 +49,11 @@ impl Table {
     pub const OUTBOX: Table = Table("outbox");
     /// `owner/name/secret` → nonce ‖ ciphertext of a per-algorithm secret.
     pub const SECRETS: Table = Table("secrets");
+    /// job id → [`crate::jobs::JobRecord`] (ids sort newest first).
+    pub const JOBS: Table = Table("jobs");
+    /// `job id/relative input path` → [`crate::jobs::FileProgress`]: a job's
+    /// finished input files, written in the same transaction as their output.
+    pub const JOB_FILES: Table = Table("job_files");
 
     /// Every table the store knows, created when the store is opened.
     pub const ALL: &'static [Table] = &[
@@ -61,6 +66,8 @@ impl Table {
         Table::FILE_DATA,
         Table::OUTBOX,
         Table::SECRETS,
+        Table::JOBS,
+        Table::JOB_FILES,
     ];
 
     /// The table's name as stored.

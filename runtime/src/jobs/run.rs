@@ -1,0 +1,993 @@
+//! The runner of one job: a dispatcher paging through the input, workers
+//! invoking the algorithm (at most `maxConcurrency` at once), and one committer
+//! writing outputs and progress in batched transactions.
+//!
+//! ```text
+//! dispatcher ──(mini-batch, concurrency permit)──► worker ×N ──(Done)──► committer
+//!   list_tree page by page,                          read input, invoke     one transaction per
+//!   skipping files already in JOB_FILES              with retries, stage    batch: outputs +
+//!                                                    the output             JOB_FILES + job counts
+//! ```
+//!
+//! Memory stays bounded: the dispatcher holds one listing page, at most
+//! `maxConcurrency` invocations run, and finished results waiting for the
+//! committer are capped by [`RESULT_BUDGET`] bytes.
+
+use super::payload::{self, InputContent, OutputContent};
+use super::{
+    Counts, FIRST_ERRORS, FileError, FileProgress, FileStatus, Inner, InputKind, JobError,
+    JobRecord, JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
+};
+use crate::auth::Caller;
+use crate::data::{Content, DataError, DataPath, INLINE_MAX, Principal, StagedWrite};
+use crate::engine::{GuestErrorKind, InvokeError, Outcome, Payload};
+use crate::metrics::{AlgorithmLabel, CallLabels};
+use crate::registry::{Deployed, VersionSpec};
+use crate::store::{StoreError, StoreExt, Table, Txn};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Input files listed per page.
+const PAGE: usize = 256;
+/// Bytes of finished results (outputs held in memory) waiting to be committed.
+const RESULT_BUDGET: usize = 64 << 20;
+/// Results committed per transaction, at most.
+const COMMIT_BATCH: usize = 1024;
+
+/// Why a run stopped early.
+#[derive(Debug, Clone)]
+enum StopReason {
+    /// Cancel requested.
+    Canceled,
+    /// The server is shutting down: leave the job for the next start.
+    Shutdown,
+    /// Too many files failed.
+    Threshold(String),
+    /// The job cannot go on (storage, listing, a worker died).
+    Failure(String),
+}
+
+/// The first reason to stop, and a token every part of the run watches.
+#[derive(Default)]
+struct Stop {
+    reason: Mutex<Option<StopReason>>,
+    abort: CancellationToken,
+}
+
+impl Stop {
+    fn set(&self, reason: StopReason) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason);
+        }
+        self.abort.cancel();
+    }
+
+    fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+/// One input file of the run.
+#[derive(Debug, Clone)]
+struct InputFile {
+    /// Where it is.
+    path: DataPath,
+    /// Its path relative to the input folder (the key of its progress record).
+    rel: String,
+}
+
+/// A staged output of a file.
+struct Staged {
+    write: StagedWrite,
+    output_rel: String,
+}
+
+/// A finished file, on its way to the committer.
+struct Done {
+    file: InputFile,
+    attempts: u32,
+    outcome: Result<Staged, (String, String)>,
+    /// Holds its share of [`RESULT_BUDGET`] until committed.
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// What every worker of a run shares.
+struct RunCtx {
+    inner: Arc<Inner>,
+    job_id: String,
+    run: u32,
+    caller: Caller,
+    deployed: Arc<Deployed>,
+    endpoint: String,
+    settings: JobSettings,
+    input: DataPath,
+    input_kind: InputKind,
+    output: DataPath,
+    budget: Arc<Semaphore>,
+}
+
+impl RunCtx {
+    fn who(&self) -> Principal<'_> {
+        Principal::Key(&self.caller)
+    }
+
+    fn output_path(&self, rel: &str) -> Result<DataPath, DataError> {
+        let path = if self.output.path.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.output.path)
+        };
+        DataPath::new(&self.output.owner, &self.output.collection, &path)
+    }
+
+    fn relative(&self, p: &DataPath) -> String {
+        match self.input_kind {
+            InputKind::File => p.path.rsplit('/').next().unwrap_or(&p.path).to_string(),
+            InputKind::Folder if self.input.path.is_empty() => p.path.clone(),
+            InputKind::Folder => p
+                .path
+                .strip_prefix(&format!("{}/", self.input.path))
+                .unwrap_or(&p.path)
+                .to_string(),
+        }
+    }
+}
+
+fn corrupt(key: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        table: Table::JOBS.name(),
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_job(txn: &dyn Txn, id: &str) -> Result<JobRecord, StoreError> {
+    let bytes = txn
+        .get(Table::JOBS, id)?
+        .ok_or_else(|| StoreError::Backend(format!("job {id} vanished from the store")))?;
+    serde_json::from_slice(&bytes).map_err(|e| corrupt(id, e))
+}
+
+fn write_job(txn: &mut dyn Txn, rec: &JobRecord) -> Result<(), StoreError> {
+    txn.put(
+        Table::JOBS,
+        &rec.id,
+        &serde_json::to_vec(rec).unwrap_or_default(),
+    )
+}
+
+/// Runs job `id` to its end (or until shutdown), then tells the observer.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    id: String,
+    cancel: CancellationToken,
+    finished: CancellationToken,
+) {
+    let ended = match run_job(&inner, &id, &cancel).await {
+        Ok(ended) => ended,
+        Err(e) if inner.shutdown.is_cancelled() => {
+            tracing::warn!(job = %id, error = %e, "job runner stopped by shutdown");
+            None
+        }
+        Err(e) => {
+            tracing::error!(job = %id, error = %e, "job runner failed");
+            let message = format!("the job could not continue: {e}");
+            match finish(&inner, &id, JobStatus::Failed, Some(message)).await {
+                Ok(rec) => Some(rec),
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "cannot record the job's failure; it resumes at the next start");
+                    None
+                }
+            }
+        }
+    };
+    if let Some(rec) = ended {
+        tracing::info!(job = %id, status = ?rec.status, succeeded = rec.counts.succeeded, failed = rec.counts.failed, "job ended");
+        let inner2 = inner.clone();
+        let _ = tokio::task::spawn_blocking(move || notify(&inner2, rec)).await;
+    }
+    if let Ok(mut active) = inner.active.lock() {
+        active.remove(&id);
+    }
+    finished.cancel();
+}
+
+/// Tells the observer that a job ended, then records that it was told.
+pub(super) fn notify(inner: &Inner, rec: JobRecord) {
+    let observer = inner.observer.read().ok().and_then(|o| o.clone());
+    if let Some(o) = &observer {
+        o.job_ended(&rec);
+    }
+    let id = rec.id.clone();
+    let result = inner.store.transact(&mut |txn| {
+        let mut rec = read_job(txn, &id)?;
+        rec.notified = true;
+        write_job(txn, &rec)
+    });
+    if let Err(e) = result {
+        tracing::warn!(job = %id, error = %e, "cannot record that the job's end was announced; it is announced again at the next start");
+    }
+}
+
+/// The run itself: `Ok(Some(job))` when the job ended, `Ok(None)` when the
+/// runner stopped for shutdown (the job resumes at the next start).
+async fn run_job(
+    inner: &Arc<Inner>,
+    id: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<JobRecord>, JobError> {
+    let _slot = tokio::select! {
+        biased;
+        _ = inner.shutdown.cancelled() => return Ok(None),
+        _ = cancel.cancelled() => {
+            return finish(inner, id, JobStatus::Canceled, Some("canceled while queued".into()))
+                .await
+                .map(Some);
+        }
+        slot = inner.slots.clone().acquire_owned() => {
+            slot.map_err(|_| JobError::Unavailable("the job service is closed".into()))?
+        }
+    };
+    let store = inner.store.clone();
+    let key = id.to_string();
+    let rec = blocking(move || {
+        store
+            .get_json::<JobRecord>(Table::JOBS, &key)?
+            .ok_or_else(|| super::not_found(&key))
+    })
+    .await?;
+    if rec.status.is_terminal() {
+        return Ok(None);
+    }
+    if rec.cancel_requested || cancel.is_cancelled() {
+        return finish(
+            inner,
+            id,
+            JobStatus::Canceled,
+            Some("canceled by request".into()),
+        )
+        .await
+        .map(Some);
+    }
+
+    // The job runs the version resolved at submission, even if newer ones appear.
+    let (owner, name) = rec
+        .algorithm
+        .split_once('/')
+        .unwrap_or((&rec.algorithm, ""));
+    let deployed = semver::Version::parse(&rec.version)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            inner
+                .registry
+                .resolve(owner, name, &VersionSpec::Exact(v))
+                .map_err(|e| e.to_string())
+        });
+    let deployed = match deployed {
+        Ok(d) => d,
+        Err(e) => {
+            let message = format!(
+                "{}/{} cannot run: {e} (was the version deleted? submit the job again)",
+                rec.algorithm, rec.version
+            );
+            return finish(inner, id, JobStatus::Failed, Some(message))
+                .await
+                .map(Some);
+        }
+    };
+
+    let caller = rec.submitter.caller();
+    let input = Principal::Key(&caller).parse(&rec.input)?;
+    let output = Principal::Key(&caller).parse(&rec.output)?;
+    let started = {
+        let (inner, id, caller, input) =
+            (inner.clone(), id.to_string(), caller.clone(), input.clone());
+        let kind = rec.input_kind;
+        blocking(move || start_run(&inner, &id, &caller, &input, kind)).await
+    };
+    let run_no = match started {
+        Ok(n) => n,
+        Err(JobError::Data(e)) => {
+            let message = format!("cannot list the input {}: {e}", rec.input);
+            return finish(inner, id, JobStatus::Failed, Some(message))
+                .await
+                .map(Some);
+        }
+        Err(e) => return Err(e),
+    };
+    let ctx = Arc::new(RunCtx {
+        inner: inner.clone(),
+        job_id: id.to_string(),
+        run: run_no,
+        endpoint: deployed.endpoint(),
+        deployed,
+        settings: rec.settings.clone(),
+        input,
+        input_kind: rec.input_kind,
+        output,
+        caller,
+        budget: Arc::new(Semaphore::new(RESULT_BUDGET)),
+    });
+
+    let stop = Arc::new(Stop::default());
+    let watcher = {
+        let stop = stop.clone();
+        let cancel = cancel.clone();
+        let shutdown = inner.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => stop.set(StopReason::Canceled),
+                _ = shutdown.cancelled() => stop.set(StopReason::Shutdown),
+                _ = stop.abort.cancelled() => {}
+            }
+        })
+    };
+    process_all(&ctx, &stop).await;
+    watcher.abort();
+
+    match stop.reason() {
+        None => finish(inner, id, JobStatus::Completed, None)
+            .await
+            .map(Some),
+        Some(StopReason::Canceled) => finish(
+            inner,
+            id,
+            JobStatus::Canceled,
+            Some("canceled by request".into()),
+        )
+        .await
+        .map(Some),
+        Some(StopReason::Threshold(m)) | Some(StopReason::Failure(m)) => {
+            finish(inner, id, JobStatus::Failed, Some(m))
+                .await
+                .map(Some)
+        }
+        Some(StopReason::Shutdown) => Ok(None),
+    }
+}
+
+/// Marks the job `Running` for a new run, with the input counted; returns the
+/// run number.
+fn start_run(
+    inner: &Inner,
+    job_id: &str,
+    caller: &Caller,
+    input: &DataPath,
+    kind: InputKind,
+) -> Result<u32, JobError> {
+    let total = match kind {
+        InputKind::File => 1,
+        InputKind::Folder => {
+            let mut n = 0u64;
+            let mut after: Option<String> = None;
+            loop {
+                let (files, next) = inner.data.list_tree(
+                    Principal::Key(caller),
+                    input,
+                    after.as_deref(),
+                    crate::data::MAX_PAGE,
+                )?;
+                n += files.len() as u64;
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break n,
+                }
+            }
+        }
+    };
+    let mut run = 0;
+    inner.store.transact(&mut |txn| {
+        let mut rec = read_job(txn, job_id)?;
+        rec.status = JobStatus::Running;
+        rec.runs += 1;
+        run = rec.runs;
+        if rec.started.is_none() {
+            rec.started = Some(now_rfc3339());
+        }
+        // Files finished in earlier runs stay counted even if they are gone now.
+        rec.counts.total = total.max(rec.counts.succeeded + rec.counts.failed);
+        rec.counts.recompute_pending();
+        write_job(txn, &rec)
+    })?;
+    Ok(run)
+}
+
+/// Dispatches every pending input file and commits the results; returns when
+/// all are done or the run was stopped (see `stop`).
+async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
+    let concurrency = ctx
+        .settings
+        .max_concurrency
+        .min(ctx.deployed.record.settings.concurrency)
+        .max(1) as usize;
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut workers = JoinSet::new();
+    let (tx, rx) = mpsc::unbounded_channel::<Done>();
+    let committer = tokio::spawn(commit_loop(ctx.clone(), rx, stop.clone()));
+
+    let per_batch = ctx.settings.mini_batch_size.max(1) as usize;
+    let mut batch: Vec<InputFile> = Vec::with_capacity(per_batch);
+    let mut after: Option<String> = None;
+    'listing: loop {
+        if stop.abort.is_cancelled() {
+            break;
+        }
+        let page = {
+            let ctx = ctx.clone();
+            let after = after.clone();
+            blocking(move || next_page(&ctx, after)).await
+        };
+        let (files, next) = match page {
+            Ok(p) => p,
+            Err(e) => {
+                stop.set(StopReason::Failure(format!(
+                    "listing the input {} failed: {e}",
+                    ctx.input.uri()
+                )));
+                break;
+            }
+        };
+        for f in files {
+            batch.push(f);
+            if batch.len() >= per_batch {
+                let files = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
+                if !dispatch(ctx, &permits, &mut workers, &tx, stop, files).await {
+                    break 'listing;
+                }
+            }
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if !batch.is_empty() && !stop.abort.is_cancelled() {
+        dispatch(ctx, &permits, &mut workers, &tx, stop, batch).await;
+    }
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                None => break,
+                Some(Err(e)) if e.is_panic() => {
+                    stop.set(StopReason::Failure("a job worker crashed (a bug): see the server log".into()));
+                }
+                Some(_) => {}
+            },
+            _ = stop.abort.cancelled() => {
+                // Abandon in-flight invocations; their files run again if the
+                // job is resumed.
+                workers.abort_all();
+                while workers.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    drop(tx);
+    if let Err(e) = committer.await {
+        stop.set(StopReason::Failure(format!(
+            "the job committer failed: {e}"
+        )));
+    }
+}
+
+/// Starts a worker for one mini-batch once a concurrency permit is free;
+/// `false` if the run was stopped meanwhile.
+async fn dispatch(
+    ctx: &Arc<RunCtx>,
+    permits: &Arc<Semaphore>,
+    workers: &mut JoinSet<()>,
+    tx: &mpsc::UnboundedSender<Done>,
+    stop: &Stop,
+    files: Vec<InputFile>,
+) -> bool {
+    let permit = tokio::select! {
+        p = permits.clone().acquire_owned() => match p {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        _ = stop.abort.cancelled() => return false,
+    };
+    // Reap finished workers so the set holds only running ones.
+    while workers.try_join_next().is_some() {}
+    let ctx = ctx.clone();
+    let tx = tx.clone();
+    workers.spawn(async move {
+        for done in process(&ctx, files).await {
+            // The committer outlives every worker; a send fails only if it died.
+            let _ = tx.send(done);
+        }
+        drop(permit);
+    });
+    true
+}
+
+/// The next page of input files not yet finished, and where the page after
+/// starts.
+fn next_page(
+    ctx: &RunCtx,
+    after: Option<String>,
+) -> Result<(Vec<InputFile>, Option<String>), JobError> {
+    let (files, next) = match ctx.input_kind {
+        InputKind::File => {
+            if after.is_some() {
+                return Ok((Vec::new(), None));
+            }
+            (vec![ctx.input.clone()], None)
+        }
+        InputKind::Folder => {
+            let (files, next) =
+                ctx.inner
+                    .data
+                    .list_tree(ctx.who(), &ctx.input, after.as_deref(), PAGE)?;
+            (files.into_iter().map(|(p, _)| p).collect(), next)
+        }
+    };
+    let files: Vec<InputFile> = files
+        .into_iter()
+        .map(|path| InputFile {
+            rel: ctx.relative(&path),
+            path,
+        })
+        .collect();
+    let keys: Vec<String> = files
+        .iter()
+        .map(|f| format!("{}/{}", ctx.job_id, f.rel))
+        .collect();
+    let reads: Vec<(Table, &str)> = keys
+        .iter()
+        .map(|k| (Table::JOB_FILES, k.as_str()))
+        .collect();
+    let done = ctx.inner.store.get_many(&reads)?;
+    let pending = files
+        .into_iter()
+        .zip(done)
+        .filter(|(_, d)| d.is_none())
+        .map(|(f, _)| f)
+        .collect();
+    Ok((pending, next))
+}
+
+/// The API's error_type of a failed invocation.
+fn invoke_error_type(e: &InvokeError) -> &'static str {
+    match e {
+        InvokeError::Guest {
+            kind: GuestErrorKind::Transient,
+            ..
+        } => "TransientAlgorithmError",
+        InvokeError::Guest { .. } => "AlgorithmError",
+        InvokeError::Timeout { .. } => "TimeoutError",
+        InvokeError::OutOfMemory { .. } => "OutOfMemoryError",
+        InvokeError::StackOverflow { .. } => "StackOverflowError",
+        InvokeError::Crash { .. } => "CrashError",
+        InvokeError::Overloaded(_) => "Overloaded",
+        InvokeError::Host(_) => "InternalError",
+    }
+}
+
+/// The API's error_type of a data failure.
+fn data_error_type(e: &DataError) -> &'static str {
+    match e {
+        DataError::NotFound(_) => "NotFound",
+        DataError::Forbidden(_) => "AuthError",
+        DataError::InvalidUri(_) | DataError::Invalid(_) => "InputError",
+        DataError::TooLarge(_) => "PayloadTooLarge",
+        DataError::Conflict(_) => "AlreadyExists",
+        DataError::Unavailable(_) => "InternalError",
+    }
+}
+
+/// Failures that may pass on their own: worth another attempt.
+fn retryable(e: &InvokeError) -> bool {
+    matches!(
+        e,
+        InvokeError::Guest {
+            kind: GuestErrorKind::Transient,
+            ..
+        } | InvokeError::Timeout { .. }
+            | InvokeError::Overloaded(_)
+            | InvokeError::Host(_)
+    )
+}
+
+/// Counts an invocation as running for the `invocations_in_flight` gauge, even
+/// if the worker is abandoned mid-call.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Calls the algorithm, retrying retryable failures with exponential backoff.
+/// Returns the last result and the number of attempts.
+async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, u32) {
+    let timeout = ctx.settings.timeout.map(Duration::from_secs_f64);
+    let metrics = &ctx.inner.metrics;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        metrics.in_flight.inc();
+        let guard = InFlight(&metrics.in_flight);
+        let result = ctx
+            .inner
+            .registry
+            .invoke(&ctx.deployed, input.clone(), None, timeout)
+            .await;
+        drop(guard);
+        let outcome = match &result {
+            Ok(o) => {
+                metrics
+                    .invocation_seconds
+                    .get_or_create(&AlgorithmLabel {
+                        algorithm: ctx.endpoint.clone(),
+                    })
+                    .observe(o.duration.as_secs_f64());
+                "ok"
+            }
+            Err(e) => invoke_error_type(e),
+        };
+        metrics
+            .invocations
+            .get_or_create(&CallLabels {
+                algorithm: ctx.endpoint.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        match result {
+            Err(e) if retryable(&e) && attempts <= ctx.settings.retries => {
+                let cfg = &ctx.inner.config;
+                let exp = cfg
+                    .backoff
+                    .saturating_mul(1u32 << (attempts - 1).min(16))
+                    .min(cfg.max_backoff);
+                // ±50% jitter, so files that failed together do not retry together.
+                let delay = exp.mul_f64(0.5 + rand::random::<f64>());
+                tracing::debug!(job = %ctx.job_id, attempt = attempts, ?delay, error = %e, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+            other => return (other, attempts),
+        }
+    }
+}
+
+/// Reads an input file for the submitter.
+async fn read_input(ctx: &RunCtx, f: &InputFile) -> Result<InputContent, (String, String)> {
+    let fail = |e: DataError| (data_error_type(&e).to_string(), e.to_string());
+    let (rec, content) = ctx
+        .inner
+        .data
+        .read(ctx.who(), &f.path, MAX_INPUT_BYTES)
+        .map_err(fail)?;
+    let body = match content {
+        Content::Inline(b) => b,
+        Content::Blob(mut file) => {
+            let uri = f.path.uri();
+            let size = rec.size as usize;
+            tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = Vec::with_capacity(size);
+                file.read_to_end(&mut buf)
+                    .map(|_| bytes::Bytes::from(buf))
+                    .map_err(|e| DataError::Unavailable(format!("reading {uri}: {e}")))
+            })
+            .await
+            .map_err(|e| ("InternalError".to_string(), format!("reader failed: {e}")))?
+            .map_err(fail)?
+        }
+    };
+    Ok(InputContent {
+        uri: f.path.uri(),
+        content_type: rec.content_type,
+        body,
+    })
+}
+
+/// Stages the output of one file (blob writes for large outputs happen here,
+/// on a blocking thread).
+async fn stage(
+    ctx: &RunCtx,
+    f: &InputFile,
+    input_type: &str,
+    out: OutputContent,
+) -> Result<Staged, (String, String)> {
+    let fail = |e: DataError| (data_error_type(&e).to_string(), e.to_string());
+    let output_rel = payload::output_name(&f.rel, input_type, &out.content_type);
+    let path = ctx.output_path(&output_rel).map_err(fail)?;
+    let write = if out.body.len() > INLINE_MAX {
+        let data = ctx.inner.data.clone();
+        let caller = ctx.caller.clone();
+        tokio::task::spawn_blocking(move || {
+            data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
+        })
+        .await
+        .map_err(|e| ("InternalError".to_string(), format!("writer failed: {e}")))?
+    } else {
+        ctx.inner
+            .data
+            .stage_write(ctx.who(), &path, &out.content_type, out.body)
+    }
+    .map_err(fail)?;
+    Ok(Staged { write, output_rel })
+}
+
+/// Processes one mini-batch: read, invoke, stage outputs. Every file comes
+/// back as a [`Done`], holding its share of the result budget.
+async fn process(ctx: &RunCtx, files: Vec<InputFile>) -> Vec<Done> {
+    let mut results: Vec<(InputFile, u32, Result<Staged, (String, String)>)> =
+        Vec::with_capacity(files.len());
+    let mut inputs = Vec::with_capacity(files.len());
+    for f in files {
+        match read_input(ctx, &f).await {
+            Ok(content) => inputs.push((f, content)),
+            Err(e) => results.push((f, 0, Err(e))),
+        }
+    }
+    if !inputs.is_empty() {
+        let total: u64 = inputs.iter().map(|(_, c)| c.body.len() as u64).sum();
+        if total > MAX_INPUT_BYTES {
+            let message = format!(
+                "the input of one invocation is {total} bytes, more than the limit of {} MiB; use a smaller miniBatchSize or smaller files",
+                MAX_INPUT_BYTES >> 20
+            );
+            for (f, _) in inputs {
+                results.push((f, 0, Err(("PayloadTooLarge".into(), message.clone()))));
+            }
+        } else if inputs.len() == 1 {
+            let (f, content) = inputs.remove(0);
+            let (result, attempts) = invoke(ctx, payload::single(&content)).await;
+            let outcome = match result {
+                Ok(o) => {
+                    stage(
+                        ctx,
+                        &f,
+                        &content.content_type,
+                        OutputContent {
+                            content_type: o.output.content_type,
+                            body: o.output.body,
+                        },
+                    )
+                    .await
+                }
+                Err(e) => Err((invoke_error_type(&e).to_string(), e.to_string())),
+            };
+            results.push((f, attempts, outcome));
+        } else {
+            let contents: Vec<InputContent> = inputs.iter().map(|(_, c)| c.clone()).collect();
+            let (result, attempts) = invoke(ctx, payload::mini_batch(&contents)).await;
+            let split = match result {
+                Ok(o) => payload::split_mini_batch(&o.output, inputs.len())
+                    .map_err(|m| ("AlgorithmError".to_string(), m)),
+                Err(e) => Err((invoke_error_type(&e).to_string(), e.to_string())),
+            };
+            match split {
+                Ok(outputs) => {
+                    for ((f, content), out) in inputs.into_iter().zip(outputs) {
+                        let staged = stage(ctx, &f, &content.content_type, out).await;
+                        results.push((f, attempts, staged));
+                    }
+                }
+                Err(e) => {
+                    for (f, _) in inputs {
+                        results.push((f, attempts, Err(e.clone())));
+                    }
+                }
+            }
+        }
+    }
+    let mut done = Vec::with_capacity(results.len());
+    for (file, attempts, outcome) in results {
+        let cost = match &outcome {
+            Ok(s) => s.write.record().size as usize,
+            Err(_) => 0,
+        }
+        .clamp(1024, RESULT_BUDGET) as u32;
+        let budget = ctx.budget.clone().acquire_many_owned(cost).await.ok();
+        done.push(Done {
+            file,
+            attempts,
+            outcome,
+            _budget: budget,
+        });
+    }
+    done
+}
+
+/// Commits finished files in batches (one transaction each) until every worker
+/// is gone; stops the run when the error threshold is exceeded.
+async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, stop: Arc<Stop>) {
+    let mut failed_storage = false;
+    loop {
+        let mut batch = Vec::with_capacity(64);
+        if rx.recv_many(&mut batch, COMMIT_BATCH).await == 0 {
+            return;
+        }
+        if failed_storage {
+            discard(&ctx, batch);
+            continue;
+        }
+        let committed = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || commit_batch(&ctx, batch)).await
+        };
+        match committed {
+            Ok(Ok(counts)) => {
+                let threshold = ctx.settings.error_threshold;
+                if threshold >= 0 && counts.failed > threshold as u64 {
+                    stop.set(StopReason::Threshold(format!(
+                        "{} files failed, more than errorThreshold={threshold}; the first errors are listed in `errors` (all: GET /v1/jobs/{}/files?status=failed)",
+                        counts.failed, ctx.job_id
+                    )));
+                }
+            }
+            Ok(Err(e)) => {
+                failed_storage = true;
+                stop.set(StopReason::Failure(format!(
+                    "recording finished files failed: {e}"
+                )));
+            }
+            Err(e) => {
+                failed_storage = true;
+                stop.set(StopReason::Failure(format!(
+                    "the job committer failed: {e}"
+                )));
+            }
+        }
+    }
+}
+
+fn discard(ctx: &RunCtx, batch: Vec<Done>) {
+    for d in batch {
+        if let Ok(s) = d.outcome {
+            ctx.inner.data.discard(s.write);
+        }
+    }
+}
+
+/// One transaction: every output of the batch, every file's progress record,
+/// and the job's counts and first errors. Returns the job's counts after it.
+fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
+    let mut counts = Counts::default();
+    let mut replaced: Vec<String> = Vec::new();
+    let result = ctx.inner.store.transact(&mut |txn| {
+        replaced.clear();
+        let mut rec = read_job(txn, &ctx.job_id)?;
+        for d in &batch {
+            let (output, error) = match &d.outcome {
+                Ok(s) => match s.write.apply(txn)? {
+                    Ok(old) => {
+                        replaced.extend(old);
+                        (Some(s.output_rel.clone()), None)
+                    }
+                    Err(e) => (None, Some((data_error_type(&e).to_string(), e.to_string()))),
+                },
+                Err(e) => (None, Some(e.clone())),
+            };
+            let progress = match error {
+                None => {
+                    rec.counts.succeeded += 1;
+                    FileProgress {
+                        status: FileStatus::Succeeded,
+                        attempts: d.attempts,
+                        run: ctx.run,
+                        output,
+                        error_type: None,
+                        message: None,
+                    }
+                }
+                Some((error_type, message)) => {
+                    rec.counts.failed += 1;
+                    if rec.errors.len() < FIRST_ERRORS {
+                        rec.errors.push(FileError {
+                            file: d.file.path.uri(),
+                            error_type: error_type.clone(),
+                            message: message.clone(),
+                        });
+                    }
+                    FileProgress {
+                        status: FileStatus::Failed,
+                        attempts: d.attempts,
+                        run: ctx.run,
+                        output: None,
+                        error_type: Some(error_type),
+                        message: Some(message),
+                    }
+                }
+            };
+            txn.put(
+                Table::JOB_FILES,
+                &format!("{}/{}", ctx.job_id, d.file.rel),
+                &serde_json::to_vec(&progress).unwrap_or_default(),
+            )?;
+        }
+        rec.counts.recompute_pending();
+        counts = rec.counts;
+        write_job(txn, &rec)
+    });
+    match result {
+        Ok(()) => {
+            for blob in &replaced {
+                let _ = ctx.inner.store.delete_blob(blob);
+            }
+            Ok(counts)
+        }
+        Err(e) => {
+            discard(ctx, batch);
+            Err(e.into())
+        }
+    }
+}
+
+/// Ends a job: final status and timings, and `_summary.json` in the output
+/// folder, in one transaction. Returns the final record.
+pub(super) async fn finish(
+    inner: &Arc<Inner>,
+    id: &str,
+    status: JobStatus,
+    message: Option<String>,
+) -> Result<JobRecord, JobError> {
+    let inner = inner.clone();
+    let id = id.to_string();
+    blocking(move || {
+        let apply = |rec: &mut JobRecord| {
+            rec.status = status;
+            rec.ended = Some(now_rfc3339());
+            if rec.started.is_none() {
+                rec.started = rec.ended.clone();
+            }
+            rec.message = message.clone();
+            if status == JobStatus::Completed {
+                rec.counts.total = rec.counts.succeeded + rec.counts.failed;
+            }
+            rec.counts.recompute_pending();
+        };
+        let mut preview = inner
+            .store
+            .get_json::<JobRecord>(Table::JOBS, &id)?
+            .ok_or_else(|| super::not_found(&id))?;
+        apply(&mut preview);
+        let caller = preview.submitter.caller();
+        let who = Principal::Key(&caller);
+        let summary = who
+            .parse(&format!("{}{SUMMARY_FILE}", preview.output))
+            .and_then(|p| {
+                let body = serde_json::to_vec_pretty(&preview.view()).unwrap_or_default();
+                inner
+                    .data
+                    .stage_write(who, &p, "application/json", body.into())
+            });
+        let summary = match summary {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "cannot write the job summary");
+                None
+            }
+        };
+        let mut final_rec = None;
+        let result = inner.store.transact(&mut |txn| {
+            let mut rec = read_job(txn, &id)?;
+            apply(&mut rec);
+            if let Some(s) = &summary
+                && let Err(e) = s.apply(txn)?
+            {
+                tracing::warn!(job = %id, error = %e, "cannot write the job summary");
+            }
+            write_job(txn, &rec)?;
+            final_rec = Some(rec);
+            Ok(())
+        });
+        if let Err(e) = result {
+            if let Some(s) = summary {
+                inner.data.discard(s);
+            }
+            return Err(e.into());
+        }
+        final_rec.ok_or_else(|| JobError::Unavailable("the final transaction did not run".into()))
+    })
+    .await
+}
