@@ -9,5 +9,6 @@ mod data;
 mod deploy;
 mod faults;
 mod invoke;
+mod jobs;
 mod lifecycle;
 mod sdks;

@@ -2,6 +2,7 @@
 
 mod client;
 mod data;
+mod jobs;
 pub mod up;
 
 pub use client::Client;
@@ -140,6 +141,9 @@ enum Command {
     /// Per-algorithm secrets: set, rm, ls.
     #[command(subcommand)]
     Secret(data::SecretCommand),
+    /// Batch jobs over data collections: submit, wait, status, ls, cancel.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -430,6 +434,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
             data::run_secret(&client, cmd)
+        }
+        Command::Job(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            jobs::run_job(&client, cmd)
         }
         Command::Key(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;

@@ -912,20 +912,29 @@ fn check_locations(
     } else {
         match data.stat(who, &input) {
             Ok(rec) if !rec.folder => InputKind::File,
-            Ok(_) => InputKind::Folder,
-            Err(DataError::NotFound(_)) => {
-                let (files, next) = data.list_tree(who, &input, None, 1)?;
-                if files.is_empty() && next.is_none() {
+            Ok(_) | Err(DataError::NotFound(_)) => InputKind::Folder,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if kind == InputKind::Folder {
+        // A folder must hold at least one file (pages may hold only folder markers).
+        let mut after: Option<String> = None;
+        loop {
+            let (files, next) = data.list_tree(who, &input, after.as_deref(), 16)?;
+            if !files.is_empty() {
+                break;
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => {
                     return Err(JobError::Data(DataError::NotFound(format!(
                         "{} is neither a file nor a folder with files in it: upload the inputs first (wasmgrid data put)",
                         input.uri()
                     ))));
                 }
-                InputKind::Folder
             }
-            Err(e) => return Err(e.into()),
         }
-    };
+    }
     let in_prefix = match kind {
         InputKind::Folder => input.folder_prefix(),
         InputKind::File => parent_prefix(&input),
