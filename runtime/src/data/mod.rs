@@ -306,6 +306,9 @@ pub struct FileEntry {
     pub etag: String,
 }
 
+/// One file read for a guest: its content type and content, or why not.
+pub type GuestRead = Result<(String, Content), DataError>;
+
 /// A page of a recursive listing: `(path, record)` pairs and the marker of the
 /// next page.
 pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
@@ -343,10 +346,7 @@ impl StagedWrite {
         txn: &mut dyn Txn,
     ) -> Result<Result<Option<String>, DataError>, StoreError> {
         let p = &self.path;
-        if DataService::collection_in(txn, p)
-            .map_err(|e| StoreError::Backend(e.to_string()))?
-            .is_none()
-        {
+        if txn.get(Table::COLLECTIONS, &p.collection_key())?.is_none() {
             // Writing into a collection that does not exist creates it, private.
             txn.put(
                 Table::COLLECTIONS,
@@ -427,24 +427,48 @@ pub fn etag_of(digest: &[u8]) -> String {
     format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
+/// The CloudEvent recorded for a change (typed, so that encoding it builds no
+/// intermediate JSON tree: it is on the path of every write).
+#[derive(Serialize)]
+struct ChangeEvent<'a> {
+    specversion: &'static str,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    subject: String,
+    time: String,
+    datacontenttype: &'static str,
+    data: ChangeData<'a>,
+}
+
+/// The `data` of a [`ChangeEvent`].
+#[derive(Serialize)]
+struct ChangeData<'a> {
+    uri: String,
+    size: u64,
+    #[serde(rename = "contentType")]
+    content_type: &'a str,
+    etag: &'a str,
+}
+
 /// The CloudEvent recorded for a change.
-fn change_event(kind: &str, p: &DataPath, rec: &FileRecord) -> serde_json::Value {
-    let id = uuid_v4();
-    serde_json::json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": format!("/collections/{}/{}", p.owner, p.collection),
-        "type": format!("wasmgrid.data.{kind}"),
-        "subject": format!("/collections/{}/{}/files/{}", p.owner, p.collection, p.path),
-        "time": now_rfc3339(),
-        "datacontenttype": "application/json",
-        "data": {
-            "uri": p.uri(),
-            "size": rec.size,
-            "contentType": rec.content_type,
-            "etag": rec.etag,
+fn change_event<'a>(kind: &str, p: &DataPath, rec: &'a FileRecord) -> ChangeEvent<'a> {
+    ChangeEvent {
+        specversion: "1.0",
+        id: uuid_v4(),
+        source: format!("/collections/{}/{}", p.owner, p.collection),
+        ty: format!("wasmgrid.data.{kind}"),
+        subject: format!("/collections/{}/{}/files/{}", p.owner, p.collection, p.path),
+        time: now_rfc3339(),
+        datacontenttype: "application/json",
+        data: ChangeData {
+            uri: p.uri(),
+            size: rec.size,
+            content_type: &rec.content_type,
+            etag: &rec.etag,
         },
-    })
+    }
 }
 
 /// A random (version 4) UUID.
@@ -737,6 +761,51 @@ impl DataService {
         p: &DataPath,
         max_size: u64,
     ) -> Result<(String, Content), DataError> {
+        let (rec_bytes, data) = self.fetch(who, p)?;
+        self.guest_content(p, &rec_bytes, data, max_size)
+    }
+
+    /// Reads several files for a reader that needs content type and bytes only
+    /// (batch jobs prefetch their inputs this way), from one snapshot: one
+    /// access check per collection and one store read for all of them. Each
+    /// file has its own result.
+    pub fn read_many_for_guest(
+        &self,
+        who: Principal<'_>,
+        paths: &[DataPath],
+        max_size: u64,
+    ) -> Result<Vec<GuestRead>, DataError> {
+        let mut checked: Option<(&str, &str)> = None;
+        for p in paths {
+            if checked != Some((p.owner.as_str(), p.collection.as_str())) {
+                self.readable(who, p)?;
+                checked = Some((p.owner.as_str(), p.collection.as_str()));
+            }
+        }
+        let keys: Vec<String> = paths.iter().map(DataPath::key).collect();
+        let reads: Vec<(Table, &str)> = keys
+            .iter()
+            .flat_map(|k| [(Table::FILES, k.as_str()), (Table::FILE_DATA, k.as_str())])
+            .collect();
+        let mut got = self.store.get_many(&reads)?.into_iter();
+        Ok(paths
+            .iter()
+            .map(|p| match (got.next().flatten(), got.next().flatten()) {
+                (Some(rec), data) => self.guest_content(p, &rec, data, max_size),
+                (None, _) => Err(not_found_file(p)),
+            })
+            .collect())
+    }
+
+    /// Decodes only the fields of a file record a guest read needs (no
+    /// allocation of the others) and returns the content type and content.
+    fn guest_content(
+        &self,
+        p: &DataPath,
+        rec_bytes: &[u8],
+        data: Option<Vec<u8>>,
+        max_size: u64,
+    ) -> Result<(String, Content), DataError> {
         /// The fields of a [`FileRecord`] a read needs, borrowed from the stored JSON.
         #[derive(Deserialize)]
         struct View<'a> {
@@ -750,8 +819,7 @@ impl DataService {
             #[serde(default)]
             expires: Option<u64>,
         }
-        let (rec_bytes, data) = self.fetch(who, p)?;
-        let view: View<'_> = decode(Table::FILES, &p.key(), &rec_bytes)?;
+        let view: View<'_> = decode(Table::FILES, &p.key(), rec_bytes)?;
         let content = self.content(
             p,
             view.size,

@@ -9,9 +9,10 @@
 //!                                                    the output             JOB_FILES + job counts
 //! ```
 //!
-//! Memory stays bounded: the dispatcher holds one listing page, at most
-//! `maxConcurrency` invocations run, and finished results waiting for the
-//! committer are capped by [`RESULT_BUDGET`] bytes.
+//! Memory stays bounded: the dispatcher holds two listing pages (with at most
+//! [`PREFETCH_BYTES`] of small files read ahead each), at most `maxConcurrency`
+//! invocations run, loaded inputs are capped by [`INPUT_BUDGET`] bytes and
+//! finished results waiting for the committer by [`RESULT_BUDGET`] bytes.
 
 use super::payload::{self, InputContent, OutputContent};
 use super::{
@@ -34,8 +35,15 @@ use tokio_util::sync::CancellationToken;
 const PAGE: usize = 256;
 /// Bytes of finished results (outputs held in memory) waiting to be committed.
 const RESULT_BUDGET: usize = 64 << 20;
+/// Bytes of loaded inputs queued for or held by the workers.
+const INPUT_BUDGET: usize = 64 << 20;
 /// Results committed per transaction, at most.
 const COMMIT_BATCH: usize = 1024;
+/// Shortest time between two commits of a run while results keep coming: one
+/// transaction (and fsync) then covers many files.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(25);
+/// Bytes of small input files read ahead per listing page.
+const PREFETCH_BYTES: u64 = 8 << 20;
 
 /// Why a run stopped early.
 #[derive(Debug, Clone)]
@@ -81,19 +89,74 @@ struct InputFile {
     rel: String,
 }
 
-/// A staged output of a file.
-struct Staged {
-    write: StagedWrite,
-    output_rel: String,
+/// A file's output: staged by the worker when large (its blob is written on
+/// the worker's side), else staged by the committer just before its
+/// transaction, off the invocation path.
+enum Output {
+    /// Small output, not staged yet.
+    Pending {
+        /// Path relative to the output folder.
+        output_rel: String,
+        /// Media type.
+        content_type: String,
+        /// Bytes.
+        body: bytes::Bytes,
+    },
+    /// Staged (large output, in a blob already).
+    Staged {
+        /// Path relative to the output folder.
+        output_rel: String,
+        /// The write.
+        write: Box<StagedWrite>,
+    },
 }
+
+/// Why a file failed: the API's error_type and a message.
+#[derive(Debug, Clone)]
+struct Failure {
+    error_type: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(error_type: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            error_type: error_type.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn data(e: &DataError) -> Failure {
+        Failure::new(data_error_type(e), e.to_string())
+    }
+
+    fn invoke(e: &InvokeError) -> Failure {
+        Failure::new(invoke_error_type(e), e.to_string())
+    }
+}
+
+/// An input file as the dispatcher hands it to a worker.
+type Input = (InputFile, Result<Loaded, Failure>);
 
 /// A finished file, on its way to the committer.
 struct Done {
     file: InputFile,
     attempts: u32,
-    outcome: Result<Staged, (String, String)>,
+    outcome: Result<Output, Failure>,
     /// Holds its share of [`RESULT_BUDGET`] until committed.
     _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// An input file loaded by the dispatcher.
+enum Loaded {
+    /// Content in memory.
+    Ready(InputContent),
+    /// A large file: the worker reads the open blob.
+    Blob {
+        uri: String,
+        content_type: String,
+        file: std::fs::File,
+    },
 }
 
 /// What every worker of a run shares.
@@ -109,6 +172,10 @@ struct RunCtx {
     input_kind: InputKind,
     output: DataPath,
     budget: Arc<Semaphore>,
+    input_budget: Arc<Semaphore>,
+    /// Metric handles for successful calls, looked up once per run.
+    calls_ok: prometheus_client::metrics::counter::Counter,
+    call_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl RunCtx {
@@ -300,6 +367,7 @@ async fn run_job(
         }
         Err(e) => return Err(e),
     };
+    let deployed_endpoint = deployed.endpoint();
     let ctx = Arc::new(RunCtx {
         inner: inner.clone(),
         job_id: id.to_string(),
@@ -310,8 +378,19 @@ async fn run_job(
         input,
         input_kind: rec.input_kind,
         output,
+        calls_ok: inner.metrics.invocations.get_or_create_owned(&CallLabels {
+            algorithm: deployed_endpoint.clone(),
+            outcome: "ok".into(),
+        }),
+        call_seconds: inner
+            .metrics
+            .invocation_seconds
+            .get_or_create_owned(&AlgorithmLabel {
+                algorithm: deployed_endpoint,
+            }),
         caller,
         budget: Arc::new(Semaphore::new(RESULT_BUDGET)),
+        input_budget: Arc::new(Semaphore::new(INPUT_BUDGET)),
     });
 
     let stop = Arc::new(Stop::default());
@@ -405,23 +484,45 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
         .max_concurrency
         .min(ctx.deployed.record.settings.concurrency)
         .max(1) as usize;
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let mut workers = JoinSet::new();
     let (tx, rx) = mpsc::unbounded_channel::<Done>();
     let committer = tokio::spawn(commit_loop(ctx.clone(), rx, stop.clone()));
+    // `concurrency` workers take loaded mini-batches from a short queue: at
+    // most that many invocations run, and the dispatcher reads ahead while
+    // they do.
+    let (work_tx, work_rx) = mpsc::channel::<Work>(concurrency * 2 + 16);
+    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (ctx, work_rx, tx) = (ctx.clone(), work_rx.clone(), tx.clone());
+        workers.spawn(async move {
+            loop {
+                let work = work_rx.lock().await.recv().await;
+                let Some(work) = work else { return };
+                for done in process(&ctx, work).await {
+                    // The committer outlives every worker; a send fails only if it died.
+                    let _ = tx.send(done);
+                }
+            }
+        });
+    }
+    drop(tx);
 
     let per_batch = ctx.settings.mini_batch_size.max(1) as usize;
-    let mut batch: Vec<InputFile> = Vec::with_capacity(per_batch);
-    let mut after: Option<String> = None;
-    'listing: loop {
+    let mut batch: Vec<Pending> = Vec::with_capacity(per_batch);
+    // The next page is listed (and its small files read) while this one is
+    // dispatched, so the workers never wait for a listing.
+    let fetch = |after: Option<String>| {
+        let ctx = ctx.clone();
+        tokio::spawn(blocking(move || next_page(&ctx, after)))
+    };
+    let mut upcoming = Some(fetch(None));
+    'listing: while let Some(fetching) = upcoming.take() {
         if stop.abort.is_cancelled() {
             break;
         }
-        let page = {
-            let ctx = ctx.clone();
-            let after = after.clone();
-            blocking(move || next_page(&ctx, after)).await
-        };
+        let page = fetching
+            .await
+            .unwrap_or_else(|e| Err(JobError::Unavailable(format!("listing task failed: {e}"))));
         let (files, next) = match page {
             Ok(p) => p,
             Err(e) => {
@@ -432,23 +533,25 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
                 break;
             }
         };
+        upcoming = next.map(|n| fetch(Some(n)));
         for f in files {
             batch.push(f);
             if batch.len() >= per_batch {
                 let files = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
-                if !dispatch(ctx, &permits, &mut workers, &tx, stop, files).await {
+                if !dispatch(ctx, &work_tx, stop, files).await {
                     break 'listing;
                 }
             }
         }
-        match next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
+    }
+    if let Some(fetching) = upcoming {
+        fetching.abort();
     }
     if !batch.is_empty() && !stop.abort.is_cancelled() {
-        dispatch(ctx, &permits, &mut workers, &tx, stop, batch).await;
+        dispatch(ctx, &work_tx, stop, batch).await;
     }
+    // Workers end once the queue is empty and closed.
+    drop(work_tx);
     loop {
         tokio::select! {
             joined = workers.join_next() => match joined {
@@ -467,7 +570,6 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
             }
         }
     }
-    drop(tx);
     if let Err(e) = committer.await {
         stop.set(StopReason::Failure(format!(
             "the job committer failed: {e}"
@@ -475,81 +577,136 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
     }
 }
 
-/// Starts a worker for one mini-batch once a concurrency permit is free;
-/// `false` if the run was stopped meanwhile.
+/// A mini-batch with its inputs loaded, for a worker.
+struct Work {
+    files: Vec<Input>,
+    /// Its share of [`INPUT_BUDGET`], released when the worker is done with it.
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Loads a mini-batch's inputs (those not prefetched) and queues it for the
+/// workers once the input budget allows; `false` if the run was stopped
+/// meanwhile.
 async fn dispatch(
     ctx: &Arc<RunCtx>,
-    permits: &Arc<Semaphore>,
-    workers: &mut JoinSet<()>,
-    tx: &mpsc::UnboundedSender<Done>,
+    work_tx: &mpsc::Sender<Work>,
     stop: &Stop,
-    files: Vec<InputFile>,
+    files: Vec<Pending>,
 ) -> bool {
-    let permit = tokio::select! {
-        p = permits.clone().acquire_owned() => match p {
+    let files: Vec<Input> = files
+        .into_iter()
+        .map(|(f, prefetched)| {
+            let l = prefetched.unwrap_or_else(|| load_input(ctx, &f));
+            (f, l)
+        })
+        .collect();
+    let bytes: usize = files
+        .iter()
+        .map(|(_, l)| match l {
+            Ok(Loaded::Ready(c)) => c.body.len(),
+            _ => 0,
+        })
+        .sum();
+    let budget = tokio::select! {
+        p = ctx.input_budget.clone().acquire_many_owned(bytes.clamp(1, INPUT_BUDGET) as u32) => match p {
             Ok(p) => p,
             Err(_) => return false,
         },
         _ = stop.abort.cancelled() => return false,
     };
-    // Reap finished workers so the set holds only running ones.
-    while workers.try_join_next().is_some() {}
-    let ctx = ctx.clone();
-    let tx = tx.clone();
-    workers.spawn(async move {
-        for done in process(&ctx, files).await {
-            // The committer outlives every worker; a send fails only if it died.
-            let _ = tx.send(done);
-        }
-        drop(permit);
-    });
-    true
+    let work = Work {
+        files,
+        _budget: budget,
+    };
+    tokio::select! {
+        sent = work_tx.send(work) => sent.is_ok(),
+        _ = stop.abort.cancelled() => false,
+    }
 }
 
-/// The next page of input files not yet finished, and where the page after
-/// starts.
+/// An input file with its content when the dispatcher prefetched it.
+type Pending = (InputFile, Option<Result<Loaded, Failure>>);
+
+/// The next page of input files not yet finished (small ones with their
+/// content, read in one snapshot up to [`PREFETCH_BYTES`]), and where the page
+/// after starts.
 fn next_page(
     ctx: &RunCtx,
     after: Option<String>,
-) -> Result<(Vec<InputFile>, Option<String>), JobError> {
-    let (files, next) = match ctx.input_kind {
+) -> Result<(Vec<Pending>, Option<String>), JobError> {
+    let (files, next): (Vec<(DataPath, Option<u64>)>, _) = match ctx.input_kind {
         InputKind::File => {
             if after.is_some() {
                 return Ok((Vec::new(), None));
             }
-            (vec![ctx.input.clone()], None)
+            (vec![(ctx.input.clone(), None)], None)
         }
         InputKind::Folder => {
             let (files, next) =
                 ctx.inner
                     .data
                     .list_tree(ctx.who(), &ctx.input, after.as_deref(), PAGE)?;
-            (files.into_iter().map(|(p, _)| p).collect(), next)
+            (
+                files.into_iter().map(|(p, r)| (p, Some(r.size))).collect(),
+                next,
+            )
         }
     };
-    let files: Vec<InputFile> = files
-        .into_iter()
-        .map(|path| InputFile {
-            rel: ctx.relative(&path),
-            path,
-        })
-        .collect();
     let keys: Vec<String> = files
         .iter()
-        .map(|f| format!("{}/{}", ctx.job_id, f.rel))
+        .map(|(p, _)| format!("{}/{}", ctx.job_id, ctx.relative(p)))
         .collect();
     let reads: Vec<(Table, &str)> = keys
         .iter()
         .map(|k| (Table::JOB_FILES, k.as_str()))
         .collect();
     let done = ctx.inner.store.get_many(&reads)?;
-    let pending = files
+    let pending: Vec<(DataPath, Option<u64>)> = files
         .into_iter()
         .zip(done)
         .filter(|(_, d)| d.is_none())
         .map(|(f, _)| f)
         .collect();
-    Ok((pending, next))
+    // Prefetch small files, within a byte budget, from one snapshot.
+    let mut budget = PREFETCH_BYTES;
+    let prefetch: Vec<DataPath> = pending
+        .iter()
+        .take_while(|(_, size)| match size {
+            Some(n) if *n <= INLINE_MAX as u64 && *n <= budget => {
+                budget -= n;
+                true
+            }
+            _ => false,
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut contents =
+        match ctx
+            .inner
+            .data
+            .read_many_for_guest(ctx.who(), &prefetch, MAX_INPUT_BYTES)
+        {
+            Ok(c) => c.into_iter(),
+            // The access check failed: leave the reads (and their errors) to each file.
+            Err(_) => Vec::new().into_iter(),
+        };
+    let out = pending
+        .into_iter()
+        .map(|(path, _)| {
+            let loaded = contents.next().map(|r| {
+                r.map(|(content_type, content)| loaded(&path, content_type, content))
+                    .map_err(|e| Failure::data(&e))
+            });
+            (
+                InputFile {
+                    rel: ctx.relative(&path),
+                    path,
+                },
+                loaded,
+            )
+        })
+        .collect();
+    Ok((out, next))
 }
 
 /// The API's error_type of a failed invocation.
@@ -620,25 +777,21 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
             .invoke(&ctx.deployed, input.clone(), None, timeout)
             .await;
         drop(guard);
-        let outcome = match &result {
+        match &result {
             Ok(o) => {
-                metrics
-                    .invocation_seconds
-                    .get_or_create(&AlgorithmLabel {
-                        algorithm: ctx.endpoint.clone(),
-                    })
-                    .observe(o.duration.as_secs_f64());
-                "ok"
+                ctx.calls_ok.inc();
+                ctx.call_seconds.observe(o.duration.as_secs_f64());
             }
-            Err(e) => invoke_error_type(e),
-        };
-        metrics
-            .invocations
-            .get_or_create(&CallLabels {
-                algorithm: ctx.endpoint.clone(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+            Err(e) => {
+                metrics
+                    .invocations
+                    .get_or_create(&CallLabels {
+                        algorithm: ctx.endpoint.clone(),
+                        outcome: invoke_error_type(e).to_string(),
+                    })
+                    .inc();
+            }
+        }
         match result {
             Err(e) if retryable(&e) && attempts <= ctx.settings.retries => {
                 let cfg = &ctx.inner.config;
@@ -656,75 +809,107 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
     }
 }
 
-/// Reads an input file for the submitter.
-async fn read_input(ctx: &RunCtx, f: &InputFile) -> Result<InputContent, (String, String)> {
-    let fail = |e: DataError| (data_error_type(&e).to_string(), e.to_string());
-    let (rec, content) = ctx
+/// Reads an input file for the submitter: small files at once (one snapshot
+/// read), large ones as an open blob for the worker to read.
+fn load_input(ctx: &RunCtx, f: &InputFile) -> Result<Loaded, Failure> {
+    let (content_type, content) = ctx
         .inner
         .data
-        .read(ctx.who(), &f.path, MAX_INPUT_BYTES)
-        .map_err(fail)?;
-    let body = match content {
-        Content::Inline(b) => b,
-        Content::Blob(mut file) => {
-            let uri = f.path.uri();
-            let size = rec.size as usize;
-            tokio::task::spawn_blocking(move || {
-                use std::io::Read;
-                let mut buf = Vec::with_capacity(size);
-                file.read_to_end(&mut buf)
-                    .map(|_| bytes::Bytes::from(buf))
-                    .map_err(|e| DataError::Unavailable(format!("reading {uri}: {e}")))
-            })
-            .await
-            .map_err(|e| ("InternalError".to_string(), format!("reader failed: {e}")))?
-            .map_err(fail)?
-        }
-    };
-    Ok(InputContent {
-        uri: f.path.uri(),
-        content_type: rec.content_type,
-        body,
-    })
+        .read_for_guest(ctx.who(), &f.path, MAX_INPUT_BYTES)
+        .map_err(|e| Failure::data(&e))?;
+    Ok(loaded(&f.path, content_type, content))
 }
 
-/// Stages the output of one file (blob writes for large outputs happen here,
-/// on a blocking thread).
-async fn stage(
+fn loaded(path: &DataPath, content_type: String, content: Content) -> Loaded {
+    match content {
+        Content::Inline(body) => Loaded::Ready(InputContent {
+            uri: path.uri(),
+            content_type,
+            body,
+        }),
+        Content::Blob(file) => Loaded::Blob {
+            uri: path.uri(),
+            content_type,
+            file,
+        },
+    }
+}
+
+/// The content of a loaded input (reading a large one on a blocking thread).
+async fn content(loaded: Loaded) -> Result<InputContent, Failure> {
+    match loaded {
+        Loaded::Ready(c) => Ok(c),
+        Loaded::Blob {
+            uri,
+            content_type,
+            mut file,
+        } => {
+            let what = uri.clone();
+            let body = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                file.read_to_end(&mut buf)
+                    .map(|_| bytes::Bytes::from(buf))
+                    .map_err(|e| format!("reading {what}: {e}"))
+            })
+            .await
+            .map_err(|e| Failure::new("InternalError", format!("reader failed: {e}")))?
+            .map_err(|m| Failure::new("InternalError", m))?;
+            Ok(InputContent {
+                uri,
+                content_type,
+                body,
+            })
+        }
+    }
+}
+
+/// The output of one file: large outputs are staged here (their blob is
+/// written on a blocking thread); small ones are left to the committer.
+async fn output(
     ctx: &RunCtx,
     f: &InputFile,
     input_type: &str,
     out: OutputContent,
-) -> Result<Staged, (String, String)> {
-    let fail = |e: DataError| (data_error_type(&e).to_string(), e.to_string());
+) -> Result<Output, Failure> {
     let output_rel = payload::output_name(&f.rel, input_type, &out.content_type);
-    let path = ctx.output_path(&output_rel).map_err(fail)?;
-    let write = if out.body.len() > INLINE_MAX {
-        let data = ctx.inner.data.clone();
-        let caller = ctx.caller.clone();
-        tokio::task::spawn_blocking(move || {
-            data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
-        })
-        .await
-        .map_err(|e| ("InternalError".to_string(), format!("writer failed: {e}")))?
-    } else {
-        ctx.inner
-            .data
-            .stage_write(ctx.who(), &path, &out.content_type, out.body)
+    if out.body.len() <= INLINE_MAX {
+        return Ok(Output::Pending {
+            output_rel,
+            content_type: out.content_type,
+            body: out.body,
+        });
     }
+    let fail = |e: DataError| Failure::data(&e);
+    let path = ctx.output_path(&output_rel).map_err(fail)?;
+    let data = ctx.inner.data.clone();
+    let caller = ctx.caller.clone();
+    let write = tokio::task::spawn_blocking(move || {
+        data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
+    })
+    .await
+    .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
     .map_err(fail)?;
-    Ok(Staged { write, output_rel })
+    Ok(Output::Staged {
+        output_rel,
+        write: Box::new(write),
+    })
 }
 
-/// Processes one mini-batch: read, invoke, stage outputs. Every file comes
+/// Processes one mini-batch: invoke, then hand the outputs on. Every file comes
 /// back as a [`Done`], holding its share of the result budget.
-async fn process(ctx: &RunCtx, files: Vec<InputFile>) -> Vec<Done> {
-    let mut results: Vec<(InputFile, u32, Result<Staged, (String, String)>)> =
+async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
+    let files = work.files;
+    let mut results: Vec<(InputFile, u32, Result<Output, Failure>)> =
         Vec::with_capacity(files.len());
     let mut inputs = Vec::with_capacity(files.len());
-    for f in files {
-        match read_input(ctx, &f).await {
-            Ok(content) => inputs.push((f, content)),
+    for (f, loaded) in files {
+        let loaded = match loaded {
+            Ok(l) => content(l).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(c) => inputs.push((f, c)),
             Err(e) => results.push((f, 0, Err(e))),
         }
     }
@@ -736,14 +921,14 @@ async fn process(ctx: &RunCtx, files: Vec<InputFile>) -> Vec<Done> {
                 MAX_INPUT_BYTES >> 20
             );
             for (f, _) in inputs {
-                results.push((f, 0, Err(("PayloadTooLarge".into(), message.clone()))));
+                results.push((f, 0, Err(Failure::new("PayloadTooLarge", message.clone()))));
             }
         } else if inputs.len() == 1 {
             let (f, content) = inputs.remove(0);
             let (result, attempts) = invoke(ctx, payload::single(&content)).await;
             let outcome = match result {
                 Ok(o) => {
-                    stage(
+                    output(
                         ctx,
                         &f,
                         &content.content_type,
@@ -754,7 +939,7 @@ async fn process(ctx: &RunCtx, files: Vec<InputFile>) -> Vec<Done> {
                     )
                     .await
                 }
-                Err(e) => Err((invoke_error_type(&e).to_string(), e.to_string())),
+                Err(e) => Err(Failure::invoke(&e)),
             };
             results.push((f, attempts, outcome));
         } else {
@@ -762,14 +947,14 @@ async fn process(ctx: &RunCtx, files: Vec<InputFile>) -> Vec<Done> {
             let (result, attempts) = invoke(ctx, payload::mini_batch(&contents)).await;
             let split = match result {
                 Ok(o) => payload::split_mini_batch(&o.output, inputs.len())
-                    .map_err(|m| ("AlgorithmError".to_string(), m)),
-                Err(e) => Err((invoke_error_type(&e).to_string(), e.to_string())),
+                    .map_err(|m| Failure::new("AlgorithmError", m)),
+                Err(e) => Err(Failure::invoke(&e)),
             };
             match split {
                 Ok(outputs) => {
                     for ((f, content), out) in inputs.into_iter().zip(outputs) {
-                        let staged = stage(ctx, &f, &content.content_type, out).await;
-                        results.push((f, attempts, staged));
+                        let o = output(ctx, &f, &content.content_type, out).await;
+                        results.push((f, attempts, o));
                     }
                 }
                 Err(e) => {
@@ -783,8 +968,8 @@ async fn process(ctx: &RunCtx, files: Vec<InputFile>) -> Vec<Done> {
     let mut done = Vec::with_capacity(results.len());
     for (file, attempts, outcome) in results {
         let cost = match &outcome {
-            Ok(s) => s.write.record().size as usize,
-            Err(_) => 0,
+            Ok(Output::Pending { body, .. }) => body.len(),
+            _ => 0,
         }
         .clamp(1024, RESULT_BUDGET) as u32;
         let budget = ctx.budget.clone().acquire_many_owned(cost).await.ok();
@@ -802,11 +987,27 @@ async fn process(ctx: &RunCtx, files: Vec<InputFile>) -> Vec<Done> {
 /// is gone; stops the run when the error threshold is exceeded.
 async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, stop: Arc<Stop>) {
     let mut failed_storage = false;
+    let mut last_commit: Option<tokio::time::Instant> = None;
     loop {
         let mut batch = Vec::with_capacity(64);
         if rx.recv_many(&mut batch, COMMIT_BATCH).await == 0 {
             return;
         }
+        // Under a steady stream, gather results for a while so that one
+        // transaction covers many files; a lone result commits at once.
+        if let Some(last) = last_commit
+            && batch.len() < COMMIT_BATCH
+        {
+            let until = last + COMMIT_INTERVAL;
+            while batch.len() < COMMIT_BATCH {
+                let room = COMMIT_BATCH - batch.len();
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    _ = tokio::time::sleep_until(until) => break,
+                }
+            }
+        }
+        last_commit = Some(tokio::time::Instant::now());
         if failed_storage {
             discard(&ctx, batch);
             continue;
@@ -843,15 +1044,42 @@ async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, st
 
 fn discard(ctx: &RunCtx, batch: Vec<Done>) {
     for d in batch {
-        if let Ok(s) = d.outcome {
-            ctx.inner.data.discard(s.write);
+        if let Ok(Output::Staged { write, .. }) = d.outcome {
+            ctx.inner.data.discard(*write);
         }
     }
 }
 
-/// One transaction: every output of the batch, every file's progress record,
-/// and the job's counts and first errors. Returns the job's counts after it.
+/// One transaction: every output of the batch (small ones staged first), every
+/// file's progress record, and the job's counts and first errors. Returns the
+/// job's counts after it.
 fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
+    // Stage the small outputs: access check, record and change event encoded.
+    let batch: Vec<Done> = batch
+        .into_iter()
+        .map(|mut d| {
+            if let Ok(Output::Pending {
+                output_rel,
+                content_type,
+                body,
+            }) = d.outcome
+            {
+                d.outcome = ctx
+                    .output_path(&output_rel)
+                    .and_then(|path| {
+                        ctx.inner
+                            .data
+                            .stage_write(ctx.who(), &path, &content_type, body)
+                    })
+                    .map(|write| Output::Staged {
+                        output_rel,
+                        write: Box::new(write),
+                    })
+                    .map_err(|e| Failure::data(&e));
+            }
+            d
+        })
+        .collect();
     let mut counts = Counts::default();
     let mut replaced: Vec<String> = Vec::new();
     let result = ctx.inner.store.transact(&mut |txn| {
@@ -859,13 +1087,17 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
         let mut rec = read_job(txn, &ctx.job_id)?;
         for d in &batch {
             let (output, error) = match &d.outcome {
-                Ok(s) => match s.write.apply(txn)? {
+                Ok(Output::Staged { output_rel, write }) => match write.apply(txn)? {
                     Ok(old) => {
                         replaced.extend(old);
-                        (Some(s.output_rel.clone()), None)
+                        (Some(output_rel.clone()), None)
                     }
-                    Err(e) => (None, Some((data_error_type(&e).to_string(), e.to_string()))),
+                    Err(e) => (None, Some(Failure::data(&e))),
                 },
+                Ok(Output::Pending { .. }) => (
+                    None,
+                    Some(Failure::new("InternalError", "output not staged")),
+                ),
                 Err(e) => (None, Some(e.clone())),
             };
             let progress = match error {
@@ -880,7 +1112,10 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
                         message: None,
                     }
                 }
-                Some((error_type, message)) => {
+                Some(Failure {
+                    error_type,
+                    message,
+                }) => {
                     rec.counts.failed += 1;
                     if rec.errors.len() < FIRST_ERRORS {
                         rec.errors.push(FileError {
