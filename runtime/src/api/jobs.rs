@@ -19,12 +19,8 @@ impl From<JobError> for ApiError {
             JobError::Registry(e) => e.into(),
             JobError::Data(e) => e.into(),
             JobError::Store(e) => e.into(),
-            JobError::Unavailable(m) => ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                error_type: "Unavailable",
-                message: m,
-                retry_after: Some(1),
-            },
+            JobError::ShuttingDown(m) => ApiError::overloaded(m),
+            JobError::Unavailable(m) => ApiError::internal(m),
         }
     }
 }

@@ -477,7 +477,10 @@ pub enum JobError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The service is shutting down or a worker failed.
+    /// The server is shutting down: submit again after it restarts.
+    #[error("{0}")]
+    ShuttingDown(String),
+    /// A host-side failure (a worker thread died).
     #[error("{0}")]
     Unavailable(String),
 }
@@ -681,7 +684,7 @@ impl JobService {
     /// by event subscriptions with a job destination.
     pub async fn submit(&self, caller: &Caller, spec: JobSpec) -> Result<JobRecord, JobError> {
         if self.inner.shutdown.is_cancelled() {
-            return Err(JobError::Unavailable(
+            return Err(JobError::ShuttingDown(
                 "the server is shutting down; submit the job again after it restarts".into(),
             ));
         }
