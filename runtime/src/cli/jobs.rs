@@ -207,7 +207,7 @@ fn wait_for(client: &Client, id: &str) -> anyhow::Result<()> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {prefix} [{bar:30}] {pos}/{len} files  {msg}  {elapsed_precise} (eta {eta})",
+            "{spinner} {prefix} [{wide_bar}] {pos}/{len} files  {msg}  {elapsed} (eta {eta})",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
@@ -260,7 +260,7 @@ fn print_status(job: &serde_json::Value) {
     );
     let duration = job["duration"]
         .as_f64()
-        .map(|d| format!(" ({d:.1} s)"))
+        .map(|d| format!(" ({d:.3} s)"))
         .unwrap_or_default();
     println!(
         "  time       created {}, started {}, ended {}{duration}",
