@@ -690,3 +690,144 @@ fn submitting_checks_rights_locations_and_settings() {
     );
     assert_eq!(completed["jobs"].as_array().unwrap().len(), 1);
 }
+
+/// The lifecycle hook, in process: told once per ended job, after the final
+/// state is durable; ends not yet announced are announced by the next start.
+#[test]
+fn the_job_observer_hears_of_every_end_after_it_is_durable() {
+    use std::sync::{Arc, Mutex};
+    use wasmgrid::app::App;
+    use wasmgrid::auth::{Caller, Scope};
+    use wasmgrid::jobs::{JobObserver, JobOptions, JobRecord, JobSpec, JobStatus};
+    use wasmgrid::registry::{DeployRequest, VersionSettings};
+
+    struct Recorder {
+        app: Mutex<Option<Arc<App>>>,
+        seen: Mutex<Vec<(String, JobStatus, JobStatus)>>,
+    }
+    impl JobObserver for Recorder {
+        fn job_ended(&self, job: &JobRecord) {
+            // What the store holds at the time of the call.
+            let stored = self
+                .app
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|app| {
+                    let admin = Caller {
+                        key_id: "t".into(),
+                        owner: "admin".into(),
+                        scopes: vec![Scope::Admin],
+                        compat: Default::default(),
+                    };
+                    app.jobs.get(&admin, &job.id).unwrap().status
+                })
+                .unwrap();
+            self.seen
+                .lock()
+                .unwrap()
+                .push((job.id.clone(), job.status, stored));
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let owner = Caller {
+        key_id: "k".into(),
+        owner: "demo".into(),
+        scopes: vec![Scope::Invoke, Scope::DataRead, Scope::DataWrite],
+        compat: Default::default(),
+    };
+    let recorder = Arc::new(Recorder {
+        app: Mutex::new(None),
+        seen: Mutex::new(Vec::new()),
+    });
+    let job_id = {
+        let app = App::open(dir.path(), Default::default()).unwrap();
+        *recorder.app.lock().unwrap() = Some(app.clone());
+        app.jobs.set_observer(recorder.clone());
+        rt.block_on(async {
+            app.registry
+                .deploy(
+                    DeployRequest {
+                        owner: "demo".into(),
+                        name: "noop".into(),
+                        version: "1.0.0".into(),
+                        settings: VersionSettings::default(),
+                        source_hash: None,
+                    },
+                    guest("noop").into(),
+                )
+                .await
+                .unwrap();
+            for i in 0..3 {
+                let p = wasmgrid::data::DataPath::new("demo", "in", &format!("f{i}.txt")).unwrap();
+                app.data
+                    .put(
+                        wasmgrid::data::Principal::Key(&owner),
+                        &p,
+                        "text/plain",
+                        b"x",
+                    )
+                    .unwrap();
+            }
+            // Submitted before `start`: the resume scan must not run it twice.
+            let spec = |out: &str| {
+                JobSpec::for_endpoint("demo/noop", "data://demo/in/", out, JobOptions::default())
+                    .unwrap()
+            };
+            let job = app
+                .jobs
+                .submit(&owner, spec("data://demo/out/"))
+                .await
+                .unwrap();
+            app.jobs.start().await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while recorder.seen.lock().unwrap().is_empty() {
+                assert!(Instant::now() < deadline, "observer never called");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let done = app.jobs.get(&owner, &job.id).unwrap();
+            assert_eq!(done.counts.succeeded, 3);
+            assert_eq!(done.runs, 1, "one runner, not two");
+            app.jobs.shutdown(Duration::from_secs(5)).await;
+            job.id
+        })
+    };
+    {
+        let seen = recorder.seen.lock().unwrap();
+        assert_eq!(
+            *seen,
+            vec![(job_id.clone(), JobStatus::Completed, JobStatus::Completed)],
+            "told once, with the final state already in the store"
+        );
+    }
+    *recorder.app.lock().unwrap() = None; // release the store
+
+    // An end the observer was not told about (a crash right after the final
+    // commit) is announced by the next start.
+    {
+        let store = wasmgrid::store::EmbeddedStore::open(dir.path()).unwrap();
+        use wasmgrid::store::{Store, StoreExt, Table, WriteBatch};
+        let mut rec: JobRecord = store.get_json(Table::JOBS, &job_id).unwrap().unwrap();
+        assert!(rec.notified);
+        rec.notified = false;
+        let mut batch = WriteBatch::new();
+        batch.put_json(Table::JOBS, job_id.clone(), &rec);
+        store.commit(&batch).unwrap();
+    }
+    recorder.seen.lock().unwrap().clear();
+    let app = App::open(dir.path(), Default::default()).unwrap();
+    *recorder.app.lock().unwrap() = Some(app.clone());
+    app.jobs.set_observer(recorder.clone());
+    rt.block_on(async {
+        assert_eq!(app.jobs.start().await.unwrap(), 0, "nothing to resume");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorder.seen.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "not re-announced");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert_eq!(recorder.seen.lock().unwrap()[0].0, job_id);
+    *recorder.app.lock().unwrap() = None;
+}

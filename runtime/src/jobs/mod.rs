@@ -638,7 +638,12 @@ impl JobService {
             if rec.status.is_terminal() {
                 let inner = self.inner.clone();
                 tokio::task::spawn_blocking(move || run::notify(&inner, rec));
-            } else {
+            } else if !self
+                .inner
+                .active
+                .lock()
+                .is_ok_and(|a| a.contains_key(&rec.id))
+            {
                 tracing::info!(job = %rec.id, status = ?rec.status, done = rec.counts.succeeded + rec.counts.failed, "resuming job");
                 self.spawn_runner(rec.id);
                 resumed += 1;
@@ -661,17 +666,28 @@ impl JobService {
         }
     }
 
+    /// Starts the runner of job `id` unless one is running already (a job
+    /// submitted before `start` is both new and found by the resume scan).
     fn spawn_runner(&self, id: String) {
         let cancel = CancellationToken::new();
         let finished = CancellationToken::new();
-        if let Ok(mut active) = self.inner.active.lock() {
-            active.insert(
-                id.clone(),
-                Active {
-                    cancel: cancel.clone(),
-                    finished: finished.clone(),
-                },
-            );
+        match self.inner.active.lock() {
+            Ok(mut active) => {
+                if active.contains_key(&id) {
+                    return;
+                }
+                active.insert(
+                    id.clone(),
+                    Active {
+                        cancel: cancel.clone(),
+                        finished: finished.clone(),
+                    },
+                );
+            }
+            Err(_) => {
+                tracing::error!(job = %id, "job registry lock poisoned; the job resumes at the next start");
+                return;
+            }
         }
         let inner = self.inner.clone();
         self.inner
