@@ -5,6 +5,7 @@ use crate::auth::KeyStore;
 use crate::data::DataService;
 use crate::engine::{Engine, EngineConfig};
 use crate::events::{EventService, EventsConfig};
+use crate::jobs::{JobService, JobsConfig};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::secrets::SecretStore;
@@ -29,6 +30,8 @@ pub struct App {
     pub data: Arc<DataService>,
     /// Per-algorithm secrets.
     pub secrets: Arc<SecretStore>,
+    /// Batch jobs (started by `server::serve`).
+    pub jobs: Arc<JobService>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Topics, subscriptions and event delivery.
@@ -72,6 +75,15 @@ impl App {
             &registry,
             metrics.clone(),
         )));
+        let jobs = Arc::new(JobService::new(
+            store.clone(),
+            data.clone(),
+            registry.clone(),
+            metrics.clone(),
+            JobsConfig::default(),
+        ));
+        jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(store.clone())));
+        events.set_job_starter(Arc::new(crate::bridge::JobDeliveries::new(jobs.clone())));
         Ok(Arc::new(App {
             data_dir: data_dir.to_path_buf(),
             store,
@@ -81,6 +93,7 @@ impl App {
             secrets,
             metrics,
             events,
+            jobs,
             draining: AtomicBool::new(false),
             background: TaskTracker::new(),
         }))

@@ -4,7 +4,8 @@
 //! Modules, with dependencies pointing one way:
 //! [`store`] (durable storage trait) ← [`engine`] (wasmtime, sandbox limits,
 //! one invocation, the guest-facing host interfaces) ← [`registry`] (deploy,
-//! versions, compiled artifacts) ← [`data`] (collections), [`secrets`] ←
+//! versions, compiled artifacts) ← [`data`] (collections), [`secrets`],
+//! [`jobs`] (batch jobs over collections) ←
 //! [`services`] (what guests reach, checked) ← [`api`] (HTTP) and [`cli`].
 //! [`auth`] holds API keys; [`app`] assembles a node. The engine knows nothing
 //! of HTTP or storage: host calls go through [`engine::HostApi`].
@@ -14,10 +15,12 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bridge;
 pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod events;
+pub mod jobs;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;

@@ -46,6 +46,11 @@ pub async fn serve(
     std::fs::write(&info_path, serde_json::to_vec(&info)?)
         .with_context(|| format!("cannot write {}", info_path.display()))?;
     tracing::info!(addr = %local, data_dir = %app.data_dir.display(), "wasmgrid listening");
+    match app.jobs.start().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "resumed unfinished jobs"),
+        Err(e) => tracing::error!(error = %e, "cannot resume jobs"),
+    }
     on_ready(local);
     app.events.start();
 
@@ -104,6 +109,8 @@ pub async fn serve(
             "event deliveries still running at exit; they will be retried after restart"
         );
     }
+    // Unfinished jobs stay Running in the store and resume at the next start.
+    app.jobs.shutdown(drain_timeout).await;
     app.background.close();
     if tokio::time::timeout(drain_timeout, app.background.wait())
         .await

@@ -7,7 +7,7 @@ use crate::engine::{
     CallScope, GuestCallError, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, InvokeError,
     OutgoingEvent, Payload,
 };
-use crate::events::{EventError, EventService, cloudevent};
+use crate::events::{EventError, EventService, WeakEventService, cloudevent};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::secrets::SecretStore;
@@ -22,7 +22,9 @@ pub const MAX_CALL_DEPTH: u32 = 8;
 pub struct Services {
     data: Arc<DataService>,
     secrets: Arc<SecretStore>,
-    events: EventService,
+    /// Weak, like `registry`: the event service reaches the registry, which
+    /// holds these services.
+    events: WeakEventService,
     /// Weak: the registry holds these services (as its host), not the reverse.
     registry: Weak<Registry>,
     metrics: Arc<Metrics>,
@@ -40,7 +42,7 @@ impl Services {
         Self {
             data,
             secrets,
-            events,
+            events: events.downgrade(),
             registry: Arc::downgrade(registry),
             metrics,
         }
@@ -316,7 +318,11 @@ impl HostApi for Services {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        match self.events.publish(&topic, vec![event]).await {
+        let events = self
+            .events
+            .upgrade()
+            .ok_or_else(|| GuestCallError::transient("the server is shutting down"))?;
+        match events.publish(&topic, vec![event]).await {
             Ok(_) => Ok(id),
             Err(EventError::Invalid(m)) => Err(GuestCallError::invalid_input(m)),
             Err(EventError::NotFound(m) | EventError::Forbidden(m)) => {

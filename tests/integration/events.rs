@@ -1041,3 +1041,71 @@ fn pipeline_of_algorithms_with_algo_call_and_events_publish() {
         "algorithms call algorithms of their own owner",
     );
 }
+
+/// Seed 000 with jobs: each CSV landing in a folder starts a batch job on that
+/// file (a `{"job": …}` destination), and the job's end is a `system.jobs`
+/// event delivered to a subscriber.
+#[test]
+fn file_events_start_jobs_and_jobs_announce_their_end() {
+    let (s, _tmp) = start_events_server(&[]);
+    s.deploy_ok("score-csv", "demo/score-csv@1.0.0", "");
+    s.deploy_ok(
+        "event-recorder",
+        "demo/recorder@1.0.0",
+        "grant=data://demo/received:write",
+    );
+    subscribe(
+        &s,
+        "system.data",
+        "score-new-csv",
+        json!({
+            "destination": {"job": {"algorithm": "demo/score-csv", "output": "data://demo/scored/",
+                                     "maxConcurrency": 1}},
+            "filter": {"includedEventTypes": ["wasmgrid.data.FileCreated"],
+                       "subjectBeginsWith": "/collections/demo/incoming/files/",
+                       "subjectEndsWith": ".csv"}
+        }),
+    );
+    subscribe(
+        &s,
+        "system.jobs",
+        "job-ends",
+        json!({"destination": {"algorithm": "demo/recorder"}}),
+    );
+    // A job destination is validated like a job request.
+    let bad = s
+        .req(Method::PUT, "/v1/topics/system.data/subscriptions/bad-job")
+        .json(&json!({"destination": {"job": {"algorithm": "demo/score-csv"}}}))
+        .send()
+        .unwrap();
+    assert_error(bad, 400, "InputError", "output");
+
+    put_file(&s, "demo/incoming/north.csv", "region,q1,q2\nnorth,1,3\n");
+    let scored = eventually("the job's output", Duration::from_secs(90), || {
+        let resp = s
+            .req(Method::GET, "/v1/data/demo/scored/north.csv")
+            .send()
+            .ok()?;
+        (resp.status() == 200).then(|| resp.text().unwrap_or_default())
+    });
+    assert!(scored.starts_with("region,q1,q2,score"), "{scored}");
+    assert!(scored.contains("north,1,3,2"), "{scored}");
+    let ended = eventually("the JobCompleted event", Duration::from_secs(90), || {
+        let resp = s.req(Method::GET, "/v1/data/demo/received").send().ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        let list: Value = resp.json().ok()?;
+        list["files"].as_array()?.iter().find_map(|f| {
+            let doc = get_file(&s, &format!("demo/received/{}", f["filename"].as_str()?))?;
+            (doc["trigger"]["type"] == "wasmgrid.jobs.JobCompleted").then_some(doc)
+        })
+    });
+    assert!(
+        ended["trigger"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("/jobs/")
+    );
+    assert_eq!(ended["data"]["status"], "Completed", "{ended}");
+}

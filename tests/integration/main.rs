@@ -11,5 +11,6 @@ mod deploy;
 mod events;
 mod faults;
 mod invoke;
+mod jobs;
 mod lifecycle;
 mod sdks;

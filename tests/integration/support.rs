@@ -177,6 +177,25 @@ impl Server {
         wait_timeout(&mut child, Duration::from_secs(60)).expect("server exits after SIGTERM")
     }
 
+    /// Kills the server with SIGKILL, as a crash would: no drain, no cleanup
+    /// (`server.json` stays behind).
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("owned child");
+        child.kill().expect("SIGKILL the server");
+        let _ = child.wait();
+    }
+
+    /// Starts a new server process on the same data directory (after
+    /// [`Server::kill9`] or [`Server::terminate`]); this `Server` then talks to
+    /// it and keeps owning the temporary directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        let tmp = self._tmp.take();
+        let mut fresh = Server::start_in(&self.data_dir, &[]);
+        fresh._tmp = tmp;
+        *self = fresh;
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()

@@ -6,6 +6,7 @@ mod data;
 pub mod error;
 mod events;
 mod invoke;
+mod jobs;
 mod keys;
 mod secrets;
 
@@ -53,6 +54,15 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/algo/{owner}/{name}/{version}",
             post(invoke::invoke_version),
         )
+        .route("/v1/algo/{owner}/{name}/jobs", post(jobs::submit_latest))
+        .route(
+            "/v1/algo/{owner}/{name}/{version}/jobs",
+            post(jobs::submit_version),
+        )
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/files", get(jobs::files))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/algorithms/{owner}/{name}/secrets", get(secrets::list))
         .route(
             "/v1/algorithms/{owner}/{name}/secrets/{key}",

@@ -21,9 +21,10 @@ pub enum DataCommand {
         #[arg(long, default_value = "algorithms")]
         acl: String,
     },
-    /// Upload a file (LOCAL or `-` for stdin) to data://owner/collection/path.
+    /// Upload a file (LOCAL or `-` for stdin) to data://owner/collection/path; a
+    /// local folder uploads every file in it (recursively) under the URI as a folder.
     Put {
-        /// Local file, or `-` for stdin.
+        /// Local file or folder, or `-` for stdin.
         local: String,
         /// Destination data:// URI.
         uri: String,
@@ -169,6 +170,9 @@ pub fn run_data(client: &Client, cmd: DataCommand) -> anyhow::Result<()> {
             uri,
             content_type,
         } => {
+            if local != "-" && std::path::Path::new(&local).is_dir() {
+                return put_folder(client, std::path::Path::new(&local), &uri, content_type);
+            }
             let path = api_path(&uri)?;
             let (body, len): (reqwest::blocking::Body, u64) = if local == "-" {
                 let mut buf = Vec::new();
@@ -285,6 +289,65 @@ pub fn run_data(client: &Client, cmd: DataCommand) -> anyhow::Result<()> {
             println!("deleted {} file(s) at {uri}", v["result"]["deleted"]);
         }
     }
+    Ok(())
+}
+
+/// Uploads every file under the local folder `dir` to the data folder `uri`,
+/// keeping relative paths (`dir/a/b.csv` → `uri/a/b.csv`).
+fn put_folder(
+    client: &Client,
+    dir: &std::path::Path,
+    uri: &str,
+    content_type: Option<String>,
+) -> anyhow::Result<()> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                walk(&path, out)?;
+            } else {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files).with_context(|| format!("cannot read the folder {}", dir.display()))?;
+    let base = uri.trim_end_matches('/');
+    let pb = ProgressBar::new(files.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("uploading [{bar:30}] {pos}/{len} files {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut bytes = 0u64;
+    for file in &files {
+        let rel = file
+            .strip_prefix(dir)
+            .unwrap_or(file)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        let target = format!("{base}/{rel}");
+        let body =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        bytes += body.len() as u64;
+        let ct = content_type
+            .clone()
+            .or_else(|| guess_content_type(&rel).map(str::to_string))
+            .unwrap_or_default();
+        pb.set_message(rel.clone());
+        client.send(Method::PUT, &api_path(&target)?, &[], Some((body, &ct)))?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    println!(
+        "uploaded {} file(s), {bytes} bytes, to {base}/",
+        files.len()
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 mod client;
 mod data;
 mod events;
+mod jobs;
 pub mod up;
 
 pub use client::Client;
@@ -162,6 +163,9 @@ enum Command {
     /// A subscription's dead-lettered events: ls, redrive.
     #[command(subcommand)]
     Deadletters(events::DeadLetterCommand),
+    /// Batch jobs over data collections: submit, wait, status, ls, cancel.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -478,6 +482,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deadletters(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
             events::run_dead_letters(&client, cmd)
+        }
+        Command::Job(cmd) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            jobs::run_job(&client, cmd)
         }
         Command::Key(cmd) => {
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;

@@ -346,9 +346,76 @@ pub struct FileEntry {
     pub etag: String,
 }
 
+/// One file read for a guest: its content type and content, or why not.
+pub type GuestRead = Result<(String, Content), DataError>;
+
 /// A page of a recursive listing: `(path, record)` pairs and the marker of the
 /// next page.
 pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
+
+/// A file write prepared by [`DataService::stage_write`]: access checked, the
+/// record and change event encoded, large content already in a blob. Applying it
+/// inside a transaction is all that remains.
+pub struct StagedWrite {
+    path: DataPath,
+    key: String,
+    record: FileRecord,
+    record_json: Vec<u8>,
+    inline: bytes::Bytes,
+    event: Option<Vec<u8>>,
+}
+
+impl StagedWrite {
+    /// Where the file goes.
+    pub fn path(&self) -> &DataPath {
+        &self.path
+    }
+
+    /// The record the file will have.
+    pub fn record(&self) -> &FileRecord {
+        &self.record
+    }
+
+    /// Writes the file inside `txn`: creates the collection (private) if it is
+    /// missing, stores the record and content, and appends the `FileCreated`
+    /// change event. The inner error is a write that cannot happen (the path
+    /// is a folder); nothing was written for it and the transaction may go on.
+    /// On success, returns the blob the file replaced, to delete after commit.
+    pub fn apply(
+        &self,
+        txn: &mut dyn Txn,
+    ) -> Result<Result<Option<String>, DataError>, StoreError> {
+        let p = &self.path;
+        if txn.get(Table::COLLECTIONS, &p.collection_key())?.is_none() {
+            // Writing into a collection that does not exist creates it, private.
+            txn.put(
+                Table::COLLECTIONS,
+                &p.collection_key(),
+                &encode(&DataService::implicit_collection(p)),
+            )?;
+        }
+        if txn.get(Table::FILES, &format!("{}/", self.key))?.is_some() {
+            return Ok(Err(DataError::Conflict(format!("{} is a folder", p.uri()))));
+        }
+        let replaced_blob = match txn.get(Table::FILES, &self.key)? {
+            Some(b) => record::decode(&b)
+                .ok()
+                .and_then(|r| r.blob.map(Cow::into_owned))
+                .filter(|old| Some(old) != self.record.blob.as_ref()),
+            None => None,
+        };
+        txn.put(Table::FILES, &self.key, &self.record_json)?;
+        if self.record.blob.is_none() {
+            txn.put(Table::FILE_DATA, &self.key, &self.inline)?;
+        } else {
+            txn.delete(Table::FILE_DATA, &self.key)?;
+        }
+        if let Some(event) = &self.event {
+            txn.append(Table::OUTBOX, event)?;
+        }
+        Ok(Ok(replaced_blob))
+    }
+}
 
 /// The data service.
 pub struct DataService {
@@ -441,24 +508,48 @@ pub fn etag_of(digest: &[u8]) -> String {
     format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
+/// The CloudEvent recorded for a change (typed, so that encoding it builds no
+/// intermediate JSON tree: it is on the path of every write).
+#[derive(Serialize)]
+struct ChangeEvent<'a> {
+    specversion: &'static str,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    subject: String,
+    time: String,
+    datacontenttype: &'static str,
+    data: ChangeData<'a>,
+}
+
+/// The `data` of a [`ChangeEvent`].
+#[derive(Serialize)]
+struct ChangeData<'a> {
+    uri: String,
+    size: u64,
+    #[serde(rename = "contentType")]
+    content_type: &'a str,
+    etag: &'a str,
+}
+
 /// The CloudEvent recorded for a change.
-fn change_event(kind: &str, p: &DataPath, rec: &FileRecord) -> serde_json::Value {
-    let id = uuid_v4();
-    serde_json::json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": format!("/collections/{}/{}", p.owner, p.collection),
-        "type": format!("wasmgrid.data.{kind}"),
-        "subject": format!("/collections/{}/{}/files/{}", p.owner, p.collection, p.path),
-        "time": now_rfc3339(),
-        "datacontenttype": "application/json",
-        "data": {
-            "uri": p.uri(),
-            "size": rec.size,
-            "contentType": rec.content_type,
-            "etag": rec.etag,
+fn change_event<'a>(kind: &str, p: &DataPath, rec: &'a FileRecord) -> ChangeEvent<'a> {
+    ChangeEvent {
+        specversion: "1.0",
+        id: uuid_v4(),
+        source: format!("/collections/{}/{}", p.owner, p.collection),
+        ty: format!("wasmgrid.data.{kind}"),
+        subject: format!("/collections/{}/{}/files/{}", p.owner, p.collection, p.path),
+        time: now_rfc3339(),
+        datacontenttype: "application/json",
+        data: ChangeData {
+            uri: p.uri(),
+            size: rec.size,
+            content_type: &rec.content_type,
+            etag: &rec.etag,
         },
-    })
+    }
 }
 
 /// A random (version 4) UUID.
@@ -799,8 +890,52 @@ impl DataService {
         max_size: u64,
     ) -> Result<(String, Content), DataError> {
         let (rec_bytes, data) = self.fetch(who, p)?;
+        self.guest_content(p, &rec_bytes, data, max_size)
+    }
+
+    /// Reads several files for a reader that needs content type and bytes only
+    /// (batch jobs prefetch their inputs this way), from one snapshot: one
+    /// access check per collection and one store read for all of them. Each
+    /// file has its own result.
+    pub fn read_many_for_guest(
+        &self,
+        who: Principal<'_>,
+        paths: &[DataPath],
+        max_size: u64,
+    ) -> Result<Vec<GuestRead>, DataError> {
+        let mut checked: Option<(&str, &str)> = None;
+        for p in paths {
+            if checked != Some((p.owner.as_str(), p.collection.as_str())) {
+                self.readable(who, p)?;
+                checked = Some((p.owner.as_str(), p.collection.as_str()));
+            }
+        }
+        let keys: Vec<String> = paths.iter().map(DataPath::key).collect();
+        let reads: Vec<(Table, &str)> = keys
+            .iter()
+            .flat_map(|k| [(Table::FILES, k.as_str()), (Table::FILE_DATA, k.as_str())])
+            .collect();
+        let mut got = self.store.get_many(&reads)?.into_iter();
+        Ok(paths
+            .iter()
+            .map(|p| match (got.next().flatten(), got.next().flatten()) {
+                (Some(rec), data) => self.guest_content(&p.view(), &rec, data, max_size),
+                (None, _) => Err(not_found_file(p)),
+            })
+            .collect())
+    }
+
+    /// Decodes only the fields of a file record a guest read needs and returns
+    /// the content type and content.
+    fn guest_content(
+        &self,
+        p: &DataPathRef<'_>,
+        rec_bytes: &[u8],
+        data: Option<Vec<u8>>,
+        max_size: u64,
+    ) -> Result<(String, Content), DataError> {
         let view =
-            record::decode_for_read(&rec_bytes).map_err(|e| corrupt(Table::FILES, p.key(), e))?;
+            record::decode_for_read(rec_bytes).map_err(|e| corrupt(Table::FILES, p.key(), e))?;
         let content = self.content(
             p,
             view.size,
@@ -962,7 +1097,54 @@ impl DataService {
             )));
         }
         who.check_write(p)?;
-        let rec = FileRecord {
+        let staged = self.staged(
+            p,
+            content_type,
+            size,
+            etag,
+            inline.map(bytes::Bytes::copy_from_slice),
+            blob,
+        );
+        let mut outcome = None;
+        self.store
+            .transact(&mut |txn| {
+                outcome = Some(staged.apply(txn)?);
+                match &outcome {
+                    // Nothing was written; end the transaction without committing.
+                    Some(Err(_)) => Err(StoreError::Backend("aborted".into())),
+                    _ => Ok(()),
+                }
+            })
+            .or_else(|e| match &outcome {
+                Some(Err(_)) => Ok(()),
+                _ => Err(e),
+            })?;
+        match outcome {
+            Some(Ok(replaced)) => {
+                if let Some(old) = replaced {
+                    let _ = self.store.delete_blob(&old);
+                }
+                Ok(staged.record)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(DataError::Unavailable(
+                "the write transaction did not run".into(),
+            )),
+        }
+    }
+
+    /// A write of `p` with its record and change event encoded, ready to be
+    /// applied inside a transaction (no access check: callers check first).
+    fn staged(
+        &self,
+        p: &DataPath,
+        content_type: &str,
+        size: u64,
+        etag: String,
+        inline: Option<bytes::Bytes>,
+        blob: Option<String>,
+    ) -> StagedWrite {
+        let record = FileRecord {
             size,
             content_type: content_type.to_string(),
             etag,
@@ -971,53 +1153,55 @@ impl DataService {
             folder: false,
             expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
         };
-        let key = p.key();
-        let mut replaced_blob = None;
-        let mut conflict = None;
-        self.store
-            .transact(&mut |txn| {
-                if Self::collection_in(txn, p)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?
-                    .is_none()
-                {
-                    // Writing into a collection that does not exist creates it, private.
-                    txn.put(
-                        Table::COLLECTIONS,
-                        &p.collection_key(),
-                        &encode(&Self::implicit_collection(p)),
-                    )?;
-                }
-                if txn.get(Table::FILES, &format!("{key}/"))?.is_some() {
-                    conflict = Some(format!("{} is a folder", p.uri()));
-                    return Err(StoreError::Backend("conflict".into()));
-                }
-                replaced_blob = match txn.get(Table::FILES, &key)? {
-                    Some(b) => record::decode(&b)
-                        .ok()
-                        .and_then(|r| r.blob.map(Cow::into_owned)),
-                    None => None,
-                };
-                txn.put(Table::FILES, &key, &record::encode(&rec))?;
-                match inline {
-                    Some(bytes) => txn.put(Table::FILE_DATA, &key, bytes)?,
-                    None => txn.delete(Table::FILE_DATA, &key)?,
-                }
-                if !p.is_temp() {
-                    txn.append(
-                        Table::OUTBOX,
-                        &encode(&change_event("FileCreated", p, &rec)),
-                    )?;
-                }
-                Ok(())
-            })
-            .map_err(|e| match conflict.take() {
-                Some(msg) => DataError::Conflict(msg),
-                None => DataError::from(e),
-            })?;
-        if let Some(old) = replaced_blob {
-            let _ = self.store.delete_blob(&old);
+        StagedWrite {
+            key: p.key(),
+            record_json: record::encode(&record),
+            event: (!p.is_temp()).then(|| encode(&change_event("FileCreated", p, &record))),
+            path: p.clone(),
+            record,
+            inline: inline.unwrap_or_default(),
         }
-        Ok(rec)
+    }
+
+    /// Prepares a file write to be applied later inside a transaction of the
+    /// caller's (see [`StagedWrite::apply`]), so that many writes, and records of
+    /// the caller's own, commit together with one fsync. Checks write access now;
+    /// content above [`INLINE_MAX`] goes into a blob now (blocking: call from a
+    /// blocking thread for large bodies). Call [`DataService::discard`] if the
+    /// write is never applied, so that its blob is removed.
+    pub fn stage_write(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<StagedWrite, DataError> {
+        use sha2::Digest;
+        if p.path.is_empty() {
+            return Err(DataError::InvalidUri(format!(
+                "{} is a collection, not a file: add a file path",
+                p.uri()
+            )));
+        }
+        who.check_write(p)?;
+        let etag = etag_of(&sha2::Sha256::digest(&body));
+        let size = body.len() as u64;
+        if body.len() <= INLINE_MAX {
+            return Ok(self.staged(p, content_type, size, etag, Some(body), None));
+        }
+        let mut w = self.store.create_blob()?;
+        std::io::Write::write_all(&mut w, &body)
+            .map_err(|e| DataError::Unavailable(format!("writing a blob: {e}")))?;
+        let id = w.finish()?;
+        Ok(self.staged(p, content_type, size, etag, None, Some(id)))
+    }
+
+    /// Forgets a staged write that was not applied (or whose transaction
+    /// failed), deleting its blob if it has one.
+    pub fn discard(&self, staged: StagedWrite) {
+        if let Some(id) = &staged.record.blob {
+            let _ = self.store.delete_blob(id);
+        }
     }
 
     /// Deletes a file; `false` if it did not exist.
@@ -1238,6 +1422,51 @@ impl DataService {
                 return Ok((out, None));
             }
         }
+    }
+
+    /// Files under a folder, recursively, in key order (batch jobs page through
+    /// inputs with it): up to `limit` files after the file at collection path
+    /// `after`, and where the next page starts (a collection path), absent on
+    /// the last page. A page may hold fewer than `limit` files (folder markers
+    /// and expired files are skipped) and still have a successor.
+    pub fn list_tree(
+        &self,
+        who: Principal<'_>,
+        folder: &DataPath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<FilePage, DataError> {
+        self.readable(who, folder)?;
+        let prefix = folder.folder_prefix();
+        let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
+        let limit = limit.clamp(1, MAX_PAGE);
+        let page = self.store.scan(
+            Table::FILES,
+            &prefix,
+            after.as_deref().map(Cursor::After),
+            limit,
+        )?;
+        let next = if page.len() == limit {
+            page.last()
+                .and_then(|(k, _)| DataPath::from_key(k))
+                .map(|p| p.path)
+        } else {
+            None
+        };
+        let now = unix_now();
+        let mut out = Vec::with_capacity(page.len());
+        for (key, bytes) in page {
+            let rec: FileRecord = record::decode(&bytes)
+                .map(record::FileView::into_owned)
+                .map_err(|e| corrupt(Table::FILES, &key, e))?;
+            if rec.folder || rec.expired(now) {
+                continue;
+            }
+            if let Some(fp) = DataPath::from_key(&key) {
+                out.push((fp, rec));
+            }
+        }
+        Ok((out, next))
     }
 
     /// Adds `delta` to a decimal counter file (wasi:keyvalue `increment`) in one

@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use delivery::RETRY_SCHEDULE;
+pub use delivery::{Failure, RETRY_SCHEDULE};
 
 /// The built-in topics, written by wasmgrid itself and never by publishers.
 pub const SYSTEM_TOPICS: &[&str] = &["system.data", "system.algorithms", "system.jobs"];
@@ -286,7 +286,7 @@ pub trait JobStarter: Send + Sync {
         admin: bool,
         spec: &Value,
         event: &Value,
-    ) -> futures::future::BoxFuture<'static, Result<(), delivery::Failure>>;
+    ) -> futures::future::BoxFuture<'static, Result<(), Failure>>;
 }
 
 /// One live subscription: its record, queue signal and metrics.
@@ -351,6 +351,19 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct EventService {
     inner: Arc<Inner>,
+}
+
+/// A non-owning handle to an [`EventService`], for holders the service
+/// itself reaches (the guests' host services), so no reference cycle keeps
+/// the store open after the node is dropped.
+#[derive(Clone)]
+pub struct WeakEventService(std::sync::Weak<Inner>);
+
+impl WeakEventService {
+    /// The service, unless the node is gone.
+    pub fn upgrade(&self) -> Option<EventService> {
+        self.0.upgrade().map(|inner| EventService { inner })
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -494,6 +507,11 @@ impl EventService {
             svc.install(record, compiled, depth as i64)?;
         }
         Ok(svc)
+    }
+
+    /// A non-owning handle (see [`WeakEventService`]).
+    pub fn downgrade(&self) -> WeakEventService {
+        WeakEventService(Arc::downgrade(&self.inner))
     }
 
     /// Connects the batch jobs service (for `{"job": …}` destinations).

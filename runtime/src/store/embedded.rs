@@ -196,40 +196,94 @@ impl EmbeddedStore {
     }
 }
 
-/// A redb write transaction seen through [`Txn`].
+/// A redb write transaction seen through [`Txn`]. Tables are opened once per
+/// transaction and kept (opening one costs a table-tree lookup and its drop a
+/// write-back, which dominated batches of small writes), and sequence counters
+/// are cached after their first read.
 struct RedbTxn<'a> {
     txn: &'a redb::WriteTransaction,
+    open: std::cell::RefCell<Vec<(Table, RedbTable<'a>)>>,
+    counters: Vec<(Table, u64)>,
+}
+
+type RedbTable<'a> = redb::Table<'a, &'static str, &'static [u8]>;
+
+impl<'a> RedbTxn<'a> {
+    fn new(txn: &'a redb::WriteTransaction) -> Self {
+        Self {
+            txn,
+            open: std::cell::RefCell::new(Vec::new()),
+            counters: Vec::new(),
+        }
+    }
+
+    /// Runs `f` on the open table, opening it on first use.
+    fn with_table<R>(
+        &self,
+        table: Table,
+        f: impl FnOnce(&mut RedbTable<'a>) -> Result<R, redb::StorageError>,
+    ) -> Result<R, StoreError> {
+        let mut open = self.open.borrow_mut();
+        let i = match open.iter().position(|(t, _)| *t == table) {
+            Some(i) => i,
+            None => {
+                let t = self.txn.open_table(definition(table)).map_err(backend)?;
+                open.push((table, t));
+                open.len() - 1
+            }
+        };
+        f(&mut open[i].1).map_err(backend)
+    }
+}
+
+/// The `meta` key of a table's sequence counter.
+fn counter_key(table: Table) -> String {
+    format!("seq:{}", table.name())
+}
+
+impl RedbTxn<'_> {
+    /// Writes the sequence counters `append` advanced (once per transaction,
+    /// not once per append).
+    fn finish(self) -> Result<(), StoreError> {
+        for (table, last) in &self.counters {
+            let value = serde_json::to_vec(last).map_err(backend)?;
+            self.with_table(Table::META, |t| {
+                t.insert(counter_key(*table).as_str(), value.as_slice())
+                    .map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Txn for RedbTxn<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.txn.open_table(definition(table)).map_err(backend)?;
-        Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+        self.with_table(table, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())))
     }
 
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut t = self.txn.open_table(definition(table)).map_err(backend)?;
-        t.insert(key, value).map_err(backend)?;
-        Ok(())
+        self.with_table(table, |t| t.insert(key, value).map(|_| ()))
     }
 
     fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
-        let mut t = self.txn.open_table(definition(table)).map_err(backend)?;
-        t.remove(key).map_err(backend)?;
-        Ok(())
+        self.with_table(table, |t| t.remove(key).map(|_| ()))
     }
 
     fn append(&mut self, table: Table, value: &[u8]) -> Result<u64, StoreError> {
-        let counter = format!("seq:{}", table.name());
-        let next = match self.get(Table::META, &counter)? {
-            Some(v) => serde_json::from_slice::<u64>(&v).map_err(backend)? + 1,
-            None => 1,
+        let next = match self.counters.iter_mut().find(|(t, _)| *t == table) {
+            Some(c) => {
+                c.1 += 1;
+                c.1
+            }
+            None => {
+                let last = match self.get(Table::META, &counter_key(table))? {
+                    Some(v) => serde_json::from_slice::<u64>(&v).map_err(backend)?,
+                    None => 0,
+                };
+                self.counters.push((table, last + 1));
+                last + 1
+            }
         };
-        self.put(
-            Table::META,
-            &counter,
-            &serde_json::to_vec(&next).map_err(backend)?,
-        )?;
         self.put(table, &format!("{next:020}"), value)?;
         Ok(next)
     }
@@ -294,8 +348,13 @@ impl Store for EmbeddedStore {
         let mut txn = self.db.begin_write().map_err(backend)?;
         txn.set_durability(redb::Durability::None)
             .map_err(backend)?;
-        // Dropping `txn` without commit (on error) aborts it.
-        f(&mut RedbTxn { txn: &txn })?;
+        // Dropping `txn` without commit (on error) aborts it. The tables the
+        // closure opened are closed (dropped with `RedbTxn`) before the commit.
+        {
+            let mut t = RedbTxn::new(&txn);
+            f(&mut t)?;
+            t.finish()?;
+        }
         // The ticket is taken while this thread still holds redb's single write
         // lock, so tickets follow commit order.
         let ticket = {

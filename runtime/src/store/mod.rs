@@ -71,6 +71,11 @@ impl Table {
     /// `t/{ms:020}/{topic}\n{source}\n{id}` for expiry in time order: the
     /// ingest deduplication window.
     pub const EVENT_DEDUP: Table = Table("event_dedup");
+    /// job id → [`crate::jobs::JobRecord`] (ids sort newest first).
+    pub const JOBS: Table = Table("jobs");
+    /// `job id/relative input path` → [`crate::jobs::FileProgress`]: a job's
+    /// finished input files, written in the same transaction as their output.
+    pub const JOB_FILES: Table = Table("job_files");
 
     /// Every table the store knows, created when the store is opened.
     pub const ALL: &'static [Table] = &[
@@ -88,6 +93,8 @@ impl Table {
         Table::EVENT_QUEUE,
         Table::DEAD_LETTERS,
         Table::EVENT_DEDUP,
+        Table::JOBS,
+        Table::JOB_FILES,
     ];
 
     /// The table's name as stored.

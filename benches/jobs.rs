@@ -1,0 +1,233 @@
+//! Batch-job throughput: files per second through a job over a folder of
+//! 10,000 small files with the `noop` guest, against the raw in-process invoke
+//! rate at the same concurrency (same payloads, no data reads or writes).
+//!
+//! Run: `cargo bench -p wasmgrid --bench jobs` (builds guest-examples first).
+//! Figures are medians of five raw/job pairs (with the process's CPU time per
+//! call or file, which machine load disturbs less); the ratio is the median of
+//! each job run against the raw run just before it. The job's time runs from submit to
+//! `Completed` as the API would report it (listing, invocations, durable
+//! outputs and progress records, summary), in a fresh temporary data directory.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use wasmgrid::app::App;
+use wasmgrid::auth::{Caller, Scope};
+use wasmgrid::data::{DataPath, Principal};
+use wasmgrid::engine::{EngineConfig, Payload};
+use wasmgrid::jobs::{JobOptions, JobSpec, JobStatus};
+use wasmgrid::registry::{DeployRequest, Deployed, VersionSettings};
+use wasmgrid::store::Table;
+
+const FILES: usize = 10_000;
+const RUNS: usize = 5;
+
+fn build_guest(name: &str) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("cargo build guest-examples");
+    assert!(status.success());
+    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
+        .expect("guest wasm")
+}
+
+fn admin() -> Caller {
+    Caller {
+        key_id: "bench".into(),
+        owner: "bench".into(),
+        scopes: vec![Scope::Admin],
+        compat: Default::default(),
+    }
+}
+
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A rate (items per second of wall time) and the CPU time per item.
+#[derive(Clone, Copy, Default)]
+struct Rate {
+    per_sec: f64,
+    cpu_us: f64,
+}
+
+impl Rate {
+    fn measure(wall: Duration, cpu: Duration) -> Rate {
+        Rate {
+            per_sec: FILES as f64 / wall.as_secs_f64(),
+            cpu_us: cpu.as_secs_f64() * 1e6 / FILES as f64,
+        }
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn content(i: usize) -> Vec<u8> {
+    format!("file {i:05}: a small input line\n").into_bytes()
+}
+
+/// Writes the input folder: 10,000 files, committed 1,000 per transaction.
+fn write_inputs(app: &App, caller: &Caller) {
+    let who = Principal::Key(caller);
+    for chunk in (0..FILES).collect::<Vec<_>>().chunks(1000) {
+        let staged: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let p = DataPath::new("bench", "inputs", &format!("in/f{i:05}.txt")).unwrap();
+                app.data
+                    .stage_write(who, &p, "text/plain", content(i).into())
+                    .unwrap()
+            })
+            .collect();
+        app.store
+            .transact(&mut |txn| {
+                for s in &staged {
+                    s.apply(txn)?.expect("not a folder");
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+/// Calls per second of `registry.invoke` from `concurrency` tasks, 10,000 calls.
+async fn raw_rate(app: &Arc<App>, deployed: &Arc<Deployed>, concurrency: usize) -> Rate {
+    let next = Arc::new(AtomicUsize::new(0));
+    let (started, cpu) = (Instant::now(), cpu_time());
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (app, deployed, next) = (app.clone(), deployed.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= FILES {
+                    return;
+                }
+                let input = Payload {
+                    content_type: "text/plain".into(),
+                    body: content(i).into(),
+                };
+                app.registry
+                    .invoke(&deployed, input, None, None)
+                    .await
+                    .expect("noop call");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Rate::measure(started.elapsed(), cpu_time() - cpu)
+}
+
+/// Files per second of a job with `maxConcurrency` = `concurrency`.
+async fn job_rate(app: &Arc<App>, caller: &Caller, concurrency: u32, run: usize) -> Rate {
+    let spec = JobSpec {
+        owner: "bench".into(),
+        name: "noop".into(),
+        version: None,
+        input: "data://bench/inputs/in/".into(),
+        output: format!("data://bench/out-c{concurrency}-r{run}/"),
+        options: JobOptions {
+            max_concurrency: Some(concurrency),
+            ..Default::default()
+        },
+    };
+    let (started, cpu) = (Instant::now(), cpu_time());
+    let job = app.jobs.submit(caller, spec).await.expect("submit");
+    let done = loop {
+        let j = app.jobs.get(caller, &job.id).expect("job");
+        if j.status.is_terminal() {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let rate = Rate::measure(started.elapsed(), cpu_time() - cpu);
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.message);
+    assert_eq!(done.counts.succeeded, FILES as u64);
+    rate
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported here.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::open(dir.path(), EngineConfig::default(), Default::default()).unwrap();
+    let caller = admin();
+    let deployed = rt
+        .block_on(app.registry.deploy(
+            DeployRequest {
+                owner: "bench".into(),
+                name: "noop".into(),
+                version: "1.0.0".into(),
+                settings: VersionSettings::default(),
+                source_hash: None,
+            },
+            build_guest("noop").into(),
+        ))
+        .expect("deploy noop");
+    write_inputs(&app, &caller);
+    assert!(
+        app.store
+            .scan(Table::FILES, "bench/inputs/in/", None, FILES + 1)
+            .unwrap()
+            .len()
+            == FILES
+    );
+    rt.block_on(async {
+        app.jobs.start().await.unwrap();
+        // Warm up: first instantiations, page cache.
+        raw_rate(&app, &deployed, 2).await;
+        println!(
+            "{FILES} files of ~32 bytes, noop guest, {} worker threads; medians of {RUNS} runs",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!(
+            "concurrency | raw invoke calls/s (CPU µs/call) | job files/s (CPU µs/file) | job / raw"
+        );
+        for concurrency in [1usize, 2, 4, 8] {
+            // Raw and job runs alternate, and each job run is compared with the
+            // raw run just before it: on a shared machine, load drifts.
+            let (mut raw, mut job, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+            for run in 0..RUNS {
+                let r = raw_rate(&app, &deployed, concurrency).await;
+                let j = job_rate(&app, &caller, concurrency as u32, run).await;
+                ratio.push(j.per_sec / r.per_sec);
+                raw.push(r);
+                job.push(j);
+            }
+            let med = |v: &[Rate], f: fn(&Rate) -> f64| median(v.iter().map(f).collect());
+            println!(
+                "{concurrency:>11} | {:>12.0} ({:>5.1}) | {:>11.0} ({:>5.1}) | {:>8.2}x",
+                med(&raw, |r| r.per_sec),
+                med(&raw, |r| r.cpu_us),
+                med(&job, |r| r.per_sec),
+                med(&job, |r| r.cpu_us),
+                median(ratio),
+            );
+        }
+        app.jobs.shutdown(Duration::from_secs(5)).await;
+    });
+}

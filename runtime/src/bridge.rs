@@ -1,0 +1,153 @@
+//! Where batch jobs and events meet (assembled by [`crate::app::App`]): job
+//! lifecycle events on `system.jobs`, and subscriptions whose destination is a
+//! job (`{"job": {"algorithm", "output", …}}`, seed 000's "one job per new
+//! file").
+
+use crate::auth::{Caller, Scope};
+use crate::events::{Failure, JobStarter};
+use crate::jobs::{JobError, JobObserver, JobOptions, JobRecord, JobService, JobSpec, JobStatus};
+use crate::store::{Store, Table, WriteBatch};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Records `wasmgrid.jobs.JobCompleted` / `JobFailed` / `JobCanceled` in the
+/// outbox when a job ends; the outbox feed routes them to `system.jobs`.
+pub struct JobEvents {
+    store: Arc<dyn Store>,
+}
+
+impl JobEvents {
+    /// Writes into `store`'s outbox.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+impl JobObserver for JobEvents {
+    fn job_ended(&self, job: &JobRecord) {
+        let kind = match job.status {
+            JobStatus::Completed => "JobCompleted",
+            JobStatus::Failed => "JobFailed",
+            JobStatus::Canceled => "JobCanceled",
+            JobStatus::Queued | JobStatus::Running => return,
+        };
+        let mut parts = job.algorithm.split('/');
+        let (owner, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        // The observer may be told twice (after a crash): a fixed id per job
+        // and outcome lets consumers deduplicate.
+        let event = serde_json::json!({
+            "specversion": "1.0",
+            "id": format!("{}/{kind}", job.id),
+            "source": format!("/jobs/{owner}/{name}"),
+            "type": format!("wasmgrid.jobs.{kind}"),
+            "subject": format!("/jobs/{}", job.id),
+            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "datacontenttype": "application/json",
+            "data": job.view(),
+        });
+        let mut batch = WriteBatch::new();
+        batch.append_json(Table::OUTBOX, &event);
+        if let Err(e) = self.store.commit(&batch) {
+            tracing::error!(job = %job.id, error = %e, "recording the job's system.jobs event failed");
+        }
+    }
+}
+
+/// A subscription's `{"job": …}` destination.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JobDestination {
+    /// `owner/name[/version]`.
+    algorithm: String,
+    /// `data://owner/collection/folder/` for the outputs.
+    output: String,
+    #[serde(flatten)]
+    options: JobOptions,
+}
+
+/// Starts one job per delivered event, on the file its data names (`uri`, as
+/// in `wasmgrid.data.FileCreated`).
+pub struct JobDeliveries {
+    jobs: Arc<JobService>,
+}
+
+impl JobDeliveries {
+    /// Over the node's job service.
+    pub fn new(jobs: Arc<JobService>) -> Self {
+        Self { jobs }
+    }
+}
+
+/// The identity a subscription's jobs run as: its owner, with the rights its
+/// creating key had (admin) or invoke + data access.
+fn acting(owner: &str, admin: bool) -> Caller {
+    Caller {
+        key_id: format!("subscription of {owner}"),
+        owner: owner.to_string(),
+        scopes: if admin {
+            vec![Scope::Admin]
+        } else {
+            vec![Scope::Invoke, Scope::DataRead, Scope::DataWrite]
+        },
+        compat: Default::default(),
+    }
+}
+
+fn parse(spec: &Value) -> Result<JobDestination, String> {
+    let d: JobDestination = serde_json::from_value(spec.clone()).map_err(|e| {
+        format!("{e}; use {{\"algorithm\": \"owner/name\", \"output\": \"data://owner/collection/folder/\", \"maxConcurrency\"?, …}}")
+    })?;
+    d.options.resolve().map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+impl JobStarter for JobDeliveries {
+    fn validate(&self, owner: &str, admin: bool, spec: &Value) -> Result<(), String> {
+        let d = parse(spec)?;
+        let caller = acting(owner, admin);
+        let (algo_owner, ..) =
+            crate::events::parse_endpoint(&d.algorithm).map_err(|e| e.to_string())?;
+        caller
+            .require(Scope::Invoke, algo_owner)
+            .map_err(|e| e.to_string())?;
+        if !d.output.starts_with("data://") {
+            return Err(format!("output {:?} must be a data:// folder", d.output));
+        }
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        owner: &str,
+        admin: bool,
+        spec: &Value,
+        event: &Value,
+    ) -> futures::future::BoxFuture<'static, Result<(), Failure>> {
+        let jobs = self.jobs.clone();
+        let caller = acting(owner, admin);
+        let parsed = parse(spec);
+        let input = event
+            .get("data")
+            .and_then(|d| d.get("uri"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Box::pin(async move {
+            let d = parsed.map_err(Failure::NonRetryable)?;
+            let input = input.ok_or_else(|| {
+                Failure::NonRetryable(
+                    "the event's data has no `uri` naming the file to process (job destinations take data events such as wasmgrid.data.FileCreated)".into(),
+                )
+            })?;
+            let spec = JobSpec::for_endpoint(&d.algorithm, input, d.output, d.options)
+                .map_err(|e| Failure::NonRetryable(e.to_string()))?;
+            match jobs.submit(&caller, spec).await {
+                Ok(_) => Ok(()),
+                Err(e @ (JobError::Invalid(_) | JobError::NotFound(_) | JobError::Auth(_))) => {
+                    Err(Failure::NonRetryable(e.to_string()))
+                }
+                Err(e) => Err(Failure::Retryable(e.to_string())),
+            }
+        })
+    }
+}

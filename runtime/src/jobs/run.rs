@@ -1,0 +1,1228 @@
+//! The runner of one job: a dispatcher paging through the input, workers
+//! invoking the algorithm (at most `maxConcurrency` at once), and one committer
+//! writing outputs and progress in batched transactions.
+//!
+//! ```text
+//! dispatcher ──(mini-batch, concurrency permit)──► worker ×N ──(Done)──► committer
+//!   list_tree page by page,                          read input, invoke     one transaction per
+//!   skipping files already in JOB_FILES              with retries, stage    batch: outputs +
+//!                                                    the output             JOB_FILES + job counts
+//! ```
+//!
+//! Memory stays bounded: the dispatcher holds two listing pages (with at most
+//! [`PREFETCH_BYTES`] of small files read ahead each), at most `maxConcurrency`
+//! invocations run, loaded inputs are capped by [`INPUT_BUDGET`] bytes and
+//! finished results waiting for the committer by [`RESULT_BUDGET`] bytes.
+
+use super::payload::{self, InputContent, OutputContent};
+use super::{
+    Counts, FIRST_ERRORS, FileError, FileProgress, FileStatus, Inner, InputKind, JobError,
+    JobRecord, JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
+};
+use crate::auth::Caller;
+use crate::data::{Content, DataError, DataPath, INLINE_MAX, Principal, StagedWrite};
+use crate::engine::{GuestErrorKind, InvokeError, Outcome, Payload};
+use crate::metrics::{AlgorithmLabel, CallLabels};
+use crate::registry::{Deployed, VersionSpec};
+use crate::store::{StoreError, StoreExt, Table, Txn};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Input files listed per page.
+const PAGE: usize = 256;
+/// Bytes of finished results (outputs held in memory) waiting to be committed.
+const RESULT_BUDGET: usize = 64 << 20;
+/// Bytes of loaded inputs queued for or held by the workers.
+const INPUT_BUDGET: usize = 64 << 20;
+/// Results committed per transaction, at most.
+const COMMIT_BATCH: usize = 1024;
+/// Shortest time between two commits of a run while results keep coming: one
+/// transaction (and fsync) then covers many files.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(25);
+/// Bytes of small input files read ahead per listing page.
+const PREFETCH_BYTES: u64 = 8 << 20;
+
+/// Why a run stopped early.
+#[derive(Debug, Clone)]
+enum StopReason {
+    /// Cancel requested.
+    Canceled,
+    /// The server is shutting down: leave the job for the next start.
+    Shutdown,
+    /// Too many files failed.
+    Threshold(String),
+    /// The job cannot go on (storage, listing, a worker died).
+    Failure(String),
+}
+
+/// The first reason to stop, and a token every part of the run watches.
+#[derive(Default)]
+struct Stop {
+    reason: Mutex<Option<StopReason>>,
+    abort: CancellationToken,
+}
+
+impl Stop {
+    fn set(&self, reason: StopReason) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason);
+        }
+        self.abort.cancel();
+    }
+
+    fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+/// One input file of the run.
+#[derive(Debug, Clone)]
+struct InputFile {
+    /// Where it is.
+    path: DataPath,
+    /// Its path relative to the input folder (the key of its progress record).
+    rel: String,
+}
+
+/// A file's output: staged by the worker when large (its blob is written on
+/// the worker's side), else staged by the committer just before its
+/// transaction, off the invocation path.
+enum Output {
+    /// Small output, not staged yet.
+    Pending {
+        /// Path relative to the output folder.
+        output_rel: String,
+        /// Media type.
+        content_type: String,
+        /// Bytes.
+        body: bytes::Bytes,
+    },
+    /// Staged (large output, in a blob already).
+    Staged {
+        /// Path relative to the output folder.
+        output_rel: String,
+        /// The write.
+        write: Box<StagedWrite>,
+    },
+}
+
+/// Why a file failed: the API's error_type and a message.
+#[derive(Debug, Clone)]
+struct Failure {
+    error_type: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(error_type: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            error_type: error_type.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn data(e: &DataError) -> Failure {
+        Failure::new(data_error_type(e), e.to_string())
+    }
+
+    fn invoke(e: &InvokeError) -> Failure {
+        Failure::new(invoke_error_type(e), e.to_string())
+    }
+}
+
+/// An input file as the dispatcher hands it to a worker.
+type Input = (InputFile, Result<Loaded, Failure>);
+
+/// A finished file, on its way to the committer.
+struct Done {
+    file: InputFile,
+    attempts: u32,
+    outcome: Result<Output, Failure>,
+    /// Holds its share of [`RESULT_BUDGET`] until committed.
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// An input file loaded by the dispatcher.
+enum Loaded {
+    /// Content in memory.
+    Ready(InputContent),
+    /// A large file: the worker reads the open blob.
+    Blob {
+        uri: String,
+        content_type: String,
+        file: std::fs::File,
+    },
+}
+
+/// What every worker of a run shares.
+struct RunCtx {
+    inner: Arc<Inner>,
+    job_id: String,
+    run: u32,
+    caller: Caller,
+    deployed: Arc<Deployed>,
+    endpoint: String,
+    settings: JobSettings,
+    input: DataPath,
+    input_kind: InputKind,
+    output: DataPath,
+    budget: Arc<Semaphore>,
+    input_budget: Arc<Semaphore>,
+    /// Metric handles for successful calls, looked up once per run.
+    calls_ok: prometheus_client::metrics::counter::Counter,
+    call_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl RunCtx {
+    fn who(&self) -> Principal<'_> {
+        Principal::Key(&self.caller)
+    }
+
+    fn output_path(&self, rel: &str) -> Result<DataPath, DataError> {
+        let path = if self.output.path.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.output.path)
+        };
+        DataPath::new(&self.output.owner, &self.output.collection, &path)
+    }
+
+    fn relative(&self, p: &DataPath) -> String {
+        match self.input_kind {
+            InputKind::File => p.path.rsplit('/').next().unwrap_or(&p.path).to_string(),
+            InputKind::Folder if self.input.path.is_empty() => p.path.clone(),
+            InputKind::Folder => p
+                .path
+                .strip_prefix(&format!("{}/", self.input.path))
+                .unwrap_or(&p.path)
+                .to_string(),
+        }
+    }
+}
+
+fn corrupt(key: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        table: Table::JOBS.name(),
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_job(txn: &dyn Txn, id: &str) -> Result<JobRecord, StoreError> {
+    let bytes = txn
+        .get(Table::JOBS, id)?
+        .ok_or_else(|| StoreError::Backend(format!("job {id} vanished from the store")))?;
+    serde_json::from_slice(&bytes).map_err(|e| corrupt(id, e))
+}
+
+fn write_job(txn: &mut dyn Txn, rec: &JobRecord) -> Result<(), StoreError> {
+    txn.put(
+        Table::JOBS,
+        &rec.id,
+        &serde_json::to_vec(rec).unwrap_or_default(),
+    )
+}
+
+/// Runs job `id` to its end (or until shutdown), then tells the observer.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    id: String,
+    cancel: CancellationToken,
+    finished: CancellationToken,
+) {
+    let ended = match run_job(&inner, &id, &cancel).await {
+        Ok(ended) => ended,
+        Err(e) if inner.shutdown.is_cancelled() => {
+            tracing::warn!(job = %id, error = %e, "job runner stopped by shutdown");
+            None
+        }
+        Err(e) => {
+            tracing::error!(job = %id, error = %e, "job runner failed");
+            let message = format!("the job could not continue: {e}");
+            match finish(&inner, &id, JobStatus::Failed, Some(message)).await {
+                Ok(rec) => Some(rec),
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "cannot record the job's failure; it resumes at the next start");
+                    None
+                }
+            }
+        }
+    };
+    if let Some(rec) = ended {
+        tracing::info!(job = %id, status = ?rec.status, succeeded = rec.counts.succeeded, failed = rec.counts.failed, "job ended");
+        let inner2 = inner.clone();
+        let _ = tokio::task::spawn_blocking(move || notify(&inner2, rec)).await;
+    }
+    if let Ok(mut active) = inner.active.lock() {
+        active.remove(&id);
+    }
+    finished.cancel();
+}
+
+/// Tells the observer that a job ended, then records that it was told.
+pub(super) fn notify(inner: &Inner, rec: JobRecord) {
+    let observer = inner.observer.read().ok().and_then(|o| o.clone());
+    if let Some(o) = &observer {
+        o.job_ended(&rec);
+    }
+    let id = rec.id.clone();
+    let result = inner.store.transact(&mut |txn| {
+        let mut rec = read_job(txn, &id)?;
+        rec.notified = true;
+        write_job(txn, &rec)
+    });
+    if let Err(e) = result {
+        tracing::warn!(job = %id, error = %e, "cannot record that the job's end was announced; it is announced again at the next start");
+    }
+}
+
+/// The run itself: `Ok(Some(job))` when the job ended, `Ok(None)` when the
+/// runner stopped for shutdown (the job resumes at the next start).
+async fn run_job(
+    inner: &Arc<Inner>,
+    id: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<JobRecord>, JobError> {
+    let _slot = tokio::select! {
+        biased;
+        _ = inner.shutdown.cancelled() => return Ok(None),
+        _ = cancel.cancelled() => {
+            return finish(inner, id, JobStatus::Canceled, Some("canceled while queued".into()))
+                .await
+                .map(Some);
+        }
+        slot = inner.slots.clone().acquire_owned() => {
+            slot.map_err(|_| JobError::Unavailable("the job service is closed".into()))?
+        }
+    };
+    let store = inner.store.clone();
+    let key = id.to_string();
+    let rec = blocking(move || {
+        store
+            .get_json::<JobRecord>(Table::JOBS, &key)?
+            .ok_or_else(|| super::not_found(&key))
+    })
+    .await?;
+    if rec.status.is_terminal() {
+        return Ok(None);
+    }
+    if rec.cancel_requested || cancel.is_cancelled() {
+        return finish(
+            inner,
+            id,
+            JobStatus::Canceled,
+            Some("canceled by request".into()),
+        )
+        .await
+        .map(Some);
+    }
+
+    // The job runs the version resolved at submission, even if newer ones appear.
+    let (owner, name) = rec
+        .algorithm
+        .split_once('/')
+        .unwrap_or((&rec.algorithm, ""));
+    let deployed = semver::Version::parse(&rec.version)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            inner
+                .registry
+                .resolve(owner, name, &VersionSpec::Exact(v))
+                .map_err(|e| e.to_string())
+        });
+    let deployed = match deployed {
+        Ok(d) => d,
+        Err(e) => {
+            let message = format!(
+                "{}/{} cannot run: {e} (was the version deleted? submit the job again)",
+                rec.algorithm, rec.version
+            );
+            return finish(inner, id, JobStatus::Failed, Some(message))
+                .await
+                .map(Some);
+        }
+    };
+
+    let caller = rec.submitter.caller();
+    let input = Principal::Key(&caller).parse(&rec.input)?;
+    let output = Principal::Key(&caller).parse(&rec.output)?;
+    let started = {
+        let (inner, id, caller, input) =
+            (inner.clone(), id.to_string(), caller.clone(), input.clone());
+        let kind = rec.input_kind;
+        blocking(move || start_run(&inner, &id, &caller, &input, kind)).await
+    };
+    let run_no = match started {
+        Ok(n) => n,
+        Err(JobError::Data(e)) => {
+            let message = format!("cannot list the input {}: {e}", rec.input);
+            return finish(inner, id, JobStatus::Failed, Some(message))
+                .await
+                .map(Some);
+        }
+        Err(e) => return Err(e),
+    };
+    let deployed_endpoint = deployed.endpoint();
+    let ctx = Arc::new(RunCtx {
+        inner: inner.clone(),
+        job_id: id.to_string(),
+        run: run_no,
+        endpoint: deployed.endpoint(),
+        deployed,
+        settings: rec.settings.clone(),
+        input,
+        input_kind: rec.input_kind,
+        output,
+        calls_ok: inner.metrics.invocations.get_or_create_owned(&CallLabels {
+            algorithm: deployed_endpoint.clone(),
+            outcome: "ok".into(),
+        }),
+        call_seconds: inner
+            .metrics
+            .invocation_seconds
+            .get_or_create_owned(&AlgorithmLabel {
+                algorithm: deployed_endpoint,
+            }),
+        caller,
+        budget: Arc::new(Semaphore::new(RESULT_BUDGET)),
+        input_budget: Arc::new(Semaphore::new(INPUT_BUDGET)),
+    });
+
+    let stop = Arc::new(Stop::default());
+    let watcher = {
+        let stop = stop.clone();
+        let cancel = cancel.clone();
+        let shutdown = inner.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => stop.set(StopReason::Canceled),
+                _ = shutdown.cancelled() => stop.set(StopReason::Shutdown),
+                _ = stop.abort.cancelled() => {}
+            }
+        })
+    };
+    process_all(&ctx, &stop).await;
+    watcher.abort();
+
+    match stop.reason() {
+        None => finish(inner, id, JobStatus::Completed, None)
+            .await
+            .map(Some),
+        Some(StopReason::Canceled) => finish(
+            inner,
+            id,
+            JobStatus::Canceled,
+            Some("canceled by request".into()),
+        )
+        .await
+        .map(Some),
+        Some(StopReason::Threshold(m)) | Some(StopReason::Failure(m)) => {
+            finish(inner, id, JobStatus::Failed, Some(m))
+                .await
+                .map(Some)
+        }
+        Some(StopReason::Shutdown) => Ok(None),
+    }
+}
+
+/// Marks the job `Running` for a new run, with the input counted; returns the
+/// run number.
+fn start_run(
+    inner: &Inner,
+    job_id: &str,
+    caller: &Caller,
+    input: &DataPath,
+    kind: InputKind,
+) -> Result<u32, JobError> {
+    let total = match kind {
+        InputKind::File => 1,
+        InputKind::Folder => {
+            let mut n = 0u64;
+            let mut after: Option<String> = None;
+            loop {
+                let (files, next) = inner.data.list_tree(
+                    Principal::Key(caller),
+                    input,
+                    after.as_deref(),
+                    crate::data::MAX_PAGE,
+                )?;
+                n += files.len() as u64;
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break n,
+                }
+            }
+        }
+    };
+    let mut run = 0;
+    inner.store.transact(&mut |txn| {
+        let mut rec = read_job(txn, job_id)?;
+        rec.status = JobStatus::Running;
+        rec.runs += 1;
+        run = rec.runs;
+        if rec.started.is_none() {
+            rec.started = Some(now_rfc3339());
+        }
+        // Files finished in earlier runs stay counted even if they are gone now.
+        rec.counts.total = total.max(rec.counts.succeeded + rec.counts.failed);
+        rec.counts.recompute_pending();
+        write_job(txn, &rec)
+    })?;
+    Ok(run)
+}
+
+/// Dispatches every pending input file and commits the results; returns when
+/// all are done or the run was stopped (see `stop`).
+async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
+    let concurrency = ctx
+        .settings
+        .max_concurrency
+        .min(ctx.deployed.record.settings.concurrency)
+        .max(1) as usize;
+    let (tx, rx) = mpsc::unbounded_channel::<Done>();
+    let committer = tokio::spawn(commit_loop(ctx.clone(), rx, stop.clone()));
+    // `concurrency` workers take loaded mini-batches from a short queue: at
+    // most that many invocations run, and the dispatcher reads ahead while
+    // they do.
+    let (work_tx, work_rx) = mpsc::channel::<Work>(concurrency * 2 + 16);
+    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (ctx, work_rx, tx) = (ctx.clone(), work_rx.clone(), tx.clone());
+        workers.spawn(async move {
+            loop {
+                let work = work_rx.lock().await.recv().await;
+                let Some(work) = work else { return };
+                for done in process(&ctx, work).await {
+                    // The committer outlives every worker; a send fails only if it died.
+                    let _ = tx.send(done);
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let per_batch = ctx.settings.mini_batch_size.max(1) as usize;
+    let mut batch: Vec<Pending> = Vec::with_capacity(per_batch);
+    // The next page is listed (and its small files read) while this one is
+    // dispatched, so the workers never wait for a listing.
+    let fetch = |after: Option<String>| {
+        let ctx = ctx.clone();
+        tokio::spawn(blocking(move || next_page(&ctx, after)))
+    };
+    let mut upcoming = Some(fetch(None));
+    'listing: while let Some(fetching) = upcoming.take() {
+        if stop.abort.is_cancelled() {
+            break;
+        }
+        let page = fetching
+            .await
+            .unwrap_or_else(|e| Err(JobError::Unavailable(format!("listing task failed: {e}"))));
+        let (files, next) = match page {
+            Ok(p) => p,
+            Err(e) => {
+                stop.set(StopReason::Failure(format!(
+                    "listing the input {} failed: {e}",
+                    ctx.input.uri()
+                )));
+                break;
+            }
+        };
+        upcoming = next.map(|n| fetch(Some(n)));
+        for f in files {
+            batch.push(f);
+            if batch.len() >= per_batch {
+                let files = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
+                if !dispatch(ctx, &work_tx, stop, files).await {
+                    break 'listing;
+                }
+            }
+        }
+    }
+    if let Some(fetching) = upcoming {
+        fetching.abort();
+    }
+    if !batch.is_empty() && !stop.abort.is_cancelled() {
+        dispatch(ctx, &work_tx, stop, batch).await;
+    }
+    // Workers end once the queue is empty and closed.
+    drop(work_tx);
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                None => break,
+                Some(Err(e)) if e.is_panic() => {
+                    stop.set(StopReason::Failure("a job worker crashed (a bug): see the server log".into()));
+                }
+                Some(_) => {}
+            },
+            _ = stop.abort.cancelled() => {
+                // Abandon in-flight invocations; their files run again if the
+                // job is resumed.
+                workers.abort_all();
+                while workers.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    if let Err(e) = committer.await {
+        stop.set(StopReason::Failure(format!(
+            "the job committer failed: {e}"
+        )));
+    }
+}
+
+/// A mini-batch with its inputs loaded, for a worker.
+struct Work {
+    files: Vec<Input>,
+    /// Its share of [`INPUT_BUDGET`], released when the worker is done with it.
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Loads a mini-batch's inputs (those not prefetched) and queues it for the
+/// workers once the input budget allows; `false` if the run was stopped
+/// meanwhile.
+async fn dispatch(
+    ctx: &Arc<RunCtx>,
+    work_tx: &mpsc::Sender<Work>,
+    stop: &Stop,
+    files: Vec<Pending>,
+) -> bool {
+    let files: Vec<Input> = files
+        .into_iter()
+        .map(|(f, prefetched)| {
+            let l = prefetched.unwrap_or_else(|| load_input(ctx, &f));
+            (f, l)
+        })
+        .collect();
+    let bytes: usize = files
+        .iter()
+        .map(|(_, l)| match l {
+            Ok(Loaded::Ready(c)) => c.body.len(),
+            _ => 0,
+        })
+        .sum();
+    let budget = tokio::select! {
+        p = ctx.input_budget.clone().acquire_many_owned(bytes.clamp(1, INPUT_BUDGET) as u32) => match p {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        _ = stop.abort.cancelled() => return false,
+    };
+    let work = Work {
+        files,
+        _budget: budget,
+    };
+    tokio::select! {
+        sent = work_tx.send(work) => sent.is_ok(),
+        _ = stop.abort.cancelled() => false,
+    }
+}
+
+/// An input file with its content when the dispatcher prefetched it.
+type Pending = (InputFile, Option<Result<Loaded, Failure>>);
+
+/// The next page of input files not yet finished (small ones with their
+/// content, read in one snapshot up to [`PREFETCH_BYTES`]), and where the page
+/// after starts.
+fn next_page(
+    ctx: &RunCtx,
+    after: Option<String>,
+) -> Result<(Vec<Pending>, Option<String>), JobError> {
+    let (files, next): (Vec<(DataPath, Option<u64>)>, _) = match ctx.input_kind {
+        InputKind::File => {
+            if after.is_some() {
+                return Ok((Vec::new(), None));
+            }
+            (vec![(ctx.input.clone(), None)], None)
+        }
+        InputKind::Folder => {
+            let (files, next) =
+                ctx.inner
+                    .data
+                    .list_tree(ctx.who(), &ctx.input, after.as_deref(), PAGE)?;
+            (
+                files.into_iter().map(|(p, r)| (p, Some(r.size))).collect(),
+                next,
+            )
+        }
+    };
+    let keys: Vec<String> = files
+        .iter()
+        .map(|(p, _)| format!("{}/{}", ctx.job_id, ctx.relative(p)))
+        .collect();
+    let reads: Vec<(Table, &str)> = keys
+        .iter()
+        .map(|k| (Table::JOB_FILES, k.as_str()))
+        .collect();
+    let done = ctx.inner.store.get_many(&reads)?;
+    let pending: Vec<(DataPath, Option<u64>)> = files
+        .into_iter()
+        .zip(done)
+        .filter(|(_, d)| d.is_none())
+        .map(|(f, _)| f)
+        .collect();
+    // Prefetch small files, within a byte budget, from one snapshot.
+    let mut budget = PREFETCH_BYTES;
+    let prefetch: Vec<DataPath> = pending
+        .iter()
+        .take_while(|(_, size)| match size {
+            Some(n) if *n <= INLINE_MAX as u64 && *n <= budget => {
+                budget -= n;
+                true
+            }
+            _ => false,
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut contents =
+        match ctx
+            .inner
+            .data
+            .read_many_for_guest(ctx.who(), &prefetch, MAX_INPUT_BYTES)
+        {
+            Ok(c) => c.into_iter(),
+            // The access check failed: leave the reads (and their errors) to each file.
+            Err(_) => Vec::new().into_iter(),
+        };
+    let out = pending
+        .into_iter()
+        .map(|(path, _)| {
+            let loaded = contents.next().map(|r| {
+                r.map(|(content_type, content)| loaded(&path, content_type, content))
+                    .map_err(|e| Failure::data(&e))
+            });
+            (
+                InputFile {
+                    rel: ctx.relative(&path),
+                    path,
+                },
+                loaded,
+            )
+        })
+        .collect();
+    Ok((out, next))
+}
+
+/// The API's error_type of a failed invocation.
+fn invoke_error_type(e: &InvokeError) -> &'static str {
+    match e {
+        InvokeError::Guest {
+            kind: GuestErrorKind::Transient,
+            ..
+        } => "TransientAlgorithmError",
+        InvokeError::Guest { .. } => "AlgorithmError",
+        InvokeError::Timeout { .. } => "TimeoutError",
+        InvokeError::OutOfMemory { .. } => "OutOfMemoryError",
+        InvokeError::StackOverflow { .. } => "StackOverflowError",
+        InvokeError::Crash { .. } => "CrashError",
+        InvokeError::Overloaded(_) => "Overloaded",
+        InvokeError::Host(_) => "InternalError",
+    }
+}
+
+/// The API's error_type of a data failure.
+fn data_error_type(e: &DataError) -> &'static str {
+    match e {
+        DataError::NotFound(_) => "NotFound",
+        DataError::Forbidden(_) => "AuthError",
+        DataError::InvalidUri(_) | DataError::Invalid(_) => "InputError",
+        DataError::TooLarge(_) => "PayloadTooLarge",
+        DataError::Conflict(_) => "AlreadyExists",
+        DataError::Unavailable(_) => "InternalError",
+    }
+}
+
+/// Failures that may pass on their own: worth another attempt.
+fn retryable(e: &InvokeError) -> bool {
+    matches!(
+        e,
+        InvokeError::Guest {
+            kind: GuestErrorKind::Transient,
+            ..
+        } | InvokeError::Timeout { .. }
+            | InvokeError::Overloaded(_)
+            | InvokeError::Host(_)
+    )
+}
+
+/// Counts an invocation as running for the `invocations_in_flight` gauge, even
+/// if the worker is abandoned mid-call.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Calls the algorithm, retrying retryable failures with exponential backoff.
+/// Returns the last result and the number of attempts.
+async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, u32) {
+    let timeout = ctx.settings.timeout.map(Duration::from_secs_f64);
+    let metrics = &ctx.inner.metrics;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        metrics.in_flight.inc();
+        let guard = InFlight(&metrics.in_flight);
+        let result = ctx
+            .inner
+            .registry
+            .invoke(&ctx.deployed, input.clone(), None, timeout)
+            .await;
+        drop(guard);
+        match &result {
+            Ok(o) => {
+                ctx.calls_ok.inc();
+                ctx.call_seconds.observe(o.duration.as_secs_f64());
+            }
+            Err(e) => {
+                metrics
+                    .invocations
+                    .get_or_create(&CallLabels {
+                        algorithm: ctx.endpoint.clone(),
+                        outcome: invoke_error_type(e).to_string(),
+                    })
+                    .inc();
+            }
+        }
+        match result {
+            Err(e) if retryable(&e) && attempts <= ctx.settings.retries => {
+                let cfg = &ctx.inner.config;
+                let exp = cfg
+                    .backoff
+                    .saturating_mul(1u32 << (attempts - 1).min(16))
+                    .min(cfg.max_backoff);
+                // ±50% jitter, so files that failed together do not retry together.
+                let delay = exp.mul_f64(0.5 + rand::random::<f64>());
+                tracing::debug!(job = %ctx.job_id, attempt = attempts, ?delay, error = %e, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+            other => return (other, attempts),
+        }
+    }
+}
+
+/// Reads an input file for the submitter: small files at once (one snapshot
+/// read), large ones as an open blob for the worker to read.
+fn load_input(ctx: &RunCtx, f: &InputFile) -> Result<Loaded, Failure> {
+    let (content_type, content) = ctx
+        .inner
+        .data
+        .read_for_guest(ctx.who(), &f.path.view(), MAX_INPUT_BYTES)
+        .map_err(|e| Failure::data(&e))?;
+    Ok(loaded(&f.path, content_type, content))
+}
+
+fn loaded(path: &DataPath, content_type: String, content: Content) -> Loaded {
+    match content {
+        Content::Inline(body) => Loaded::Ready(InputContent {
+            uri: path.uri(),
+            content_type,
+            body,
+        }),
+        Content::Blob(file) => Loaded::Blob {
+            uri: path.uri(),
+            content_type,
+            file,
+        },
+    }
+}
+
+/// The content of a loaded input (reading a large one on a blocking thread).
+async fn content(loaded: Loaded) -> Result<InputContent, Failure> {
+    match loaded {
+        Loaded::Ready(c) => Ok(c),
+        Loaded::Blob {
+            uri,
+            content_type,
+            mut file,
+        } => {
+            let what = uri.clone();
+            let body = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                file.read_to_end(&mut buf)
+                    .map(|_| bytes::Bytes::from(buf))
+                    .map_err(|e| format!("reading {what}: {e}"))
+            })
+            .await
+            .map_err(|e| Failure::new("InternalError", format!("reader failed: {e}")))?
+            .map_err(|m| Failure::new("InternalError", m))?;
+            Ok(InputContent {
+                uri,
+                content_type,
+                body,
+            })
+        }
+    }
+}
+
+/// The output of one file: large outputs are staged here (their blob is
+/// written on a blocking thread); small ones are left to the committer.
+async fn output(
+    ctx: &RunCtx,
+    f: &InputFile,
+    input_type: &str,
+    out: OutputContent,
+) -> Result<Output, Failure> {
+    let output_rel = payload::output_name(&f.rel, input_type, &out.content_type);
+    if out.body.len() <= INLINE_MAX {
+        return Ok(Output::Pending {
+            output_rel,
+            content_type: out.content_type,
+            body: out.body,
+        });
+    }
+    let fail = |e: DataError| Failure::data(&e);
+    let path = ctx.output_path(&output_rel).map_err(fail)?;
+    let data = ctx.inner.data.clone();
+    let caller = ctx.caller.clone();
+    let write = tokio::task::spawn_blocking(move || {
+        data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
+    })
+    .await
+    .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
+    .map_err(fail)?;
+    Ok(Output::Staged {
+        output_rel,
+        write: Box::new(write),
+    })
+}
+
+/// Processes one mini-batch: invoke, then hand the outputs on. Every file comes
+/// back as a [`Done`], holding its share of the result budget.
+async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
+    let files = work.files;
+    let mut results: Vec<(InputFile, u32, Result<Output, Failure>)> =
+        Vec::with_capacity(files.len());
+    let mut inputs = Vec::with_capacity(files.len());
+    for (f, loaded) in files {
+        let loaded = match loaded {
+            Ok(l) => content(l).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(c) => inputs.push((f, c)),
+            Err(e) => results.push((f, 0, Err(e))),
+        }
+    }
+    if !inputs.is_empty() {
+        let total: u64 = inputs.iter().map(|(_, c)| c.body.len() as u64).sum();
+        if total > MAX_INPUT_BYTES {
+            let message = format!(
+                "the input of one invocation is {total} bytes, more than the limit of {} MiB; use a smaller miniBatchSize or smaller files",
+                MAX_INPUT_BYTES >> 20
+            );
+            for (f, _) in inputs {
+                results.push((f, 0, Err(Failure::new("PayloadTooLarge", message.clone()))));
+            }
+        } else if inputs.len() == 1 {
+            let (f, content) = inputs.remove(0);
+            let (result, attempts) = invoke(ctx, payload::single(&content)).await;
+            let outcome = match result {
+                Ok(o) => {
+                    output(
+                        ctx,
+                        &f,
+                        &content.content_type,
+                        OutputContent {
+                            content_type: o.output.content_type,
+                            body: o.output.body,
+                        },
+                    )
+                    .await
+                }
+                Err(e) => Err(Failure::invoke(&e)),
+            };
+            results.push((f, attempts, outcome));
+        } else {
+            let contents: Vec<InputContent> = inputs.iter().map(|(_, c)| c.clone()).collect();
+            let (result, attempts) = invoke(ctx, payload::mini_batch(&contents)).await;
+            let split = match result {
+                Ok(o) => payload::split_mini_batch(&o.output, inputs.len())
+                    .map_err(|m| Failure::new("AlgorithmError", m)),
+                Err(e) => Err(Failure::invoke(&e)),
+            };
+            match split {
+                Ok(outputs) => {
+                    for ((f, content), out) in inputs.into_iter().zip(outputs) {
+                        let o = output(ctx, &f, &content.content_type, out).await;
+                        results.push((f, attempts, o));
+                    }
+                }
+                Err(e) => {
+                    for (f, _) in inputs {
+                        results.push((f, attempts, Err(e.clone())));
+                    }
+                }
+            }
+        }
+    }
+    let mut done = Vec::with_capacity(results.len());
+    for (file, attempts, outcome) in results {
+        let cost = match &outcome {
+            Ok(Output::Pending { body, .. }) => body.len(),
+            _ => 0,
+        }
+        .clamp(1024, RESULT_BUDGET) as u32;
+        let budget = ctx.budget.clone().acquire_many_owned(cost).await.ok();
+        done.push(Done {
+            file,
+            attempts,
+            outcome,
+            _budget: budget,
+        });
+    }
+    done
+}
+
+/// Commits finished files in batches (one transaction each) until every worker
+/// is gone; stops the run when the error threshold is exceeded.
+async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, stop: Arc<Stop>) {
+    let mut failed_storage = false;
+    let mut last_commit: Option<tokio::time::Instant> = None;
+    loop {
+        let mut batch = Vec::with_capacity(64);
+        if rx.recv_many(&mut batch, COMMIT_BATCH).await == 0 {
+            return;
+        }
+        // Under a steady stream, gather results for a while so that one
+        // transaction covers many files; a lone result commits at once.
+        if let Some(last) = last_commit
+            && batch.len() < COMMIT_BATCH
+        {
+            let until = last + COMMIT_INTERVAL;
+            while batch.len() < COMMIT_BATCH {
+                let room = COMMIT_BATCH - batch.len();
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    _ = tokio::time::sleep_until(until) => break,
+                }
+            }
+        }
+        last_commit = Some(tokio::time::Instant::now());
+        if failed_storage {
+            discard(&ctx, batch);
+            continue;
+        }
+        let committed = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || commit_batch(&ctx, batch)).await
+        };
+        match committed {
+            Ok(Ok(counts)) => {
+                let threshold = ctx.settings.error_threshold;
+                if threshold >= 0 && counts.failed > threshold as u64 {
+                    stop.set(StopReason::Threshold(format!(
+                        "{} files failed, more than errorThreshold={threshold}; the first errors are listed in `errors` (all: GET /v1/jobs/{}/files?status=failed)",
+                        counts.failed, ctx.job_id
+                    )));
+                }
+            }
+            Ok(Err(e)) => {
+                failed_storage = true;
+                stop.set(StopReason::Failure(format!(
+                    "recording finished files failed: {e}"
+                )));
+            }
+            Err(e) => {
+                failed_storage = true;
+                stop.set(StopReason::Failure(format!(
+                    "the job committer failed: {e}"
+                )));
+            }
+        }
+    }
+}
+
+fn discard(ctx: &RunCtx, batch: Vec<Done>) {
+    for d in batch {
+        if let Ok(Output::Staged { write, .. }) = d.outcome {
+            ctx.inner.data.discard(*write);
+        }
+    }
+}
+
+/// One transaction: every output of the batch (small ones staged first), every
+/// file's progress record, and the job's counts and first errors. Returns the
+/// job's counts after it.
+fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
+    // Stage the small outputs: access check, record and change event encoded.
+    let batch: Vec<Done> = batch
+        .into_iter()
+        .map(|mut d| {
+            if let Ok(Output::Pending {
+                output_rel,
+                content_type,
+                body,
+            }) = d.outcome
+            {
+                d.outcome = ctx
+                    .output_path(&output_rel)
+                    .and_then(|path| {
+                        ctx.inner
+                            .data
+                            .stage_write(ctx.who(), &path, &content_type, body)
+                    })
+                    .map(|write| Output::Staged {
+                        output_rel,
+                        write: Box::new(write),
+                    })
+                    .map_err(|e| Failure::data(&e));
+            }
+            d
+        })
+        .collect();
+    let mut counts = Counts::default();
+    let mut replaced: Vec<String> = Vec::new();
+    let result = ctx.inner.store.transact(&mut |txn| {
+        replaced.clear();
+        let mut rec = read_job(txn, &ctx.job_id)?;
+        for d in &batch {
+            let (output, error) = match &d.outcome {
+                Ok(Output::Staged { output_rel, write }) => match write.apply(txn)? {
+                    Ok(old) => {
+                        replaced.extend(old);
+                        (Some(output_rel.clone()), None)
+                    }
+                    Err(e) => (None, Some(Failure::data(&e))),
+                },
+                Ok(Output::Pending { .. }) => (
+                    None,
+                    Some(Failure::new("InternalError", "output not staged")),
+                ),
+                Err(e) => (None, Some(e.clone())),
+            };
+            let progress = match error {
+                None => {
+                    rec.counts.succeeded += 1;
+                    FileProgress {
+                        status: FileStatus::Succeeded,
+                        attempts: d.attempts,
+                        run: ctx.run,
+                        output,
+                        error_type: None,
+                        message: None,
+                    }
+                }
+                Some(Failure {
+                    error_type,
+                    message,
+                }) => {
+                    rec.counts.failed += 1;
+                    if rec.errors.len() < FIRST_ERRORS {
+                        rec.errors.push(FileError {
+                            file: d.file.path.uri(),
+                            error_type: error_type.clone(),
+                            message: message.clone(),
+                        });
+                    }
+                    FileProgress {
+                        status: FileStatus::Failed,
+                        attempts: d.attempts,
+                        run: ctx.run,
+                        output: None,
+                        error_type: Some(error_type),
+                        message: Some(message),
+                    }
+                }
+            };
+            txn.put(
+                Table::JOB_FILES,
+                &format!("{}/{}", ctx.job_id, d.file.rel),
+                &serde_json::to_vec(&progress).unwrap_or_default(),
+            )?;
+        }
+        rec.counts.recompute_pending();
+        counts = rec.counts;
+        write_job(txn, &rec)
+    });
+    match result {
+        Ok(()) => {
+            for blob in &replaced {
+                let _ = ctx.inner.store.delete_blob(blob);
+            }
+            Ok(counts)
+        }
+        Err(e) => {
+            discard(ctx, batch);
+            Err(e.into())
+        }
+    }
+}
+
+/// Ends a job: final status and timings, and `_summary.json` in the output
+/// folder, in one transaction. Returns the final record.
+pub(super) async fn finish(
+    inner: &Arc<Inner>,
+    id: &str,
+    status: JobStatus,
+    message: Option<String>,
+) -> Result<JobRecord, JobError> {
+    let inner = inner.clone();
+    let id = id.to_string();
+    blocking(move || {
+        let apply = |rec: &mut JobRecord| {
+            rec.status = status;
+            rec.ended = Some(now_rfc3339());
+            if rec.started.is_none() {
+                rec.started = rec.ended.clone();
+            }
+            rec.message = message.clone();
+            if status == JobStatus::Completed {
+                rec.counts.total = rec.counts.succeeded + rec.counts.failed;
+            }
+            rec.counts.recompute_pending();
+        };
+        let mut preview = inner
+            .store
+            .get_json::<JobRecord>(Table::JOBS, &id)?
+            .ok_or_else(|| super::not_found(&id))?;
+        apply(&mut preview);
+        let caller = preview.submitter.caller();
+        let who = Principal::Key(&caller);
+        let summary = who
+            .parse(&format!("{}{SUMMARY_FILE}", preview.output))
+            .and_then(|p| {
+                let body = serde_json::to_vec_pretty(&preview.view()).unwrap_or_default();
+                inner
+                    .data
+                    .stage_write(who, &p, "application/json", body.into())
+            });
+        let summary = match summary {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "cannot write the job summary");
+                None
+            }
+        };
+        let mut final_rec = None;
+        let result = inner.store.transact(&mut |txn| {
+            let mut rec = read_job(txn, &id)?;
+            apply(&mut rec);
+            if let Some(s) = &summary
+                && let Err(e) = s.apply(txn)?
+            {
+                tracing::warn!(job = %id, error = %e, "cannot write the job summary");
+            }
+            write_job(txn, &rec)?;
+            final_rec = Some(rec);
+            Ok(())
+        });
+        if let Err(e) = result {
+            if let Some(s) = summary {
+                inner.data.discard(s);
+            }
+            return Err(e.into());
+        }
+        final_rec.ok_or_else(|| JobError::Unavailable("the final transaction did not run".into()))
+    })
+    .await
+}
