@@ -665,7 +665,7 @@ fn next_page(
                     .data
                     .list_tree(ctx.who(), &ctx.input, after.as_deref(), PAGE)?;
             (
-                files.into_iter().map(|(p, r)| (p, Some(r.size))).collect(),
+                files.into_iter().map(|(p, size)| (p, Some(size))).collect(),
                 next,
             )
         }
