@@ -3,10 +3,11 @@
 //! writing outputs and progress in batched transactions.
 //!
 //! ```text
-//! dispatcher ──(mini-batch, concurrency permit)──► worker ×N ──(Done)──► committer
-//!   list_tree page by page,                          read input, invoke     one transaction per
-//!   skipping files already in JOB_FILES              with retries, stage    batch: outputs +
-//!                                                    the output             JOB_FILES + job counts
+//! dispatcher ──(queue of mini-batches)──► worker ×N ──(Done)──► committer
+//!   list_tree page by page (next page      invoke with retries;    stage small outputs;
+//!   fetched ahead), skip files with a      large outputs staged    one transaction per
+//!   JOB_FILES record, read small inputs    here (blob write)       batch: outputs +
+//!   in one snapshot                                                JOB_FILES + job counts
 //! ```
 //!
 //! Memory stays bounded: the dispatcher holds two listing pages (with at most
