@@ -346,6 +346,10 @@ pub struct FileEntry {
     pub etag: String,
 }
 
+/// A page of [`DataService::list_tree`]: `(path, size)` pairs and where the
+/// next page starts.
+pub type TreePage = (Vec<(DataPath, u64)>, Option<String>);
+
 /// One file read for a guest: its content type and content, or why not.
 pub type GuestRead = Result<(String, Content), DataError>;
 
@@ -1424,18 +1428,19 @@ impl DataService {
         }
     }
 
-    /// Files under a folder, recursively, in key order (batch jobs page through
-    /// inputs with it): up to `limit` files after the file at collection path
-    /// `after`, and where the next page starts (a collection path), absent on
-    /// the last page. A page may hold fewer than `limit` files (folder markers
-    /// and expired files are skipped) and still have a successor.
+    /// Files under a folder, recursively, in key order, with their sizes (batch
+    /// jobs page through inputs with it): up to `limit` files after the file at
+    /// collection path `after`, and where the next page starts (a collection
+    /// path), absent on the last page. A page may hold fewer than `limit` files
+    /// (folder markers and expired files are skipped) and still have a
+    /// successor.
     pub fn list_tree(
         &self,
         who: Principal<'_>,
         folder: &DataPath,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<FilePage, DataError> {
+    ) -> Result<TreePage, DataError> {
         self.readable(who, folder)?;
         let prefix = folder.folder_prefix();
         let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
@@ -1456,14 +1461,13 @@ impl DataService {
         let now = unix_now();
         let mut out = Vec::with_capacity(page.len());
         for (key, bytes) in page {
-            let rec: FileRecord = record::decode(&bytes)
-                .map(record::FileView::into_owned)
-                .map_err(|e| corrupt(Table::FILES, &key, e))?;
-            if rec.folder || rec.expired(now) {
+            let view =
+                record::decode_for_read(&bytes).map_err(|e| corrupt(Table::FILES, &key, e))?;
+            if view.folder || view.expires.is_some_and(|e| e <= now) {
                 continue;
             }
             if let Some(fp) = DataPath::from_key(&key) {
-                out.push((fp, rec));
+                out.push((fp, view.size));
             }
         }
         Ok((out, next))

@@ -3,10 +3,11 @@
 //! writing outputs and progress in batched transactions.
 //!
 //! ```text
-//! dispatcher ──(mini-batch, concurrency permit)──► worker ×N ──(Done)──► committer
-//!   list_tree page by page,                          read input, invoke     one transaction per
-//!   skipping files already in JOB_FILES              with retries, stage    batch: outputs +
-//!                                                    the output             JOB_FILES + job counts
+//! dispatcher ──(queue of mini-batches)──► worker ×N ──(Done)──► committer
+//!   list_tree page by page (next page      invoke with retries;    stage small outputs;
+//!   fetched ahead), skip files with a      large outputs staged    one transaction per
+//!   JOB_FILES record, read small inputs    here (blob write)       batch: outputs +
+//!   in one snapshot                                                JOB_FILES + job counts
 //! ```
 //!
 //! Memory stays bounded: the dispatcher holds two listing pages (with at most
@@ -42,6 +43,8 @@ const COMMIT_BATCH: usize = 1024;
 /// Shortest time between two commits of a run while results keep coming: one
 /// transaction (and fsync) then covers many files.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(25);
+/// Mini-batches a worker takes from the queue at once.
+const WORKER_TAKE: usize = 4;
 /// Bytes of small input files read ahead per listing page.
 const PREFETCH_BYTES: u64 = 8 << 20;
 
@@ -489,18 +492,34 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
     // `concurrency` workers take loaded mini-batches from a short queue: at
     // most that many invocations run, and the dispatcher reads ahead while
     // they do.
-    let (work_tx, work_rx) = mpsc::channel::<Work>(concurrency * 2 + 16);
+    let (work_tx, work_rx) = mpsc::channel::<Work>((WORKER_TAKE + 1) * concurrency + 16);
     let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
     let mut workers = JoinSet::new();
     for _ in 0..concurrency {
         let (ctx, work_rx, tx) = (ctx.clone(), work_rx.clone(), tx.clone());
         workers.spawn(async move {
+            // With a long queue, take a few mini-batches at a time (fewer
+            // wake-ups of the dispatcher); with a short one, one at a time, so
+            // that every worker gets work.
+            let mut taken = Vec::with_capacity(WORKER_TAKE);
             loop {
-                let work = work_rx.lock().await.recv().await;
-                let Some(work) = work else { return };
-                for done in process(&ctx, work).await {
-                    // The committer outlives every worker; a send fails only if it died.
-                    let _ = tx.send(done);
+                let received = {
+                    let mut rx = work_rx.lock().await;
+                    let take = if rx.len() > WORKER_TAKE * concurrency {
+                        WORKER_TAKE
+                    } else {
+                        1
+                    };
+                    rx.recv_many(&mut taken, take).await
+                };
+                if received == 0 {
+                    return;
+                }
+                for work in taken.drain(..) {
+                    for done in process(&ctx, work).await {
+                        // The committer outlives every worker; a send fails only if it died.
+                        let _ = tx.send(done);
+                    }
                 }
             }
         });
@@ -647,26 +666,32 @@ fn next_page(
                     .data
                     .list_tree(ctx.who(), &ctx.input, after.as_deref(), PAGE)?;
             (
-                files.into_iter().map(|(p, r)| (p, Some(r.size))).collect(),
+                files.into_iter().map(|(p, size)| (p, Some(size))).collect(),
                 next,
             )
         }
     };
-    let keys: Vec<String> = files
-        .iter()
-        .map(|(p, _)| format!("{}/{}", ctx.job_id, ctx.relative(p)))
-        .collect();
-    let reads: Vec<(Table, &str)> = keys
-        .iter()
-        .map(|k| (Table::JOB_FILES, k.as_str()))
-        .collect();
-    let done = ctx.inner.store.get_many(&reads)?;
-    let pending: Vec<(DataPath, Option<u64>)> = files
-        .into_iter()
-        .zip(done)
-        .filter(|(_, d)| d.is_none())
-        .map(|(f, _)| f)
-        .collect();
+    // Runs after the first skip the files an earlier run finished (the first
+    // run starts durably before it processes anything, so it has none).
+    let pending: Vec<(DataPath, Option<u64>)> = if ctx.run <= 1 {
+        files
+    } else {
+        let keys: Vec<String> = files
+            .iter()
+            .map(|(p, _)| format!("{}/{}", ctx.job_id, ctx.relative(p)))
+            .collect();
+        let reads: Vec<(Table, &str)> = keys
+            .iter()
+            .map(|k| (Table::JOB_FILES, k.as_str()))
+            .collect();
+        let done = ctx.inner.store.get_many(&reads)?;
+        files
+            .into_iter()
+            .zip(done)
+            .filter(|(_, d)| d.is_none())
+            .map(|(f, _)| f)
+            .collect()
+    };
     // Prefetch small files, within a byte budget, from one snapshot.
     let mut budget = PREFETCH_BYTES;
     let prefetch: Vec<DataPath> = pending
@@ -993,17 +1018,17 @@ async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, st
         if rx.recv_many(&mut batch, COMMIT_BATCH).await == 0 {
             return;
         }
-        // Under a steady stream, gather results for a while so that one
-        // transaction covers many files; a lone result commits at once.
+        // Under a steady stream, let results gather (without waking for each)
+        // so that one transaction covers many files; after a pause, a result
+        // commits at once.
         if let Some(last) = last_commit
             && batch.len() < COMMIT_BATCH
         {
-            let until = last + COMMIT_INTERVAL;
+            tokio::time::sleep_until(last + COMMIT_INTERVAL).await;
             while batch.len() < COMMIT_BATCH {
-                let room = COMMIT_BATCH - batch.len();
-                tokio::select! {
-                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
-                    _ = tokio::time::sleep_until(until) => break,
+                match rx.try_recv() {
+                    Ok(d) => batch.push(d),
+                    Err(_) => break,
                 }
             }
         }

@@ -299,9 +299,23 @@ impl Store for EmbeddedStore {
     fn get_many(&self, reads: &[(Table, &str)]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let mut out = Vec::with_capacity(reads.len());
+        // Each table is opened once, however many reads it serves.
+        let mut open: Vec<(Table, redb::ReadOnlyTable<&'static str, &'static [u8]>)> = Vec::new();
         for (table, key) in reads {
-            let t = txn.open_table(definition(*table)).map_err(backend)?;
-            out.push(t.get(*key).map_err(backend)?.map(|v| v.value().to_vec()));
+            let i = match open.iter().position(|(t, _)| t == table) {
+                Some(i) => i,
+                None => {
+                    open.push((*table, txn.open_table(definition(*table)).map_err(backend)?));
+                    open.len() - 1
+                }
+            };
+            out.push(
+                open[i]
+                    .1
+                    .get(*key)
+                    .map_err(backend)?
+                    .map(|v| v.value().to_vec()),
+            );
         }
         Ok(out)
     }
