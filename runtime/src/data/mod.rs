@@ -699,9 +699,10 @@ impl DataService {
         Ok(coll)
     }
 
-    /// Checks read access to a borrowed path's collection (the guest read path):
-    /// against this thread's last collection when it is the same and unchanged
-    /// (see [`LastCollection`]), else through the shared cache.
+    /// Checks read access to a borrowed path's collection (every file read; the
+    /// hot path of guest reads): against this thread's last collection when it
+    /// is the same and unchanged (see [`LastCollection`]), else through the
+    /// shared cache. The check itself runs for the given principal every time.
     fn check_readable_ref(&self, who: Principal<'_>, p: &DataPathRef<'_>) -> Result<(), DataError> {
         let target = Target::of_ref(p);
         let key = p.collection_key();
