@@ -8,11 +8,12 @@
 //! for `put`, one durable transaction writing both), plus the guest/direct
 //! ratios recorded in docs/PERFORMANCE.md.
 //!
-//! `get` runs [`GET_ROUNDS`] short rounds, each timing the three sides back to
-//! back, and reports each side's best round, and the median over rounds of the
-//! guest/Store ratio within a round: on a shared machine another process can
-//! take the CPU for part of a run, and interleaving keeps such a stall from
-//! landing on one side only. `put` (fsync-bound) runs once.
+//! Each operation runs in short rounds, each timing the three sides back to
+//! back; the bench reports each side's best round and the guest/Store ratio
+//! within each round (median and range; the median is the figure recorded). On
+//! a shared machine another process can take the CPU or the disk for part of a
+//! run: pairing the sides within a round keeps such a stall from landing on one
+//! side only.
 //!
 //! `WASMGRID_DATA_BENCH=get` skips the puts (for profiling the read path).
 
@@ -41,8 +42,12 @@ fn guest(name: &str) -> Vec<u8> {
         .expect("guest wasm")
 }
 
-/// Rounds of the `get` comparison.
+/// Rounds and operations per round of the `get` comparison.
 const GET_ROUNDS: usize = 20;
+const N_GET: u64 = 25_000;
+/// Rounds and operations per round of the `put` comparison.
+const PUT_ROUNDS: usize = 5;
+const N_PUT: u64 = 400;
 
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
@@ -50,8 +55,6 @@ fn rate(n: u64, d: Duration) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let n_get: u64 = 25_000;
-    let n_put: u64 = 2_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let data = Arc::new(DataService::new(store.clone()));
@@ -119,19 +122,14 @@ fn main() {
     data.put(who, &p, "application/octet-stream", &value)
         .expect("seed");
 
-    // get: interleaved rounds, best round per side.
-    let (mut guest_get, mut service_get, mut store_get) = (0f64, 0f64, 0f64);
-    let mut round_ratios = Vec::with_capacity(GET_ROUNDS);
-    for _ in 0..GET_ROUNDS {
-        let guest_round = rate(n_get, call("get", "data://bench/kv/k", n_get));
-        guest_get = guest_get.max(guest_round);
-        let started = Instant::now();
-        for _ in 0..n_get {
+    let get = compare(
+        GET_ROUNDS,
+        N_GET,
+        || call("get", "data://bench/kv/k", N_GET),
+        || {
             std::hint::black_box(data.read_all(who, &p, u64::MAX).expect("read"));
-        }
-        service_get = service_get.max(rate(n_get, started.elapsed()));
-        let started = Instant::now();
-        for _ in 0..n_get {
+        },
+        || {
             std::hint::black_box(
                 store
                     .get_many(&[
@@ -140,50 +138,91 @@ fn main() {
                     ])
                     .expect("get"),
             );
-        }
-        let store_round = rate(n_get, started.elapsed());
-        store_get = store_get.max(store_round);
-        round_ratios.push(guest_round / store_round);
-    }
-    round_ratios.sort_by(f64::total_cmp);
-    println!(
-        "1 KiB values, single caller, one run (get: best of {GET_ROUNDS} interleaved rounds of {n_get}):"
+        },
     );
-    println!(
-        "  get: guest {guest_get:>10.0} ops/s | DataService {service_get:>10.0} ops/s | Store trait {store_get:>10.0} ops/s | guest/Store {:.2}x (median round {:.2}x)",
-        guest_get / store_get,
-        round_ratios[GET_ROUNDS / 2]
-    );
+    println!("1 KiB values, single caller, one run; interleaved rounds, best round per side:");
+    get.print(&format!("get ({GET_ROUNDS} x {N_GET})"));
     if std::env::var("WASMGRID_DATA_BENCH").as_deref() == Ok("get") {
         return;
     }
 
-    // put (each one durable: a group-committed fsync)
-    let guest_put = rate(n_put, call("put", "data://bench/kv/p", n_put));
-    let started = Instant::now();
-    for _ in 0..n_put {
-        data.put(
-            who,
-            &DataPath::new("bench", "kv", "p2").expect("path"),
-            "application/octet-stream",
-            &value,
-        )
-        .expect("put");
-    }
-    let service_put = rate(n_put, started.elapsed());
-    let started = Instant::now();
-    for _ in 0..n_put {
-        store
-            .transact(&mut |txn| {
-                txn.put(Table::FILES, "bench/kv/p3", b"{}")?;
-                txn.put(Table::FILE_DATA, "bench/kv/p3", &value)
-            })
-            .expect("transact");
-    }
-    let store_put = rate(n_put, started.elapsed());
-
-    println!(
-        "  put: guest {guest_put:>10.0} ops/s | DataService {service_put:>10.0} ops/s | Store trait {store_put:>10.0} ops/s | guest/Store {:.2}x",
-        guest_put / store_put
+    // put: each one durable (a group-committed fsync).
+    let p2 = DataPath::new("bench", "kv", "p2").expect("path");
+    let put = compare(
+        PUT_ROUNDS,
+        N_PUT,
+        || call("put", "data://bench/kv/p", N_PUT),
+        || {
+            data.put(who, &p2, "application/octet-stream", &value)
+                .expect("put");
+        },
+        || {
+            store
+                .transact(&mut |txn| {
+                    txn.put(Table::FILES, "bench/kv/p3", b"{}")?;
+                    txn.put(Table::FILE_DATA, "bench/kv/p3", &value)
+                })
+                .expect("transact");
+        },
     );
+    put.print(&format!("put ({PUT_ROUNDS} x {N_PUT}, durable)"));
+}
+
+/// Best ops/s of each side over interleaved rounds, and the guest/Store ratio
+/// of each round.
+struct Comparison {
+    guest: f64,
+    service: f64,
+    store: f64,
+    ratios: Vec<f64>,
+}
+
+/// Runs `rounds` rounds of: one guest call doing `n` operations, then `n`
+/// operations through `DataService`, then `n` on the `Store` trait.
+fn compare(
+    rounds: usize,
+    n: u64,
+    mut guest: impl FnMut() -> Duration,
+    mut service: impl FnMut(),
+    mut store: impl FnMut(),
+) -> Comparison {
+    let mut c = Comparison {
+        guest: 0.0,
+        service: 0.0,
+        store: 0.0,
+        ratios: Vec::with_capacity(rounds),
+    };
+    let timed = |op: &mut dyn FnMut()| {
+        let started = Instant::now();
+        for _ in 0..n {
+            op();
+        }
+        rate(n, started.elapsed())
+    };
+    for _ in 0..rounds {
+        let g = rate(n, guest());
+        let sv = timed(&mut service);
+        let st = timed(&mut store);
+        c.guest = c.guest.max(g);
+        c.service = c.service.max(sv);
+        c.store = c.store.max(st);
+        c.ratios.push(g / st);
+    }
+    c.ratios.sort_by(f64::total_cmp);
+    c
+}
+
+impl Comparison {
+    fn print(&self, what: &str) {
+        let (first, last) = (self.ratios[0], self.ratios[self.ratios.len() - 1]);
+        println!(
+            "  {what}: guest {:>8.0} ops/s | DataService {:>8.0} ops/s | Store trait {:>8.0} ops/s",
+            self.guest, self.service, self.store
+        );
+        println!(
+            "    guest/Store: median round {:.2}x (rounds {first:.2}x-{last:.2}x), best/best {:.2}x",
+            self.ratios[self.ratios.len() / 2],
+            self.guest / self.store
+        );
+    }
 }

@@ -55,19 +55,30 @@ pub async fn serve(
     app.events.start();
 
     // Expired files in algorithms' temp collections are unreadable at once;
-    // this sweep reclaims their space.
+    // this sweep reclaims their space. At start and then hourly it also removes
+    // data blobs no file record points to (left by crashes; a full scan of the
+    // file records, so not every minute).
     let sweeper = {
         let data = app.data.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
+            for minute in 0u64.. {
                 every.tick().await;
-                let data = data.clone();
-                match tokio::task::spawn_blocking(move || data.sweep_expired()).await {
+                let data2 = data.clone();
+                match tokio::task::spawn_blocking(move || data2.sweep_expired()).await {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => tracing::info!(files = n, "removed expired temp files"),
                     Ok(Err(e)) => tracing::warn!(error = %e, "temp sweep failed"),
                     Err(e) => tracing::warn!(error = %e, "temp sweep task failed"),
+                }
+                if minute % 60 == 0 {
+                    let data2 = data.clone();
+                    match tokio::task::spawn_blocking(move || data2.remove_orphan_blobs()).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::info!(blobs = n, "removed orphan data blobs"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "orphan blob sweep failed"),
+                        Err(e) => tracing::warn!(error = %e, "orphan blob sweep task failed"),
+                    }
                 }
             }
         })

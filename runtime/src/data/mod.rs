@@ -794,9 +794,10 @@ impl DataService {
         Ok(coll)
     }
 
-    /// Checks read access to a borrowed path's collection (the guest read path):
-    /// against this thread's last collection when it is the same and unchanged
-    /// (see [`LastCollection`]), else through the shared cache.
+    /// Checks read access to a borrowed path's collection (every file read; the
+    /// hot path of guest reads): against this thread's last collection when it
+    /// is the same and unchanged (see [`LastCollection`]), else through the
+    /// shared cache. The check itself runs for the given principal every time.
     fn check_readable_ref(&self, who: Principal<'_>, p: &DataPathRef<'_>) -> Result<(), DataError> {
         let target = Target::of_ref(p);
         let key = p.collection_key();
@@ -1077,8 +1078,11 @@ impl DataService {
             None,
             Some(blob_id.clone()),
         );
-        if result.is_err() {
-            let _ = self.store.delete_blob(&blob_id);
+        match &result {
+            Ok(_) => self.store.blob_recorded(&blob_id),
+            Err(_) => {
+                let _ = self.store.delete_blob(&blob_id);
+            }
         }
         result
     }
@@ -1577,6 +1581,45 @@ impl DataService {
         Ok(removed)
     }
 
+    /// Deletes data blobs no file record points to: left by a crash between a
+    /// file's replacement or deletion and the removal of its old blob, by an
+    /// upload that crashed before its record was written, or by a failed
+    /// delete. Blobs being uploaded right now are left alone (see
+    /// [`Store::settled_data_blobs`]). Returns how many were deleted.
+    pub fn remove_orphan_blobs(&self) -> Result<u64, DataError> {
+        // Listed first: a blob whose upload settles later is not a candidate,
+        // and one settled before is referenced by a record the scan below sees.
+        let candidates = self.store.settled_data_blobs()?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut live = std::collections::HashSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page =
+                self.store
+                    .scan(Table::FILES, "", after.as_deref().map(Cursor::After), 1000)?;
+            for (key, bytes) in &page {
+                if let Some(blob) = record::decode_for_read(bytes)
+                    .map_err(|e| corrupt(Table::FILES, key, e))?
+                    .blob
+                {
+                    live.insert(blob.into_owned());
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
+                _ => break,
+            }
+        }
+        let mut removed = 0;
+        for id in candidates.iter().filter(|id| !live.contains(*id)) {
+            self.store.delete_blob(id)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Change events recorded after sequence `after` (the outbox).
     pub fn outbox(
         &self,
@@ -1795,5 +1838,148 @@ mod tests {
         assert_eq!(last["type"], "wasmgrid.data.FileDeleted");
         assert_eq!(last["data"]["etag"], "\"e1\"");
         assert_eq!(data.delete_tree(key, &root, true).unwrap(), 1);
+    }
+
+    fn blob_ids(dir: &std::path::Path) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(dir.join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn admin() -> Caller {
+        Caller {
+            key_id: "k".into(),
+            owner: "admin".into(),
+            scopes: vec![Scope::Admin],
+            compat: Default::default(),
+        }
+    }
+
+    #[test]
+    fn orphan_blobs_are_removed_and_live_or_uploading_ones_kept() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let caller = admin();
+        let key = Principal::Key(&caller);
+        let big = vec![b'x'; INLINE_MAX + 1];
+        let live = DataPath::new("demo", "c", "live.bin").unwrap();
+        let replaced = DataPath::new("demo", "c", "replaced.bin").unwrap();
+        let component = format!("sha256:{}", "ab".repeat(32));
+        let (crashed_upload, replaced_blob);
+        {
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+            let data = DataService::new(store.clone());
+            store.put_blob(&component, b"component bytes").unwrap();
+            data.put(key, &live, "application/octet-stream", &big)
+                .unwrap();
+            // An upload that crashed after finishing its blob, before its record.
+            let mut w = store.create_blob().unwrap();
+            w.write_all(&big).unwrap();
+            crashed_upload = w.finish().unwrap();
+            // A file replaced by a process that crashed before deleting the old
+            // blob: the record no longer points at it.
+            data.put(key, &replaced, "application/octet-stream", &big)
+                .unwrap();
+            replaced_blob = data.stat(key, &replaced).unwrap().blob.unwrap();
+            let small = FileRecord {
+                size: 1,
+                content_type: "text/plain".into(),
+                etag: "\"1\"".into(),
+                last_modified: now_rfc3339(),
+                blob: None,
+                folder: false,
+                expires: None,
+            };
+            store
+                .transact(&mut |txn| {
+                    txn.put(Table::FILES, &replaced.key(), &record::encode(&small))?;
+                    txn.put(Table::FILE_DATA, &replaced.key(), b"y")
+                })
+                .unwrap();
+            // An upload that crashed mid-way: its temporary file stays behind.
+            let mut unfinished = store.create_blob().unwrap();
+            unfinished.write_all(b"partial").unwrap();
+            std::mem::forget(unfinished);
+        }
+        assert!(blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")));
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        assert!(
+            !blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")),
+            "temporary files are removed at open"
+        );
+        let data = DataService::new(store.clone());
+        // An upload in progress: finished, record not committed yet.
+        let mut w = store.create_blob().unwrap();
+        w.write_all(&big).unwrap();
+        let uploading = w.finish().unwrap();
+        let live_blob = data.stat(key, &live).unwrap().blob.unwrap();
+        assert_eq!(data.remove_orphan_blobs().unwrap(), 2);
+        let left = blob_ids(dir.path());
+        assert!(!left.contains(&crashed_upload) && !left.contains(&replaced_blob));
+        assert!(left.contains(&live_blob) && left.contains(&uploading));
+        assert!(left.contains(&format!("sha256-{}", "ab".repeat(32))));
+        // The upload completes and keeps its blob.
+        let fresh = DataPath::new("demo", "c", "fresh.bin").unwrap();
+        use sha2::Digest;
+        let etag = etag_of(&sha2::Sha256::digest(&big));
+        data.commit_blob(
+            key,
+            &fresh,
+            "application/octet-stream",
+            big.len() as u64,
+            etag,
+            uploading,
+        )
+        .unwrap();
+        assert_eq!(data.remove_orphan_blobs().unwrap(), 0);
+        for p in [&live, &fresh] {
+            assert_eq!(data.read_all(key, p, u64::MAX).unwrap().1.len(), big.len());
+        }
+        assert_eq!(
+            &data.read_all(key, &replaced, u64::MAX).unwrap().1[..],
+            b"y"
+        );
+    }
+
+    #[test]
+    fn orphan_sweeps_never_take_a_blob_from_a_concurrent_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = Arc::new(DataService::new(store));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (data, done) = (data.clone(), done.clone());
+            std::thread::spawn(move || {
+                // Old blobs of replaced files are orphans for a moment (the
+                // replacement deletes them after its commit) and may go here.
+                let mut sweeps = 0u32;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    data.remove_orphan_blobs().unwrap();
+                    sweeps += 1;
+                }
+                sweeps
+            })
+        };
+        let caller = admin();
+        let key = Principal::Key(&caller);
+        let big = vec![b'z'; INLINE_MAX + 1];
+        for i in 0..12 {
+            let p = DataPath::new("demo", "c", &format!("f{i}")).unwrap();
+            data.put(key, &p, "application/octet-stream", &big).unwrap();
+            // Replacing frees the old blob itself; the sweep must not race it
+            // into deleting the new one.
+            data.put(key, &p, "application/octet-stream", &big).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(sweeper.join().unwrap() > 0);
+        for i in 0..12 {
+            let p = DataPath::new("demo", "c", &format!("f{i}")).unwrap();
+            assert_eq!(data.read_all(key, &p, u64::MAX).unwrap().1.len(), big.len());
+        }
+        assert_eq!(data.remove_orphan_blobs().unwrap(), 0);
+        assert_eq!(blob_ids(dir.path()).len(), 12);
     }
 }

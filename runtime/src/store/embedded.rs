@@ -14,7 +14,13 @@ pub struct EmbeddedStore {
     db: Database,
     blob_dir: PathBuf,
     flush: GroupCommit,
+    /// Data blobs finished but not yet recorded (see [`Store::blob_recorded`]):
+    /// the orphan sweep leaves them alone.
+    pending: PendingBlobs,
 }
+
+/// Ids of finished data blobs whose file record is not committed yet.
+type PendingBlobs = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 /// Group commit: each transaction commits without an fsync (redb's
 /// `Durability::None`), then waits until a durable (`Immediate`) commit has
@@ -67,10 +73,15 @@ impl EmbeddedStore {
             },
             other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
         })?;
+        // The database lock is held: no other process writes into this data
+        // directory, and nothing in this one has started a blob yet, so any
+        // temporary file left in the blob folder is from a crash.
+        remove_temp_files(&blob_dir);
         let store = Self {
             db,
             blob_dir,
             flush: GroupCommit::default(),
+            pending: Default::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -418,6 +429,7 @@ impl Store for EmbeddedStore {
             dir: self.blob_dir.clone(),
             tmp: Some(path),
             file,
+            pending: self.pending.clone(),
         }))
     }
 
@@ -430,10 +442,61 @@ impl Store for EmbeddedStore {
     }
 
     fn delete_blob(&self, id: &str) -> Result<(), StoreError> {
-        match fs::remove_file(self.data_blob_path(id)?) {
+        let result = match fs::remove_file(self.data_blob_path(id)?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::Backend(format!("deleting blob {id}: {e}"))),
+        };
+        self.blob_recorded(id);
+        result
+    }
+
+    fn blob_recorded(&self, id: &str) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(id);
+        }
+    }
+
+    fn settled_data_blobs(&self) -> Result<Vec<String>, StoreError> {
+        let io = |e: std::io::Error| {
+            StoreError::Backend(format!("listing {}: {e}", self.blob_dir.display()))
+        };
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.blob_dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            if let Some(name) = name.to_str()
+                && self.data_blob_path(name).is_ok()
+            {
+                ids.push(name.to_string());
+            }
+        }
+        // Read after the listing: a blob listed above whose writer has settled
+        // it by now has its record committed before this point.
+        let pending = self
+            .pending
+            .lock()
+            .map_err(|_| backend("pending blob set poisoned"))?;
+        ids.retain(|id| !pending.contains(id));
+        Ok(ids)
+    }
+}
+
+/// Removes `.tmp-*` files (unfinished blobs) from the blob folder; failures are
+/// logged, not fatal.
+fn remove_temp_files(blob_dir: &Path) {
+    let Ok(entries) = fs::read_dir(blob_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed an unfinished blob left by a crash")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished blob")
+                }
+            }
         }
     }
 }
@@ -443,6 +506,7 @@ struct FileBlobWriter {
     dir: PathBuf,
     tmp: Option<PathBuf>,
     file: fs::File,
+    pending: PendingBlobs,
 }
 
 impl Write for FileBlobWriter {
@@ -463,8 +527,21 @@ impl BlobWriter for FileBlobWriter {
             .tmp
             .take()
             .ok_or_else(|| StoreError::Backend("blob finished twice".into()))?;
-        fs::rename(&tmp, self.dir.join(&id)).map_err(io)?;
-        sync_dir(&self.dir).map_err(io)?;
+        // Pending before it is visible under its id, so the orphan sweep never
+        // sees it unprotected before its record is committed.
+        self.pending
+            .lock()
+            .map_err(|_| backend("pending blob set poisoned"))?
+            .insert(id.clone());
+        let renamed = fs::rename(&tmp, self.dir.join(&id)).and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(self.dir.join(&id));
+            if let Ok(mut pending) = self.pending.lock() {
+                pending.remove(&id);
+            }
+            return Err(io(e));
+        }
         Ok(id)
     }
 }

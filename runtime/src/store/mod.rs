@@ -280,7 +280,8 @@ pub trait Txn {
 }
 
 /// A large value being written outside any transaction (a data file), made
-/// durable and named by [`BlobWriter::finish`].
+/// durable and named by [`BlobWriter::finish`]. The writer then records it in a
+/// transaction and calls [`Store::blob_recorded`], or deletes it.
 pub trait BlobWriter: std::io::Write + Send {
     /// Flushes to stable storage and returns the blob's id. Dropping the writer
     /// without finishing discards it.
@@ -354,6 +355,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a data blob (no error if absent).
     fn delete_blob(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Tells the store that the record pointing at a finished data blob is
+    /// committed. From [`BlobWriter::finish`] until this call (or
+    /// [`Store::delete_blob`]) the blob is being uploaded, and
+    /// [`Store::settled_data_blobs`] leaves it out.
+    fn blob_recorded(&self, _id: &str) {}
+
+    /// Ids of the data blobs that exist and are not being uploaded: what the
+    /// orphan sweep may consider. Any blob listed whose upload finished had its
+    /// record committed before this call returned. A backend that cannot list
+    /// blobs returns none.
+    fn settled_data_blobs(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Typed helpers over any [`Store`].
