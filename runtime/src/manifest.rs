@@ -69,6 +69,14 @@ pub struct AlgorithmSection {
     /// Grants.
     #[serde(default)]
     pub grants: Vec<String>,
+    /// wasi:http components: serve without an API key.
+    #[serde(default)]
+    pub public: bool,
+    /// wasi:http components: hosts outgoing HTTP may reach.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    /// wasi:http components: a path prefix served as-is (`/hello`).
+    pub route: Option<String>,
 }
 
 /// `[algorithm.build]`.
@@ -146,6 +154,9 @@ impl AlgorithmSection {
             memory: self.memory.unwrap_or(d.memory),
             concurrency: self.concurrency.unwrap_or(d.concurrency),
             grants: self.grants.clone(),
+            public: self.public,
+            allow_outbound: self.allow_outbound.clone(),
+            route: self.route.clone(),
         }
     }
 }

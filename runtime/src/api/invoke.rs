@@ -121,6 +121,15 @@ async fn invoke(
     let opts = options(&QueryParams::parse(query.as_deref()))?;
     let spec = VersionSpec::parse(version.as_deref())?;
     let deployed = app.registry.resolve(&owner, &name, &spec)?;
+    if deployed.record.kind == crate::engine::ComponentKind::Http {
+        return Err(ApiError::input(format!(
+            "{} is a wasi:http component, not an algorithm: send it HTTP requests at /http/{}/{}@{}/",
+            deployed.endpoint(),
+            deployed.record.owner,
+            deployed.record.name,
+            deployed.record.version
+        )));
+    }
     let body = read_body(&headers, body, INVOKE_BODY_LIMIT, "the input").await?;
     let input = classify_input(headers.get(header::CONTENT_TYPE), body)?;
     let request_id = format!("req-{}", hex::encode(rand::random::<[u8; 8]>()));

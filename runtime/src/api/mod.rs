@@ -4,6 +4,7 @@
 mod algorithms;
 mod data;
 pub mod error;
+mod http;
 mod invoke;
 mod keys;
 mod secrets;
@@ -17,7 +18,7 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::{HeaderMap, Method, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -72,6 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events/outbox", get(data::outbox))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/http/{*path}", any(http::serve))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(close_if_body_unread))
@@ -149,11 +151,20 @@ async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response
         .into_response())
 }
 
-async fn fallback(method: Method, uri: Uri) -> ApiError {
+/// Paths no API route takes: a wasi:http component's route prefix, else 404.
+async fn fallback(State(app): State<AppState>, req: axum::extract::Request) -> Response {
+    let path = req.uri().path();
+    if !crate::registry::reserved_path(path)
+        && let Some((owner, name)) = app.registry.route(path)
+    {
+        return http::serve_route(app, &owner, &name, req).await;
+    }
     ApiError::not_found(format!(
-        "no endpoint {method} {}: see the API table in the README",
-        uri.path()
+        "no endpoint {} {}: see the API table in the README",
+        req.method(),
+        path
     ))
+    .into_response()
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {

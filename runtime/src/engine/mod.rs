@@ -15,11 +15,13 @@
 
 mod bindings;
 mod host;
+mod http;
 mod output;
 
 pub use host::{
     CallContext, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, KvBucket, NoHostServices,
 };
+pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowList};
 pub use output::CapturedOutput;
 
 use std::sync::Arc;
@@ -200,7 +202,30 @@ pub struct Outcome {
 /// version and shared by all its calls.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: bindings::AlgorithmPre<HostState>,
+    pre: PreparedKind,
+}
+
+/// The pre-instance of either kind of component.
+#[derive(Clone)]
+enum PreparedKind {
+    Algorithm(bindings::AlgorithmPre<HostState>),
+    Http(http::HttpPre),
+}
+
+impl Prepared {
+    fn algorithm(&self) -> Option<&bindings::AlgorithmPre<HostState>> {
+        match &self.pre {
+            PreparedKind::Algorithm(pre) => Some(pre),
+            PreparedKind::Http(_) => None,
+        }
+    }
+
+    fn http(&self) -> Option<&http::HttpPre> {
+        match &self.pre {
+            PreparedKind::Http(pre) => Some(pre),
+            PreparedKind::Algorithm(_) => None,
+        }
+    }
 }
 
 /// Store data of one call.
@@ -274,6 +299,8 @@ impl ResourceLimiter for MemoryLimiter {
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
+    /// WASI 0.2 and `wasi:http` for `wasi:http/proxy` components.
+    http_linker: Linker<HttpState>,
     config: EngineConfig,
     compat_hash: String,
     ticker_stop: Arc<std::sync::atomic::AtomicBool>,
@@ -325,6 +352,13 @@ impl Engine {
         )
         .map_err(anyhow::Error::from)?;
 
+        // HTTP components get all of WASI 0.2 (as `wasmtime serve -S cli`
+        // does: guest toolchains import wasi:cli even for proxies) plus wasi:http.
+        let mut http_linker = Linker::<HttpState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
+            .map_err(anyhow::Error::from)?;
+
         let compat_hash = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -353,6 +387,7 @@ impl Engine {
         Ok(Self {
             engine,
             linker,
+            http_linker,
             config,
             compat_hash,
             ticker_stop,
@@ -426,10 +461,12 @@ impl Engine {
             )));
         };
         if kind == ComponentKind::Http {
-            return Err(InvalidComponent(
-                "this is a wasi:http component (it exports wasi:http/incoming-handler); serving wasi:http \
-                 components is not available in this build yet: deploy a wasmgrid algorithm instead"
-                    .into(),
+            let pre = self.prepare_http(component)?;
+            return Ok((
+                kind,
+                Some(Prepared {
+                    pre: PreparedKind::Http(pre),
+                }),
             ));
         }
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
@@ -454,7 +491,12 @@ impl Engine {
                 "the component's handler export has the wrong shape: {e:#}"
             ))
         })?;
-        Ok((kind, Some(Prepared { pre })))
+        Ok((
+            kind,
+            Some(Prepared {
+                pre: PreparedKind::Algorithm(pre),
+            }),
+        ))
     }
 
     /// Runs one call on a fresh instance.
@@ -466,6 +508,12 @@ impl Engine {
         trigger: Option<TriggerEvent>,
         limits: CallLimits,
     ) -> Result<Outcome, InvokeError> {
+        let Some(pre) = prepared.algorithm() else {
+            return Err(InvokeError::Host(
+                "this version is a wasi:http component: send it HTTP requests at /http/OWNER/NAME/"
+                    .into(),
+            ));
+        };
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let stdout = CapturedOutput::new(self.config.output_limit);
@@ -511,7 +559,7 @@ impl Engine {
             extensions: t.extensions,
         });
         let run = async {
-            let instance = prepared.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             instance
                 .wasmgrid_algorithm_handler()
                 .call_apply(&mut store, &input, trigger.as_ref())
