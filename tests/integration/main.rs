@@ -8,6 +8,7 @@ mod auth;
 mod data;
 mod deploy;
 mod faults;
+mod http;
 mod invoke;
 mod lifecycle;
 mod sdks;
