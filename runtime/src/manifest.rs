@@ -12,6 +12,11 @@
 //! memory = 64
 //! concurrency = 16
 //! grants = ["data://demo/uploads:read"]
+//! # wasi:http components only (see README): no key needed, outgoing HTTP
+//! # allowed to these hosts, and a path prefix served as-is
+//! # public = true
+//! # allow_outbound = ["api.example.com", "10.0.0.5:8080"]
+//! # route = "/hello"
 //! [algorithm.build]                # optional, like Spin's component.build
 //! command = "cargo build --release"
 //! workdir = "guest-examples"

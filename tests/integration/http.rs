@@ -365,3 +365,95 @@ fn javascript_fetch_event_component_is_served() {
         serde_json::json!({"method": "POST", "path": "/items/7", "query": "?sort=asc", "body": "from the test"})
     );
 }
+
+#[test]
+fn manifest_and_cli_deploy_http_components() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("wasmgrid.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+[server]
+addr = "127.0.0.1:0"
+
+[[algorithm]]
+name = "demo/web"
+version = "1.0.0"
+source = "{}"
+public = true
+route = "/site"
+"#,
+            guests_dir().join("http_hello.wasm").display()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("up")
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data.join("up.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let s = Server::attach(&data, None);
+    let resp = anon(&s, Method::GET, "/site/index.html").send().unwrap();
+    assert_eq!(endpoint(&resp), "demo/web/1.0.0");
+    assert_eq!(text(resp, 200), "Hello, world!");
+
+    // The CLI's flags reach the deploy settings.
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let out = std::process::Command::new(bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "deploy",
+            guests_dir().join("http_echo.wasm").to_str().unwrap(),
+            "demo/echo@1.0.0",
+            "--public",
+            "--allow-outbound",
+            &format!("example.invalid,127.0.0.1:{port}"),
+            "--route",
+            "/echo",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("deployed demo/echo/1.0.0 (http,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{}/http/demo/echo@1.0.0/ and {}/echo (public)",
+            s.url, s.url
+        )),
+        "{stdout}"
+    );
+    let body = text(
+        anon(
+            &s,
+            Method::GET,
+            &format!("/echo/fetch?url=http://127.0.0.1:{port}/healthz"),
+        )
+        .send()
+        .unwrap(),
+        200,
+    );
+    assert_eq!(body, "status 200\n");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(
+        wait_timeout(&mut child, Duration::from_secs(30))
+            .unwrap()
+            .success()
+    );
+}

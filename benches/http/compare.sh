@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP throughput and latency: bare hyper, `wasmtime serve`, and
+# wasmgrid (a wasi:http component, and the invoke API on `noop`).
+#
+#   benches/http/compare.sh                 # 5 rounds of 10 s per target
+#   ROUNDS=3 DURATION=5 benches/http/compare.sh
+#
+# What it does:
+#   1. builds (release) the wasmgrid binary, the bare hyper server
+#      (benches/http/hyper-hello) and the guests `http-hello` (wasi:http hello,
+#      13-byte body) and `noop`;
+#   2. installs wasmtime-cli $WASMTIME_VERSION (the wasmtime wasmgrid is built
+#      on) into benches/.tools with `cargo install --locked` if it is absent
+#      (a cold release build: ~15 min on 2 cores);
+#   3. starts the servers, each pinned to CPU $SERVER_CPU with taskset:
+#        hyper     bare hyper, same 13-byte body, no Wasm
+#        wasmtime  wasmtime serve -S cli -O pooling-allocator=y http_hello.wasm
+#        wg-http   wasmgrid serving the same component at /http/demo/hello/ (public)
+#        wg-invoke wasmgrid POST /v1/algo/demo/noop (admin key, 5-byte text body)
+#   4. for $ROUNDS alternating rounds, runs `wrk -t1 -c$CONNS` pinned to CPU
+#      $CLIENT_CPU against each target for $DURATION s (after a 2 s warm-up),
+#      then `wrk -t1 -c1 --latency` for $LATENCY_DURATION s;
+#   5. prints the median req/s per target, the ratios the issue sets targets
+#      for, and the median p50/p99 latency at -c1. Any non-2xx response or
+#      socket error fails the run.
+#
+# Needs wrk (Debian: apt-get install wrk), taskset (util-linux), 2+ CPUs.
+# Not run in CI: it takes minutes and wants an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+root=$PWD
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10}
+LATENCY_DURATION=${LATENCY_DURATION:-5}
+CONNS=${CONNS:-32}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+WASMTIME_VERSION=${WASMTIME_VERSION:-48.0.8}
+PORT_HYPER=${PORT_HYPER:-18090}
+PORT_WASMTIME=${PORT_WASMTIME:-18091}
+PORT_WASMGRID=${PORT_WASMGRID:-18092}
+TARGETS=(hyper wasmtime wg-http wg-invoke)
+
+die() {
+  echo "compare.sh: $*" >&2
+  exit 1
+}
+for tool in wrk taskset curl; do
+  command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt-get install wrk util-linux curl)"
+done
+[ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs (server on $SERVER_CPU, wrk on $CLIENT_CPU)"
+
+echo "==> building wasmgrid, hyper-hello (release) and the guests http-hello, noop"
+cargo build --release --locked --quiet -p wasmgrid -p hyper-hello
+(cd guest-examples && cargo build --release --locked --quiet -p http-hello -p noop)
+hello_wasm=$root/guest-examples/target/wasm32-wasip2/release/http_hello.wasm
+noop_wasm=$root/guest-examples/target/wasm32-wasip2/release/noop.wasm
+wasmgrid=$root/target/release/wasmgrid
+
+wasmtime=$root/benches/.tools/bin/wasmtime
+if ! "$wasmtime" --version 2>/dev/null | grep -q "^wasmtime $WASMTIME_VERSION "; then
+  echo "==> installing wasmtime-cli $WASMTIME_VERSION into benches/.tools (cold release build, ~15 min)"
+  cargo install --locked wasmtime-cli --version "$WASMTIME_VERSION" --root "$root/benches/.tools"
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() { # URL [curl args...]
+  local url=$1
+  shift
+  for _ in $(seq 1 300); do
+    if curl -fsS -o /dev/null "$@" "$url" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  die "no answer from $url; logs in $work"
+}
+
+echo "==> starting the servers on CPU $SERVER_CPU"
+taskset -c "$SERVER_CPU" "$root/target/release/hyper-hello" "127.0.0.1:$PORT_HYPER" 2>"$work/hyper.log" &
+pids+=($!)
+taskset -c "$SERVER_CPU" env -u RUST_LOG "$wasmtime" serve -S cli -O pooling-allocator=y \
+  --addr "127.0.0.1:$PORT_WASMTIME" "$hello_wasm" 2>"$work/wasmtime.log" &
+pids+=($!)
+taskset -c "$SERVER_CPU" env -u WASMGRID_LOG "$wasmgrid" serve --addr "127.0.0.1:$PORT_WASMGRID" \
+  --data-dir "$work/wasmgrid" 2>"$work/wasmgrid.log" &
+pids+=($!)
+wait_for "http://127.0.0.1:$PORT_HYPER/"
+wait_for "http://127.0.0.1:$PORT_WASMTIME/"
+wait_for "http://127.0.0.1:$PORT_WASMGRID/healthz"
+export WASMGRID_KEY
+WASMGRID_KEY=$(cat "$work/wasmgrid/admin.key")
+"$wasmgrid" --data-dir "$work/wasmgrid" deploy "$hello_wasm" demo/hello@1.0.0 --public >/dev/null
+"$wasmgrid" --data-dir "$work/wasmgrid" deploy "$noop_wasm" demo/noop@1.0.0 >/dev/null
+
+url_of() {
+  case $1 in
+    hyper) echo "http://127.0.0.1:$PORT_HYPER/" ;;
+    wasmtime) echo "http://127.0.0.1:$PORT_WASMTIME/" ;;
+    wg-http) echo "http://127.0.0.1:$PORT_WASMGRID/http/demo/hello/" ;;
+    wg-invoke) echo "http://127.0.0.1:$PORT_WASMGRID/v1/algo/demo/noop" ;;
+  esac
+}
+script_of() {
+  case $1 in
+    wg-invoke) echo "-s $root/benches/http/invoke.lua" ;;
+    *) echo "" ;;
+  esac
+}
+
+# Every target must answer 2xx with the expected body before measuring.
+for t in hyper wasmtime wg-http; do
+  body=$(curl -fsS "$(url_of "$t")") || die "$t: request failed"
+  [ "$body" = "Hello, world!" ] || die "$t answered $body"
+done
+curl -fsS -X POST -H "Authorization: Simple $WASMGRID_KEY" -H 'Content-Type: text/plain' \
+  --data-binary hello "$(url_of wg-invoke)" | grep -q '"result":"hello"' || die "wg-invoke: unexpected answer"
+
+# run_wrk TARGET CONNS SECONDS: prints the wrk output; fails on errors.
+run_wrk() {
+  local t=$1 c=$2 d=$3 out
+  # shellcheck disable=SC2046
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${d}s" --latency $(script_of "$t") "$(url_of "$t")")
+  if grep -q "Non-2xx or 3xx responses" <<<"$out"; then
+    echo "$out" >&2
+    die "$t answered non-2xx responses (-c$c)"
+  fi
+  if grep -q "Socket errors" <<<"$out"; then
+    echo "$out" >&2
+    die "$t had socket errors (-c$c)"
+  fi
+  echo "$out"
+}
+
+# wrk prints latencies as 45.12us / 1.20ms / 1.00s: convert to microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n
+  }'
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+echo "==> $ROUNDS rounds: wrk -t1 -c$CONNS -d${DURATION}s and -c1 -d${LATENCY_DURATION}s per target (server CPU $SERVER_CPU, wrk CPU $CLIENT_CPU)"
+for round in $(seq 1 "$ROUNDS"); do
+  line="round $round:"
+  for t in "${TARGETS[@]}"; do
+    run_wrk "$t" "$CONNS" 2 >/dev/null # warm-up
+    out=$(run_wrk "$t" "$CONNS" "$DURATION")
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    echo "$rps" >>"$work/$t.rps"
+    out=$(run_wrk "$t" 1 "$LATENCY_DURATION")
+    to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")" >>"$work/$t.p50"
+    to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")" >>"$work/$t.p99"
+    line="$line $t $(printf '%.0f' "$rps")"
+  done
+  echo "  $line req/s"
+done
+
+echo
+echo "Median of $ROUNDS rounds ($(date -u +%Y-%m-%d), $(nproc --all) CPUs: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
+printf '| %-10s | %12s | %10s | %10s |\n' target "req/s (-c$CONNS)" "p50 (-c1)" "p99 (-c1)"
+printf '|%s|%s|%s|%s|\n' "------------" "--------------" "------------" "------------"
+for t in "${TARGETS[@]}"; do
+  rps=$(median <"$work/$t.rps")
+  p50=$(median <"$work/$t.p50")
+  p99=$(median <"$work/$t.p99")
+  echo "$rps" >"$work/$t.median"
+  printf '| %-10s | %14.0f | %9.1fus | %9.1fus |\n' "$t" "$rps" "$p50" "$p99"
+done
+m() { cat "$work/$1.median"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+check() { # LABEL VALUE TARGET
+  local verdict
+  verdict=$(awk -v v="$2" -v t="$3" 'BEGIN { print (v >= t) ? "met" : "NOT met" }')
+  printf '%-34s %6sx  (target >= %sx: %s)\n' "$1" "$2" "$3" "$verdict"
+}
+echo
+check "wasmgrid http / wasmtime serve" "$(ratio "$(m wg-http)" "$(m wasmtime)")" 1.2
+check "wasmgrid invoke noop / wasmtime" "$(ratio "$(m wg-invoke)" "$(m wasmtime)")" 2
+check "wasmgrid invoke noop / bare hyper" "$(ratio "$(m wg-invoke)" "$(m hyper)")" 0.3
+printf '%-34s %6sx\n' "wasmtime serve / bare hyper" "$(ratio "$(m wasmtime)" "$(m hyper)")"
+printf '%-34s %6sx\n' "wasmgrid http / bare hyper" "$(ratio "$(m wg-http)" "$(m hyper)")"
