@@ -24,6 +24,10 @@
 #      for, and the median p50/p99 latency at -c1. Any non-2xx response or
 #      socket error fails the run.
 #
+# Every server runs with RUST_BACKTRACE, RUST_LIB_BACKTRACE and RUST_LOG unset
+# (a debugging environment would make wasmtime capture a backtrace for each
+# error it builds internally; production servers don't run that way).
+#
 # Needs wrk (Debian: apt-get install wrk), taskset (util-linux), 2+ CPUs.
 # Not run in CI: it takes minutes and wants an otherwise idle machine.
 set -euo pipefail
@@ -59,7 +63,7 @@ noop_wasm=$root/guest-examples/target/wasm32-wasip2/release/noop.wasm
 wasmgrid=$root/target/release/wasmgrid
 
 wasmtime=$root/benches/.tools/bin/wasmtime
-if ! "$wasmtime" --version 2>/dev/null | grep -q "^wasmtime $WASMTIME_VERSION "; then
+if ! "$wasmtime" --version 2>/dev/null | grep -Eq "^wasmtime $WASMTIME_VERSION( |$)"; then
   echo "==> installing wasmtime-cli $WASMTIME_VERSION into benches/.tools (cold release build, ~15 min)"
   cargo install --locked wasmtime-cli --version "$WASMTIME_VERSION" --root "$root/benches/.tools"
 fi
@@ -86,12 +90,14 @@ wait_for() { # URL [curl args...]
 }
 
 echo "==> starting the servers on CPU $SERVER_CPU"
-taskset -c "$SERVER_CPU" "$root/target/release/hyper-hello" "127.0.0.1:$PORT_HYPER" 2>"$work/hyper.log" &
+clean_env=(env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE -u RUST_LOG -u WASMGRID_LOG)
+taskset -c "$SERVER_CPU" "${clean_env[@]}" "$root/target/release/hyper-hello" "127.0.0.1:$PORT_HYPER" \
+  2>"$work/hyper.log" &
 pids+=($!)
-taskset -c "$SERVER_CPU" env -u RUST_LOG "$wasmtime" serve -S cli -O pooling-allocator=y \
+taskset -c "$SERVER_CPU" "${clean_env[@]}" "$wasmtime" serve -S cli -O pooling-allocator=y \
   --addr "127.0.0.1:$PORT_WASMTIME" "$hello_wasm" 2>"$work/wasmtime.log" &
 pids+=($!)
-taskset -c "$SERVER_CPU" env -u WASMGRID_LOG "$wasmgrid" serve --addr "127.0.0.1:$PORT_WASMGRID" \
+taskset -c "$SERVER_CPU" "${clean_env[@]}" "$wasmgrid" serve --addr "127.0.0.1:$PORT_WASMGRID" \
   --data-dir "$work/wasmgrid" 2>"$work/wasmgrid.log" &
 pids+=($!)
 wait_for "http://127.0.0.1:$PORT_HYPER/"

@@ -132,7 +132,7 @@ async fn invoke(
     }
     let body = read_body(&headers, body, INVOKE_BODY_LIMIT, "the input").await?;
     let input = classify_input(headers.get(header::CONTENT_TYPE), body)?;
-    let request_id = format!("req-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let request_id = format!("req-{:016x}", rand::random::<u64>());
     let endpoint = deployed.endpoint();
 
     if opts.output == OutputMode::Void {
