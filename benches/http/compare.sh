@@ -22,7 +22,10 @@
 #      then `wrk -t1 -c1 --latency` for $LATENCY_DURATION s;
 #   5. prints the median req/s per target, the ratios the issue sets targets
 #      for, and the median p50/p99 latency at -c1. Any non-2xx response or
-#      socket error fails the run.
+#      socket error fails the run. It also prints the server's CPU time per
+#      request (user + system, from /proc/PID/stat around each -c$CONNS run):
+#      on a machine shared with other work a server may not get all of its CPU,
+#      and then req/s says more about the scheduler than about the server.
 #
 # Every server runs with RUST_BACKTRACE, RUST_LIB_BACKTRACE and RUST_LOG unset
 # (a debugging environment would make wasmtime capture a backtrace for each
@@ -93,16 +96,22 @@ echo "==> starting the servers on CPU $SERVER_CPU"
 clean_env=(env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE -u RUST_LOG -u WASMGRID_LOG)
 taskset -c "$SERVER_CPU" "${clean_env[@]}" "$root/target/release/hyper-hello" "127.0.0.1:$PORT_HYPER" \
   2>"$work/hyper.log" &
+pid_hyper=$!
 pids+=($!)
 taskset -c "$SERVER_CPU" "${clean_env[@]}" "$wasmtime" serve -S cli -O pooling-allocator=y \
   --addr "127.0.0.1:$PORT_WASMTIME" "$hello_wasm" 2>"$work/wasmtime.log" &
+pid_wasmtime=$!
 pids+=($!)
 taskset -c "$SERVER_CPU" "${clean_env[@]}" "$wasmgrid" serve --addr "127.0.0.1:$PORT_WASMGRID" \
   --data-dir "$work/wasmgrid" 2>"$work/wasmgrid.log" &
+pid_wasmgrid=$!
 pids+=($!)
 wait_for "http://127.0.0.1:$PORT_HYPER/"
 wait_for "http://127.0.0.1:$PORT_WASMTIME/"
 wait_for "http://127.0.0.1:$PORT_WASMGRID/healthz"
+for pid in "${pids[@]}"; do
+  kill -0 "$pid" 2>/dev/null || die "a server exited at start (port in use?); logs in $work"
+done
 export WASMGRID_KEY
 WASMGRID_KEY=$(cat "$work/wasmgrid/admin.key")
 "$wasmgrid" --data-dir "$work/wasmgrid" deploy "$hello_wasm" demo/hello@1.0.0 --public >/dev/null
@@ -116,6 +125,15 @@ url_of() {
     wg-invoke) echo "http://127.0.0.1:$PORT_WASMGRID/v1/algo/demo/noop" ;;
   esac
 }
+pid_of() {
+  case $1 in
+    hyper) echo "$pid_hyper" ;;
+    wasmtime) echo "$pid_wasmtime" ;;
+    wg-*) echo "$pid_wasmgrid" ;;
+  esac
+}
+# CPU ticks (user + system) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 script_of() {
   case $1 in
     wg-invoke) echo "-s $root/benches/http/invoke.lua" ;;
@@ -162,9 +180,13 @@ for round in $(seq 1 "$ROUNDS"); do
   line="round $round:"
   for t in "${TARGETS[@]}"; do
     run_wrk "$t" "$CONNS" 2 >/dev/null # warm-up
+    ticks=$(cpu_ticks "$(pid_of "$t")")
     out=$(run_wrk "$t" "$CONNS" "$DURATION")
+    ticks=$(($(cpu_ticks "$(pid_of "$t")") - ticks))
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     echo "$rps" >>"$work/$t.rps"
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$(awk '/requests in/ { print $1 }' <<<"$out")" \
+      'BEGIN { print t / hz / n * 1e6 }' >>"$work/$t.cpu"
     out=$(run_wrk "$t" 1 "$LATENCY_DURATION")
     to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")" >>"$work/$t.p50"
     to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")" >>"$work/$t.p99"
@@ -175,14 +197,16 @@ done
 
 echo
 echo "Median of $ROUNDS rounds ($(date -u +%Y-%m-%d), $(nproc --all) CPUs: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
-printf '| %-10s | %12s | %10s | %10s |\n' target "req/s (-c$CONNS)" "p50 (-c1)" "p99 (-c1)"
-printf '|%s|%s|%s|%s|\n' "------------" "--------------" "------------" "------------"
+printf '| %-10s | %12s | %14s | %10s | %10s |\n' target "req/s (-c$CONNS)" "server CPU/req" "p50 (-c1)" "p99 (-c1)"
+printf '|%s|%s|%s|%s|%s|\n' "------------" "--------------" "----------------" "------------" "------------"
 for t in "${TARGETS[@]}"; do
   rps=$(median <"$work/$t.rps")
+  cpu=$(median <"$work/$t.cpu")
   p50=$(median <"$work/$t.p50")
   p99=$(median <"$work/$t.p99")
   echo "$rps" >"$work/$t.median"
-  printf '| %-10s | %14.0f | %9.1fus | %9.1fus |\n' "$t" "$rps" "$p50" "$p99"
+  echo "$cpu" >"$work/$t.cpumedian"
+  printf '| %-10s | %14.0f | %13.1fus | %9.1fus | %9.1fus |\n' "$t" "$rps" "$cpu" "$p50" "$p99"
 done
 m() { cat "$work/$1.median"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -197,3 +221,9 @@ check "wasmgrid invoke noop / wasmtime" "$(ratio "$(m wg-invoke)" "$(m wasmtime)
 check "wasmgrid invoke noop / bare hyper" "$(ratio "$(m wg-invoke)" "$(m hyper)")" 0.3
 printf '%-34s %6sx\n' "wasmtime serve / bare hyper" "$(ratio "$(m wasmtime)" "$(m hyper)")"
 printf '%-34s %6sx\n' "wasmgrid http / bare hyper" "$(ratio "$(m wg-http)" "$(m hyper)")"
+c() { cat "$work/$1.cpumedian"; }
+echo
+echo "The same ratios from server CPU time per request (work done per request, whatever CPU share the server got):"
+printf '%-34s %6sx\n' "wasmgrid http / wasmtime serve" "$(ratio "$(c wasmtime)" "$(c wg-http)")"
+printf '%-34s %6sx\n' "wasmgrid invoke noop / wasmtime" "$(ratio "$(c wasmtime)" "$(c wg-invoke)")"
+printf '%-34s %6sx\n' "wasmgrid invoke noop / bare hyper" "$(ratio "$(c hyper)" "$(c wg-invoke)")"
