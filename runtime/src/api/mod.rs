@@ -232,19 +232,34 @@ pub async fn read_body(
         return Err(too_large());
     }
     let mut body = body;
+    // A body that arrives in one frame (the usual case for small bodies) is
+    // returned as it is, without a copy; only a second frame starts a buffer.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ApiError::input(format!("reading the request body failed: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
+            let held = first.as_ref().map_or(0, Bytes::len);
+            if held + buf.len() + data.len() > limit {
                 drain(body, OVERSIZE_DRAIN).await;
                 return Err(too_large());
+            }
+            if first.is_none() && buf.is_empty() {
+                first = Some(data);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                buf.reserve(f.len() + data.len());
+                buf.extend_from_slice(&f);
             }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok(match first {
+        Some(f) => f,
+        None => buf.freeze(),
+    })
 }
 
 /// Reads and discards up to `cap` bytes of a body.
