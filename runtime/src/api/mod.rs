@@ -76,7 +76,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/http/{*path}", any(http::serve))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(close_if_body_unread))
+        .layer(CloseIfBodyUnreadLayer)
         .with_state(app)
 }
 
@@ -84,23 +84,85 @@ pub fn router(app: Arc<App>) -> Router {
 /// error may come before the body was read (a rejected key, an oversized
 /// upload), and hyper cannot reuse a connection with unread input on it, so a
 /// client that reused it would see its next request fail.
-async fn close_if_body_unread(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let h = req.headers();
-    let has_body = h
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() != b"0")
-        || h.contains_key(header::TRANSFER_ENCODING);
-    let mut resp = next.run(req).await;
-    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
-        resp.headers_mut().insert(
-            header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+///
+/// A plain tower layer rather than `axum::middleware::from_fn`, which boxes
+/// the future and clones the inner service on every request.
+#[derive(Clone, Copy)]
+struct CloseIfBodyUnreadLayer;
+
+impl<S> tower::Layer<S> for CloseIfBodyUnreadLayer {
+    type Service = CloseIfBodyUnread<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CloseIfBodyUnread { inner }
     }
-    resp
+}
+
+/// See [`CloseIfBodyUnreadLayer`].
+#[derive(Clone)]
+struct CloseIfBodyUnread<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<axum::extract::Request> for CloseIfBodyUnread<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = CloseIfBodyUnreadFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let h = req.headers();
+        let has_body = h
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || h.contains_key(header::TRANSFER_ENCODING);
+        CloseIfBodyUnreadFuture {
+            inner: self.inner.call(req),
+            has_body,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CloseIfBodyUnread`].
+    struct CloseIfBodyUnreadFuture<F> {
+        #[pin]
+        inner: F,
+        has_body: bool,
+    }
+}
+
+impl<F, E> std::future::Future for CloseIfBodyUnreadFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let has_body = *this.has_body;
+        this.inner.poll(cx).map_ok(|mut resp| {
+            if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            resp
+        })
+    }
 }
 
 /// Collapses a leading `//` in the request path: Algorithmia's clients, given a
