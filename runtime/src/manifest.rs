@@ -12,6 +12,11 @@
 //! memory = 64
 //! concurrency = 16
 //! grants = ["data://demo/uploads:read"]
+//! # wasi:http components only (see README): no key needed, outgoing HTTP
+//! # allowed to these hosts, and a path prefix served as-is
+//! # public = true
+//! # allow_outbound = ["api.example.com", "10.0.0.5:8080"]
+//! # route = "/hello"
 //! [algorithm.build]                # optional, like Spin's component.build
 //! command = "cargo build --release"
 //! workdir = "guest-examples"
@@ -104,6 +109,14 @@ pub struct AlgorithmSection {
     /// Grants.
     #[serde(default)]
     pub grants: Vec<String>,
+    /// wasi:http components: serve without an API key.
+    #[serde(default)]
+    pub public: bool,
+    /// wasi:http components: hosts outgoing HTTP may reach.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    /// wasi:http components: a path prefix served as-is (`/hello`).
+    pub route: Option<String>,
 }
 
 /// `[algorithm.build]`.
@@ -319,6 +332,9 @@ impl AlgorithmSection {
             memory: self.memory.unwrap_or(d.memory),
             concurrency: self.concurrency.unwrap_or(d.concurrency),
             grants: self.grants.clone(),
+            public: self.public,
+            allow_outbound: self.allow_outbound.clone(),
+            route: self.route.clone(),
         }
     }
 }

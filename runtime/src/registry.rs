@@ -12,8 +12,9 @@
 //! resolving `owner/name/1.2` on the invoke path is a map lookup.
 
 use crate::engine::{
-    CallContext, CallLimits, ComponentKind, Engine, GuestIdentity, HostApi, InvokeError,
-    NoHostServices, Outcome, Payload, Prepared, TriggerEvent,
+    CallContext, CallLimits, ComponentKind, Engine, GuestIdentity, HostApi, HttpBodyError,
+    HttpCall, HttpResponse, InvokeError, NoHostServices, OutboundAllowList, Outcome, Payload,
+    Prepared, TriggerEvent,
 };
 use crate::store::{Store, StoreError, StoreExt, Table, WriteBatch};
 use semver::Version;
@@ -47,6 +48,17 @@ pub struct VersionSettings {
     /// Capabilities granted to the guest (`data://owner/collection:read`, ...).
     #[serde(default)]
     pub grants: Vec<String>,
+    /// wasi:http components: serve HTTP requests without an API key.
+    #[serde(default)]
+    pub public: bool,
+    /// wasi:http components: hosts outgoing requests may reach (`host`,
+    /// `host:port`, `*.domain`); empty denies all outgoing HTTP.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    /// wasi:http components: a path prefix (`/hello`) served as-is, besides
+    /// `/http/owner/name/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 impl Default for VersionSettings {
@@ -56,6 +68,9 @@ impl Default for VersionSettings {
             memory: DEFAULT_MEMORY_MIB,
             concurrency: DEFAULT_CONCURRENCY,
             grants: Vec::new(),
+            public: false,
+            allow_outbound: Vec::new(),
+            route: None,
         }
     }
 }
@@ -171,6 +186,7 @@ pub struct Deployed {
     permits: Arc<Semaphore>,
     loaded: OnceCell<Prepared>,
     identity: Arc<GuestIdentity>,
+    outbound: OutboundAllowList,
 }
 
 impl Deployed {
@@ -234,6 +250,8 @@ pub struct Registry {
     engine: Arc<Engine>,
     compiled_dir: PathBuf,
     algorithms: RwLock<HashMap<(String, String), AlgorithmEntry>>,
+    /// Route prefixes of wasi:http components (see [`Registry::route`]).
+    routes: RwLock<Vec<RouteEntry>>,
     compilations: AtomicU64,
     host: std::sync::OnceLock<Arc<dyn HostApi>>,
 }
@@ -301,11 +319,13 @@ impl Registry {
                 Arc::new(Deployed::new(record, version, None)),
             );
         }
+        let routes = route_table(&algorithms);
         Ok(Self {
             store,
             engine,
             compiled_dir,
             algorithms: RwLock::new(algorithms),
+            routes: RwLock::new(routes),
             compilations: AtomicU64::new(0),
             host: std::sync::OnceLock::new(),
         })
@@ -355,6 +375,9 @@ impl Registry {
             ))
         })?;
         validate_settings(&req.settings, self.engine.config().max_memory_bytes >> 20)?;
+        if let Some(route) = &req.settings.route {
+            self.check_route_free(route, &req.owner, &req.name)?;
+        }
         let taken_msg = || {
             RegistryError::VersionExists(format!(
                 "{}/{}/{} was already published (version numbers are never reused, even after a delete); \
@@ -387,6 +410,7 @@ impl Registry {
         .await
         .map_err(|e| RegistryError::Internal(format!("compile worker failed: {e}")))??;
         self.compilations.fetch_add(1, Ordering::Relaxed);
+        check_settings_fit_kind(&req.settings, kind)?;
 
         let record = VersionRecord {
             owner: req.owner.clone(),
@@ -425,6 +449,7 @@ impl Registry {
         let entry = map.entry((req.owner, req.name)).or_default();
         entry.taken.insert(version.clone());
         entry.live.insert(version, deployed.clone());
+        self.rebuild_routes(&map)?;
         Ok(deployed)
     }
 
@@ -539,6 +564,7 @@ impl Registry {
         if let Some(entry) = map.get_mut(&(owner.to_string(), name.to_string())) {
             entry.live.remove(&v);
         }
+        self.rebuild_routes(&map)?;
         Ok(())
     }
 
@@ -587,6 +613,72 @@ impl Registry {
             .await
     }
 
+    /// Serves one HTTP request with a wasi:http version: takes a concurrency
+    /// permit (held until the guest finishes, which may be after the response
+    /// head), loads the compiled component if needed, and runs the guest.
+    pub async fn handle_http<B>(
+        &self,
+        deployed: &Deployed,
+        request: hyper::Request<B>,
+    ) -> Result<HttpResponse, InvokeError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<HttpBodyError>,
+    {
+        let permit = deployed.permits.clone().try_acquire_owned().map_err(|_| {
+            InvokeError::Overloaded(format!(
+                "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
+                deployed.endpoint(),
+                deployed.record.settings.concurrency
+            ))
+        })?;
+        let prepared = self
+            .prepared(deployed)
+            .await
+            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        self.engine
+            .handle_http(
+                prepared,
+                request,
+                HttpCall {
+                    limits: deployed.limits(None),
+                    outbound: deployed.outbound.clone(),
+                    guard: Box::new(permit),
+                },
+            )
+            .await
+    }
+
+    /// The algorithm serving `path` through a route prefix, if any: the
+    /// longest prefix that `path` equals or continues with `/`. A prefix is
+    /// the `route` of an algorithm's latest released version.
+    pub fn route(&self, path: &str) -> Option<(String, String)> {
+        let routes = self.routes.read().ok()?;
+        routes
+            .iter()
+            .find(|r| route_matches(&r.prefix, path))
+            .map(|r| (r.owner.clone(), r.name.clone()))
+    }
+
+    fn check_route_free(&self, route: &str, owner: &str, name: &str) -> Result<(), RegistryError> {
+        let routes = self.routes.read().map_err(|_| lock_err())?;
+        match routes.iter().find(|r| r.prefix == route) {
+            Some(r) if r.owner != owner || r.name != name => Err(RegistryError::Invalid(format!(
+                "route {route} is already served by {}/{}: choose another route, or deploy {}/{} without it first",
+                r.owner, r.name, r.owner, r.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn rebuild_routes(
+        &self,
+        map: &HashMap<(String, String), AlgorithmEntry>,
+    ) -> Result<(), RegistryError> {
+        *self.routes.write().map_err(|_| lock_err())? = route_table(map);
+        Ok(())
+    }
+
     /// The linked component of a version, loading or recompiling it on first use.
     pub async fn prepared<'a>(
         &self,
@@ -633,12 +725,20 @@ impl Deployed {
             Some(p) => OnceCell::new_with(Some(p)),
             None => OnceCell::new(),
         };
+        // Checked at deploy (`validate_settings`); a record that no longer
+        // parses (edited by hand) denies all outgoing HTTP.
+        let outbound =
+            OutboundAllowList::parse(&record.settings.allow_outbound).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "stored allow_outbound is invalid; denying outgoing HTTP");
+                OutboundAllowList::default()
+            });
         Self {
             record,
             version,
             permits,
             loaded,
             identity,
+            outbound,
         }
     }
 }
@@ -655,6 +755,125 @@ fn info(owner: &str, name: &str, e: &AlgorithmEntry) -> AlgorithmInfo {
             .map(|v| v.to_string()),
         versions: e.live.values().rev().map(|d| d.record.clone()).collect(),
         taken: e.taken.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+/// One route prefix and the algorithm it serves.
+struct RouteEntry {
+    prefix: String,
+    owner: String,
+    name: String,
+}
+
+/// Paths wasmgrid's own API uses: never route prefixes.
+const RESERVED_PATHS: &[&str] = &["/v1", "/http", "/healthz", "/readyz", "/metrics"];
+
+/// Whether `path` is `prefix` or lies under it (`/hello` serves `/hello` and
+/// `/hello/x`, not `/hellox`; `/` serves everything).
+pub fn route_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether `path` belongs to wasmgrid's own API (never served by a route).
+pub fn reserved_path(path: &str) -> bool {
+    RESERVED_PATHS.iter().any(|r| route_matches(r, path))
+}
+
+/// The route table: each algorithm's latest released version's `route`,
+/// longest prefix first (so the most specific route wins).
+fn route_table(map: &HashMap<(String, String), AlgorithmEntry>) -> Vec<RouteEntry> {
+    let mut routes: Vec<RouteEntry> = map
+        .iter()
+        .filter_map(|((owner, name), entry)| {
+            let latest = entry.live.iter().rev().find(|(v, _)| v.pre.is_empty())?.1;
+            let prefix = latest.record.settings.route.clone()?;
+            (latest.record.kind == ComponentKind::Http).then(|| RouteEntry {
+                prefix,
+                owner: owner.clone(),
+                name: name.clone(),
+            })
+        })
+        .collect();
+    routes.sort_by(|a, b| {
+        b.prefix
+            .len()
+            .cmp(&a.prefix.len())
+            .then_with(|| (&a.prefix, &a.owner, &a.name).cmp(&(&b.prefix, &b.owner, &b.name)))
+    });
+    routes
+}
+
+/// Checks a route prefix: absolute, no query or fragment, no empty or dot
+/// segments, no trailing slash, and outside wasmgrid's own paths.
+fn validate_route(route: &str) -> Result<(), RegistryError> {
+    let bad = |why: &str| {
+        RegistryError::Invalid(format!(
+            "invalid route {route:?}: {why}; use an absolute path prefix such as /hello or /api/v2 (or / for \
+             every path wasmgrid does not use itself)"
+        ))
+    };
+    if !route.starts_with('/') {
+        return Err(bad("it must start with /"));
+    }
+    if route == "/" {
+        return Ok(());
+    }
+    if route.ends_with('/') {
+        return Err(bad("leave out the trailing /"));
+    }
+    if route.len() > 256 {
+        return Err(bad("it is longer than 256 characters"));
+    }
+    let segments_ok = route[1..].split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'_' | b'.' | b'~' | b'%' | b'@' | b'+')
+            })
+    });
+    if !segments_ok {
+        return Err(bad(
+            "segments may use letters, digits and - _ . ~ % @ + only, and may not be empty, . or ..",
+        ));
+    }
+    if reserved_path(route) {
+        return Err(bad(&format!(
+            "it overlaps wasmgrid's own paths ({})",
+            RESERVED_PATHS.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// `public`, `allow_outbound` and `route` configure HTTP serving: refuse them
+/// for algorithms rather than silently ignoring them.
+fn check_settings_fit_kind(s: &VersionSettings, kind: ComponentKind) -> Result<(), RegistryError> {
+    if kind == ComponentKind::Http {
+        return Ok(());
+    }
+    let mut given = Vec::new();
+    if s.public {
+        given.push("public");
+    }
+    if !s.allow_outbound.is_empty() {
+        given.push("allow_outbound");
+    }
+    if s.route.is_some() {
+        given.push("route");
+    }
+    if given.is_empty() {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "{} apply to wasi:http components only, and this component is an algorithm (it exports \
+             wasmgrid:algorithm/handler); deploy it without them",
+            given.join(", ")
+        )))
     }
 }
 
@@ -676,6 +895,10 @@ fn validate_settings(s: &VersionSettings, max_memory_mib: u64) -> Result<(), Reg
             "concurrency={} is out of range: use 1 to 10000",
             s.concurrency
         )));
+    }
+    OutboundAllowList::parse(&s.allow_outbound).map_err(RegistryError::Invalid)?;
+    if let Some(route) = &s.route {
+        validate_route(route)?;
     }
     Ok(())
 }

@@ -99,6 +99,14 @@ pub async fn serve(
     );
     let service =
         axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service(service);
+    // No Nagle: a response whose body follows its head in a second write (a
+    // wasi:http guest streaming its body) would otherwise wait for the
+    // client's delayed ACK, ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, service).with_graceful_shutdown(signal);
     let drain_deadline = async {
         shutdown.notified().await;

@@ -10,6 +10,7 @@ mod data;
 mod deploy;
 mod events;
 mod faults;
+mod http;
 mod invoke;
 mod jobs;
 mod lifecycle;

@@ -5,6 +5,7 @@
 #   guest-examples/python-wordcount/out/python_wordcount.wasm
 #   guest-examples/python-data/out/python_data.wasm
 #   guest-examples/js-transform/out/js_transform.wasm
+#   guest-examples/js-http-hello/out/js_http_hello.wasm (wasi:http, fetch-event)
 #
 # Installs what it needs first (each only when missing or out of date):
 #   sdk/python/.venv      python3 -m venv + pip install -r sdk/python/requirements.txt
@@ -49,6 +50,7 @@ check_component() {
 py_out=guest-examples/python-wordcount/out/python_wordcount.wasm
 pydata_out=guest-examples/python-data/out/python_data.wasm
 js_out=guest-examples/js-transform/out/js_transform.wasm
+jshttp_out=guest-examples/js-http-hello/out/js_http_hello.wasm
 
 step "Python SDK unit tests (sdk/python/tests)" \
   env PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s sdk/python/tests
@@ -62,14 +64,16 @@ step "Python SDK tools (sdk/python/.venv, componentize-py)" bash -c '
   cp sdk/python/requirements.txt "$venv/.wasmgrid-requirements"'
 step "JavaScript SDK tools (sdk/js/node_modules, npm ci)" sdk/js/setup.sh
 
-rm -f "$py_out" "$pydata_out" "$js_out"
+rm -f "$py_out" "$pydata_out" "$js_out" "$jshttp_out"
 step "Build $py_out" guest-examples/python-wordcount/build.sh
 step "Check $py_out" check_component "$py_out"
 step "Build $pydata_out" guest-examples/python-data/build.sh
 step "Check $pydata_out" check_component "$pydata_out"
 step "Build $js_out" guest-examples/js-transform/build.sh
 step "Check $js_out" check_component "$js_out"
+step "Build $jshttp_out" guest-examples/js-http-hello/build.sh
+step "Check $jshttp_out" check_component "$jshttp_out"
 
-for f in "$py_out" "$pydata_out" "$js_out"; do
+for f in "$py_out" "$pydata_out" "$js_out" "$jshttp_out"; do
   printf '    %s: %s bytes\n' "$f" "$(wc -c <"$f" | tr -d ' ')"
 done

@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// Parses deploy settings from the query: `timeout`, `memory`, `concurrency`,
-/// and repeated `grant`.
+/// repeated `grant`, and for wasi:http components `public`, `route` and
+/// `allow_outbound` (comma-separated and/or repeated).
 fn settings_from_query(q: &QueryParams, owner: &str) -> Result<VersionSettings, ApiError> {
     let mut s = VersionSettings::default();
     if let Some(t) = q.number::<u64>("timeout", "whole seconds, e.g. timeout=60")? {
@@ -25,6 +26,16 @@ fn settings_from_query(q: &QueryParams, owner: &str) -> Result<VersionSettings, 
     for g in &s.grants {
         validate_grant(g, owner)?;
     }
+    s.public = q.flag("public")?;
+    s.allow_outbound = q
+        .all("allow_outbound")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    s.route = q.get("route").filter(|r| !r.is_empty()).map(str::to_string);
     Ok(s)
 }
 
@@ -105,6 +116,9 @@ pub async fn deploy(
         "memory": r.settings.memory,
         "concurrency": r.settings.concurrency,
         "grants": r.settings.grants,
+        "public": r.settings.public,
+        "allow_outbound": r.settings.allow_outbound,
+        "route": r.settings.route,
     });
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }

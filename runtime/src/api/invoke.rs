@@ -6,7 +6,7 @@ use crate::auth::{Caller, Compat, Scope};
 use crate::engine::{InvokeError, Outcome, Payload};
 use crate::registry::{Deployed, VersionSpec};
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -63,12 +63,14 @@ pub async fn invoke_latest(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    // The request itself rather than a `HeaderMap` extractor, which clones
+    // the headers.
+    let (parts, body) = request.into_parts();
     respond(
         caller.compat,
-        invoke(app, &caller, owner, name, None, query, headers, body).await,
+        invoke(app, &caller, owner, name, None, query, parts.headers, body).await,
     )
 }
 
@@ -77,9 +79,10 @@ pub async fn invoke_version(
     caller: Caller,
     Path((owner, name, version)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     respond(
         caller.compat,
         invoke(
@@ -120,16 +123,26 @@ async fn invoke(
     let opts = options(&QueryParams::parse(query.as_deref()))?;
     let spec = VersionSpec::parse(version.as_deref())?;
     let deployed = app.registry.resolve(&owner, &name, &spec)?;
+    if deployed.record.kind == crate::engine::ComponentKind::Http {
+        return Err(ApiError::input(format!(
+            "{} is a wasi:http component, not an algorithm: send it HTTP requests at /http/{}/{}@{}/",
+            deployed.endpoint(),
+            deployed.record.owner,
+            deployed.record.name,
+            deployed.record.version
+        )));
+    }
     let body = read_body(&headers, body, INVOKE_BODY_LIMIT, "the input").await?;
     let input = classify_input(headers.get(header::CONTENT_TYPE), body)?;
-    let request_id = format!("req-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let request_id = format!("req-{:016x}", rand::random::<u64>());
     let endpoint = deployed.endpoint();
 
     if opts.output == OutputMode::Void {
         let app2 = app.clone();
         let rid = request_id.clone();
         app.background.spawn(async move {
-            let result = call(&app2, &deployed, input, opts.timeout).await;
+            let endpoint = deployed.endpoint();
+            let result = call(&app2, &deployed, &endpoint, input, opts.timeout).await;
             match result {
                 Ok(_) => tracing::info!(request_id = %rid, endpoint = %deployed.endpoint(), "background call finished"),
                 Err(e) => tracing::warn!(request_id = %rid, endpoint = %deployed.endpoint(), error = %e, "background call failed"),
@@ -141,7 +154,7 @@ async fn invoke(
         return Ok(resp);
     }
 
-    let outcome = call(&app, &deployed, input, opts.timeout)
+    let outcome = call(&app, &deployed, &endpoint, input, opts.timeout)
         .await
         .map_err(ApiError::from)?;
     let mut resp = if opts.output == OutputMode::Raw {
@@ -159,15 +172,16 @@ async fn invoke(
             .unwrap_or(HeaderValue::from_static("application/octet-stream"));
         ([(header::CONTENT_TYPE, ct)], outcome.output.body).into_response()
     } else {
-        let (content_type, result) = render_output(&outcome.output)?;
-        let mut metadata = serde_json::json!({
-            "content_type": content_type,
-            "duration": outcome.duration.as_secs_f64(),
-        });
-        if opts.stdout {
-            metadata["stdout"] = outcome.stdout.text().into();
-        }
-        axum::Json(serde_json::json!({"result": result, "metadata": metadata})).into_response()
+        let stdout = opts.stdout.then(|| outcome.stdout.text());
+        let body = render_reply(&outcome.output, outcome.duration, stdout.as_deref())?;
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response()
     };
     set_request_id(&mut resp, &request_id, &endpoint);
     Ok(resp)
@@ -187,12 +201,13 @@ fn set_request_id(resp: &mut Response, id: &str, endpoint: &str) {
 async fn call(
     app: &App,
     deployed: &Deployed,
+    endpoint: &str,
     input: Payload,
     timeout: Option<Duration>,
 ) -> Result<Outcome, InvokeError> {
     app.metrics
         .observe_call(
-            &deployed.endpoint(),
+            endpoint,
             app.registry.invoke(deployed, input, None, timeout),
         )
         .await
@@ -251,30 +266,65 @@ fn classify_input(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Pay
     })
 }
 
-/// Renders the guest's output as Algorithmia's `result` plus its `content_type`.
-fn render_output(output: &Payload) -> Result<(&'static str, serde_json::Value), ApiError> {
+/// The `{"result", "metadata"}` reply, written straight into its bytes (no
+/// `serde_json::Value` tree on the invoke path). JSON output goes in verbatim
+/// after a validity check; text becomes a JSON string; anything else base64.
+fn render_reply(
+    output: &Payload,
+    duration: Duration,
+    stdout: Option<&str>,
+) -> Result<Vec<u8>, ApiError> {
+    #[derive(serde::Serialize)]
+    struct Metadata<'a> {
+        content_type: &'static str,
+        duration: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stdout: Option<&'a str>,
+    }
+    let ser = |e: serde_json::Error| ApiError::internal(format!("cannot encode the reply: {e}"));
+    let mut out = Vec::with_capacity(output.body.len() + 96);
+    out.extend_from_slice(b"{\"result\":");
     let media = media_type(&output.content_type);
-    if is_json_media(&media) {
-        let value: serde_json::Value =
-            serde_json::from_slice(&output.body).map_err(|e| ApiError {
-                status: axum::http::StatusCode::BAD_REQUEST,
-                error_type: "AlgorithmError",
-                message: format!(
-                    "the algorithm declared application/json output but returned invalid JSON: {e}"
-                ),
-                retry_after: None,
-            })?;
-        return Ok(("json", value));
-    }
-    if media.starts_with("text/")
-        && let Ok(text) = std::str::from_utf8(&output.body)
+    let content_type = if is_json_media(&media) {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&output.body).map_err(|e| ApiError {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            error_type: "AlgorithmError",
+            message: format!(
+                "the algorithm declared application/json output but returned invalid JSON: {e}"
+            ),
+            retry_after: None,
+        })?;
+        out.extend_from_slice(output.body.trim_ascii());
+        "json"
+    } else if let Some(text) = media
+        .starts_with("text/")
+        .then(|| std::str::from_utf8(&output.body).ok())
+        .flatten()
     {
-        return Ok(("text", serde_json::Value::String(text.to_string())));
-    }
-    Ok((
-        "binary",
-        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(&output.body)),
-    ))
+        serde_json::to_writer(&mut out, text).map_err(ser)?;
+        "text"
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(&output.body)
+                .as_bytes(),
+        );
+        out.push(b'"');
+        "binary"
+    };
+    out.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(
+        &mut out,
+        &Metadata {
+            content_type,
+            duration: duration.as_secs_f64(),
+            stdout,
+        },
+    )
+    .map_err(ser)?;
+    out.push(b'}');
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -332,20 +382,27 @@ mod tests {
             content_type: ct.into(),
             body: Bytes::from_static(b),
         };
-        assert_eq!(
-            render_output(&p("application/json", b"{\"a\":1}"))
-                .unwrap()
-                .0,
-            "json"
+        let reply = |payload: Payload, stdout: Option<&str>| -> serde_json::Value {
+            let bytes = render_reply(&payload, Duration::from_millis(2), stdout).unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let v = reply(p("application/json", b" {\"a\":1}\n"), None);
+        assert_eq!(v["result"], serde_json::json!({"a": 1}));
+        assert_eq!(v["metadata"]["content_type"], "json");
+        assert_eq!(v["metadata"]["duration"], 0.002);
+        assert!(v["metadata"].get("stdout").is_none());
+        let v = reply(
+            p("text/plain; charset=utf-8", b"hi \"there\"\n"),
+            Some("out"),
         );
-        assert_eq!(
-            render_output(&p("text/plain", b"hi")).unwrap(),
-            ("text", "hi".into())
-        );
-        assert_eq!(
-            render_output(&p("application/octet-stream", b"\x01\x02")).unwrap(),
-            ("binary", "AQI=".into())
-        );
-        assert!(render_output(&p("application/json", b"nope")).is_err());
+        assert_eq!(v["result"], "hi \"there\"\n");
+        assert_eq!(v["metadata"]["content_type"], "text");
+        assert_eq!(v["metadata"]["stdout"], "out");
+        let v = reply(p("application/octet-stream", b"\x01\x02"), None);
+        assert_eq!(v["result"], "AQI=");
+        assert_eq!(v["metadata"]["content_type"], "binary");
+        // Text that is not UTF-8 is sent as bytes.
+        assert_eq!(reply(p("text/plain", b"\xff"), None)["result"], "/w==");
+        assert!(render_reply(&p("application/json", b"nope"), Duration::ZERO, None).is_err());
     }
 }

@@ -5,6 +5,7 @@ mod algorithms;
 mod data;
 pub mod error;
 mod events;
+mod http;
 mod invoke;
 mod jobs;
 mod keys;
@@ -19,7 +20,7 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::{HeaderMap, Method, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -114,9 +115,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/http/{*path}", any(http::serve))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(close_if_body_unread))
+        .layer(CloseIfBodyUnreadLayer)
         .with_state(app)
 }
 
@@ -124,23 +126,85 @@ pub fn router(app: Arc<App>) -> Router {
 /// error may come before the body was read (a rejected key, an oversized
 /// upload), and hyper cannot reuse a connection with unread input on it, so a
 /// client that reused it would see its next request fail.
-async fn close_if_body_unread(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let h = req.headers();
-    let has_body = h
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() != b"0")
-        || h.contains_key(header::TRANSFER_ENCODING);
-    let mut resp = next.run(req).await;
-    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
-        resp.headers_mut().insert(
-            header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+///
+/// A plain tower layer rather than `axum::middleware::from_fn`, which boxes
+/// the future and clones the inner service on every request.
+#[derive(Clone, Copy)]
+struct CloseIfBodyUnreadLayer;
+
+impl<S> tower::Layer<S> for CloseIfBodyUnreadLayer {
+    type Service = CloseIfBodyUnread<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CloseIfBodyUnread { inner }
     }
-    resp
+}
+
+/// See [`CloseIfBodyUnreadLayer`].
+#[derive(Clone)]
+struct CloseIfBodyUnread<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<axum::extract::Request> for CloseIfBodyUnread<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = CloseIfBodyUnreadFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let h = req.headers();
+        let has_body = h
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || h.contains_key(header::TRANSFER_ENCODING);
+        CloseIfBodyUnreadFuture {
+            inner: self.inner.call(req),
+            has_body,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CloseIfBodyUnread`].
+    struct CloseIfBodyUnreadFuture<F> {
+        #[pin]
+        inner: F,
+        has_body: bool,
+    }
+}
+
+impl<F, E> std::future::Future for CloseIfBodyUnreadFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let has_body = *this.has_body;
+        this.inner.poll(cx).map_ok(|mut resp| {
+            if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            resp
+        })
+    }
 }
 
 /// Collapses a leading `//` in the request path: Algorithmia's clients, given a
@@ -191,11 +255,20 @@ async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response
         .into_response())
 }
 
-async fn fallback(method: Method, uri: Uri) -> ApiError {
+/// Paths no API route takes: a wasi:http component's route prefix, else 404.
+async fn fallback(State(app): State<AppState>, req: axum::extract::Request) -> Response {
+    let path = req.uri().path();
+    if !crate::registry::reserved_path(path)
+        && let Some((owner, name)) = app.registry.route(path)
+    {
+        return http::serve_route(app, &owner, &name, req).await;
+    }
     ApiError::not_found(format!(
-        "no endpoint {method} {}: see the API table in the README",
-        uri.path()
+        "no endpoint {} {}: see the API table in the README",
+        req.method(),
+        path
     ))
+    .into_response()
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
@@ -263,19 +336,34 @@ pub async fn read_body(
         return Err(too_large());
     }
     let mut body = body;
+    // A body that arrives in one frame (the usual case for small bodies) is
+    // returned as it is, without a copy; only a second frame starts a buffer.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ApiError::input(format!("reading the request body failed: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
+            let held = first.as_ref().map_or(0, Bytes::len);
+            if held + buf.len() + data.len() > limit {
                 drain(body, OVERSIZE_DRAIN).await;
                 return Err(too_large());
+            }
+            if first.is_none() && buf.is_empty() {
+                first = Some(data);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                buf.reserve(f.len() + data.len());
+                buf.extend_from_slice(&f);
             }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok(match first {
+        Some(f) => f,
+        None => buf.freeze(),
+    })
 }
 
 /// Reads and discards up to `cap` bytes of a body.

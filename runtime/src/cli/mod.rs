@@ -107,6 +107,16 @@ enum Command {
         /// Capability grants (data://owner/collection:read|write, topic:NAME); repeatable.
         #[arg(long = "grant")]
         grants: Vec<String>,
+        /// wasi:http components: serve /http/owner/name/ (and --route) without an API key.
+        #[arg(long)]
+        public: bool,
+        /// wasi:http components: hosts outgoing HTTP may reach (host, host:port, *.domain);
+        /// comma-separated or repeated. Default: none (all outgoing HTTP denied).
+        #[arg(long, value_delimiter = ',')]
+        allow_outbound: Vec<String>,
+        /// wasi:http components: also serve this path prefix as-is (e.g. /hello).
+        #[arg(long)]
+        route: Option<String>,
     },
     /// Call an algorithm: owner/name[@version] with INPUT, or `-` for stdin.
     Call {
@@ -274,6 +284,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             memory,
             concurrency,
             grants,
+            public,
+            allow_outbound,
+            route,
         } => {
             let (owner, name, version) = split_target(&target)?;
             let version = version
@@ -292,6 +305,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for gr in grants {
                 query.push(("grant", gr));
+            }
+            if public {
+                query.push(("public", "true".to_string()));
+            }
+            if !allow_outbound.is_empty() {
+                query.push(("allow_outbound", allow_outbound.join(",")));
+            }
+            if let Some(r) = route {
+                query.push(("route", r));
             }
             let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
             eprintln!(
@@ -313,6 +335,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 v["compile_ms"],
                 v["digest"].as_str().unwrap_or("?")
             );
+            if v["kind"] == "http" {
+                println!(
+                    "serving {}/http/{owner}/{name}@{version}/{}{}",
+                    client.base(),
+                    v["route"]
+                        .as_str()
+                        .map(|r| format!(" and {}{r}", client.base()))
+                        .unwrap_or_default(),
+                    if v["public"] == true {
+                        " (public)"
+                    } else {
+                        " (needs a key with the invoke scope)"
+                    }
+                );
+            }
             Ok(())
         }
         Command::Call {

@@ -15,12 +15,14 @@
 
 mod bindings;
 mod host;
+mod http;
 mod output;
 mod pipeline;
 
 pub use host::{
     CallContext, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, KvBucket, NoHostServices,
 };
+pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowList};
 pub use output::CapturedOutput;
 pub use pipeline::{CallScope, GuestCallError, OutgoingEvent};
 
@@ -221,7 +223,30 @@ pub struct Outcome {
 /// version and shared by all its calls.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: bindings::AlgorithmPre<HostState>,
+    pre: PreparedKind,
+}
+
+/// The pre-instance of either kind of component.
+#[derive(Clone)]
+enum PreparedKind {
+    Algorithm(bindings::AlgorithmPre<HostState>),
+    Http(http::HttpPre),
+}
+
+impl Prepared {
+    fn algorithm(&self) -> Option<&bindings::AlgorithmPre<HostState>> {
+        match &self.pre {
+            PreparedKind::Algorithm(pre) => Some(pre),
+            PreparedKind::Http(_) => None,
+        }
+    }
+
+    fn http(&self) -> Option<&http::HttpPre> {
+        match &self.pre {
+            PreparedKind::Http(pre) => Some(pre),
+            PreparedKind::Algorithm(_) => None,
+        }
+    }
 }
 
 /// Store data of one call.
@@ -296,6 +321,8 @@ impl ResourceLimiter for MemoryLimiter {
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
+    /// WASI 0.2 and `wasi:http` for `wasi:http/proxy` components.
+    http_linker: Linker<HttpState>,
     config: EngineConfig,
     compat_hash: String,
     ticker_stop: Arc<std::sync::atomic::AtomicBool>,
@@ -315,6 +342,12 @@ impl Engine {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.wasm_component_model(true);
+        // No guest uses the component-model-async proposal, and with it on every
+        // store carries concurrent-call state: a parked worker fiber that is
+        // disposed on drop by building a `wasmtime::Error` (a backtrace capture
+        // under RUST_BACKTRACE=1), on every call. Off, calls take the plain
+        // fiber path.
+        wasm.concurrency_support(false);
         // Deep enough to recognise a recursion that overflowed a guest's shadow
         // stack (see `deep_recursion`); the cost is paid only when a call traps.
         wasm.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(BACKTRACE_FRAMES));
@@ -332,10 +365,16 @@ impl Engine {
             .max_tables_per_module(8)
             .max_memories_per_module(1)
             .max_memory_size(config.max_memory_bytes as usize)
-            // Keep a little of each recycled slot resident: the next instance of
-            // the same component starts without page faults on its first pages.
-            .linear_memory_keep_resident(64 * 1024)
-            .table_keep_resident(16 * 1024);
+            // Reset recycled slots in place rather than handing pages back:
+            // PAGEMAP_SCAN (Linux 6.7+; ignored where missing) finds the pages
+            // the last instance touched, and up to `keep_resident` bytes of
+            // them are reset with memset/memcpy instead of madvise. Then the
+            // next instance of the same component takes no page faults and
+            // no TLB shootdown. Only touched pages cost anything, so the
+            // budget can be generous.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 * 1024);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = wasmtime::Engine::new(&wasm).map_err(anyhow::Error::from)?;
 
@@ -346,6 +385,13 @@ impl Engine {
             |s| s,
         )
         .map_err(anyhow::Error::from)?;
+
+        // HTTP components get all of WASI 0.2 (as `wasmtime serve -S cli`
+        // does: guest toolchains import wasi:cli even for proxies) plus wasi:http.
+        let mut http_linker = Linker::<HttpState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
+            .map_err(anyhow::Error::from)?;
 
         let compat_hash = {
             use std::hash::{Hash, Hasher};
@@ -375,6 +421,7 @@ impl Engine {
         Ok(Self {
             engine,
             linker,
+            http_linker,
             config,
             compat_hash,
             ticker_stop,
@@ -448,10 +495,12 @@ impl Engine {
             )));
         };
         if kind == ComponentKind::Http {
-            return Err(InvalidComponent(
-                "this is a wasi:http component (it exports wasi:http/incoming-handler); serving wasi:http \
-                 components is not available in this build yet: deploy a wasmgrid algorithm instead"
-                    .into(),
+            let pre = self.prepare_http(component)?;
+            return Ok((
+                kind,
+                Some(Prepared {
+                    pre: PreparedKind::Http(pre),
+                }),
             ));
         }
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
@@ -476,7 +525,12 @@ impl Engine {
                 "the component's handler export has the wrong shape: {e:#}"
             ))
         })?;
-        Ok((kind, Some(Prepared { pre })))
+        Ok((
+            kind,
+            Some(Prepared {
+                pre: PreparedKind::Algorithm(pre),
+            }),
+        ))
     }
 
     /// Runs one call on a fresh instance.
@@ -488,6 +542,12 @@ impl Engine {
         trigger: Option<TriggerEvent>,
         limits: CallLimits,
     ) -> Result<Outcome, InvokeError> {
+        let Some(pre) = prepared.algorithm() else {
+            return Err(InvokeError::Host(
+                "this version is a wasi:http component: send it HTTP requests at /http/OWNER/NAME/"
+                    .into(),
+            ));
+        };
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let stdout = CapturedOutput::new(self.config.output_limit);
@@ -539,7 +599,7 @@ impl Engine {
             extensions: t.extensions,
         });
         let run = async {
-            let instance = prepared.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             instance
                 .wasmgrid_algorithm_handler()
                 .call_apply(&mut store, &input, trigger.as_ref())
