@@ -1,7 +1,8 @@
 //! End-to-end event throughput: durable ingest → match → delivery to `noop`,
 //! in process (no HTTP), on the embedded store.
 //!
-//! Run: `cargo bench -p wasmgrid --bench events` (builds guest-examples first).
+//! Run: `cargo bench -p wasmgrid --bench events` (builds guest-examples first);
+//! `WASMGRID_EVENTS_BENCH=e2e` (or `ingest`) runs only those rows.
 //! Prints, for the configurations below, events/s from the first publish until
 //! the last delivery is acknowledged in memory, plus ingest-only throughput.
 //! docs/PERFORMANCE.md records the figures.
@@ -17,6 +18,23 @@ use wasmgrid::engine::EngineConfig;
 use wasmgrid::events::{EventsConfig, SubscriptionSpec};
 use wasmgrid::metrics::SubscriptionLabel;
 use wasmgrid::registry::{DeployRequest, VersionSettings};
+
+/// The allocator the `wasmgrid` binary uses (runtime/src/main.rs), so the bench
+/// measures what the server runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
 
 fn guest(name: &str) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
@@ -53,7 +71,8 @@ fn batch(run: usize, start: usize, n: usize) -> Vec<Value> {
 }
 
 /// Publishes `total` events from `publishers` concurrent tasks in batches of
-/// `batch_size`; returns (ingest seconds, end-to-end seconds).
+/// `batch_size`; returns (ingest seconds, end-to-end seconds, CPU seconds used
+/// until the end).
 async fn run(
     app: &Arc<App>,
     topic: &str,
@@ -61,7 +80,7 @@ async fn run(
     total: usize,
     batch_size: usize,
     publishers: usize,
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let delivered = sub.map(|s| {
         app.metrics
             .events_delivered
@@ -73,6 +92,7 @@ async fn run(
     let before = delivered.as_ref().map_or(0, |c| c.get());
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_started = cpu_time();
     let per = total / publishers;
     let mut tasks = Vec::new();
     for p in 0..publishers {
@@ -99,7 +119,11 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    (ingest, started.elapsed().as_secs_f64())
+    (
+        ingest,
+        started.elapsed().as_secs_f64(),
+        (cpu_time() - cpu_started).as_secs_f64(),
+    )
 }
 
 fn main() {
@@ -129,7 +153,7 @@ fn main() {
             )
             .await
             .expect("deploy noop");
-        for topic in ["ingest", "e2e"] {
+        for topic in ["ingest", "e2e", "e2e-batched"] {
             app.events
                 .create_topic(&caller, topic)
                 .await
@@ -144,32 +168,53 @@ fn main() {
             .put_subscription(&caller, "e2e", "noop", spec)
             .await
             .expect("subscription");
+        // Event Grid's batched delivery: one call of `noop` per (up to) 100 events.
+        let spec: SubscriptionSpec = serde_json::from_value(json!({
+            "destination": {"algorithm": "bench/noop"},
+            "maxConcurrentDeliveries": 64,
+            "batching": {"maxEventsPerBatch": 100, "preferredBatchSizeInKilobytes": 1024}
+        }))
+        .expect("spec");
+        app.events
+            .put_subscription(&caller, "e2e-batched", "noop", spec)
+            .await
+            .expect("subscription");
 
         // Warm up (compile caches, first pages).
         run(&app, "e2e", Some("noop"), 2_000, 100, 4).await;
 
-        println!("| what | events | batch | publishers | ingest events/s | end-to-end events/s |");
-        println!("|---|---|---|---|---|---|");
+        println!(
+            "| what | events | batch | publishers | ingest events/s | end-to-end events/s | CPU µs/event |"
+        );
+        println!("|---|---|---|---|---|---|---|");
         for (topic, sub, total, batch_size, publishers) in [
             ("ingest", None, 100_000, 100, 4),
             ("ingest", None, 100_000, 1, 16),
             ("e2e", Some("noop"), 100_000, 100, 4),
             ("e2e", Some("noop"), 20_000, 1, 16),
+            ("e2e-batched", Some("noop"), 100_000, 100, 4),
         ] {
-            let (ingest, e2e) = run(&app, topic, sub, total, batch_size, publishers).await;
-            let what = if sub.is_some() {
-                "ingest → match → deliver to noop"
-            } else {
-                "ingest only (no subscription)"
+            // `WASMGRID_EVENTS_BENCH=e2e` (or `ingest`) runs only those rows (for profiling).
+            if let Ok(only) = std::env::var("WASMGRID_EVENTS_BENCH")
+                && !topic.starts_with(only.as_str())
+            {
+                continue;
+            }
+            let (ingest, e2e, cpu) = run(&app, topic, sub, total, batch_size, publishers).await;
+            let what = match (topic, sub.is_some()) {
+                ("e2e-batched", _) => "ingest → match → deliver to noop, batches of ≤ 100",
+                (_, true) => "ingest → match → deliver to noop",
+                _ => "ingest only (no subscription)",
             };
             println!(
-                "| {what} | {total} | {batch_size} | {publishers} | {:.0} | {} |",
+                "| {what} | {total} | {batch_size} | {publishers} | {:.0} | {} | {:.1} |",
                 total as f64 / ingest,
                 if sub.is_some() {
                     format!("{:.0}", total as f64 / e2e)
                 } else {
                     "-".into()
-                }
+                },
+                cpu * 1e6 / total as f64
             );
         }
         app.events.shutdown().await;

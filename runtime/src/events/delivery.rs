@@ -6,7 +6,9 @@
 //! restart picks the schedule up again). Outcomes are written through one
 //! [`Flusher`] task that applies them in order, many per transaction:
 //! acknowledgements need no fsync of their own (a lost acknowledgement only
-//! means one more delivery, which at-least-once allows), and keeping every
+//! means one more delivery, which at-least-once allows), so they are committed
+//! lazily and made durable by the next durable commit (an ingest, or the
+//! flusher's own after 50 ms of quiet); keeping every
 //! write of a queue entry on one ordered path means an acknowledgement or
 //! dead-letter can never be overtaken by an older update of the same entry.
 
@@ -18,7 +20,7 @@ use super::{
 use crate::auth::{Caller, Scope};
 use crate::data::Principal;
 use crate::engine::{GuestErrorKind, InvokeError, Payload, TriggerEvent};
-use crate::metrics::{DeadLetterLabels, SubscriptionLabel};
+use crate::metrics::DeadLetterLabels;
 use crate::store::{Cursor, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -96,8 +98,13 @@ impl Ord for Delayed {
 
 enum FlushOp {
     Ack(String),
+    /// Several acknowledgements at once (one channel message per worker wake-up).
+    Acks(Vec<String>),
     Update(String, Vec<u8>),
-    DeadLetter { key: String, record: Vec<u8> },
+    DeadLetter {
+        key: String,
+        record: Vec<u8>,
+    },
     Barrier(oneshot::Sender<()>),
 }
 
@@ -142,8 +149,28 @@ impl Flusher {
     }
 }
 
+/// How long the flusher lets lazily committed outcomes wait for a durable
+/// commit by someone else before it makes one itself.
+const LAZY_FLUSH_DELAY: Duration = Duration::from_millis(50);
+
 async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>) {
-    while let Some(first) = rx.recv().await {
+    // Outcomes are committed lazily (no fsync of their own; the next durable
+    // commit, usually an ingest, carries them). `dirty` says some are not
+    // known durable yet; after LAZY_FLUSH_DELAY of quiet they are made durable.
+    let mut dirty = false;
+    loop {
+        let first = if dirty {
+            match tokio::time::timeout(LAZY_FLUSH_DELAY, rx.recv()).await {
+                Ok(Some(op)) => op,
+                Ok(None) => break,
+                Err(_) => FlushOp::Barrier(oneshot::channel().0),
+            }
+        } else {
+            match rx.recv().await {
+                Some(op) => op,
+                None => break,
+            }
+        };
         let mut ops = vec![first];
         while ops.len() < 8192 {
             match rx.try_recv() {
@@ -159,15 +186,23 @@ async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>)
                 other => writes.push(other),
             }
         }
+        // A barrier needs everything before it durable: a durable commit
+        // covers every earlier lazy one.
+        let durable = !barriers.is_empty();
         let writes = Arc::new(writes);
         loop {
             let store = inner.store.clone();
             let w = writes.clone();
             let result = tokio::task::spawn_blocking(move || {
-                store.transact(&mut |txn| {
+                let mut apply = |txn: &mut dyn crate::store::Txn| {
                     for op in w.iter() {
                         match op {
                             FlushOp::Ack(key) => txn.delete(Table::EVENT_QUEUE, key)?,
+                            FlushOp::Acks(keys) => {
+                                for key in keys {
+                                    txn.delete(Table::EVENT_QUEUE, key)?;
+                                }
+                            }
                             FlushOp::Update(key, bytes) => {
                                 // An entry deleted meanwhile (subscription removed) stays deleted.
                                 if txn.get(Table::EVENT_QUEUE, key)?.is_some() {
@@ -182,7 +217,12 @@ async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>)
                         }
                     }
                     Ok(())
-                })
+                };
+                if durable {
+                    store.transact(&mut apply)
+                } else {
+                    store.transact_lazy(&mut apply)
+                }
             })
             .await;
             match result {
@@ -194,6 +234,7 @@ async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>)
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        dirty = !durable;
         for b in barriers {
             let _ = b.send(());
         }
@@ -212,12 +253,20 @@ pub(crate) fn spawn_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
 
 type Done = (Vec<Item>, Result<(), Failure>, u64);
 
+/// Most single-event deliveries one task makes, one after another, when the
+/// queue has a backlog of more events than `maxConcurrentDeliveries` (fewer
+/// task spawns and wake-ups per event; concurrency stays the same, and
+/// without a backlog every event gets its own task at once).
+const MAX_DELIVERIES_PER_TASK: usize = 16;
+
 async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
     let prefix = queue_prefix(sub.id);
     let mut cursor: Option<String> = None;
     let mut ready: VecDeque<Item> = VecDeque::new();
     let mut delayed: BinaryHeap<Reverse<Delayed>> = BinaryHeap::new();
-    let mut inflight: JoinSet<Done> = JoinSet::new();
+    // One task is one delivery in progress (a batch, or single events one
+    // after another): at most `maxConcurrentDeliveries` of them.
+    let mut inflight: JoinSet<Vec<Done>> = JoinSet::new();
     let mut exhausted = false;
     loop {
         let stopping = sub.cancel.is_cancelled();
@@ -263,8 +312,16 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
             }
             let limit = record.spec.max_concurrent_deliveries.max(1) as usize;
             while inflight.len() < limit && !ready.is_empty() {
-                let batch = take_batch(&mut ready, &record);
-                let (live, expired): (Vec<Item>, Vec<Item>) = batch
+                // With a backlog, a task delivers several single events in turn.
+                let group = if batched(&record) {
+                    take_batch(&mut ready, &record)
+                } else {
+                    let per_task = (ready.len() / (limit - inflight.len()))
+                        .clamp(1, MAX_DELIVERIES_PER_TASK)
+                        .min(ready.len());
+                    ready.drain(..per_task).collect()
+                };
+                let (live, expired): (Vec<Item>, Vec<Item>) = group
                     .into_iter()
                     .partition(|i| now < expiry(&inner, &record, &i.entry));
                 for item in expired {
@@ -275,8 +332,14 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                         .unwrap_or_else(|| "not attempted".into());
                     dead_letter(&inner, &sub, &record, item, "TimeToLiveExceeded", outcome);
                 }
-                if !live.is_empty() {
-                    inflight.spawn(deliver(inner.clone(), record.clone(), live));
+                if live.is_empty() {
+                    continue;
+                }
+                let (inner, record) = (inner.clone(), record.clone());
+                if batched(&record) {
+                    inflight.spawn(async move { vec![deliver(&inner, &record, live).await] });
+                } else {
+                    inflight.spawn(async move { deliver_each(&inner, &record, live).await });
                 }
             }
             if !exhausted && ready.len() < LOAD_AHEAD {
@@ -288,9 +351,22 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
         tokio::select! {
             biased;
             Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                match done {
-                    Ok(done) => settle(&inner, &sub, &record, done, &mut delayed),
-                    Err(e) => tracing::error!(subscription = %record.label(), error = %e, "a delivery task failed; its events will be delivered again after a restart"),
+                // Settle every finished delivery now, and acknowledge them in one message.
+                let mut acks = Vec::new();
+                let mut next = Some(done);
+                while let Some(done) = next {
+                    match done {
+                        Ok(outcomes) => {
+                            for done in outcomes {
+                                settle(&inner, &sub, &record, done, &mut delayed, &mut acks);
+                            }
+                        }
+                        Err(e) => tracing::error!(subscription = %record.label(), error = %e, "a delivery task failed; its events will be delivered again after a restart"),
+                    }
+                    next = inflight.try_join_next();
+                }
+                if !acks.is_empty() {
+                    inner.flusher.send(FlushOp::Acks(acks));
                 }
             }
             _ = sub.notify.notified(), if !stopping => exhausted = false,
@@ -387,19 +463,14 @@ fn settle(
     record: &Arc<SubscriptionRecord>,
     (items, result, attempted_at): Done,
     delayed: &mut BinaryHeap<Reverse<Delayed>>,
+    acks: &mut Vec<String>,
 ) {
-    let label = SubscriptionLabel {
-        subscription: record.label(),
-    };
-    let m = &inner.metrics;
     match result {
         Ok(()) => {
             let n = items.len();
-            for item in items {
-                inner.flusher.send(FlushOp::Ack(item.key));
-            }
+            acks.extend(items.into_iter().map(|item| item.key));
             sub.depth.dec_by(n as i64);
-            m.events_delivered.get_or_create(&label).inc_by(n as u64);
+            sub.delivered.inc_by(n as u64);
         }
         Err(Failure::Busy(_)) => {
             let due = now_ms() + 20 + rand::random::<u64>() % 200;
@@ -408,9 +479,7 @@ fn settle(
             }
         }
         Err(Failure::NonRetryable(outcome)) => {
-            m.delivery_failures
-                .get_or_create(&label)
-                .inc_by(items.len() as u64);
+            sub.failures.inc_by(items.len() as u64);
             for mut item in items {
                 item.entry.attempts += 1;
                 item.entry.last_attempt = Some(attempted_at);
@@ -425,9 +494,7 @@ fn settle(
             }
         }
         Err(Failure::Retryable(outcome)) => {
-            m.delivery_failures
-                .get_or_create(&label)
-                .inc_by(items.len() as u64);
+            sub.failures.inc_by(items.len() as u64);
             let now = now_ms();
             for mut item in items {
                 item.entry.attempts += 1;
@@ -543,9 +610,28 @@ fn acting_caller(record: &SubscriptionRecord) -> Caller {
     }
 }
 
-async fn deliver(inner: Arc<Inner>, record: Arc<SubscriptionRecord>, items: Vec<Item>) -> Done {
+/// Delivers `items` one event at a time, in order. Once the destination is
+/// busy, the rest are not tried now (they come back shortly, as busy).
+async fn deliver_each(
+    inner: &Arc<Inner>,
+    record: &Arc<SubscriptionRecord>,
+    items: Vec<Item>,
+) -> Vec<Done> {
+    let mut out: Vec<Done> = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some((_, Err(Failure::Busy(why)), at)) = out.last() {
+            let (why, at) = (why.clone(), *at);
+            out.push((vec![item], Err(Failure::Busy(why)), at));
+            continue;
+        }
+        out.push(deliver(inner, record, vec![item]).await);
+    }
+    out
+}
+
+async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Vec<Item>) -> Done {
     let attempted_at = now_ms();
-    let events: Vec<Value> = items.iter().map(|i| i.entry.event.clone()).collect();
+    let events: Vec<&Value> = items.iter().map(|i| &i.entry.event).collect();
     let result = match &record.spec.destination {
         Destination::Algorithm(endpoint) => {
             deliver_to_algorithm(&inner, endpoint, &events, batched(&record)).await
@@ -621,7 +707,7 @@ pub(crate) fn trigger_of(event: &Value) -> TriggerEvent {
 async fn deliver_to_algorithm(
     inner: &Arc<Inner>,
     endpoint: &str,
-    events: &[Value],
+    events: &[&Value],
     batched: bool,
 ) -> Result<(), Failure> {
     let (owner, name, spec) =
@@ -643,7 +729,7 @@ async fn deliver_to_algorithm(
             None,
         )
     } else {
-        let event = events.first().unwrap_or(&Value::Null);
+        let event = events.first().copied().unwrap_or(&Value::Null);
         let (content_type, body) = data_payload(event);
         (
             Payload {

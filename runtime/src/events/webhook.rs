@@ -141,7 +141,7 @@ impl WebhookClient {
         &self,
         url: &str,
         secret: &str,
-        events: &[Value],
+        events: &[&Value],
         batched: bool,
     ) -> Result<(), Failure> {
         let (body, content_type) = if batched {
@@ -151,7 +151,7 @@ impl WebhookClient {
             )
         } else {
             (
-                serde_json::to_vec(events.first().unwrap_or(&Value::Null)),
+                serde_json::to_vec(events.first().copied().unwrap_or(&Value::Null)),
                 "application/cloudevents+json; charset=utf-8",
             )
         };

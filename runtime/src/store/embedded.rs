@@ -142,6 +142,37 @@ impl EmbeddedStore {
         }
     }
 
+    /// Runs `f` in a transaction committed without an fsync; returns its
+    /// group-commit ticket.
+    fn commit_non_durable(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(backend)?;
+        // Dropping `txn` without commit (on error) aborts it. The tables the
+        // closure opened are closed (dropped with `RedbTxn`) before the commit.
+        {
+            let mut t = RedbTxn::new(&txn);
+            f(&mut t)?;
+            t.finish()?;
+        }
+        // The ticket is taken while this thread still holds redb's single write
+        // lock, so tickets follow commit order.
+        let ticket = {
+            let mut st = self
+                .flush
+                .state
+                .lock()
+                .map_err(|_| backend("flush state poisoned"))?;
+            st.committed += 1;
+            st.committed
+        };
+        txn.commit().map_err(backend)?;
+        Ok(ticket)
+    }
+
     /// Blocks until transaction `ticket` is on disk, flushing if nobody else is.
     fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
         let mut st = self
@@ -370,29 +401,17 @@ impl Store for EmbeddedStore {
         &self,
         f: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(backend)?;
-        // Dropping `txn` without commit (on error) aborts it. The tables the
-        // closure opened are closed (dropped with `RedbTxn`) before the commit.
-        {
-            let mut t = RedbTxn::new(&txn);
-            f(&mut t)?;
-            t.finish()?;
-        }
-        // The ticket is taken while this thread still holds redb's single write
-        // lock, so tickets follow commit order.
-        let ticket = {
-            let mut st = self
-                .flush
-                .state
-                .lock()
-                .map_err(|_| backend("flush state poisoned"))?;
-            st.committed += 1;
-            st.committed
-        };
-        txn.commit().map_err(backend)?;
+        let ticket = self.commit_non_durable(f)?;
         self.wait_durable(ticket)
+    }
+
+    fn transact_lazy(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // redb persists a non-durable commit with the next durable one, and a
+        // crash before that rolls back to the last durable commit: all or nothing.
+        self.commit_non_durable(f).map(|_| ())
     }
 
     fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {

@@ -104,7 +104,7 @@ impl Table {
 }
 
 /// Errors from a storage backend.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A write batch asked for a key to be absent and it was present. Nothing in
     /// the batch was written.
@@ -316,6 +316,19 @@ pub trait Store: Send + Sync + 'static {
         &self,
         f: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// Runs `f` in one atomic transaction that becomes durable with the next
+    /// durable one (a later [`Store::transact`] by anybody) instead of waiting
+    /// for the disk itself. After a crash it is either wholly there or wholly
+    /// absent. For writes whose loss only repeats work, such as delivery
+    /// acknowledgements (at-least-once delivery allows a second delivery).
+    /// The default is a durable [`Store::transact`].
+    fn transact_lazy(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.transact(f)
+    }
 
     /// Applies a batch atomically and durably.
     fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
