@@ -634,13 +634,13 @@ async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Ve
     let events: Vec<&Value> = items.iter().map(|i| &i.entry.event).collect();
     let result = match &record.spec.destination {
         Destination::Algorithm(endpoint) => {
-            deliver_to_algorithm(&inner, endpoint, &events, batched(&record)).await
+            deliver_to_algorithm(inner, endpoint, &events, batched(record)).await
         }
         Destination::Webhook(url) => {
             let secret = record.spec.webhook_secret.as_deref().unwrap_or("");
             inner
                 .webhooks
-                .deliver(url, secret, &events, batched(&record))
+                .deliver(url, secret, &events, batched(record))
                 .await
         }
         Destination::Job(spec) => match inner.jobs.get() {
