@@ -191,6 +191,7 @@ fn main() {
             ("ingest", None, 100_000, 100, 4),
             ("ingest", None, 100_000, 1, 16),
             ("e2e", Some("noop"), 100_000, 100, 4),
+            ("e2e", Some("noop"), 100_000, 100, 16),
             ("e2e", Some("noop"), 20_000, 1, 16),
             ("e2e-batched", Some("noop"), 100_000, 100, 4),
         ] {

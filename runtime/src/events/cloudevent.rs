@@ -10,8 +10,11 @@
 //! names, `data` xor `data_base64`) are few. The rules follow the CloudEvents
 //! 1.0.2 core spec, its JSON format and its HTTP protocol binding.
 
+use crate::engine::TriggerEvent;
 use base64::Engine as _;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Largest request body (and so largest single event) accepted by ingress,
 /// as in Event Grid: 1 MiB.
@@ -390,44 +393,138 @@ pub fn is_rfc3339(s: &str) -> bool {
     }
 }
 
-/// The event's data as the bytes and media type an algorithm receives:
-/// `data_base64` decoded; JSON data serialized (`application/json` unless the
-/// event names another JSON type); a string with a non-JSON content type as
-/// its text; no data as JSON `null`.
-pub fn data_payload(event: &Value) -> (String, Vec<u8>) {
-    let declared = event
-        .get("datacontenttype")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if let Some(b64) = event.get("data_base64").and_then(Value::as_str) {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap_or_default();
-        return (
-            declared.unwrap_or_else(|| "application/octet-stream".into()),
-            bytes,
-        );
-    }
-    let media = declared
-        .as_deref()
-        .and_then(|c| c.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase());
-    let json_media = media
-        .as_deref()
-        .is_none_or(|m| m == "application/json" || m.ends_with("+json"));
-    match event.get("data") {
-        None => ("application/json".into(), b"null".to_vec()),
-        Some(Value::String(s)) if !json_media => {
-            (declared.unwrap_or_default(), s.clone().into_bytes())
+/// A stored CloudEvent read without building a tree: its top-level
+/// attributes, each kept as raw JSON borrowed from the stored bytes. Delivery
+/// reads a few attributes and passes `data` on as it is, so parsing `data`
+/// (and re-serializing it) would be wasted work.
+pub struct EventView<'a> {
+    attributes: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+/// A JSON string that borrows from the input unless it has escapes.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'a> serde::Deserialize<'a> for EventView<'a> {
+    fn deserialize<D: serde::Deserializer<'a>>(d: D) -> Result<Self, D::Error> {
+        struct Attributes;
+        impl<'a> serde::de::Visitor<'a> for Attributes {
+            type Value = EventView<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a CloudEvent (a JSON object)")
+            }
+            fn visit_map<M: serde::de::MapAccess<'a>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut attributes = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((Text(key), value)) = m.next_entry::<Text<'a>, &'a RawValue>()? {
+                    attributes.push((key, value));
+                }
+                Ok(EventView { attributes })
+            }
         }
-        Some(v) => (
+        d.deserialize_map(Attributes)
+    }
+}
+
+impl<'a> EventView<'a> {
+    /// Reads the attributes of the event stored as `raw`.
+    pub fn parse(raw: &'a RawValue) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(raw.get())
+    }
+
+    /// The raw JSON of attribute `name`.
+    pub fn raw(&self, name: &str) -> Option<&'a RawValue> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Attribute `name` if it is a JSON string.
+    pub fn text(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.raw(name)
+            .and_then(|v| serde_json::from_str::<Text<'a>>(v.get()).ok())
+            .map(|t| t.0)
+    }
+
+    /// The CloudEvents attributes as the guest's `trigger`: the context
+    /// attributes by name, every other attribute an extension (strings as
+    /// their text, anything else as its JSON).
+    pub fn trigger(&self) -> TriggerEvent {
+        let s = |k: &str| self.text(k).map(Cow::into_owned);
+        let extensions = self
+            .attributes
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_ref(),
+                    "specversion"
+                        | "id"
+                        | "source"
+                        | "type"
+                        | "subject"
+                        | "time"
+                        | "datacontenttype"
+                        | "data"
+                        | "data_base64"
+                )
+            })
+            .map(|(k, v)| {
+                let text = serde_json::from_str::<Text>(v.get())
+                    .map(|t| t.0.into_owned())
+                    .unwrap_or_else(|_| v.get().to_string());
+                (k.to_string(), text)
+            })
+            .collect();
+        TriggerEvent {
+            id: s("id").unwrap_or_default(),
+            source: s("source").unwrap_or_default(),
+            ty: s("type").unwrap_or_default(),
+            subject: s("subject"),
+            time: s("time"),
+            data_content_type: s("datacontenttype"),
+            extensions,
+        }
+    }
+
+    /// The event's data as the bytes and media type an algorithm receives:
+    /// `data_base64` decoded; JSON data as it is (`application/json` unless
+    /// the event names another JSON type); a string with a non-JSON content
+    /// type as its text; no data as JSON `null`.
+    pub fn data_payload(&self) -> (String, Vec<u8>) {
+        let declared = self.text("datacontenttype").map(Cow::into_owned);
+        if let Some(b64) = self.text("data_base64") {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .unwrap_or_default();
+            return (
+                declared.unwrap_or_else(|| "application/octet-stream".into()),
+                bytes,
+            );
+        }
+        let media = declared
+            .as_deref()
+            .and_then(|c| c.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase());
+        let json_media = media
+            .as_deref()
+            .is_none_or(|m| m == "application/json" || m.ends_with("+json"));
+        let Some(data) = self.raw("data") else {
+            return ("application/json".into(), b"null".to_vec());
+        };
+        if !json_media && let Ok(Text(text)) = serde_json::from_str::<Text>(data.get()) {
+            return (declared.unwrap_or_default(), text.into_owned().into_bytes());
+        }
+        (
             if json_media {
                 declared.unwrap_or_else(|| "application/json".into())
             } else {
                 "application/json".into()
             },
-            serde_json::to_vec(v).unwrap_or_default(),
-        ),
+            data.get().as_bytes().to_vec(),
+        )
     }
 }
 
@@ -510,6 +607,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(data_payload(&bin).1, vec![0, 159, 146, 150]);
+    }
+
+    /// What delivery does: the event stored compactly, read as a view.
+    fn data_payload(event: &Value) -> (String, Vec<u8>) {
+        let raw = RawValue::from_string(event.to_string()).unwrap();
+        EventView::parse(&raw).unwrap().data_payload()
+    }
+
+    #[test]
+    fn event_view_reads_attributes_without_parsing_data() {
+        let event = json!({"specversion": "1.0", "id": "e\"1", "source": "/s", "type": "t",
+                           "subject": "a/b", "traceparent": "00-abc-def-01", "n": 3,
+                           "data": {"x": [1, 2, {"y": "z"}]}});
+        let raw = RawValue::from_string(event.to_string()).unwrap();
+        let view = EventView::parse(&raw).unwrap();
+        let trigger = view.trigger();
+        assert_eq!(trigger.id, "e\"1");
+        assert_eq!(trigger.subject.as_deref(), Some("a/b"));
+        assert_eq!(trigger.time, None);
+        assert_eq!(
+            trigger.extensions,
+            vec![
+                ("traceparent".to_string(), "00-abc-def-01".to_string()),
+                ("n".to_string(), "3".to_string())
+            ]
+        );
+        assert_eq!(
+            view.data_payload(),
+            (
+                "application/json".into(),
+                br#"{"x":[1,2,{"y":"z"}]}"#.to_vec()
+            )
+        );
+        let none = RawValue::from_string(r#"{"id":"1"}"#.into()).unwrap();
+        assert_eq!(
+            EventView::parse(&none).unwrap().data_payload(),
+            ("application/json".into(), b"null".to_vec())
+        );
+        let not_object = RawValue::from_string("[1]".into()).unwrap();
+        assert!(EventView::parse(&not_object).is_err());
     }
 
     #[test]

@@ -12,18 +12,19 @@
 //! write of a queue entry on one ordered path means an acknowledgement or
 //! dead-letter can never be overtaken by an older update of the same entry.
 
-use super::cloudevent::data_payload;
+use super::cloudevent::EventView;
 use super::{
     DeadLetterRecord, Destination, Inner, SubState, SubscriptionRecord, now_ms, parse_endpoint,
     queue_prefix, rfc3339_ms,
 };
 use crate::auth::{Caller, Scope};
 use crate::data::Principal;
-use crate::engine::{GuestErrorKind, InvokeError, Payload, TriggerEvent};
+use crate::engine::{GuestErrorKind, InvokeError, Payload};
 use crate::metrics::DeadLetterLabels;
 use crate::store::{Cursor, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -64,7 +65,8 @@ struct QueueEntry {
     last_outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_attempt: Option<u64>,
-    event: Value,
+    /// The CloudEvent as published (structured JSON), kept unparsed.
+    event: Box<RawValue>,
 }
 
 struct Item {
@@ -554,7 +556,7 @@ fn dead_letter(
         last_delivery_attempt_time: item.entry.last_attempt.map(rfc3339_ms),
         publish_time: rfc3339_ms(item.entry.enqueued),
         subscription: record.label(),
-        event: item.entry.event,
+        event: serde_json::from_str(item.entry.event.get()).unwrap_or(Value::Null),
     };
     let Ok(bytes) = serde_json::to_vec_pretty(&dl) else {
         return;
@@ -610,6 +612,20 @@ fn acting_caller(record: &SubscriptionRecord) -> Caller {
     }
 }
 
+/// The events as one JSON array (a CloudEvents batch), without reparsing them.
+pub(crate) fn json_array(events: &[&RawValue]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + events.iter().map(|e| e.get().len() + 1).sum::<usize>());
+    out.push(b'[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(event.get().as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
 /// Delivers `items` one event at a time, in order. Once the destination is
 /// busy, the rest are not tried now (they come back shortly, as busy).
 async fn deliver_each(
@@ -631,7 +647,7 @@ async fn deliver_each(
 
 async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Vec<Item>) -> Done {
     let attempted_at = now_ms();
-    let events: Vec<&Value> = items.iter().map(|i| &i.entry.event).collect();
+    let events: Vec<&RawValue> = items.iter().map(|i| &*i.entry.event).collect();
     let result = match &record.spec.destination {
         Destination::Algorithm(endpoint) => {
             deliver_to_algorithm(inner, endpoint, &events, batched(record)).await
@@ -647,7 +663,8 @@ async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Ve
             Some(jobs) => {
                 let mut result = Ok(());
                 for ev in &events {
-                    result = jobs.start(&record.owner, record.admin, spec, ev).await;
+                    let ev: Value = serde_json::from_str(ev.get()).unwrap_or(Value::Null);
+                    result = jobs.start(&record.owner, record.admin, spec, &ev).await;
                     if result.is_err() {
                         break;
                     }
@@ -662,52 +679,10 @@ async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Ve
     (items, result, attempted_at)
 }
 
-/// The CloudEvents attributes of `event` as the guest's `trigger`.
-pub(crate) fn trigger_of(event: &Value) -> TriggerEvent {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).map(str::to_string);
-    let extensions = event
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| {
-                    !matches!(
-                        k.as_str(),
-                        "specversion"
-                            | "id"
-                            | "source"
-                            | "type"
-                            | "subject"
-                            | "time"
-                            | "datacontenttype"
-                            | "data"
-                            | "data_base64"
-                    )
-                })
-                .map(|(k, v)| {
-                    let text = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), text)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    TriggerEvent {
-        id: s("id").unwrap_or_default(),
-        source: s("source").unwrap_or_default(),
-        ty: s("type").unwrap_or_default(),
-        subject: s("subject"),
-        time: s("time"),
-        data_content_type: s("datacontenttype"),
-        extensions,
-    }
-}
-
 async fn deliver_to_algorithm(
     inner: &Arc<Inner>,
     endpoint: &str,
-    events: &[&Value],
+    events: &[&RawValue],
     batched: bool,
 ) -> Result<(), Failure> {
     let (owner, name, spec) =
@@ -719,24 +694,28 @@ async fn deliver_to_algorithm(
         .resolve(owner, name, &spec)
         .map_err(|e| Failure::Retryable(format!("NotFound: {e}")))?;
     let (payload, trigger) = if batched {
-        let body = serde_json::to_vec(events)
-            .map_err(|e| Failure::NonRetryable(format!("encoding the batch: {e}")))?;
         (
             Payload {
                 content_type: "application/json".into(),
-                body: body.into(),
+                body: json_array(events).into(),
             },
             None,
         )
     } else {
-        let event = events.first().copied().unwrap_or(&Value::Null);
-        let (content_type, body) = data_payload(event);
+        let event = events.first().copied().map(EventView::parse).transpose();
+        let event = event.map_err(|e| {
+            Failure::NonRetryable(format!("the stored event is not a JSON object: {e}"))
+        })?;
+        let (content_type, body) = event
+            .as_ref()
+            .map(EventView::data_payload)
+            .unwrap_or_else(|| ("application/json".into(), b"null".to_vec()));
         (
             Payload {
                 content_type,
                 body: body.into(),
             },
-            Some(trigger_of(event)),
+            event.as_ref().map(EventView::trigger),
         )
     };
     let result = inner

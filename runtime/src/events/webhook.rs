@@ -11,7 +11,7 @@ use super::EventError;
 use super::delivery::Failure;
 use hmac::{Hmac, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,21 +141,23 @@ impl WebhookClient {
         &self,
         url: &str,
         secret: &str,
-        events: &[&Value],
+        events: &[&RawValue],
         batched: bool,
     ) -> Result<(), Failure> {
+        // The stored events are structured CloudEvents JSON already.
         let (body, content_type) = if batched {
             (
-                serde_json::to_vec(events),
+                super::delivery::json_array(events),
                 "application/cloudevents-batch+json; charset=utf-8",
             )
         } else {
             (
-                serde_json::to_vec(events.first().copied().unwrap_or(&Value::Null)),
+                events
+                    .first()
+                    .map_or(b"null".to_vec(), |e| e.get().as_bytes().to_vec()),
                 "application/cloudevents+json; charset=utf-8",
             )
         };
-        let body = body.map_err(|e| Failure::NonRetryable(format!("encoding the event: {e}")))?;
         if !self.allow_private
             && let Ok(parsed) = reqwest::Url::parse(url)
             && let Some(host) = parsed.host_str()
