@@ -109,9 +109,12 @@ fn timeout_stops_cpu_loops_promptly() {
 #[test]
 fn two_spinning_guests_do_not_starve_the_server() {
     let s = server_with_faults();
+    // A longer timeout than demo/spin's 2 s, so a loaded test machine still
+    // has time for several round trips while both guests spin.
+    s.deploy_ok("spin-forever", "demo/spin-long@1.0.0", "timeout=4");
     let spins: Vec<_> = (0..2)
         .map(|_| {
-            let url = format!("{}/v1/algo/demo/spin", s.url);
+            let url = format!("{}/v1/algo/demo/spin-long", s.url);
             let key = s.key.clone();
             std::thread::spawn(move || post(url, key))
         })
