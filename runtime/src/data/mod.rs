@@ -361,18 +361,30 @@ pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
 /// record and change event encoded, large content already in a blob. Applying it
 /// inside a transaction is all that remains.
 pub struct StagedWrite {
-    path: DataPath,
-    key: String,
+    /// Where the file goes (owns its store key).
+    path: DataPathRef<'static>,
     record: FileRecord,
-    record_json: Vec<u8>,
+    record_bytes: Vec<u8>,
     inline: bytes::Bytes,
     event: Option<Vec<u8>>,
 }
 
+/// What the writes applied so far in one transaction have checked, so that a
+/// batch of writes into one collection (a job's outputs) checks the collection
+/// once: pass the same one to every [`StagedWrite::apply_in`] of a transaction,
+/// and a new one to the next transaction.
+#[derive(Default)]
+pub struct ApplyScope {
+    /// Collection keys known to exist in this transaction.
+    collections: Vec<String>,
+    /// Reused for the folder-marker key.
+    scratch: String,
+}
+
 impl StagedWrite {
     /// Where the file goes.
-    pub fn path(&self) -> &DataPath {
-        &self.path
+    pub fn path(&self) -> DataPath {
+        self.path.to_owned()
     }
 
     /// The record the file will have.
@@ -389,30 +401,48 @@ impl StagedWrite {
         &self,
         txn: &mut dyn Txn,
     ) -> Result<Result<Option<String>, DataError>, StoreError> {
+        self.apply_in(txn, &mut ApplyScope::default())
+    }
+
+    /// [`apply`](Self::apply) as one of several writes in a transaction, which
+    /// share `scope`.
+    pub fn apply_in(
+        &self,
+        txn: &mut dyn Txn,
+        scope: &mut ApplyScope,
+    ) -> Result<Result<Option<String>, DataError>, StoreError> {
         let p = &self.path;
-        if txn.get(Table::COLLECTIONS, &p.collection_key())?.is_none() {
-            // Writing into a collection that does not exist creates it, private.
-            txn.put(
-                Table::COLLECTIONS,
-                &p.collection_key(),
-                &encode(&DataService::implicit_collection(p)),
-            )?;
+        let key = p.key();
+        let collection_key = p.collection_key();
+        if !scope.collections.iter().any(|c| c == collection_key) {
+            if txn.get(Table::COLLECTIONS, collection_key)?.is_none() {
+                // Writing into a collection that does not exist creates it, private.
+                txn.put(
+                    Table::COLLECTIONS,
+                    collection_key,
+                    &encode(&DataService::implicit_collection(p.owner(), p.collection())),
+                )?;
+            }
+            scope.collections.push(collection_key.to_string());
         }
-        if txn.get(Table::FILES, &format!("{}/", self.key))?.is_some() {
+        scope.scratch.clear();
+        scope.scratch.push_str(key);
+        scope.scratch.push('/');
+        if txn.get(Table::FILES, &scope.scratch)?.is_some() {
             return Ok(Err(DataError::Conflict(format!("{} is a folder", p.uri()))));
         }
-        let replaced_blob = match txn.get(Table::FILES, &self.key)? {
+        let replaced_blob = match txn.get(Table::FILES, key)? {
             Some(b) => record::decode(&b)
                 .ok()
                 .and_then(|r| r.blob.map(Cow::into_owned))
                 .filter(|old| Some(old) != self.record.blob.as_ref()),
             None => None,
         };
-        txn.put(Table::FILES, &self.key, &self.record_json)?;
+        txn.put(Table::FILES, key, &self.record_bytes)?;
         if self.record.blob.is_none() {
-            txn.put(Table::FILE_DATA, &self.key, &self.inline)?;
+            txn.put(Table::FILE_DATA, key, &self.inline)?;
         } else {
-            txn.delete(Table::FILE_DATA, &self.key)?;
+            txn.delete(Table::FILE_DATA, key)?;
         }
         if let Some(event) = &self.event {
             txn.append(Table::OUTBOX, event)?;
@@ -509,67 +539,132 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Quoted entity tag from a SHA-256 digest.
 pub fn etag_of(digest: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(&digest[..16]))
+    let mut hex = [0u8; 32];
+    // 16 bytes always fit 32 hex digits.
+    let _ = hex::encode_to_slice(&digest[..16], &mut hex);
+    let mut etag = String::with_capacity(34);
+    etag.push('"');
+    etag.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    etag.push('"');
+    etag
 }
 
-/// The CloudEvent recorded for a change (typed, so that encoding it builds no
-/// intermediate JSON tree: it is on the path of every write).
-#[derive(Serialize)]
-struct ChangeEvent<'a> {
-    specversion: &'static str,
-    id: String,
-    source: String,
-    #[serde(rename = "type")]
-    ty: String,
-    subject: String,
-    time: String,
-    datacontenttype: &'static str,
-    data: ChangeData<'a>,
+/// Appends `s` to `out` as the inside of a JSON string, escaped exactly as
+/// `serde_json` escapes it (`"`, `\`, the short escapes, `\u00XX` for other
+/// control characters; nothing else).
+fn push_json_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
-/// The `data` of a [`ChangeEvent`].
-#[derive(Serialize)]
-struct ChangeData<'a> {
-    uri: String,
-    size: u64,
-    #[serde(rename = "contentType")]
-    content_type: &'a str,
-    etag: &'a str,
+/// The CloudEvent JSON recorded for a change of `owner/collection/path`:
+/// `{"specversion", "id", "source", "type", "subject", "time",
+/// "datacontenttype", "data": {"uri", "size", "contentType", "etag"}}`.
+/// Written straight into one buffer (it is on the path of every write): the
+/// bytes are those `serde_json` gives for the same fields in this order.
+fn change_event_json(
+    kind: &str,
+    (owner, collection, path): (&str, &str, &str),
+    (size, content_type, etag): (u64, &str, &str),
+    time: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        300 + 3 * (owner.len() + collection.len()) + 2 * path.len() + content_type.len(),
+    );
+    out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
+    push_uuid_v4(&mut out);
+    out.extend_from_slice(b"\",\"source\":\"/collections/");
+    push_json_escaped(&mut out, owner);
+    out.push(b'/');
+    push_json_escaped(&mut out, collection);
+    out.extend_from_slice(b"\",\"type\":\"wasmgrid.data.");
+    push_json_escaped(&mut out, kind);
+    out.extend_from_slice(b"\",\"subject\":\"/collections/");
+    push_json_escaped(&mut out, owner);
+    out.push(b'/');
+    push_json_escaped(&mut out, collection);
+    out.extend_from_slice(b"/files/");
+    push_json_escaped(&mut out, path);
+    out.extend_from_slice(b"\",\"time\":\"");
+    push_json_escaped(&mut out, time);
+    out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",\"data\":{\"uri\":\"");
+    if collection.starts_with(TEMP_PREFIX) {
+        out.extend_from_slice(b"data://.algo/temp");
+    } else {
+        out.extend_from_slice(b"data://");
+        push_json_escaped(&mut out, owner);
+        out.push(b'/');
+        push_json_escaped(&mut out, collection);
+    }
+    if !path.is_empty() {
+        out.push(b'/');
+        push_json_escaped(&mut out, path);
+    }
+    out.extend_from_slice(b"\",\"size\":");
+    out.extend_from_slice(size.to_string().as_bytes());
+    out.extend_from_slice(b",\"contentType\":\"");
+    push_json_escaped(&mut out, content_type);
+    out.extend_from_slice(b"\",\"etag\":\"");
+    push_json_escaped(&mut out, etag);
+    out.extend_from_slice(b"\"}}");
+    out
 }
 
-/// The CloudEvent recorded for a change.
-fn change_event<'a>(kind: &str, p: &DataPath, rec: &'a FileRecord) -> ChangeEvent<'a> {
-    ChangeEvent {
-        specversion: "1.0",
-        id: uuid_v4(),
-        source: format!("/collections/{}/{}", p.owner, p.collection),
-        ty: format!("wasmgrid.data.{kind}"),
-        subject: format!("/collections/{}/{}/files/{}", p.owner, p.collection, p.path),
-        time: now_rfc3339(),
-        datacontenttype: "application/json",
-        data: ChangeData {
-            uri: p.uri(),
-            size: rec.size,
-            content_type: &rec.content_type,
-            etag: &rec.etag,
-        },
+/// The change event of `p` (see [`change_event_json`]), timed now.
+fn change_event(kind: &str, p: &DataPath, rec: &FileRecord) -> Vec<u8> {
+    change_event_json(
+        kind,
+        (&p.owner, &p.collection, &p.path),
+        (rec.size, &rec.content_type, &rec.etag),
+        &now_rfc3339(),
+    )
+}
+
+/// Appends a random (version 4) UUID in its hyphenated lower-case form.
+fn push_uuid_v4(out: &mut Vec<u8>) {
+    let mut b = rand::random::<[u8; 16]>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut h = [0u8; 32];
+    // 16 bytes always fit 32 hex digits.
+    let _ = hex::encode_to_slice(b, &mut h);
+    for (i, range) in [0..8, 8..12, 12..16, 16..20, 20..32].into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(&h[range]);
     }
 }
 
 /// A random (version 4) UUID.
 pub fn uuid_v4() -> String {
-    let mut b = rand::random::<[u8; 16]>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = Vec::with_capacity(36);
+    push_uuid_v4(&mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl DataService {
@@ -659,10 +754,10 @@ impl DataService {
         }
     }
 
-    fn implicit_collection(p: &DataPath) -> CollectionRecord {
+    fn implicit_collection(owner: &str, collection: &str) -> CollectionRecord {
         CollectionRecord {
-            owner: p.owner.clone(),
-            name: p.collection.clone(),
+            owner: owner.to_string(),
+            name: collection.to_string(),
             acl: Acl::private(),
             created: now_rfc3339(),
         }
@@ -1152,20 +1247,28 @@ impl DataService {
         inline: Option<bytes::Bytes>,
         blob: Option<String>,
     ) -> StagedWrite {
+        let now = now_rfc3339();
+        let event = (!p.is_temp()).then(|| {
+            change_event_json(
+                "FileCreated",
+                (&p.owner, &p.collection, &p.path),
+                (size, content_type, &etag),
+                &now,
+            )
+        });
         let record = FileRecord {
             size,
             content_type: content_type.to_string(),
             etag,
-            last_modified: now_rfc3339(),
+            last_modified: now,
             blob,
             folder: false,
             expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
         };
         StagedWrite {
-            key: p.key(),
-            record_json: record::encode(&record),
-            event: (!p.is_temp()).then(|| encode(&change_event("FileCreated", p, &record))),
-            path: p.clone(),
+            path: p.view(),
+            record_bytes: record::encode(&record),
+            event,
             record,
             inline: inline.unwrap_or_default(),
         }
@@ -1228,7 +1331,7 @@ impl DataService {
                 if !p.is_temp() && !rec.folder {
                     txn.append(
                         Table::OUTBOX,
-                        &encode(&change_event("FileDeleted", p, &rec)),
+                        &change_event("FileDeleted", p, &rec),
                     )?;
                 }
                 removed = Some(rec);
@@ -1293,7 +1396,7 @@ impl DataService {
                     {
                         txn.append(
                             Table::OUTBOX,
-                            &encode(&change_event("FileDeleted", &fp, &rec)),
+                            &change_event("FileDeleted", &fp, &rec),
                         )?;
                     }
                     if let Some(b) = rec.blob.clone() {
@@ -1532,7 +1635,7 @@ impl DataService {
                     txn.put(
                         Table::COLLECTIONS,
                         &p.collection_key(),
-                        &encode(&Self::implicit_collection(p)),
+                        &encode(&Self::implicit_collection(&p.owner, &p.collection)),
                     )?;
                 }
                 txn.put(Table::FILES, &key, &record::encode(&rec))?;
@@ -1540,7 +1643,7 @@ impl DataService {
                 if !p.is_temp() {
                     txn.append(
                         Table::OUTBOX,
-                        &encode(&change_event("FileCreated", p, &rec)),
+                        &change_event("FileCreated", p, &rec),
                     )?;
                 }
                 Ok(())
@@ -1676,6 +1779,86 @@ fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
 mod tests {
     use super::*;
     use crate::store::EmbeddedStore;
+
+    #[test]
+    fn change_events_are_the_json_serde_would_write() {
+        let tricky = "a \"quoted\" \\ path\twith\u{1}controls/ünïcode\u{7f}/\n\r\u{8}\u{c}";
+        for (owner, collection, path) in [
+            ("alice", "photos", "2024/cat.jpg"),
+            ("alice", ".temp.alice.algo", "scratch.txt"),
+            ("bob", "docs", ""),
+            ("bob", "docs", tricky),
+        ] {
+            let (size, content_type, etag) = (1234u64, tricky, "\"0123abcd\"");
+            let bytes = change_event_json(
+                "FileCreated",
+                (owner, collection, path),
+                (size, content_type, etag),
+                "2024-01-02T03:04:05.678Z",
+            );
+            let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let p = DataPath {
+                owner: owner.into(),
+                collection: collection.into(),
+                path: path.into(),
+            };
+            let expected = serde_json::json!({
+                "specversion": "1.0",
+                "id": got["id"].clone(),
+                "source": format!("/collections/{owner}/{collection}"),
+                "type": "wasmgrid.data.FileCreated",
+                "subject": format!("/collections/{owner}/{collection}/files/{path}"),
+                "time": "2024-01-02T03:04:05.678Z",
+                "datacontenttype": "application/json",
+                "data": {"uri": p.uri(), "size": size, "contentType": content_type, "etag": etag},
+            });
+            assert_eq!(got, expected);
+            // Byte for byte what serde_json writes for the same fields in order.
+            let keys: Vec<&str> = got.as_object().unwrap().keys().map(String::as_str).collect();
+            let mut serde_bytes = b"{".to_vec();
+            for (i, k) in [
+                "specversion",
+                "id",
+                "source",
+                "type",
+                "subject",
+                "time",
+                "datacontenttype",
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                assert!(keys.contains(&k));
+                if i > 0 {
+                    serde_bytes.push(b',');
+                }
+                serde_json::to_writer(&mut serde_bytes, k).unwrap();
+                serde_bytes.push(b':');
+                serde_json::to_writer(&mut serde_bytes, &got[k]).unwrap();
+            }
+            serde_bytes.extend_from_slice(b",\"data\":{");
+            for (i, k) in ["uri", "size", "contentType", "etag"].into_iter().enumerate() {
+                if i > 0 {
+                    serde_bytes.push(b',');
+                }
+                serde_json::to_writer(&mut serde_bytes, k).unwrap();
+                serde_bytes.push(b':');
+                serde_json::to_writer(&mut serde_bytes, &got["data"][k]).unwrap();
+            }
+            serde_bytes.extend_from_slice(b"}}");
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(serde_bytes).unwrap()
+            );
+            let id = got["id"].as_str().unwrap();
+            assert_eq!(id.len(), 36);
+            assert_eq!(&id[14..15], "4");
+        }
+        assert_eq!(
+            etag_of(&[0xab; 32]),
+            format!("\"{}\"", "ab".repeat(16))
+        );
+    }
 
     #[test]
     fn acl_changes_take_effect_at_once_despite_the_cache() {

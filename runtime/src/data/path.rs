@@ -36,8 +36,9 @@ impl DataPath {
         DataPathRef::parse(uri, my_owner, temp).map(|r| r.to_owned())
     }
 
-    /// A borrowed view of this path (its store key is built once, here).
-    pub fn view(&self) -> DataPathRef<'_> {
+    /// A view of this path (its store key is built once, here; the view owns
+    /// it, so it may outlive `self`).
+    pub fn view(&self) -> DataPathRef<'static> {
         DataPathRef {
             key: Cow::Owned(self.key()),
             owner_end: self.owner.len(),

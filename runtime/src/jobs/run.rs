@@ -17,11 +17,13 @@
 
 use super::payload::{self, InputContent, OutputContent};
 use super::{
-    Counts, FIRST_ERRORS, FileError, FileProgress, FileStatus, Inner, InputKind, JobError,
+    Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError,
     JobRecord, JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
 };
 use crate::auth::Caller;
-use crate::data::{Content, DataError, DataPath, INLINE_MAX, Principal, StagedWrite};
+use crate::data::{
+    ApplyScope, Content, DataError, DataPath, INLINE_MAX, Principal, StagedWrite,
+};
 use crate::engine::{GuestErrorKind, InvokeError, Outcome, Payload};
 use crate::metrics::{AlgorithmLabel, CallLabels};
 use crate::registry::{Deployed, VersionSpec};
@@ -1105,17 +1107,32 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
             d
         })
         .collect();
+    let mut batch = batch;
+    // One release of the result budget for the whole batch (each release takes
+    // the semaphore's lock), when the batch is dropped below.
+    let mut budget: Option<OwnedSemaphorePermit> = None;
+    for d in &mut batch {
+        if let Some(p) = d._budget.take() {
+            match &mut budget {
+                Some(b) => b.merge(p),
+                None => budget = Some(p),
+            }
+        }
+    }
     let mut counts = Counts::default();
     let mut replaced: Vec<String> = Vec::new();
+    let mut key = String::with_capacity(ctx.job_id.len() + 64);
+    let mut progress_bytes = Vec::with_capacity(128);
     let result = ctx.inner.store.transact(&mut |txn| {
         replaced.clear();
+        let mut scope = ApplyScope::default();
         let mut rec = read_job(txn, &ctx.job_id)?;
         for d in &batch {
             let (output, error) = match &d.outcome {
-                Ok(Output::Staged { output_rel, write }) => match write.apply(txn)? {
+                Ok(Output::Staged { output_rel, write }) => match write.apply_in(txn, &mut scope)? {
                     Ok(old) => {
                         replaced.extend(old);
-                        (Some(output_rel.clone()), None)
+                        (Some(output_rel.as_str()), None)
                     }
                     Err(e) => (None, Some(Failure::data(&e))),
                 },
@@ -1125,45 +1142,48 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
                 ),
                 Err(e) => (None, Some(e.clone())),
             };
-            let progress = match error {
+            progress_bytes.clear();
+            match error {
                 None => {
                     rec.counts.succeeded += 1;
-                    FileProgress {
+                    let progress = ProgressRef {
                         status: FileStatus::Succeeded,
                         attempts: d.attempts,
                         run: ctx.run,
                         output,
                         error_type: None,
                         message: None,
-                    }
+                    };
+                    serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
                 }
                 Some(Failure {
                     error_type,
                     message,
                 }) => {
                     rec.counts.failed += 1;
-                    if rec.errors.len() < FIRST_ERRORS {
-                        rec.errors.push(FileError {
-                            file: d.file.path.uri(),
-                            error_type: error_type.clone(),
-                            message: message.clone(),
-                        });
-                    }
-                    FileProgress {
+                    let progress = ProgressRef {
                         status: FileStatus::Failed,
                         attempts: d.attempts,
                         run: ctx.run,
                         output: None,
-                        error_type: Some(error_type),
-                        message: Some(message),
+                        error_type: Some(&error_type),
+                        message: Some(&message),
+                    };
+                    serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
+                    if rec.errors.len() < FIRST_ERRORS {
+                        rec.errors.push(FileError {
+                            file: d.file.path.uri(),
+                            error_type,
+                            message,
+                        });
                     }
                 }
-            };
-            txn.put(
-                Table::JOB_FILES,
-                &format!("{}/{}", ctx.job_id, d.file.rel),
-                &serde_json::to_vec(&progress).unwrap_or_default(),
-            )?;
+            }
+            key.clear();
+            key.push_str(&ctx.job_id);
+            key.push('/');
+            key.push_str(&d.file.rel);
+            txn.put(Table::JOB_FILES, &key, &progress_bytes)?;
         }
         rec.counts.recompute_pending();
         counts = rec.counts;
@@ -1181,6 +1201,20 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
             Err(e.into())
         }
     }
+}
+
+/// A [`FileProgress`] as written, borrowing its strings (the same JSON).
+#[derive(serde::Serialize)]
+struct ProgressRef<'a> {
+    status: FileStatus,
+    attempts: u32,
+    run: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
 }
 
 /// Ends a job: final status and timings, and `_summary.json` in the output
