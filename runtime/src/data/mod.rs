@@ -353,6 +353,17 @@ pub type TreePage = (Vec<(DataPath, u64)>, Option<String>);
 /// One file read for a guest: its content type and content, or why not.
 pub type GuestRead = Result<(String, Content), DataError>;
 
+/// A file of a recursive listing read with [`DataService::list_tree_with_content`].
+pub struct ListedFile {
+    /// Where it is.
+    pub path: DataPathRef<'static>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content type and content (or why it cannot be read), for the small
+    /// files read along with the listing; `None` for the others.
+    pub content: Option<GuestRead>,
+}
+
 /// A page of a recursive listing: `(path, record)` pairs and the marker of the
 /// next page.
 pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
@@ -652,7 +663,10 @@ fn push_uuid_v4(out: &mut Vec<u8>) {
     let mut h = [0u8; 32];
     // 16 bytes always fit 32 hex digits.
     let _ = hex::encode_to_slice(b, &mut h);
-    for (i, range) in [0..8, 8..12, 12..16, 16..20, 20..32].into_iter().enumerate() {
+    for (i, range) in [0..8, 8..12, 12..16, 16..20, 20..32]
+        .into_iter()
+        .enumerate()
+    {
         if i > 0 {
             out.push(b'-');
         }
@@ -1329,10 +1343,7 @@ impl DataService {
                 txn.delete(Table::FILES, &key)?;
                 txn.delete(Table::FILE_DATA, &key)?;
                 if !p.is_temp() && !rec.folder {
-                    txn.append(
-                        Table::OUTBOX,
-                        &change_event("FileDeleted", p, &rec),
-                    )?;
+                    txn.append(Table::OUTBOX, &change_event("FileDeleted", p, &rec))?;
                 }
                 removed = Some(rec);
             }
@@ -1394,10 +1405,7 @@ impl DataService {
                         && let Some(fp) = DataPath::from_key(key)
                         && !fp.is_temp()
                     {
-                        txn.append(
-                            Table::OUTBOX,
-                            &change_event("FileDeleted", &fp, &rec),
-                        )?;
+                        txn.append(Table::OUTBOX, &change_event("FileDeleted", &fp, &rec))?;
                     }
                     if let Some(b) = rec.blob.clone() {
                         blobs.push(b);
@@ -1580,6 +1588,95 @@ impl DataService {
         Ok((out, next))
     }
 
+    /// [`list_tree`](Self::list_tree), reading along, from the same snapshot,
+    /// the content of the small (inline) files from the start of the page
+    /// while their sizes add up to at most `budget` bytes: what a batch job
+    /// needs to feed its workers, in one pass over the store instead of a
+    /// lookup per file. Files that are not read along (large ones, and those
+    /// after the budget ran out) have no content; read them with
+    /// [`read_for_guest`](Self::read_for_guest). Contents are checked as
+    /// `read_for_guest` checks them (`max_size`).
+    pub fn list_tree_with_content(
+        &self,
+        who: Principal<'_>,
+        folder: &DataPath,
+        after: Option<&str>,
+        limit: usize,
+        budget: u64,
+        max_size: u64,
+    ) -> Result<(Vec<ListedFile>, Option<String>), DataError> {
+        self.readable(who, folder)?;
+        let prefix = folder.folder_prefix();
+        let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
+        let limit = limit.clamp(1, MAX_PAGE);
+        let now = unix_now();
+        let mut left = budget;
+        let mut reading = true;
+        let page = self.store.scan_joined(
+            Table::FILES,
+            &prefix,
+            after.as_deref().map(Cursor::After),
+            limit,
+            Table::FILE_DATA,
+            &mut |_, bytes| {
+                if !reading {
+                    return false;
+                }
+                let Ok(view) = record::decode_for_read(bytes) else {
+                    return false;
+                };
+                if view.folder || view.expires.is_some_and(|e| e <= now) {
+                    return false;
+                }
+                if view.blob.is_none() && view.size <= left {
+                    left -= view.size;
+                    true
+                } else {
+                    // Read in order: the first file that is not read along
+                    // ends the read-ahead.
+                    reading = false;
+                    false
+                }
+            },
+        )?;
+        let next = if page.len() == limit {
+            page.last()
+                .and_then(|(k, _, _)| DataPath::from_key(k))
+                .map(|p| p.path)
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(page.len());
+        for (key, bytes, data) in page {
+            let view =
+                record::decode_for_read(&bytes).map_err(|e| corrupt(Table::FILES, &key, e))?;
+            if view.folder || view.expires.is_some_and(|e| e <= now) {
+                continue;
+            }
+            let size = view.size;
+            let Some(path) = DataPathRef::from_key(key) else {
+                continue;
+            };
+            let content = match data {
+                Some(d) if view.blob.is_none() => Some(if size > max_size {
+                    Err(DataError::TooLarge(format!(
+                        "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
+                        path.uri()
+                    )))
+                } else {
+                    Ok((view.content_type.into_owned(), Content::Inline(d.into())))
+                }),
+                _ => None,
+            };
+            out.push(ListedFile {
+                path,
+                size,
+                content,
+            });
+        }
+        Ok((out, next))
+    }
+
     /// Adds `delta` to a decimal counter file (wasi:keyvalue `increment`) in one
     /// transaction, creating it at 0.
     pub fn increment(
@@ -1641,10 +1738,7 @@ impl DataService {
                 txn.put(Table::FILES, &key, &record::encode(&rec))?;
                 txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
                 if !p.is_temp() {
-                    txn.append(
-                        Table::OUTBOX,
-                        &change_event("FileCreated", p, &rec),
-                    )?;
+                    txn.append(Table::OUTBOX, &change_event("FileCreated", p, &rec))?;
                 }
                 Ok(())
             })
@@ -1814,7 +1908,12 @@ mod tests {
             });
             assert_eq!(got, expected);
             // Byte for byte what serde_json writes for the same fields in order.
-            let keys: Vec<&str> = got.as_object().unwrap().keys().map(String::as_str).collect();
+            let keys: Vec<&str> = got
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
             let mut serde_bytes = b"{".to_vec();
             for (i, k) in [
                 "specversion",
@@ -1837,7 +1936,10 @@ mod tests {
                 serde_json::to_writer(&mut serde_bytes, &got[k]).unwrap();
             }
             serde_bytes.extend_from_slice(b",\"data\":{");
-            for (i, k) in ["uri", "size", "contentType", "etag"].into_iter().enumerate() {
+            for (i, k) in ["uri", "size", "contentType", "etag"]
+                .into_iter()
+                .enumerate()
+            {
                 if i > 0 {
                     serde_bytes.push(b',');
                 }
@@ -1854,10 +1956,7 @@ mod tests {
             assert_eq!(id.len(), 36);
             assert_eq!(&id[14..15], "4");
         }
-        assert_eq!(
-            etag_of(&[0xab; 32]),
-            format!("\"{}\"", "ab".repeat(16))
-        );
+        assert_eq!(etag_of(&[0xab; 32]), format!("\"{}\"", "ab".repeat(16)));
     }
 
     #[test]

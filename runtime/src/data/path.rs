@@ -168,6 +168,19 @@ impl<'a> DataPathRef<'a> {
         })
     }
 
+    /// The path of a store key `owner/collection/path`, taking the key (the
+    /// inverse of [`key`](Self::key); see also [`DataPath::from_key`]).
+    pub fn from_key(key: String) -> Option<DataPathRef<'static>> {
+        let owner_end = key.bytes().position(|b| b == b'/')?;
+        let collection_end =
+            owner_end + 1 + key[owner_end + 1..].bytes().position(|b| b == b'/')?;
+        Some(DataPathRef {
+            key: Cow::Owned(key),
+            owner_end,
+            collection_end,
+        })
+    }
+
     /// Owner of the collection.
     pub fn owner(&self) -> &str {
         &self.key[..self.owner_end]

@@ -17,12 +17,12 @@
 
 use super::payload::{self, InputContent, OutputContent};
 use super::{
-    Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError,
-    JobRecord, JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
+    Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
+    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
 };
 use crate::auth::Caller;
 use crate::data::{
-    ApplyScope, Content, DataError, DataPath, INLINE_MAX, Principal, StagedWrite,
+    ApplyScope, Content, DataError, DataPath, DataPathRef, INLINE_MAX, Principal, StagedWrite,
 };
 use crate::engine::{GuestErrorKind, InvokeError, Outcome, Payload};
 use crate::metrics::{AlgorithmLabel, CallLabels};
@@ -88,10 +88,18 @@ impl Stop {
 /// One input file of the run.
 #[derive(Debug, Clone)]
 struct InputFile {
-    /// Where it is.
-    path: DataPath,
-    /// Its path relative to the input folder (the key of its progress record).
-    rel: String,
+    /// Where it is (owns its store key).
+    path: DataPathRef<'static>,
+    /// Where, in the store key, its path relative to the input folder (the
+    /// key of its progress record) starts.
+    rel_start: usize,
+}
+
+impl InputFile {
+    /// Its path relative to the input folder.
+    fn rel(&self) -> &str {
+        &self.path.key()[self.rel_start..]
+    }
 }
 
 /// A file's output: staged by the worker when large (its blob is written on
@@ -152,13 +160,18 @@ struct Done {
     _budget: Option<OwnedSemaphorePermit>,
 }
 
+/// An input's content type and bytes.
+struct Body {
+    content_type: String,
+    body: bytes::Bytes,
+}
+
 /// An input file loaded by the dispatcher.
 enum Loaded {
     /// Content in memory.
-    Ready(InputContent),
+    Ready(Body),
     /// A large file: the worker reads the open blob.
     Blob {
-        uri: String,
         content_type: String,
         file: std::fs::File,
     },
@@ -197,15 +210,21 @@ impl RunCtx {
         DataPath::new(&self.output.owner, &self.output.collection, &path)
     }
 
-    fn relative(&self, p: &DataPath) -> String {
-        match self.input_kind {
-            InputKind::File => p.path.rsplit('/').next().unwrap_or(&p.path).to_string(),
-            InputKind::Folder if self.input.path.is_empty() => p.path.clone(),
-            InputKind::Folder => p
-                .path
-                .strip_prefix(&format!("{}/", self.input.path))
-                .unwrap_or(&p.path)
-                .to_string(),
+    /// An input file at `path`, with its path relative to the input.
+    fn input_file(&self, path: DataPathRef<'static>) -> InputFile {
+        let in_collection = path.key().len() - path.path().len();
+        let rel = match self.input_kind {
+            InputKind::File => path.path().rfind('/').map_or(0, |i| i + 1),
+            InputKind::Folder if self.input.path.is_empty() => 0,
+            InputKind::Folder => path
+                .path()
+                .strip_prefix(self.input.path.as_str())
+                .filter(|rest| rest.starts_with('/'))
+                .map_or(0, |_| self.input.path.len() + 1),
+        };
+        InputFile {
+            rel_start: in_collection + rel,
+            path,
         }
     }
 }
@@ -649,91 +668,62 @@ async fn dispatch(
 type Pending = (InputFile, Option<Result<Loaded, Failure>>);
 
 /// The next page of input files not yet finished (small ones with their
-/// content, read in one snapshot up to [`PREFETCH_BYTES`]), and where the page
-/// after starts.
+/// content, read with the listing from one snapshot up to [`PREFETCH_BYTES`]),
+/// and where the page after starts.
 fn next_page(
     ctx: &RunCtx,
     after: Option<String>,
 ) -> Result<(Vec<Pending>, Option<String>), JobError> {
-    let (files, next): (Vec<(DataPath, Option<u64>)>, _) = match ctx.input_kind {
+    let (files, next): (Vec<Pending>, _) = match ctx.input_kind {
         InputKind::File => {
             if after.is_some() {
                 return Ok((Vec::new(), None));
             }
-            (vec![(ctx.input.clone(), None)], None)
+            (vec![(ctx.input_file(ctx.input.view()), None)], None)
         }
         InputKind::Folder => {
-            let (files, next) =
-                ctx.inner
-                    .data
-                    .list_tree(ctx.who(), &ctx.input, after.as_deref(), PAGE)?;
-            (
-                files.into_iter().map(|(p, size)| (p, Some(size))).collect(),
-                next,
-            )
+            let (files, next) = ctx.inner.data.list_tree_with_content(
+                ctx.who(),
+                &ctx.input,
+                after.as_deref(),
+                PAGE,
+                PREFETCH_BYTES,
+                MAX_INPUT_BYTES,
+            )?;
+            let files = files
+                .into_iter()
+                .map(|f| {
+                    let loaded = f.content.map(|r| {
+                        r.map(|(content_type, content)| loaded(content_type, content))
+                            .map_err(|e| Failure::data(&e))
+                    });
+                    (ctx.input_file(f.path), loaded)
+                })
+                .collect();
+            (files, next)
         }
     };
     // Runs after the first skip the files an earlier run finished (the first
     // run starts durably before it processes anything, so it has none).
-    let pending: Vec<(DataPath, Option<u64>)> = if ctx.run <= 1 {
-        files
-    } else {
-        let keys: Vec<String> = files
-            .iter()
-            .map(|(p, _)| format!("{}/{}", ctx.job_id, ctx.relative(p)))
-            .collect();
-        let reads: Vec<(Table, &str)> = keys
-            .iter()
-            .map(|k| (Table::JOB_FILES, k.as_str()))
-            .collect();
-        let done = ctx.inner.store.get_many(&reads)?;
-        files
-            .into_iter()
-            .zip(done)
-            .filter(|(_, d)| d.is_none())
-            .map(|(f, _)| f)
-            .collect()
-    };
-    // Prefetch small files, within a byte budget, from one snapshot.
-    let mut budget = PREFETCH_BYTES;
-    let prefetch: Vec<DataPath> = pending
+    if ctx.run <= 1 {
+        return Ok((files, next));
+    }
+    let keys: Vec<String> = files
         .iter()
-        .take_while(|(_, size)| match size {
-            Some(n) if *n <= INLINE_MAX as u64 && *n <= budget => {
-                budget -= n;
-                true
-            }
-            _ => false,
-        })
-        .map(|(p, _)| p.clone())
+        .map(|(f, _)| format!("{}/{}", ctx.job_id, f.rel()))
         .collect();
-    let mut contents =
-        match ctx
-            .inner
-            .data
-            .read_many_for_guest(ctx.who(), &prefetch, MAX_INPUT_BYTES)
-        {
-            Ok(c) => c.into_iter(),
-            // The access check failed: leave the reads (and their errors) to each file.
-            Err(_) => Vec::new().into_iter(),
-        };
-    let out = pending
+    let reads: Vec<(Table, &str)> = keys
+        .iter()
+        .map(|k| (Table::JOB_FILES, k.as_str()))
+        .collect();
+    let done = ctx.inner.store.get_many(&reads)?;
+    let pending = files
         .into_iter()
-        .map(|(path, _)| {
-            let loaded = contents.next().map(|r| {
-                r.map(|(content_type, content)| loaded(&path, content_type, content))
-                    .map_err(|e| Failure::data(&e))
-            });
-            (
-                InputFile {
-                    rel: ctx.relative(&path),
-                    path,
-                },
-                loaded,
-            )
-        })
+        .zip(done)
+        .filter(|(_, d)| d.is_none())
+        .map(|(f, _)| f)
         .collect();
-    Ok((out, next))
+    Ok((pending, next))
 }
 
 /// The API's error_type of a failed invocation.
@@ -842,36 +832,27 @@ fn load_input(ctx: &RunCtx, f: &InputFile) -> Result<Loaded, Failure> {
     let (content_type, content) = ctx
         .inner
         .data
-        .read_for_guest(ctx.who(), &f.path.view(), MAX_INPUT_BYTES)
+        .read_for_guest(ctx.who(), &f.path, MAX_INPUT_BYTES)
         .map_err(|e| Failure::data(&e))?;
-    Ok(loaded(&f.path, content_type, content))
+    Ok(loaded(content_type, content))
 }
 
-fn loaded(path: &DataPath, content_type: String, content: Content) -> Loaded {
+fn loaded(content_type: String, content: Content) -> Loaded {
     match content {
-        Content::Inline(body) => Loaded::Ready(InputContent {
-            uri: path.uri(),
-            content_type,
-            body,
-        }),
-        Content::Blob(file) => Loaded::Blob {
-            uri: path.uri(),
-            content_type,
-            file,
-        },
+        Content::Inline(body) => Loaded::Ready(Body { content_type, body }),
+        Content::Blob(file) => Loaded::Blob { content_type, file },
     }
 }
 
-/// The content of a loaded input (reading a large one on a blocking thread).
-async fn content(loaded: Loaded) -> Result<InputContent, Failure> {
+/// The content of a loaded input `f` (reading a large one on a blocking thread).
+async fn content(f: &InputFile, loaded: Loaded) -> Result<Body, Failure> {
     match loaded {
         Loaded::Ready(c) => Ok(c),
         Loaded::Blob {
-            uri,
             content_type,
             mut file,
         } => {
-            let what = uri.clone();
+            let what = f.path.uri();
             let body = tokio::task::spawn_blocking(move || {
                 use std::io::Read;
                 let mut buf = Vec::new();
@@ -882,11 +863,7 @@ async fn content(loaded: Loaded) -> Result<InputContent, Failure> {
             .await
             .map_err(|e| Failure::new("InternalError", format!("reader failed: {e}")))?
             .map_err(|m| Failure::new("InternalError", m))?;
-            Ok(InputContent {
-                uri,
-                content_type,
-                body,
-            })
+            Ok(Body { content_type, body })
         }
     }
 }
@@ -899,7 +876,7 @@ async fn output(
     input_type: &str,
     out: OutputContent,
 ) -> Result<Output, Failure> {
-    let output_rel = payload::output_name(&f.rel, input_type, &out.content_type);
+    let output_rel = payload::output_name(f.rel(), input_type, &out.content_type);
     if out.body.len() <= INLINE_MAX {
         return Ok(Output::Pending {
             output_rel,
@@ -932,7 +909,7 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
     let mut inputs = Vec::with_capacity(files.len());
     for (f, loaded) in files {
         let loaded = match loaded {
-            Ok(l) => content(l).await,
+            Ok(l) => content(&f, l).await,
             Err(e) => Err(e),
         };
         match loaded {
@@ -952,7 +929,11 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
             }
         } else if inputs.len() == 1 {
             let (f, content) = inputs.remove(0);
-            let (result, attempts) = invoke(ctx, payload::single(&content)).await;
+            let (result, attempts) = invoke(
+                ctx,
+                payload::single(&content.content_type, content.body.clone()),
+            )
+            .await;
             let outcome = match result {
                 Ok(o) => {
                     output(
@@ -970,7 +951,14 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
             };
             results.push((f, attempts, outcome));
         } else {
-            let contents: Vec<InputContent> = inputs.iter().map(|(_, c)| c.clone()).collect();
+            let contents: Vec<InputContent> = inputs
+                .iter()
+                .map(|(f, c)| InputContent {
+                    uri: f.path.uri(),
+                    content_type: c.content_type.clone(),
+                    body: c.body.clone(),
+                })
+                .collect();
             let (result, attempts) = invoke(ctx, payload::mini_batch(&contents)).await;
             let split = match result {
                 Ok(o) => payload::split_mini_batch(&o.output, inputs.len())
@@ -1129,13 +1117,15 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
         let mut rec = read_job(txn, &ctx.job_id)?;
         for d in &batch {
             let (output, error) = match &d.outcome {
-                Ok(Output::Staged { output_rel, write }) => match write.apply_in(txn, &mut scope)? {
-                    Ok(old) => {
-                        replaced.extend(old);
-                        (Some(output_rel.as_str()), None)
+                Ok(Output::Staged { output_rel, write }) => {
+                    match write.apply_in(txn, &mut scope)? {
+                        Ok(old) => {
+                            replaced.extend(old);
+                            (Some(output_rel.as_str()), None)
+                        }
+                        Err(e) => (None, Some(Failure::data(&e))),
                     }
-                    Err(e) => (None, Some(Failure::data(&e))),
-                },
+                }
                 Ok(Output::Pending { .. }) => (
                     None,
                     Some(Failure::new("InternalError", "output not staged")),
@@ -1182,7 +1172,7 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
             key.clear();
             key.push_str(&ctx.job_id);
             key.push('/');
-            key.push_str(&d.file.rel);
+            key.push_str(d.file.rel());
             txn.put(Table::JOB_FILES, &key, &progress_bytes)?;
         }
         rec.counts.recompute_pending();

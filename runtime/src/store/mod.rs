@@ -309,6 +309,22 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// [`scan`](Self::scan) of `table`, and, from the same snapshot, for each
+    /// listed entry that `want(key, value)` accepts, the value of the same key
+    /// in `joined` (`None` where it has none or was not wanted). Reads a
+    /// listing and the rows it points at in one pass, without a lookup per
+    /// key (the embedded backend walks both tables in key order).
+    #[allow(clippy::type_complexity)]
+    fn scan_joined(
+        &self,
+        table: Table,
+        prefix: &str,
+        from: Option<Cursor<'_>>,
+        limit: usize,
+        joined: Table,
+        want: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>, StoreError>;
+
     /// Runs `f` in one atomic, durable transaction: everything it wrote is on
     /// disk when `transact` returns `Ok`, and nothing is written if `f` (or the
     /// commit) fails.
