@@ -436,13 +436,31 @@ impl StagedWrite {
             }
             scope.collections.push(collection_key.to_string());
         }
+        // The file's own record and its folder marker (`key/`) are near
+        // neighbours: one walk finds both unless many keys sort between them.
+        const PROBE: usize = 4;
         scope.scratch.clear();
         scope.scratch.push_str(key);
         scope.scratch.push('/');
-        if txn.get(Table::FILES, &scope.scratch)?.is_some() {
+        let marker = scope.scratch.as_str();
+        let mut near = txn.range(Table::FILES, key, marker, PROBE)?;
+        let (is_folder, previous) = if near.len() < PROBE {
+            let is_folder = near.last().is_some_and(|(k, _)| k == marker);
+            let previous = match near.first_mut() {
+                Some((k, v)) if k == key => Some(std::mem::take(v)),
+                _ => None,
+            };
+            (is_folder, previous)
+        } else {
+            (
+                txn.get(Table::FILES, marker)?.is_some(),
+                txn.get(Table::FILES, key)?,
+            )
+        };
+        if is_folder {
             return Ok(Err(DataError::Conflict(format!("{} is a folder", p.uri()))));
         }
-        let replaced_blob = match txn.get(Table::FILES, key)? {
+        let replaced_blob = match previous {
             Some(b) => record::decode(&b)
                 .ok()
                 .and_then(|r| r.blob.map(Cow::into_owned))
@@ -2138,6 +2156,76 @@ mod tests {
             scopes: vec![Scope::Admin],
             compat: Default::default(),
         }
+    }
+
+    #[test]
+    fn batched_writes_refuse_folders_and_replace_files_and_their_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store.clone());
+        let caller = admin();
+        let who = Principal::Key(&caller);
+        let path = |p: &str| DataPath::new("admin", "c", p).unwrap();
+        data.create(who, &DataPath::new("admin", "c", "").unwrap(), None)
+            .unwrap();
+        data.create(who, &path("dir"), None).unwrap();
+        data.put(
+            who,
+            &path("big"),
+            "application/octet-stream",
+            &vec![7u8; INLINE_MAX + 1],
+        )
+        .unwrap();
+        // Keys that sort between `crowded` and its folder marker `crowded/`:
+        // more than one walk of the probe looks at.
+        for i in 0..6 {
+            data.put(who, &path(&format!("crowded.{i}")), "text/plain", b"x")
+                .unwrap();
+        }
+        data.create(who, &path("crowded"), None).unwrap();
+        let old_blobs = blob_ids(dir.path());
+        assert_eq!(old_blobs.len(), 1);
+        let staged: Vec<StagedWrite> = [
+            ("dir", &b"into a folder"[..]),
+            ("crowded", b"into a crowded folder"),
+            ("big", b"small now"),
+            ("new", b"fresh"),
+        ]
+        .iter()
+        .map(|(p, body)| {
+            data.stage_write(
+                who,
+                &path(p),
+                "text/plain",
+                bytes::Bytes::copy_from_slice(body),
+            )
+            .unwrap()
+        })
+        .collect();
+        let mut results = Vec::new();
+        store
+            .transact(&mut |txn| {
+                results.clear();
+                let mut scope = ApplyScope::default();
+                for w in &staged {
+                    results.push(w.apply_in(txn, &mut scope)?);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(matches!(results[0], Err(DataError::Conflict(_))));
+        assert!(matches!(results[1], Err(DataError::Conflict(_))));
+        assert_eq!(results[2].as_ref().unwrap().as_ref(), old_blobs.first());
+        assert_eq!(results[3].as_ref().unwrap(), &None);
+        assert_eq!(
+            data.read_all(who, &path("big"), u64::MAX).unwrap().1,
+            &b"small now"[..]
+        );
+        assert_eq!(
+            data.read_all(who, &path("new"), u64::MAX).unwrap().1,
+            &b"fresh"[..]
+        );
+        assert!(data.read_all(who, &path("dir"), u64::MAX).is_err());
     }
 
     #[test]

@@ -41,7 +41,7 @@ const RESULT_BUDGET: usize = 64 << 20;
 /// Bytes of loaded inputs queued for or held by the workers.
 const INPUT_BUDGET: usize = 64 << 20;
 /// Results committed per transaction, at most.
-const COMMIT_BATCH: usize = 1024;
+const COMMIT_BATCH: usize = 4096;
 /// Shortest time between two commits of a run while results keep coming: one
 /// transaction (and fsync) then covers many files.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(25);
@@ -102,26 +102,13 @@ impl InputFile {
     }
 }
 
-/// A file's output: staged by the worker when large (its blob is written on
-/// the worker's side), else staged by the committer just before its
-/// transaction, off the invocation path.
-enum Output {
-    /// Small output, not staged yet.
-    Pending {
-        /// Path relative to the output folder.
-        output_rel: String,
-        /// Media type.
-        content_type: String,
-        /// Bytes.
-        body: bytes::Bytes,
-    },
-    /// Staged (large output, in a blob already).
-    Staged {
-        /// Path relative to the output folder.
-        output_rel: String,
-        /// The write.
-        write: Box<StagedWrite>,
-    },
+/// A file's output, staged by the worker (large ones with their blob written
+/// on a blocking thread): what is left for the committer is its transaction.
+struct Output {
+    /// Path relative to the output folder.
+    output_rel: String,
+    /// The write.
+    write: Box<StagedWrite>,
 }
 
 /// Why a file failed: the API's error_type and a message.
@@ -868,8 +855,8 @@ async fn content(f: &InputFile, loaded: Loaded) -> Result<Body, Failure> {
     }
 }
 
-/// The output of one file: large outputs are staged here (their blob is
-/// written on a blocking thread); small ones are left to the committer.
+/// The output of one file, staged: small ones here, large ones on a blocking
+/// thread (their blob is written then).
 async fn output(
     ctx: &RunCtx,
     f: &InputFile,
@@ -877,24 +864,24 @@ async fn output(
     out: OutputContent,
 ) -> Result<Output, Failure> {
     let output_rel = payload::output_name(f.rel(), input_type, &out.content_type);
-    if out.body.len() <= INLINE_MAX {
-        return Ok(Output::Pending {
-            output_rel,
-            content_type: out.content_type,
-            body: out.body,
-        });
-    }
     let fail = |e: DataError| Failure::data(&e);
     let path = ctx.output_path(&output_rel).map_err(fail)?;
-    let data = ctx.inner.data.clone();
-    let caller = ctx.caller.clone();
-    let write = tokio::task::spawn_blocking(move || {
-        data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
-    })
-    .await
-    .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
-    .map_err(fail)?;
-    Ok(Output::Staged {
+    let write = if out.body.len() <= INLINE_MAX {
+        ctx.inner
+            .data
+            .stage_write(ctx.who(), &path, &out.content_type, out.body)
+            .map_err(fail)?
+    } else {
+        let data = ctx.inner.data.clone();
+        let caller = ctx.caller.clone();
+        tokio::task::spawn_blocking(move || {
+            data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
+        })
+        .await
+        .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
+        .map_err(fail)?
+    };
+    Ok(Output {
         output_rel,
         write: Box::new(write),
     })
@@ -982,8 +969,9 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
     }
     let mut done = Vec::with_capacity(results.len());
     for (file, attempts, outcome) in results {
+        // Small outputs are held in memory until committed.
         let cost = match &outcome {
-            Ok(Output::Pending { body, .. }) => body.len(),
+            Ok(o) if o.write.record().blob.is_none() => o.write.record().size as usize,
             _ => 0,
         }
         .clamp(1024, RESULT_BUDGET) as u32;
@@ -1059,42 +1047,15 @@ async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, st
 
 fn discard(ctx: &RunCtx, batch: Vec<Done>) {
     for d in batch {
-        if let Ok(Output::Staged { write, .. }) = d.outcome {
+        if let Ok(Output { write, .. }) = d.outcome {
             ctx.inner.data.discard(*write);
         }
     }
 }
 
-/// One transaction: every output of the batch (small ones staged first), every
-/// file's progress record, and the job's counts and first errors. Returns the
-/// job's counts after it.
+/// One transaction: every output of the batch, every file's progress record,
+/// and the job's counts and first errors. Returns the job's counts after it.
 fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
-    // Stage the small outputs: access check, record and change event encoded.
-    let batch: Vec<Done> = batch
-        .into_iter()
-        .map(|mut d| {
-            if let Ok(Output::Pending {
-                output_rel,
-                content_type,
-                body,
-            }) = d.outcome
-            {
-                d.outcome = ctx
-                    .output_path(&output_rel)
-                    .and_then(|path| {
-                        ctx.inner
-                            .data
-                            .stage_write(ctx.who(), &path, &content_type, body)
-                    })
-                    .map(|write| Output::Staged {
-                        output_rel,
-                        write: Box::new(write),
-                    })
-                    .map_err(|e| Failure::data(&e));
-            }
-            d
-        })
-        .collect();
     let mut batch = batch;
     // One release of the result budget for the whole batch (each release takes
     // the semaphore's lock), when the batch is dropped below.
@@ -1117,19 +1078,13 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
         let mut rec = read_job(txn, &ctx.job_id)?;
         for d in &batch {
             let (output, error) = match &d.outcome {
-                Ok(Output::Staged { output_rel, write }) => {
-                    match write.apply_in(txn, &mut scope)? {
-                        Ok(old) => {
-                            replaced.extend(old);
-                            (Some(output_rel.as_str()), None)
-                        }
-                        Err(e) => (None, Some(Failure::data(&e))),
+                Ok(Output { output_rel, write }) => match write.apply_in(txn, &mut scope)? {
+                    Ok(old) => {
+                        replaced.extend(old);
+                        (Some(output_rel.as_str()), None)
                     }
-                }
-                Ok(Output::Pending { .. }) => (
-                    None,
-                    Some(Failure::new("InternalError", "output not staged")),
-                ),
+                    Err(e) => (None, Some(Failure::data(&e))),
+                },
                 Err(e) => (None, Some(e.clone())),
             };
             progress_bytes.clear();

@@ -272,6 +272,29 @@ impl Txn for RedbTxn<'_> {
         self.with_table(table, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())))
     }
 
+    fn range(
+        &self,
+        table: Table,
+        first: &str,
+        last: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if first > last || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_table(table, |t| {
+            let mut out = Vec::new();
+            for entry in t.range::<&str>(first..=last)? {
+                let (k, v) = entry?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.with_table(table, |t| t.insert(key, value).map(|_| ()))
     }

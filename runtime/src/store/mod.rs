@@ -269,6 +269,16 @@ pub enum Cursor<'a> {
 pub trait Txn {
     /// Reads one value as of this transaction (including its own writes).
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` entries with keys from `first` to `last` (both included),
+    /// in key order, as of this transaction: one tree walk where several
+    /// neighbouring keys are wanted.
+    fn range(
+        &self,
+        table: Table,
+        first: &str,
+        last: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Sets a value.
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Removes a value (no error if absent).
