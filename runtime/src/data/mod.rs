@@ -1606,6 +1606,32 @@ impl DataService {
         Ok((out, next))
     }
 
+    /// How many files [`list_tree`](Self::list_tree) would list under
+    /// `folder` over all its pages, counted from one snapshot without
+    /// building the listing.
+    pub fn count_tree(&self, who: Principal<'_>, folder: &DataPath) -> Result<u64, DataError> {
+        self.readable(who, folder)?;
+        let now = unix_now();
+        let mut corrupt_key: Option<String> = None;
+        let n = self
+            .store
+            .count(Table::FILES, &folder.folder_prefix(), &mut |key, bytes| {
+                match record::decode_for_read(bytes) {
+                    Ok(view) => !(view.folder || view.expires.is_some_and(|e| e <= now)),
+                    Err(e) => {
+                        corrupt_key.get_or_insert_with(|| format!("{key}: {e}"));
+                        false
+                    }
+                }
+            })?;
+        match corrupt_key {
+            Some(what) => Err(DataError::Unavailable(format!(
+                "stored file record {what} is unreadable"
+            ))),
+            None => Ok(n),
+        }
+    }
+
     /// [`list_tree`](Self::list_tree), reading along, from the same snapshot,
     /// the content of the small (inline) files from the start of the page
     /// while their sizes add up to at most `budget` bytes: what a batch job

@@ -43,7 +43,9 @@ const INPUT_BUDGET: usize = 64 << 20;
 /// Results committed per transaction, at most.
 const COMMIT_BATCH: usize = 4096;
 /// Shortest time between two commits of a run while results keep coming: one
-/// transaction (and fsync) then covers many files.
+/// transaction (and fsync) then covers many files. Longer would save CPU (a
+/// commit costs about a millisecond however small), but what is gathered when
+/// the last file finishes is committed after it, so it lengthens every job.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(25);
 /// Mini-batches a worker takes from the queue at once.
 const WORKER_TAKE: usize = 4;
@@ -452,23 +454,7 @@ fn start_run(
 ) -> Result<u32, JobError> {
     let total = match kind {
         InputKind::File => 1,
-        InputKind::Folder => {
-            let mut n = 0u64;
-            let mut after: Option<String> = None;
-            loop {
-                let (files, next) = inner.data.list_tree(
-                    Principal::Key(caller),
-                    input,
-                    after.as_deref(),
-                    crate::data::MAX_PAGE,
-                )?;
-                n += files.len() as u64;
-                match next {
-                    Some(next) => after = Some(next),
-                    None => break n,
-                }
-            }
-        }
+        InputKind::Folder => inner.data.count_tree(Principal::Key(caller), input)?,
     };
     let mut run = 0;
     inner.store.transact(&mut |txn| {
@@ -496,7 +482,14 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
         .min(ctx.deployed.record.settings.concurrency)
         .max(1) as usize;
     let (tx, rx) = mpsc::unbounded_channel::<Done>();
-    let committer = tokio::spawn(commit_loop(ctx.clone(), rx, stop.clone()));
+    // Cancelled once every worker is done: the last results commit at once.
+    let workers_done = CancellationToken::new();
+    let committer = tokio::spawn(commit_loop(
+        ctx.clone(),
+        rx,
+        stop.clone(),
+        workers_done.clone(),
+    ));
     // `concurrency` workers take loaded mini-batches from a short queue: at
     // most that many invocations run, and the dispatcher reads ahead while
     // they do.
@@ -597,6 +590,7 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
             }
         }
     }
+    workers_done.cancel();
     if let Err(e) = committer.await {
         stop.set(StopReason::Failure(format!(
             "the job committer failed: {e}"
@@ -988,7 +982,12 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
 
 /// Commits finished files in batches (one transaction each) until every worker
 /// is gone; stops the run when the error threshold is exceeded.
-async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, stop: Arc<Stop>) {
+async fn commit_loop(
+    ctx: Arc<RunCtx>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    stop: Arc<Stop>,
+    workers_done: CancellationToken,
+) {
     let mut failed_storage = false;
     let mut last_commit: Option<tokio::time::Instant> = None;
     loop {
@@ -1002,7 +1001,10 @@ async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, st
         if let Some(last) = last_commit
             && batch.len() < COMMIT_BATCH
         {
-            tokio::time::sleep_until(last + COMMIT_INTERVAL).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(last + COMMIT_INTERVAL) => {}
+                _ = workers_done.cancelled() => {}
+            }
             while batch.len() < COMMIT_BATCH {
                 match rx.try_recv() {
                     Ok(d) => batch.push(d),

@@ -389,6 +389,28 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
+    fn count(
+        &self,
+        table: Table,
+        prefix: &str,
+        keep: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(definition(table)).map_err(backend)?;
+        let mut n = 0;
+        for entry in t.range::<&str>(prefix..).map_err(backend)? {
+            let (k, v) = entry.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if keep(key, v.value()) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn scan_joined(
         &self,
         table: Table,
@@ -735,6 +757,37 @@ mod tests {
             ["a/2", "a/3"]
         );
         assert_eq!(store.scan_json::<u32>(Table::KEYS, "").unwrap().len(), 5);
+    }
+
+    #[test]
+    fn count_stays_under_its_prefix_and_applies_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut b = WriteBatch::new();
+        for (k, v) in [
+            ("a", "x"),
+            ("a/1", "x"),
+            ("a/2", "y"),
+            ("a/3", "x"),
+            ("ab/1", "x"),
+        ] {
+            b.put_raw(Table::FILES, k, v.as_bytes().to_vec());
+        }
+        store.commit(&b).unwrap();
+        assert_eq!(
+            store.count(Table::FILES, "a/", &mut |_, _| true).unwrap(),
+            3
+        );
+        assert_eq!(
+            store
+                .count(Table::FILES, "a/", &mut |_, v| v == b"x")
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store.count(Table::FILES, "b/", &mut |_, _| true).unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -319,6 +319,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// Counts the entries whose key starts with `prefix` and that
+    /// `keep(key, value)` accepts, from one snapshot, without copying them.
+    fn count(
+        &self,
+        table: Table,
+        prefix: &str,
+        keep: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<u64, StoreError>;
+
     /// [`scan`](Self::scan) of `table`, and, from the same snapshot, for each
     /// listed entry that `want(key, value)` accepts, the value of the same key
     /// in `joined` (`None` where it has none or was not wanted). Reads a
