@@ -4,10 +4,10 @@
 //!
 //! ```text
 //! dispatcher ──(queue of mini-batches)──► worker ×N ──(Done)──► committer
-//!   list_tree page by page (next page      invoke with retries;    stage small outputs;
-//!   fetched ahead), skip files with a      large outputs staged    one transaction per
-//!   JOB_FILES record, read small inputs    here (blob write)       batch: outputs +
-//!   in one snapshot                                                JOB_FILES + job counts
+//!   list a page and read its small       invoke with retries;    one transaction per
+//!   files in one pass (next page         stage the outputs       batch: outputs +
+//!   fetched ahead), skip files with a    (large ones: blob       JOB_FILES + job counts
+//!   JOB_FILES record                     write)
 //! ```
 //!
 //! Memory stays bounded: the dispatcher holds two listing pages (with at most
