@@ -8,6 +8,11 @@
 //! each job run against the raw run just before it. The job's time runs from submit to
 //! `Completed` as the API would report it (listing, invocations, durable
 //! outputs and progress records, summary), in a fresh temporary data directory.
+//!
+//! Environment (for profiling and longer series): `JOBS_BENCH_RUNS` (pairs per
+//! concurrency, default 5), `JOBS_BENCH_CONCURRENCY` (e.g. `2` or `1,8`;
+//! default `1,2,4,8`), `JOBS_BENCH_ONLY=job` or `raw` (one side only, for
+//! `perf record`; no ratio then).
 
 use std::path::Path;
 use std::process::Command;
@@ -24,6 +29,33 @@ use wasmgrid::store::Table;
 
 const FILES: usize = 10_000;
 const RUNS: usize = 5;
+
+/// What to run, from the environment (see the module docs).
+struct Plan {
+    runs: usize,
+    concurrency: Vec<usize>,
+    raw: bool,
+    job: bool,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let runs = var("JOBS_BENCH_RUNS").map_or(RUNS, |v| v.parse().expect("JOBS_BENCH_RUNS"));
+        let concurrency = var("JOBS_BENCH_CONCURRENCY").map_or(vec![1, 2, 4, 8], |v| {
+            v.split(',')
+                .map(|c| c.trim().parse().expect("JOBS_BENCH_CONCURRENCY"))
+                .collect()
+        });
+        let only = var("JOBS_BENCH_ONLY");
+        Plan {
+            runs: runs.max(1),
+            concurrency,
+            raw: only.as_deref() != Some("job"),
+            job: only.as_deref() != Some("raw"),
+        }
+    }
+}
 
 fn build_guest(name: &str) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
@@ -196,31 +228,43 @@ fn main() {
             .len()
             == FILES
     );
+    let plan = Plan::from_env();
     rt.block_on(async {
         app.jobs.start().await.unwrap();
         // Warm up: first instantiations, page cache.
         raw_rate(&app, &deployed, 2).await;
         println!(
-            "{FILES} files of ~32 bytes, noop guest, {} worker threads; medians of {RUNS} runs",
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            "{FILES} files of ~32 bytes, noop guest, {} worker threads; medians of {} runs",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            plan.runs
         );
         println!(
-            "concurrency | raw invoke calls/s (CPU µs/call) | job files/s (CPU µs/file) | job / raw"
+            "concurrency | raw invoke calls/s (CPU µs/call) | job files/s (CPU µs/file) | job / raw (lowest–highest)"
         );
-        for concurrency in [1usize, 2, 4, 8] {
+        for &concurrency in &plan.concurrency {
             // Raw and job runs alternate, and each job run is compared with the
             // raw run just before it: on a shared machine, load drifts.
             let (mut raw, mut job, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
-            for run in 0..RUNS {
-                let r = raw_rate(&app, &deployed, concurrency).await;
-                let j = job_rate(&app, &caller, concurrency as u32, run).await;
+            for run in 0..plan.runs {
+                let r = if plan.raw {
+                    raw_rate(&app, &deployed, concurrency).await
+                } else {
+                    Rate::default()
+                };
+                let j = if plan.job {
+                    job_rate(&app, &caller, concurrency as u32, run).await
+                } else {
+                    Rate::default()
+                };
                 ratio.push(j.per_sec / r.per_sec);
                 raw.push(r);
                 job.push(j);
             }
             let med = |v: &[Rate], f: fn(&Rate) -> f64| median(v.iter().map(f).collect());
+            let lowest = ratio.iter().copied().fold(f64::INFINITY, f64::min);
+            let highest = ratio.iter().copied().fold(0.0, f64::max);
             println!(
-                "{concurrency:>11} | {:>12.0} ({:>5.1}) | {:>11.0} ({:>5.1}) | {:>8.2}x",
+                "{concurrency:>11} | {:>12.0} ({:>5.1}) | {:>11.0} ({:>5.1}) | {:>8.2}x ({lowest:.2}–{highest:.2})",
                 med(&raw, |r| r.per_sec),
                 med(&raw, |r| r.cpu_us),
                 med(&job, |r| r.per_sec),

@@ -353,6 +353,17 @@ pub type TreePage = (Vec<(DataPath, u64)>, Option<String>);
 /// One file read for a guest: its content type and content, or why not.
 pub type GuestRead = Result<(String, Content), DataError>;
 
+/// A file of a recursive listing read with [`DataService::list_tree_with_content`].
+pub struct ListedFile {
+    /// Where it is.
+    pub path: DataPathRef<'static>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content type and content (or why it cannot be read), for the small
+    /// files read along with the listing; `None` for the others.
+    pub content: Option<GuestRead>,
+}
+
 /// A page of a recursive listing: `(path, record)` pairs and the marker of the
 /// next page.
 pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
@@ -361,18 +372,30 @@ pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
 /// record and change event encoded, large content already in a blob. Applying it
 /// inside a transaction is all that remains.
 pub struct StagedWrite {
-    path: DataPath,
-    key: String,
+    /// Where the file goes (owns its store key).
+    path: DataPathRef<'static>,
     record: FileRecord,
-    record_json: Vec<u8>,
+    record_bytes: Vec<u8>,
     inline: bytes::Bytes,
     event: Option<Vec<u8>>,
 }
 
+/// What the writes applied so far in one transaction have checked, so that a
+/// batch of writes into one collection (a job's outputs) checks the collection
+/// once: pass the same one to every [`StagedWrite::apply_in`] of a transaction,
+/// and a new one to the next transaction.
+#[derive(Default)]
+pub struct ApplyScope {
+    /// Collection keys known to exist in this transaction.
+    collections: Vec<String>,
+    /// Reused for the folder-marker key.
+    scratch: String,
+}
+
 impl StagedWrite {
     /// Where the file goes.
-    pub fn path(&self) -> &DataPath {
-        &self.path
+    pub fn path(&self) -> DataPath {
+        self.path.to_owned()
     }
 
     /// The record the file will have.
@@ -389,30 +412,66 @@ impl StagedWrite {
         &self,
         txn: &mut dyn Txn,
     ) -> Result<Result<Option<String>, DataError>, StoreError> {
+        self.apply_in(txn, &mut ApplyScope::default())
+    }
+
+    /// [`apply`](Self::apply) as one of several writes in a transaction, which
+    /// share `scope`.
+    pub fn apply_in(
+        &self,
+        txn: &mut dyn Txn,
+        scope: &mut ApplyScope,
+    ) -> Result<Result<Option<String>, DataError>, StoreError> {
         let p = &self.path;
-        if txn.get(Table::COLLECTIONS, &p.collection_key())?.is_none() {
-            // Writing into a collection that does not exist creates it, private.
-            txn.put(
-                Table::COLLECTIONS,
-                &p.collection_key(),
-                &encode(&DataService::implicit_collection(p)),
-            )?;
+        let key = p.key();
+        let collection_key = p.collection_key();
+        if !scope.collections.iter().any(|c| c == collection_key) {
+            if txn.get(Table::COLLECTIONS, collection_key)?.is_none() {
+                // Writing into a collection that does not exist creates it, private.
+                txn.put(
+                    Table::COLLECTIONS,
+                    collection_key,
+                    &encode(&DataService::implicit_collection(p.owner(), p.collection())),
+                )?;
+            }
+            scope.collections.push(collection_key.to_string());
         }
-        if txn.get(Table::FILES, &format!("{}/", self.key))?.is_some() {
+        // The file's own record and its folder marker (`key/`) are near
+        // neighbours: one walk finds both unless many keys sort between them.
+        const PROBE: usize = 4;
+        scope.scratch.clear();
+        scope.scratch.push_str(key);
+        scope.scratch.push('/');
+        let marker = scope.scratch.as_str();
+        let mut near = txn.range(Table::FILES, key, marker, PROBE)?;
+        let (is_folder, previous) = if near.len() < PROBE {
+            let is_folder = near.last().is_some_and(|(k, _)| k == marker);
+            let previous = match near.first_mut() {
+                Some((k, v)) if k == key => Some(std::mem::take(v)),
+                _ => None,
+            };
+            (is_folder, previous)
+        } else {
+            (
+                txn.get(Table::FILES, marker)?.is_some(),
+                txn.get(Table::FILES, key)?,
+            )
+        };
+        if is_folder {
             return Ok(Err(DataError::Conflict(format!("{} is a folder", p.uri()))));
         }
-        let replaced_blob = match txn.get(Table::FILES, &self.key)? {
+        let replaced_blob = match previous {
             Some(b) => record::decode(&b)
                 .ok()
                 .and_then(|r| r.blob.map(Cow::into_owned))
                 .filter(|old| Some(old) != self.record.blob.as_ref()),
             None => None,
         };
-        txn.put(Table::FILES, &self.key, &self.record_json)?;
+        txn.put(Table::FILES, key, &self.record_bytes)?;
         if self.record.blob.is_none() {
-            txn.put(Table::FILE_DATA, &self.key, &self.inline)?;
+            txn.put(Table::FILE_DATA, key, &self.inline)?;
         } else {
-            txn.delete(Table::FILE_DATA, &self.key)?;
+            txn.delete(Table::FILE_DATA, key)?;
         }
         if let Some(event) = &self.event {
             txn.append(Table::OUTBOX, event)?;
@@ -509,67 +568,135 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Quoted entity tag from a SHA-256 digest.
 pub fn etag_of(digest: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(&digest[..16]))
+    let mut hex = [0u8; 32];
+    // 16 bytes always fit 32 hex digits.
+    let _ = hex::encode_to_slice(&digest[..16], &mut hex);
+    let mut etag = String::with_capacity(34);
+    etag.push('"');
+    etag.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    etag.push('"');
+    etag
 }
 
-/// The CloudEvent recorded for a change (typed, so that encoding it builds no
-/// intermediate JSON tree: it is on the path of every write).
-#[derive(Serialize)]
-struct ChangeEvent<'a> {
-    specversion: &'static str,
-    id: String,
-    source: String,
-    #[serde(rename = "type")]
-    ty: String,
-    subject: String,
-    time: String,
-    datacontenttype: &'static str,
-    data: ChangeData<'a>,
+/// Appends `s` to `out` as the inside of a JSON string, escaped exactly as
+/// `serde_json` escapes it (`"`, `\`, the short escapes, `\u00XX` for other
+/// control characters; nothing else).
+fn push_json_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
-/// The `data` of a [`ChangeEvent`].
-#[derive(Serialize)]
-struct ChangeData<'a> {
-    uri: String,
-    size: u64,
-    #[serde(rename = "contentType")]
-    content_type: &'a str,
-    etag: &'a str,
+/// The CloudEvent JSON recorded for a change of `owner/collection/path`:
+/// `{"specversion", "id", "source", "type", "subject", "time",
+/// "datacontenttype", "data": {"uri", "size", "contentType", "etag"}}`.
+/// Written straight into one buffer (it is on the path of every write): the
+/// bytes are those `serde_json` gives for the same fields in this order.
+fn change_event_json(
+    kind: &str,
+    (owner, collection, path): (&str, &str, &str),
+    (size, content_type, etag): (u64, &str, &str),
+    time: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        300 + 3 * (owner.len() + collection.len()) + 2 * path.len() + content_type.len(),
+    );
+    out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
+    push_uuid_v4(&mut out);
+    out.extend_from_slice(b"\",\"source\":\"/collections/");
+    push_json_escaped(&mut out, owner);
+    out.push(b'/');
+    push_json_escaped(&mut out, collection);
+    out.extend_from_slice(b"\",\"type\":\"wasmgrid.data.");
+    push_json_escaped(&mut out, kind);
+    out.extend_from_slice(b"\",\"subject\":\"/collections/");
+    push_json_escaped(&mut out, owner);
+    out.push(b'/');
+    push_json_escaped(&mut out, collection);
+    out.extend_from_slice(b"/files/");
+    push_json_escaped(&mut out, path);
+    out.extend_from_slice(b"\",\"time\":\"");
+    push_json_escaped(&mut out, time);
+    out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",\"data\":{\"uri\":\"");
+    if collection.starts_with(TEMP_PREFIX) {
+        out.extend_from_slice(b"data://.algo/temp");
+    } else {
+        out.extend_from_slice(b"data://");
+        push_json_escaped(&mut out, owner);
+        out.push(b'/');
+        push_json_escaped(&mut out, collection);
+    }
+    if !path.is_empty() {
+        out.push(b'/');
+        push_json_escaped(&mut out, path);
+    }
+    out.extend_from_slice(b"\",\"size\":");
+    out.extend_from_slice(size.to_string().as_bytes());
+    out.extend_from_slice(b",\"contentType\":\"");
+    push_json_escaped(&mut out, content_type);
+    out.extend_from_slice(b"\",\"etag\":\"");
+    push_json_escaped(&mut out, etag);
+    out.extend_from_slice(b"\"}}");
+    out
 }
 
-/// The CloudEvent recorded for a change.
-fn change_event<'a>(kind: &str, p: &DataPath, rec: &'a FileRecord) -> ChangeEvent<'a> {
-    ChangeEvent {
-        specversion: "1.0",
-        id: uuid_v4(),
-        source: format!("/collections/{}/{}", p.owner, p.collection),
-        ty: format!("wasmgrid.data.{kind}"),
-        subject: format!("/collections/{}/{}/files/{}", p.owner, p.collection, p.path),
-        time: now_rfc3339(),
-        datacontenttype: "application/json",
-        data: ChangeData {
-            uri: p.uri(),
-            size: rec.size,
-            content_type: &rec.content_type,
-            etag: &rec.etag,
-        },
+/// The change event of `p` (see [`change_event_json`]), timed now.
+fn change_event(kind: &str, p: &DataPath, rec: &FileRecord) -> Vec<u8> {
+    change_event_json(
+        kind,
+        (&p.owner, &p.collection, &p.path),
+        (rec.size, &rec.content_type, &rec.etag),
+        &now_rfc3339(),
+    )
+}
+
+/// Appends a random (version 4) UUID in its hyphenated lower-case form.
+fn push_uuid_v4(out: &mut Vec<u8>) {
+    let mut b = rand::random::<[u8; 16]>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut h = [0u8; 32];
+    // 16 bytes always fit 32 hex digits.
+    let _ = hex::encode_to_slice(b, &mut h);
+    for (i, range) in [0..8, 8..12, 12..16, 16..20, 20..32]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(&h[range]);
     }
 }
 
 /// A random (version 4) UUID.
 pub fn uuid_v4() -> String {
-    let mut b = rand::random::<[u8; 16]>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = Vec::with_capacity(36);
+    push_uuid_v4(&mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl DataService {
@@ -659,10 +786,10 @@ impl DataService {
         }
     }
 
-    fn implicit_collection(p: &DataPath) -> CollectionRecord {
+    fn implicit_collection(owner: &str, collection: &str) -> CollectionRecord {
         CollectionRecord {
-            owner: p.owner.clone(),
-            name: p.collection.clone(),
+            owner: owner.to_string(),
+            name: collection.to_string(),
             acl: Acl::private(),
             created: now_rfc3339(),
         }
@@ -1152,20 +1279,28 @@ impl DataService {
         inline: Option<bytes::Bytes>,
         blob: Option<String>,
     ) -> StagedWrite {
+        let now = now_rfc3339();
+        let event = (!p.is_temp()).then(|| {
+            change_event_json(
+                "FileCreated",
+                (&p.owner, &p.collection, &p.path),
+                (size, content_type, &etag),
+                &now,
+            )
+        });
         let record = FileRecord {
             size,
             content_type: content_type.to_string(),
             etag,
-            last_modified: now_rfc3339(),
+            last_modified: now,
             blob,
             folder: false,
             expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
         };
         StagedWrite {
-            key: p.key(),
-            record_json: record::encode(&record),
-            event: (!p.is_temp()).then(|| encode(&change_event("FileCreated", p, &record))),
-            path: p.clone(),
+            path: p.view(),
+            record_bytes: record::encode(&record),
+            event,
             record,
             inline: inline.unwrap_or_default(),
         }
@@ -1226,10 +1361,7 @@ impl DataService {
                 txn.delete(Table::FILES, &key)?;
                 txn.delete(Table::FILE_DATA, &key)?;
                 if !p.is_temp() && !rec.folder {
-                    txn.append(
-                        Table::OUTBOX,
-                        &encode(&change_event("FileDeleted", p, &rec)),
-                    )?;
+                    txn.append(Table::OUTBOX, &change_event("FileDeleted", p, &rec))?;
                 }
                 removed = Some(rec);
             }
@@ -1291,10 +1423,7 @@ impl DataService {
                         && let Some(fp) = DataPath::from_key(key)
                         && !fp.is_temp()
                     {
-                        txn.append(
-                            Table::OUTBOX,
-                            &encode(&change_event("FileDeleted", &fp, &rec)),
-                        )?;
+                        txn.append(Table::OUTBOX, &change_event("FileDeleted", &fp, &rec))?;
                     }
                     if let Some(b) = rec.blob.clone() {
                         blobs.push(b);
@@ -1477,6 +1606,121 @@ impl DataService {
         Ok((out, next))
     }
 
+    /// How many files [`list_tree`](Self::list_tree) would list under
+    /// `folder` over all its pages, counted from one snapshot without
+    /// building the listing.
+    pub fn count_tree(&self, who: Principal<'_>, folder: &DataPath) -> Result<u64, DataError> {
+        self.readable(who, folder)?;
+        let now = unix_now();
+        let mut corrupt_key: Option<String> = None;
+        let n = self
+            .store
+            .count(Table::FILES, &folder.folder_prefix(), &mut |key, bytes| {
+                match record::decode_for_read(bytes) {
+                    Ok(view) => !(view.folder || view.expires.is_some_and(|e| e <= now)),
+                    Err(e) => {
+                        corrupt_key.get_or_insert_with(|| format!("{key}: {e}"));
+                        false
+                    }
+                }
+            })?;
+        match corrupt_key {
+            Some(what) => Err(DataError::Unavailable(format!(
+                "stored file record {what} is unreadable"
+            ))),
+            None => Ok(n),
+        }
+    }
+
+    /// [`list_tree`](Self::list_tree), reading along, from the same snapshot,
+    /// the content of the small (inline) files from the start of the page
+    /// while their sizes add up to at most `budget` bytes: what a batch job
+    /// needs to feed its workers, in one pass over the store instead of a
+    /// lookup per file. Files that are not read along (large ones, and those
+    /// after the budget ran out) have no content; read them with
+    /// [`read_for_guest`](Self::read_for_guest). Contents are checked as
+    /// `read_for_guest` checks them (`max_size`).
+    pub fn list_tree_with_content(
+        &self,
+        who: Principal<'_>,
+        folder: &DataPath,
+        after: Option<&str>,
+        limit: usize,
+        budget: u64,
+        max_size: u64,
+    ) -> Result<(Vec<ListedFile>, Option<String>), DataError> {
+        self.readable(who, folder)?;
+        let prefix = folder.folder_prefix();
+        let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
+        let limit = limit.clamp(1, MAX_PAGE);
+        let now = unix_now();
+        let mut left = budget;
+        let mut reading = true;
+        let page = self.store.scan_joined(
+            Table::FILES,
+            &prefix,
+            after.as_deref().map(Cursor::After),
+            limit,
+            Table::FILE_DATA,
+            &mut |_, bytes| {
+                if !reading {
+                    return false;
+                }
+                let Ok(view) = record::decode_for_read(bytes) else {
+                    return false;
+                };
+                if view.folder || view.expires.is_some_and(|e| e <= now) {
+                    return false;
+                }
+                if view.blob.is_none() && view.size <= left {
+                    left -= view.size;
+                    true
+                } else {
+                    // Read in order: the first file that is not read along
+                    // ends the read-ahead.
+                    reading = false;
+                    false
+                }
+            },
+        )?;
+        let next = if page.len() == limit {
+            page.last()
+                .and_then(|(k, _, _)| DataPath::from_key(k))
+                .map(|p| p.path)
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(page.len());
+        for (key, bytes, data) in page {
+            let view =
+                record::decode_for_read(&bytes).map_err(|e| corrupt(Table::FILES, &key, e))?;
+            if view.folder || view.expires.is_some_and(|e| e <= now) {
+                continue;
+            }
+            let size = view.size;
+            let Some(path) = DataPathRef::from_key(key) else {
+                continue;
+            };
+            let content = match data {
+                Some(d) if view.blob.is_none() => Some(if size > max_size {
+                    Err(DataError::TooLarge(format!(
+                        "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
+                        path.uri()
+                    )))
+                } else {
+                    Ok((view.content_type.into_owned(), Content::Inline(d.into())))
+                }),
+                _ => None,
+            };
+            out.push(ListedFile {
+                path,
+                size,
+                content,
+            });
+        }
+        Ok((out, next))
+    }
+
     /// Adds `delta` to a decimal counter file (wasi:keyvalue `increment`) in one
     /// transaction, creating it at 0.
     pub fn increment(
@@ -1532,16 +1776,13 @@ impl DataService {
                     txn.put(
                         Table::COLLECTIONS,
                         &p.collection_key(),
-                        &encode(&Self::implicit_collection(p)),
+                        &encode(&Self::implicit_collection(&p.owner, &p.collection)),
                     )?;
                 }
                 txn.put(Table::FILES, &key, &record::encode(&rec))?;
                 txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
                 if !p.is_temp() {
-                    txn.append(
-                        Table::OUTBOX,
-                        &encode(&change_event("FileCreated", p, &rec)),
-                    )?;
+                    txn.append(Table::OUTBOX, &change_event("FileCreated", p, &rec))?;
                 }
                 Ok(())
             })
@@ -1676,6 +1917,91 @@ fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
 mod tests {
     use super::*;
     use crate::store::EmbeddedStore;
+
+    #[test]
+    fn change_events_are_the_json_serde_would_write() {
+        let tricky = "a \"quoted\" \\ path\twith\u{1}controls/ünïcode\u{7f}/\n\r\u{8}\u{c}";
+        for (owner, collection, path) in [
+            ("alice", "photos", "2024/cat.jpg"),
+            ("alice", ".temp.alice.algo", "scratch.txt"),
+            ("bob", "docs", ""),
+            ("bob", "docs", tricky),
+        ] {
+            let (size, content_type, etag) = (1234u64, tricky, "\"0123abcd\"");
+            let bytes = change_event_json(
+                "FileCreated",
+                (owner, collection, path),
+                (size, content_type, etag),
+                "2024-01-02T03:04:05.678Z",
+            );
+            let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let p = DataPath {
+                owner: owner.into(),
+                collection: collection.into(),
+                path: path.into(),
+            };
+            let expected = serde_json::json!({
+                "specversion": "1.0",
+                "id": got["id"].clone(),
+                "source": format!("/collections/{owner}/{collection}"),
+                "type": "wasmgrid.data.FileCreated",
+                "subject": format!("/collections/{owner}/{collection}/files/{path}"),
+                "time": "2024-01-02T03:04:05.678Z",
+                "datacontenttype": "application/json",
+                "data": {"uri": p.uri(), "size": size, "contentType": content_type, "etag": etag},
+            });
+            assert_eq!(got, expected);
+            // Byte for byte what serde_json writes for the same fields in order.
+            let keys: Vec<&str> = got
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut serde_bytes = b"{".to_vec();
+            for (i, k) in [
+                "specversion",
+                "id",
+                "source",
+                "type",
+                "subject",
+                "time",
+                "datacontenttype",
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                assert!(keys.contains(&k));
+                if i > 0 {
+                    serde_bytes.push(b',');
+                }
+                serde_json::to_writer(&mut serde_bytes, k).unwrap();
+                serde_bytes.push(b':');
+                serde_json::to_writer(&mut serde_bytes, &got[k]).unwrap();
+            }
+            serde_bytes.extend_from_slice(b",\"data\":{");
+            for (i, k) in ["uri", "size", "contentType", "etag"]
+                .into_iter()
+                .enumerate()
+            {
+                if i > 0 {
+                    serde_bytes.push(b',');
+                }
+                serde_json::to_writer(&mut serde_bytes, k).unwrap();
+                serde_bytes.push(b':');
+                serde_json::to_writer(&mut serde_bytes, &got["data"][k]).unwrap();
+            }
+            serde_bytes.extend_from_slice(b"}}");
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(serde_bytes).unwrap()
+            );
+            let id = got["id"].as_str().unwrap();
+            assert_eq!(id.len(), 36);
+            assert_eq!(&id[14..15], "4");
+        }
+        assert_eq!(etag_of(&[0xab; 32]), format!("\"{}\"", "ab".repeat(16)));
+    }
 
     #[test]
     fn acl_changes_take_effect_at_once_despite_the_cache() {
@@ -1856,6 +2182,76 @@ mod tests {
             scopes: vec![Scope::Admin],
             compat: Default::default(),
         }
+    }
+
+    #[test]
+    fn batched_writes_refuse_folders_and_replace_files_and_their_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store.clone());
+        let caller = admin();
+        let who = Principal::Key(&caller);
+        let path = |p: &str| DataPath::new("admin", "c", p).unwrap();
+        data.create(who, &DataPath::new("admin", "c", "").unwrap(), None)
+            .unwrap();
+        data.create(who, &path("dir"), None).unwrap();
+        data.put(
+            who,
+            &path("big"),
+            "application/octet-stream",
+            &vec![7u8; INLINE_MAX + 1],
+        )
+        .unwrap();
+        // Keys that sort between `crowded` and its folder marker `crowded/`:
+        // more than one walk of the probe looks at.
+        for i in 0..6 {
+            data.put(who, &path(&format!("crowded.{i}")), "text/plain", b"x")
+                .unwrap();
+        }
+        data.create(who, &path("crowded"), None).unwrap();
+        let old_blobs = blob_ids(dir.path());
+        assert_eq!(old_blobs.len(), 1);
+        let staged: Vec<StagedWrite> = [
+            ("dir", &b"into a folder"[..]),
+            ("crowded", b"into a crowded folder"),
+            ("big", b"small now"),
+            ("new", b"fresh"),
+        ]
+        .iter()
+        .map(|(p, body)| {
+            data.stage_write(
+                who,
+                &path(p),
+                "text/plain",
+                bytes::Bytes::copy_from_slice(body),
+            )
+            .unwrap()
+        })
+        .collect();
+        let mut results = Vec::new();
+        store
+            .transact(&mut |txn| {
+                results.clear();
+                let mut scope = ApplyScope::default();
+                for w in &staged {
+                    results.push(w.apply_in(txn, &mut scope)?);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(matches!(results[0], Err(DataError::Conflict(_))));
+        assert!(matches!(results[1], Err(DataError::Conflict(_))));
+        assert_eq!(results[2].as_ref().unwrap().as_ref(), old_blobs.first());
+        assert_eq!(results[3].as_ref().unwrap(), &None);
+        assert_eq!(
+            data.read_all(who, &path("big"), u64::MAX).unwrap().1,
+            &b"small now"[..]
+        );
+        assert_eq!(
+            data.read_all(who, &path("new"), u64::MAX).unwrap().1,
+            &b"fresh"[..]
+        );
+        assert!(data.read_all(who, &path("dir"), u64::MAX).is_err());
     }
 
     #[test]

@@ -36,8 +36,9 @@ impl DataPath {
         DataPathRef::parse(uri, my_owner, temp).map(|r| r.to_owned())
     }
 
-    /// A borrowed view of this path (its store key is built once, here).
-    pub fn view(&self) -> DataPathRef<'_> {
+    /// A view of this path (its store key is built once, here; the view owns
+    /// it, so it may outlive `self`).
+    pub fn view(&self) -> DataPathRef<'static> {
         DataPathRef {
             key: Cow::Owned(self.key()),
             owner_end: self.owner.len(),
@@ -164,6 +165,19 @@ impl<'a> DataPathRef<'a> {
             key: Cow::Owned(format!("{owner}/{collection}/{path}")),
             owner_end: owner.len(),
             collection_end: owner.len() + 1 + collection.len(),
+        })
+    }
+
+    /// The path of a store key `owner/collection/path`, taking the key (the
+    /// inverse of [`key`](Self::key); see also [`DataPath::from_key`]).
+    pub fn from_key(key: String) -> Option<DataPathRef<'static>> {
+        let owner_end = key.bytes().position(|b| b == b'/')?;
+        let collection_end =
+            owner_end + 1 + key[owner_end + 1..].bytes().position(|b| b == b'/')?;
+        Some(DataPathRef {
+            key: Cow::Owned(key),
+            owner_end,
+            collection_end,
         })
     }
 

@@ -54,16 +54,13 @@ fn is_textual(content_type: &str, body: &[u8]) -> bool {
 
 /// The input payload of one file (mini-batch size 1): the file's bytes with its
 /// content type (`application/octet-stream` if it has none).
-pub(crate) fn single(file: &InputContent) -> Payload {
-    let content_type = if file.content_type.trim().is_empty() {
+pub(crate) fn single(content_type: &str, body: Bytes) -> Payload {
+    let content_type = if content_type.trim().is_empty() {
         "application/octet-stream".to_string()
     } else {
-        file.content_type.clone()
+        content_type.to_string()
     };
-    Payload {
-        content_type,
-        body: file.body.clone(),
-    }
+    Payload { content_type, body }
 }
 
 /// The input payload of a mini-batch: a JSON array with one object per file,
@@ -203,11 +200,12 @@ mod tests {
 
     #[test]
     fn single_files_keep_their_content_type() {
-        let p = single(&file("data://o/c/a.csv", "text/csv", b"a,b\n"));
+        let f = file("data://o/c/a.csv", "text/csv", b"a,b\n");
+        let p = single(&f.content_type, f.body);
         assert_eq!(p.content_type, "text/csv");
         assert_eq!(&p.body[..], b"a,b\n");
         assert_eq!(
-            single(&file("data://o/c/x", "", b"\x00")).content_type,
+            single("", Bytes::from_static(b"\x00")).content_type,
             "application/octet-stream"
         );
     }

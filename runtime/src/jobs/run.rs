@@ -4,10 +4,10 @@
 //!
 //! ```text
 //! dispatcher ──(queue of mini-batches)──► worker ×N ──(Done)──► committer
-//!   list_tree page by page (next page      invoke with retries;    stage small outputs;
-//!   fetched ahead), skip files with a      large outputs staged    one transaction per
-//!   JOB_FILES record, read small inputs    here (blob write)       batch: outputs +
-//!   in one snapshot                                                JOB_FILES + job counts
+//!   list a page and read its small       invoke with retries;    one transaction per
+//!   files in one pass (next page         stage the outputs       batch: outputs +
+//!   fetched ahead), skip files with a    (large ones: blob       JOB_FILES + job counts
+//!   JOB_FILES record                     write)
 //! ```
 //!
 //! Memory stays bounded: the dispatcher holds two listing pages (with at most
@@ -17,11 +17,13 @@
 
 use super::payload::{self, InputContent, OutputContent};
 use super::{
-    Counts, FIRST_ERRORS, FileError, FileProgress, FileStatus, Inner, InputKind, JobError,
-    JobRecord, JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
+    Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
+    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
 };
 use crate::auth::Caller;
-use crate::data::{Content, DataError, DataPath, INLINE_MAX, Principal, StagedWrite};
+use crate::data::{
+    ApplyScope, Content, DataError, DataPath, DataPathRef, INLINE_MAX, Principal, StagedWrite,
+};
 use crate::engine::{GuestErrorKind, InvokeError, Outcome, Payload};
 use crate::metrics::{AlgorithmLabel, CallLabels};
 use crate::registry::{Deployed, VersionSpec};
@@ -39,9 +41,11 @@ const RESULT_BUDGET: usize = 64 << 20;
 /// Bytes of loaded inputs queued for or held by the workers.
 const INPUT_BUDGET: usize = 64 << 20;
 /// Results committed per transaction, at most.
-const COMMIT_BATCH: usize = 1024;
+const COMMIT_BATCH: usize = 4096;
 /// Shortest time between two commits of a run while results keep coming: one
-/// transaction (and fsync) then covers many files.
+/// transaction (and fsync) then covers many files. Longer would save CPU (a
+/// commit costs about a millisecond however small), but what is gathered when
+/// the last file finishes is committed after it, so it lengthens every job.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(25);
 /// Mini-batches a worker takes from the queue at once.
 const WORKER_TAKE: usize = 4;
@@ -86,32 +90,27 @@ impl Stop {
 /// One input file of the run.
 #[derive(Debug, Clone)]
 struct InputFile {
-    /// Where it is.
-    path: DataPath,
-    /// Its path relative to the input folder (the key of its progress record).
-    rel: String,
+    /// Where it is (owns its store key).
+    path: DataPathRef<'static>,
+    /// Where, in the store key, its path relative to the input folder (the
+    /// key of its progress record) starts.
+    rel_start: usize,
 }
 
-/// A file's output: staged by the worker when large (its blob is written on
-/// the worker's side), else staged by the committer just before its
-/// transaction, off the invocation path.
-enum Output {
-    /// Small output, not staged yet.
-    Pending {
-        /// Path relative to the output folder.
-        output_rel: String,
-        /// Media type.
-        content_type: String,
-        /// Bytes.
-        body: bytes::Bytes,
-    },
-    /// Staged (large output, in a blob already).
-    Staged {
-        /// Path relative to the output folder.
-        output_rel: String,
-        /// The write.
-        write: Box<StagedWrite>,
-    },
+impl InputFile {
+    /// Its path relative to the input folder.
+    fn rel(&self) -> &str {
+        &self.path.key()[self.rel_start..]
+    }
+}
+
+/// A file's output, staged by the worker (large ones with their blob written
+/// on a blocking thread): what is left for the committer is its transaction.
+struct Output {
+    /// Path relative to the output folder.
+    output_rel: String,
+    /// The write.
+    write: Box<StagedWrite>,
 }
 
 /// Why a file failed: the API's error_type and a message.
@@ -150,13 +149,18 @@ struct Done {
     _budget: Option<OwnedSemaphorePermit>,
 }
 
+/// An input's content type and bytes.
+struct Body {
+    content_type: String,
+    body: bytes::Bytes,
+}
+
 /// An input file loaded by the dispatcher.
 enum Loaded {
     /// Content in memory.
-    Ready(InputContent),
+    Ready(Body),
     /// A large file: the worker reads the open blob.
     Blob {
-        uri: String,
         content_type: String,
         file: std::fs::File,
     },
@@ -195,15 +199,21 @@ impl RunCtx {
         DataPath::new(&self.output.owner, &self.output.collection, &path)
     }
 
-    fn relative(&self, p: &DataPath) -> String {
-        match self.input_kind {
-            InputKind::File => p.path.rsplit('/').next().unwrap_or(&p.path).to_string(),
-            InputKind::Folder if self.input.path.is_empty() => p.path.clone(),
-            InputKind::Folder => p
-                .path
-                .strip_prefix(&format!("{}/", self.input.path))
-                .unwrap_or(&p.path)
-                .to_string(),
+    /// An input file at `path`, with its path relative to the input.
+    fn input_file(&self, path: DataPathRef<'static>) -> InputFile {
+        let in_collection = path.key().len() - path.path().len();
+        let rel = match self.input_kind {
+            InputKind::File => path.path().rfind('/').map_or(0, |i| i + 1),
+            InputKind::Folder if self.input.path.is_empty() => 0,
+            InputKind::Folder => path
+                .path()
+                .strip_prefix(self.input.path.as_str())
+                .filter(|rest| rest.starts_with('/'))
+                .map_or(0, |_| self.input.path.len() + 1),
+        };
+        InputFile {
+            rel_start: in_collection + rel,
+            path,
         }
     }
 }
@@ -444,23 +454,7 @@ fn start_run(
 ) -> Result<u32, JobError> {
     let total = match kind {
         InputKind::File => 1,
-        InputKind::Folder => {
-            let mut n = 0u64;
-            let mut after: Option<String> = None;
-            loop {
-                let (files, next) = inner.data.list_tree(
-                    Principal::Key(caller),
-                    input,
-                    after.as_deref(),
-                    crate::data::MAX_PAGE,
-                )?;
-                n += files.len() as u64;
-                match next {
-                    Some(next) => after = Some(next),
-                    None => break n,
-                }
-            }
-        }
+        InputKind::Folder => inner.data.count_tree(Principal::Key(caller), input)?,
     };
     let mut run = 0;
     inner.store.transact(&mut |txn| {
@@ -488,7 +482,14 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
         .min(ctx.deployed.record.settings.concurrency)
         .max(1) as usize;
     let (tx, rx) = mpsc::unbounded_channel::<Done>();
-    let committer = tokio::spawn(commit_loop(ctx.clone(), rx, stop.clone()));
+    // Cancelled once every worker is done: the last results commit at once.
+    let workers_done = CancellationToken::new();
+    let committer = tokio::spawn(commit_loop(
+        ctx.clone(),
+        rx,
+        stop.clone(),
+        workers_done.clone(),
+    ));
     // `concurrency` workers take loaded mini-batches from a short queue: at
     // most that many invocations run, and the dispatcher reads ahead while
     // they do.
@@ -589,6 +590,7 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
             }
         }
     }
+    workers_done.cancel();
     if let Err(e) = committer.await {
         stop.set(StopReason::Failure(format!(
             "the job committer failed: {e}"
@@ -647,91 +649,62 @@ async fn dispatch(
 type Pending = (InputFile, Option<Result<Loaded, Failure>>);
 
 /// The next page of input files not yet finished (small ones with their
-/// content, read in one snapshot up to [`PREFETCH_BYTES`]), and where the page
-/// after starts.
+/// content, read with the listing from one snapshot up to [`PREFETCH_BYTES`]),
+/// and where the page after starts.
 fn next_page(
     ctx: &RunCtx,
     after: Option<String>,
 ) -> Result<(Vec<Pending>, Option<String>), JobError> {
-    let (files, next): (Vec<(DataPath, Option<u64>)>, _) = match ctx.input_kind {
+    let (files, next): (Vec<Pending>, _) = match ctx.input_kind {
         InputKind::File => {
             if after.is_some() {
                 return Ok((Vec::new(), None));
             }
-            (vec![(ctx.input.clone(), None)], None)
+            (vec![(ctx.input_file(ctx.input.view()), None)], None)
         }
         InputKind::Folder => {
-            let (files, next) =
-                ctx.inner
-                    .data
-                    .list_tree(ctx.who(), &ctx.input, after.as_deref(), PAGE)?;
-            (
-                files.into_iter().map(|(p, size)| (p, Some(size))).collect(),
-                next,
-            )
+            let (files, next) = ctx.inner.data.list_tree_with_content(
+                ctx.who(),
+                &ctx.input,
+                after.as_deref(),
+                PAGE,
+                PREFETCH_BYTES,
+                MAX_INPUT_BYTES,
+            )?;
+            let files = files
+                .into_iter()
+                .map(|f| {
+                    let loaded = f.content.map(|r| {
+                        r.map(|(content_type, content)| loaded(content_type, content))
+                            .map_err(|e| Failure::data(&e))
+                    });
+                    (ctx.input_file(f.path), loaded)
+                })
+                .collect();
+            (files, next)
         }
     };
     // Runs after the first skip the files an earlier run finished (the first
     // run starts durably before it processes anything, so it has none).
-    let pending: Vec<(DataPath, Option<u64>)> = if ctx.run <= 1 {
-        files
-    } else {
-        let keys: Vec<String> = files
-            .iter()
-            .map(|(p, _)| format!("{}/{}", ctx.job_id, ctx.relative(p)))
-            .collect();
-        let reads: Vec<(Table, &str)> = keys
-            .iter()
-            .map(|k| (Table::JOB_FILES, k.as_str()))
-            .collect();
-        let done = ctx.inner.store.get_many(&reads)?;
-        files
-            .into_iter()
-            .zip(done)
-            .filter(|(_, d)| d.is_none())
-            .map(|(f, _)| f)
-            .collect()
-    };
-    // Prefetch small files, within a byte budget, from one snapshot.
-    let mut budget = PREFETCH_BYTES;
-    let prefetch: Vec<DataPath> = pending
+    if ctx.run <= 1 {
+        return Ok((files, next));
+    }
+    let keys: Vec<String> = files
         .iter()
-        .take_while(|(_, size)| match size {
-            Some(n) if *n <= INLINE_MAX as u64 && *n <= budget => {
-                budget -= n;
-                true
-            }
-            _ => false,
-        })
-        .map(|(p, _)| p.clone())
+        .map(|(f, _)| format!("{}/{}", ctx.job_id, f.rel()))
         .collect();
-    let mut contents =
-        match ctx
-            .inner
-            .data
-            .read_many_for_guest(ctx.who(), &prefetch, MAX_INPUT_BYTES)
-        {
-            Ok(c) => c.into_iter(),
-            // The access check failed: leave the reads (and their errors) to each file.
-            Err(_) => Vec::new().into_iter(),
-        };
-    let out = pending
+    let reads: Vec<(Table, &str)> = keys
+        .iter()
+        .map(|k| (Table::JOB_FILES, k.as_str()))
+        .collect();
+    let done = ctx.inner.store.get_many(&reads)?;
+    let pending = files
         .into_iter()
-        .map(|(path, _)| {
-            let loaded = contents.next().map(|r| {
-                r.map(|(content_type, content)| loaded(&path, content_type, content))
-                    .map_err(|e| Failure::data(&e))
-            });
-            (
-                InputFile {
-                    rel: ctx.relative(&path),
-                    path,
-                },
-                loaded,
-            )
-        })
+        .zip(done)
+        .filter(|(_, d)| d.is_none())
+        .map(|(f, _)| f)
         .collect();
-    Ok((out, next))
+    Ok((pending, next))
 }
 
 /// The API's error_type of a failed invocation.
@@ -840,36 +813,27 @@ fn load_input(ctx: &RunCtx, f: &InputFile) -> Result<Loaded, Failure> {
     let (content_type, content) = ctx
         .inner
         .data
-        .read_for_guest(ctx.who(), &f.path.view(), MAX_INPUT_BYTES)
+        .read_for_guest(ctx.who(), &f.path, MAX_INPUT_BYTES)
         .map_err(|e| Failure::data(&e))?;
-    Ok(loaded(&f.path, content_type, content))
+    Ok(loaded(content_type, content))
 }
 
-fn loaded(path: &DataPath, content_type: String, content: Content) -> Loaded {
+fn loaded(content_type: String, content: Content) -> Loaded {
     match content {
-        Content::Inline(body) => Loaded::Ready(InputContent {
-            uri: path.uri(),
-            content_type,
-            body,
-        }),
-        Content::Blob(file) => Loaded::Blob {
-            uri: path.uri(),
-            content_type,
-            file,
-        },
+        Content::Inline(body) => Loaded::Ready(Body { content_type, body }),
+        Content::Blob(file) => Loaded::Blob { content_type, file },
     }
 }
 
-/// The content of a loaded input (reading a large one on a blocking thread).
-async fn content(loaded: Loaded) -> Result<InputContent, Failure> {
+/// The content of a loaded input `f` (reading a large one on a blocking thread).
+async fn content(f: &InputFile, loaded: Loaded) -> Result<Body, Failure> {
     match loaded {
         Loaded::Ready(c) => Ok(c),
         Loaded::Blob {
-            uri,
             content_type,
             mut file,
         } => {
-            let what = uri.clone();
+            let what = f.path.uri();
             let body = tokio::task::spawn_blocking(move || {
                 use std::io::Read;
                 let mut buf = Vec::new();
@@ -880,42 +844,38 @@ async fn content(loaded: Loaded) -> Result<InputContent, Failure> {
             .await
             .map_err(|e| Failure::new("InternalError", format!("reader failed: {e}")))?
             .map_err(|m| Failure::new("InternalError", m))?;
-            Ok(InputContent {
-                uri,
-                content_type,
-                body,
-            })
+            Ok(Body { content_type, body })
         }
     }
 }
 
-/// The output of one file: large outputs are staged here (their blob is
-/// written on a blocking thread); small ones are left to the committer.
+/// The output of one file, staged: small ones here, large ones on a blocking
+/// thread (their blob is written then).
 async fn output(
     ctx: &RunCtx,
     f: &InputFile,
     input_type: &str,
     out: OutputContent,
 ) -> Result<Output, Failure> {
-    let output_rel = payload::output_name(&f.rel, input_type, &out.content_type);
-    if out.body.len() <= INLINE_MAX {
-        return Ok(Output::Pending {
-            output_rel,
-            content_type: out.content_type,
-            body: out.body,
-        });
-    }
+    let output_rel = payload::output_name(f.rel(), input_type, &out.content_type);
     let fail = |e: DataError| Failure::data(&e);
     let path = ctx.output_path(&output_rel).map_err(fail)?;
-    let data = ctx.inner.data.clone();
-    let caller = ctx.caller.clone();
-    let write = tokio::task::spawn_blocking(move || {
-        data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
-    })
-    .await
-    .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
-    .map_err(fail)?;
-    Ok(Output::Staged {
+    let write = if out.body.len() <= INLINE_MAX {
+        ctx.inner
+            .data
+            .stage_write(ctx.who(), &path, &out.content_type, out.body)
+            .map_err(fail)?
+    } else {
+        let data = ctx.inner.data.clone();
+        let caller = ctx.caller.clone();
+        tokio::task::spawn_blocking(move || {
+            data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
+        })
+        .await
+        .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
+        .map_err(fail)?
+    };
+    Ok(Output {
         output_rel,
         write: Box::new(write),
     })
@@ -930,7 +890,7 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
     let mut inputs = Vec::with_capacity(files.len());
     for (f, loaded) in files {
         let loaded = match loaded {
-            Ok(l) => content(l).await,
+            Ok(l) => content(&f, l).await,
             Err(e) => Err(e),
         };
         match loaded {
@@ -950,7 +910,11 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
             }
         } else if inputs.len() == 1 {
             let (f, content) = inputs.remove(0);
-            let (result, attempts) = invoke(ctx, payload::single(&content)).await;
+            let (result, attempts) = invoke(
+                ctx,
+                payload::single(&content.content_type, content.body.clone()),
+            )
+            .await;
             let outcome = match result {
                 Ok(o) => {
                     output(
@@ -968,7 +932,14 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
             };
             results.push((f, attempts, outcome));
         } else {
-            let contents: Vec<InputContent> = inputs.iter().map(|(_, c)| c.clone()).collect();
+            let contents: Vec<InputContent> = inputs
+                .iter()
+                .map(|(f, c)| InputContent {
+                    uri: f.path.uri(),
+                    content_type: c.content_type.clone(),
+                    body: c.body.clone(),
+                })
+                .collect();
             let (result, attempts) = invoke(ctx, payload::mini_batch(&contents)).await;
             let split = match result {
                 Ok(o) => payload::split_mini_batch(&o.output, inputs.len())
@@ -992,8 +963,9 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
     }
     let mut done = Vec::with_capacity(results.len());
     for (file, attempts, outcome) in results {
+        // Small outputs are held in memory until committed.
         let cost = match &outcome {
-            Ok(Output::Pending { body, .. }) => body.len(),
+            Ok(o) if o.write.record().blob.is_none() => o.write.record().size as usize,
             _ => 0,
         }
         .clamp(1024, RESULT_BUDGET) as u32;
@@ -1010,7 +982,12 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
 
 /// Commits finished files in batches (one transaction each) until every worker
 /// is gone; stops the run when the error threshold is exceeded.
-async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, stop: Arc<Stop>) {
+async fn commit_loop(
+    ctx: Arc<RunCtx>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    stop: Arc<Stop>,
+    workers_done: CancellationToken,
+) {
     let mut failed_storage = false;
     let mut last_commit: Option<tokio::time::Instant> = None;
     loop {
@@ -1024,7 +1001,10 @@ async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, st
         if let Some(last) = last_commit
             && batch.len() < COMMIT_BATCH
         {
-            tokio::time::sleep_until(last + COMMIT_INTERVAL).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(last + COMMIT_INTERVAL) => {}
+                _ = workers_done.cancelled() => {}
+            }
             while batch.len() < COMMIT_BATCH {
                 match rx.try_recv() {
                     Ok(d) => batch.push(d),
@@ -1069,101 +1049,88 @@ async fn commit_loop(ctx: Arc<RunCtx>, mut rx: mpsc::UnboundedReceiver<Done>, st
 
 fn discard(ctx: &RunCtx, batch: Vec<Done>) {
     for d in batch {
-        if let Ok(Output::Staged { write, .. }) = d.outcome {
+        if let Ok(Output { write, .. }) = d.outcome {
             ctx.inner.data.discard(*write);
         }
     }
 }
 
-/// One transaction: every output of the batch (small ones staged first), every
-/// file's progress record, and the job's counts and first errors. Returns the
-/// job's counts after it.
+/// One transaction: every output of the batch, every file's progress record,
+/// and the job's counts and first errors. Returns the job's counts after it.
 fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
-    // Stage the small outputs: access check, record and change event encoded.
-    let batch: Vec<Done> = batch
-        .into_iter()
-        .map(|mut d| {
-            if let Ok(Output::Pending {
-                output_rel,
-                content_type,
-                body,
-            }) = d.outcome
-            {
-                d.outcome = ctx
-                    .output_path(&output_rel)
-                    .and_then(|path| {
-                        ctx.inner
-                            .data
-                            .stage_write(ctx.who(), &path, &content_type, body)
-                    })
-                    .map(|write| Output::Staged {
-                        output_rel,
-                        write: Box::new(write),
-                    })
-                    .map_err(|e| Failure::data(&e));
+    let mut batch = batch;
+    // One release of the result budget for the whole batch (each release takes
+    // the semaphore's lock), when the batch is dropped below.
+    let mut budget: Option<OwnedSemaphorePermit> = None;
+    for d in &mut batch {
+        if let Some(p) = d._budget.take() {
+            match &mut budget {
+                Some(b) => b.merge(p),
+                None => budget = Some(p),
             }
-            d
-        })
-        .collect();
+        }
+    }
     let mut counts = Counts::default();
     let mut replaced: Vec<String> = Vec::new();
+    let mut key = String::with_capacity(ctx.job_id.len() + 64);
+    let mut progress_bytes = Vec::with_capacity(128);
     let result = ctx.inner.store.transact(&mut |txn| {
         replaced.clear();
+        let mut scope = ApplyScope::default();
         let mut rec = read_job(txn, &ctx.job_id)?;
         for d in &batch {
             let (output, error) = match &d.outcome {
-                Ok(Output::Staged { output_rel, write }) => match write.apply(txn)? {
+                Ok(Output { output_rel, write }) => match write.apply_in(txn, &mut scope)? {
                     Ok(old) => {
                         replaced.extend(old);
-                        (Some(output_rel.clone()), None)
+                        (Some(output_rel.as_str()), None)
                     }
                     Err(e) => (None, Some(Failure::data(&e))),
                 },
-                Ok(Output::Pending { .. }) => (
-                    None,
-                    Some(Failure::new("InternalError", "output not staged")),
-                ),
                 Err(e) => (None, Some(e.clone())),
             };
-            let progress = match error {
+            progress_bytes.clear();
+            match error {
                 None => {
                     rec.counts.succeeded += 1;
-                    FileProgress {
+                    let progress = ProgressRef {
                         status: FileStatus::Succeeded,
                         attempts: d.attempts,
                         run: ctx.run,
                         output,
                         error_type: None,
                         message: None,
-                    }
+                    };
+                    serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
                 }
                 Some(Failure {
                     error_type,
                     message,
                 }) => {
                     rec.counts.failed += 1;
-                    if rec.errors.len() < FIRST_ERRORS {
-                        rec.errors.push(FileError {
-                            file: d.file.path.uri(),
-                            error_type: error_type.clone(),
-                            message: message.clone(),
-                        });
-                    }
-                    FileProgress {
+                    let progress = ProgressRef {
                         status: FileStatus::Failed,
                         attempts: d.attempts,
                         run: ctx.run,
                         output: None,
-                        error_type: Some(error_type),
-                        message: Some(message),
+                        error_type: Some(&error_type),
+                        message: Some(&message),
+                    };
+                    serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
+                    if rec.errors.len() < FIRST_ERRORS {
+                        rec.errors.push(FileError {
+                            file: d.file.path.uri(),
+                            error_type,
+                            message,
+                        });
                     }
                 }
-            };
-            txn.put(
-                Table::JOB_FILES,
-                &format!("{}/{}", ctx.job_id, d.file.rel),
-                &serde_json::to_vec(&progress).unwrap_or_default(),
-            )?;
+            }
+            key.clear();
+            key.push_str(&ctx.job_id);
+            key.push('/');
+            key.push_str(d.file.rel());
+            txn.put(Table::JOB_FILES, &key, &progress_bytes)?;
         }
         rec.counts.recompute_pending();
         counts = rec.counts;
@@ -1181,6 +1148,20 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
             Err(e.into())
         }
     }
+}
+
+/// A [`FileProgress`] as written, borrowing its strings (the same JSON).
+#[derive(serde::Serialize)]
+struct ProgressRef<'a> {
+    status: FileStatus,
+    attempts: u32,
+    run: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
 }
 
 /// Ends a job: final status and timings, and `_summary.json` in the output

@@ -303,6 +303,29 @@ impl Txn for RedbTxn<'_> {
         self.with_table(table, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())))
     }
 
+    fn range(
+        &self,
+        table: Table,
+        first: &str,
+        last: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if first > last || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_table(table, |t| {
+            let mut out = Vec::new();
+            for entry in t.range::<&str>(first..=last)? {
+                let (k, v) = entry?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.with_table(table, |t| t.insert(key, value).map(|_| ()))
     }
@@ -390,6 +413,100 @@ impl Store for EmbeddedStore {
                 continue;
             }
             out.push((key.to_string(), v.value().to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn count(
+        &self,
+        table: Table,
+        prefix: &str,
+        keep: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(definition(table)).map_err(backend)?;
+        let mut n = 0;
+        for entry in t.range::<&str>(prefix..).map_err(backend)? {
+            let (k, v) = entry.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if keep(key, v.value()) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn scan_joined(
+        &self,
+        table: Table,
+        prefix: &str,
+        from: Option<Cursor<'_>>,
+        limit: usize,
+        joined: Table,
+        want: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(definition(table)).map_err(backend)?;
+        let j = txn.open_table(definition(joined)).map_err(backend)?;
+        let (start, skip) = match from {
+            Some(Cursor::After(k)) if k >= prefix => (k, Some(k)),
+            Some(Cursor::From(k)) if k >= prefix => (k, None),
+            _ => (prefix, None),
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        // The joined table is walked alongside, opened at the first wanted key.
+        let mut side: Option<redb::Range<'_, &'static str, &'static [u8]>> = None;
+        let mut side_next: Option<(
+            redb::AccessGuard<'_, &'static str>,
+            redb::AccessGuard<'_, &'static [u8]>,
+        )> = None;
+        for entry in t.range::<&str>(start..).map_err(backend)? {
+            let (k, v) = entry.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if Some(key) == skip {
+                continue;
+            }
+            let value = v.value();
+            let mut joined_value = None;
+            if want(key, value) {
+                let range = match &mut side {
+                    Some(r) => r,
+                    None => side.insert(j.range::<&str>(key..).map_err(backend)?),
+                };
+                // Advance past smaller keys; the joined table rarely has any
+                // the listing lacks.
+                loop {
+                    if side_next.is_none() {
+                        side_next = match range.next() {
+                            Some(e) => Some(e.map_err(backend)?),
+                            None => break,
+                        };
+                    }
+                    let Some((jk, jv)) = &side_next else { break };
+                    match jk.value().cmp(key) {
+                        std::cmp::Ordering::Less => side_next = None,
+                        std::cmp::Ordering::Equal => {
+                            joined_value = Some(jv.value().to_vec());
+                            side_next = None;
+                            break;
+                        }
+                        std::cmp::Ordering::Greater => break,
+                    }
+                }
+            }
+            out.push((key.to_string(), value.to_vec(), joined_value));
             if out.len() >= limit {
                 break;
             }
@@ -659,6 +776,95 @@ mod tests {
             ["a/2", "a/3"]
         );
         assert_eq!(store.scan_json::<u32>(Table::KEYS, "").unwrap().len(), 5);
+    }
+
+    #[test]
+    fn count_stays_under_its_prefix_and_applies_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut b = WriteBatch::new();
+        for (k, v) in [
+            ("a", "x"),
+            ("a/1", "x"),
+            ("a/2", "y"),
+            ("a/3", "x"),
+            ("ab/1", "x"),
+        ] {
+            b.put_raw(Table::FILES, k, v.as_bytes().to_vec());
+        }
+        store.commit(&b).unwrap();
+        assert_eq!(
+            store.count(Table::FILES, "a/", &mut |_, _| true).unwrap(),
+            3
+        );
+        assert_eq!(
+            store
+                .count(Table::FILES, "a/", &mut |_, v| v == b"x")
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store.count(Table::FILES, "b/", &mut |_, _| true).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn scan_joined_pairs_each_wanted_entry_with_its_row_from_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut b = WriteBatch::new();
+        for k in ["a/1", "a/2", "a/3", "a/4", "a/5", "b/1"] {
+            b.put_raw(Table::FILES, k, format!("rec {k}").into_bytes());
+        }
+        // Rows for some keys only, one the listing lacks ("a/0"), one outside it.
+        for k in ["a/0", "a/2", "a/3", "a/5", "b/1"] {
+            b.put_raw(Table::FILE_DATA, k, format!("data {k}").into_bytes());
+        }
+        store.commit(&b).unwrap();
+        let mut asked = Vec::new();
+        let got = store
+            .scan_joined(
+                Table::FILES,
+                "a/",
+                Some(Cursor::After("a/1")),
+                3,
+                Table::FILE_DATA,
+                &mut |k, v| {
+                    asked.push(k.to_string());
+                    assert_eq!(v, format!("rec {k}").as_bytes());
+                    k != "a/3"
+                },
+            )
+            .unwrap();
+        assert_eq!(asked, ["a/2", "a/3", "a/4"]);
+        let got: Vec<(String, Option<String>)> = got
+            .into_iter()
+            .map(|(k, v, d)| {
+                assert_eq!(v, format!("rec {k}").into_bytes());
+                (k, d.map(|d| String::from_utf8(d).unwrap()))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a/2".to_string(), Some("data a/2".to_string())),
+                ("a/3".to_string(), None),
+                ("a/4".to_string(), None),
+            ]
+        );
+        let all = store
+            .scan_joined(
+                Table::FILES,
+                "a/",
+                None,
+                10,
+                Table::FILE_DATA,
+                &mut |_, _| true,
+            )
+            .unwrap();
+        let joined: Vec<bool> = all.iter().map(|(_, _, d)| d.is_some()).collect();
+        assert_eq!(joined, [false, true, true, false, true]);
     }
 
     #[test]

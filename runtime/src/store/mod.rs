@@ -269,6 +269,16 @@ pub enum Cursor<'a> {
 pub trait Txn {
     /// Reads one value as of this transaction (including its own writes).
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` entries with keys from `first` to `last` (both included),
+    /// in key order, as of this transaction: one tree walk where several
+    /// neighbouring keys are wanted.
+    fn range(
+        &self,
+        table: Table,
+        first: &str,
+        last: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Sets a value.
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Removes a value (no error if absent).
@@ -308,6 +318,31 @@ pub trait Store: Send + Sync + 'static {
         from: Option<Cursor<'_>>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Counts the entries whose key starts with `prefix` and that
+    /// `keep(key, value)` accepts, from one snapshot, without copying them.
+    fn count(
+        &self,
+        table: Table,
+        prefix: &str,
+        keep: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<u64, StoreError>;
+
+    /// [`scan`](Self::scan) of `table`, and, from the same snapshot, for each
+    /// listed entry that `want(key, value)` accepts, the value of the same key
+    /// in `joined` (`None` where it has none or was not wanted). Reads a
+    /// listing and the rows it points at in one pass, without a lookup per
+    /// key (the embedded backend walks both tables in key order).
+    #[allow(clippy::type_complexity)]
+    fn scan_joined(
+        &self,
+        table: Table,
+        prefix: &str,
+        from: Option<Cursor<'_>>,
+        limit: usize,
+        joined: Table,
+        want: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>, StoreError>;
 
     /// Runs `f` in one atomic, durable transaction: everything it wrote is on
     /// disk when `transact` returns `Ok`, and nothing is written if `f` (or the
