@@ -591,17 +591,7 @@ impl Registry {
         timeout: Option<Duration>,
         depth: u32,
     ) -> Result<Outcome, InvokeError> {
-        let _permit = deployed.permits.clone().try_acquire_owned().map_err(|_| {
-            InvokeError::Overloaded(format!(
-                "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
-                deployed.endpoint(),
-                deployed.record.settings.concurrency
-            ))
-        })?;
-        let prepared = self
-            .prepared(deployed)
-            .await
-            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        let (_permit, prepared) = self.admit(deployed).await?;
         self.engine
             .invoke(
                 prepared,
@@ -625,17 +615,7 @@ impl Registry {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<HttpBodyError>,
     {
-        let permit = deployed.permits.clone().try_acquire_owned().map_err(|_| {
-            InvokeError::Overloaded(format!(
-                "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
-                deployed.endpoint(),
-                deployed.record.settings.concurrency
-            ))
-        })?;
-        let prepared = self
-            .prepared(deployed)
-            .await
-            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        let (permit, prepared) = self.admit(deployed).await?;
         self.engine
             .handle_http(
                 prepared,
@@ -677,6 +657,26 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         *self.routes.write().map_err(|_| lock_err())? = route_table(map);
         Ok(())
+    }
+
+    /// Admits one call of `deployed`: a concurrency permit (`Overloaded` when
+    /// none is free) and its linked component.
+    async fn admit<'a>(
+        &self,
+        deployed: &'a Deployed,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, &'a Prepared), InvokeError> {
+        let permit = deployed.permits.clone().try_acquire_owned().map_err(|_| {
+            InvokeError::Overloaded(format!(
+                "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
+                deployed.endpoint(),
+                deployed.record.settings.concurrency
+            ))
+        })?;
+        let prepared = self
+            .prepared(deployed)
+            .await
+            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        Ok((permit, prepared))
     }
 
     /// The linked component of a version, loading or recompiling it on first use.

@@ -12,10 +12,7 @@
 //! body after it has sent the response head, so the head is returned to the
 //! server as soon as the guest sets it, while the task streams the rest.
 
-use super::{
-    CallLimits, CapturedOutput, DeadlineExceeded, Engine, InvalidComponent, InvokeError,
-    MemoryLimiter,
-};
+use super::{CallLimits, DeadlineExceeded, Engine, InvalidComponent, InvokeError, MemoryLimiter};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -274,15 +271,7 @@ impl Engine {
         } = call;
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let stdout = CapturedOutput::new(self.config.output_limit);
-        let stderr = CapturedOutput::new(self.config.output_limit);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let (wasi, stdout, stderr) = self.guest_wasi();
         let state = HttpState {
             wasi,
             http: WasiHttpCtx::new(),

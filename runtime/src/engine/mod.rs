@@ -336,6 +336,21 @@ impl Drop for Engine {
 }
 
 impl Engine {
+    /// A guest's WASI context: stdout and stderr captured (bounded), no
+    /// sockets, no name lookups, no files, no environment.
+    pub(crate) fn guest_wasi(&self) -> (WasiCtx, CapturedOutput, CapturedOutput) {
+        let stdout = CapturedOutput::new(self.config.output_limit);
+        let stderr = CapturedOutput::new(self.config.output_limit);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        (wasi, stdout, stderr)
+    }
+
     /// Builds the engine: Cranelift, pooling allocator, epoch interruption, the
     /// WASI 0.2 and wasmgrid host interfaces in the linker, and the ticker thread.
     pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
@@ -550,15 +565,7 @@ impl Engine {
         };
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let stdout = CapturedOutput::new(self.config.output_limit);
-        let stderr = CapturedOutput::new(self.config.output_limit);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let (wasi, stdout, stderr) = self.guest_wasi();
         let scope = CallScope {
             depth: call.depth,
             deadline,

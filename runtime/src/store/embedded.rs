@@ -44,6 +44,16 @@ struct FlushState {
     flushing: bool,
 }
 
+/// Where a prefix scan starts, and the key to skip there (`Cursor::After`); a
+/// cursor before the prefix starts at the prefix.
+fn scan_start<'k>(prefix: &'k str, from: Option<Cursor<'k>>) -> (&'k str, Option<&'k str>) {
+    match from {
+        Some(Cursor::After(k)) if k >= prefix => (k, Some(k)),
+        Some(Cursor::From(k)) if k >= prefix => (k, None),
+        _ => (prefix, None),
+    }
+}
+
 fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(table.name())
 }
@@ -394,11 +404,7 @@ impl Store for EmbeddedStore {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let t = txn.open_table(definition(table)).map_err(backend)?;
-        let (start, skip) = match from {
-            Some(Cursor::After(k)) if k >= prefix => (k, Some(k)),
-            Some(Cursor::From(k)) if k >= prefix => (k, None),
-            _ => (prefix, None),
-        };
+        let (start, skip) = scan_start(prefix, from);
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
@@ -454,11 +460,7 @@ impl Store for EmbeddedStore {
         let txn = self.db.begin_read().map_err(backend)?;
         let t = txn.open_table(definition(table)).map_err(backend)?;
         let j = txn.open_table(definition(joined)).map_err(backend)?;
-        let (start, skip) = match from {
-            Some(Cursor::After(k)) if k >= prefix => (k, Some(k)),
-            Some(Cursor::From(k)) if k >= prefix => (k, None),
-            _ => (prefix, None),
-        };
+        let (start, skip) = scan_start(prefix, from);
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
