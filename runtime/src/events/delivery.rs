@@ -8,7 +8,8 @@
 //! acknowledgements need no fsync of their own (a lost acknowledgement only
 //! means one more delivery, which at-least-once allows), so they are committed
 //! lazily and made durable by the next durable commit (an ingest, or the
-//! flusher's own after 50 ms of quiet); keeping every
+//! flusher's own after 50 ms of quiet); retry updates and dead letters are
+//! rare and committed durably. Keeping every
 //! write of a queue entry on one ordered path means an acknowledgement or
 //! dead-letter can never be overtaken by an older update of the same entry.
 
@@ -188,9 +189,13 @@ async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>)
                 other => writes.push(other),
             }
         }
-        // A barrier needs everything before it durable: a durable commit
-        // covers every earlier lazy one.
-        let durable = !barriers.is_empty();
+        // A barrier needs everything before it durable (a durable commit
+        // covers every earlier lazy one). Retry state and dead letters are
+        // rare and worth an fsync: only acknowledgements, the bulk, are lazy.
+        let durable = !barriers.is_empty()
+            || writes
+                .iter()
+                .any(|w| matches!(w, FlushOp::Update(..) | FlushOp::DeadLetter { .. }));
         let writes = Arc::new(writes);
         loop {
             let store = inner.store.clone();
