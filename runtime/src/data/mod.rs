@@ -142,6 +142,20 @@ pub enum DataError {
     Unavailable(String),
 }
 
+impl DataError {
+    /// The API's `error_type` for this failure (DESIGN.md's table).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            DataError::NotFound(_) => "NotFound",
+            DataError::Forbidden(_) => "AuthError",
+            DataError::InvalidUri(_) | DataError::Invalid(_) => "InputError",
+            DataError::TooLarge(_) => "PayloadTooLarge",
+            DataError::Conflict(_) => "AlreadyExists",
+            DataError::Unavailable(_) => "InternalError",
+        }
+    }
+}
+
 impl From<StoreError> for DataError {
     fn from(e: StoreError) -> Self {
         DataError::Unavailable(e.to_string())
@@ -624,18 +638,19 @@ fn change_event_json(
     let mut out = Vec::with_capacity(
         300 + 3 * (owner.len() + collection.len()) + 2 * path.len() + content_type.len(),
     );
+    let owner_collection = |out: &mut Vec<u8>| {
+        push_json_escaped(out, owner);
+        out.push(b'/');
+        push_json_escaped(out, collection);
+    };
     out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
     push_uuid_v4(&mut out);
     out.extend_from_slice(b"\",\"source\":\"/collections/");
-    push_json_escaped(&mut out, owner);
-    out.push(b'/');
-    push_json_escaped(&mut out, collection);
+    owner_collection(&mut out);
     out.extend_from_slice(b"\",\"type\":\"wasmgrid.data.");
     push_json_escaped(&mut out, kind);
     out.extend_from_slice(b"\",\"subject\":\"/collections/");
-    push_json_escaped(&mut out, owner);
-    out.push(b'/');
-    push_json_escaped(&mut out, collection);
+    owner_collection(&mut out);
     out.extend_from_slice(b"/files/");
     push_json_escaped(&mut out, path);
     out.extend_from_slice(b"\",\"time\":\"");
@@ -645,9 +660,7 @@ fn change_event_json(
         out.extend_from_slice(b"data://.algo/temp");
     } else {
         out.extend_from_slice(b"data://");
-        push_json_escaped(&mut out, owner);
-        out.push(b'/');
-        push_json_escaped(&mut out, collection);
+        owner_collection(&mut out);
     }
     if !path.is_empty() {
         out.push(b'/');

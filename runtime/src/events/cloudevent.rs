@@ -457,20 +457,9 @@ impl<'a> EventView<'a> {
         let extensions = self
             .attributes
             .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_ref(),
-                    "specversion"
-                        | "id"
-                        | "source"
-                        | "type"
-                        | "subject"
-                        | "time"
-                        | "datacontenttype"
-                        | "data"
-                        | "data_base64"
-                )
-            })
+            // `dataschema` has no field of its own in the trigger record, so
+            // it travels as an extension.
+            .filter(|(k, _)| k == "dataschema" || !CORE_ATTRIBUTES.contains(&k.as_ref()))
             .map(|(k, v)| {
                 let text = serde_json::from_str::<Text>(v.get())
                     .map(|t| t.0.into_owned())

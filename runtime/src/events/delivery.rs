@@ -157,25 +157,28 @@ impl Flusher {
 const LAZY_FLUSH_DELAY: Duration = Duration::from_millis(50);
 
 async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>) {
-    // Outcomes are committed lazily (no fsync of their own; the next durable
-    // commit, usually an ingest, carries them). `dirty` says some are not
-    // known durable yet; after LAZY_FLUSH_DELAY of quiet they are made durable.
+    // Acknowledgements are committed lazily (no fsync of their own; the next
+    // durable commit, usually an ingest, carries them). `dirty` says some are
+    // not known durable yet.
     let mut dirty = false;
     loop {
-        let first = if dirty {
+        let mut ops = Vec::new();
+        // After LAZY_FLUSH_DELAY of quiet, one durable commit (of nothing)
+        // makes the lazy ones durable.
+        let mut quiet = false;
+        if dirty {
             match tokio::time::timeout(LAZY_FLUSH_DELAY, rx.recv()).await {
-                Ok(Some(op)) => op,
+                Ok(Some(op)) => ops.push(op),
                 Ok(None) => break,
-                Err(_) => FlushOp::Barrier(oneshot::channel().0),
+                Err(_) => quiet = true,
             }
         } else {
             match rx.recv().await {
-                Some(op) => op,
+                Some(op) => ops.push(op),
                 None => break,
             }
-        };
-        let mut ops = vec![first];
-        while ops.len() < 8192 {
+        }
+        while !quiet && ops.len() < 8192 {
             match rx.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
@@ -192,7 +195,8 @@ async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>)
         // A barrier needs everything before it durable (a durable commit
         // covers every earlier lazy one). Retry state and dead letters are
         // rare and worth an fsync: only acknowledgements, the bulk, are lazy.
-        let durable = !barriers.is_empty()
+        let durable = quiet
+            || !barriers.is_empty()
             || writes
                 .iter()
                 .any(|w| matches!(w, FlushOp::Update(..) | FlushOp::DeadLetter { .. }));

@@ -30,9 +30,9 @@ pub(crate) struct Request {
     pub now: u64,
     /// The serialized queue entry of each event.
     pub entries: Vec<String>,
-    /// The dedup identity (`topic\nsource\nid`) of each event, or `None` to
+    /// The dedup key (`k/topic\nsource\nid`) of each event, or `None` to
     /// skip deduplication.
-    pub idents: Option<Vec<String>>,
+    pub dedup_keys: Option<Vec<String>>,
     /// The matching subscriptions of each event.
     pub routed: Routed,
     /// Dedup window in ms.
@@ -45,14 +45,14 @@ impl Request {
     pub fn new(
         now: u64,
         entries: Vec<String>,
-        idents: Option<Vec<String>>,
+        dedup_keys: Option<Vec<String>>,
         routed: Routed,
         window: u64,
     ) -> Self {
         Self {
             now,
             entries,
-            idents,
+            dedup_keys,
             routed,
             window,
             reply: None,
@@ -150,9 +150,8 @@ fn write(store: &dyn Store, batch: &[Request]) -> Result<Vec<Ingested>, EventErr
             let mut per_sub: HashMap<u64, (Arc<SubState>, u64)> = HashMap::new();
             let mut now_text = String::new();
             for (i, entry) in request.entries.iter().enumerate() {
-                if let Some(ident) = request.idents.as_ref().and_then(|v| v.get(i)) {
-                    let key = format!("k/{ident}");
-                    if let Some(seen) = txn.get(Table::EVENT_DEDUP, &key)? {
+                if let Some(key) = request.dedup_keys.as_ref().and_then(|v| v.get(i)) {
+                    if let Some(seen) = txn.get(Table::EVENT_DEDUP, key)? {
                         let seen: u64 = std::str::from_utf8(&seen)
                             .ok()
                             .and_then(|s| s.parse().ok())
@@ -165,10 +164,12 @@ fn write(store: &dyn Store, batch: &[Request]) -> Result<Vec<Ingested>, EventErr
                     if now_text.is_empty() {
                         now_text = request.now.to_string();
                     }
-                    txn.put(Table::EVENT_DEDUP, &key, now_text.as_bytes())?;
+                    txn.put(Table::EVENT_DEDUP, key, now_text.as_bytes())?;
+                    // The time index the sweeper walks: `t/{time}/{identity}`.
+                    let identity = key.strip_prefix("k/").unwrap_or(key);
                     txn.put(
                         Table::EVENT_DEDUP,
-                        &format!("t/{:020}/{ident}", request.now),
+                        &format!("t/{:020}/{identity}", request.now),
                         b"",
                     )?;
                 }

@@ -863,17 +863,17 @@ impl EventService {
                 )
             })
             .collect();
-        let idents = dedup.then(|| {
+        let dedup_keys = dedup.then(|| {
             events
                 .iter()
                 .map(|ev| {
                     let source = ev.get("source").and_then(Value::as_str).unwrap_or("");
                     let id = ev.get("id").and_then(Value::as_str).unwrap_or("");
-                    format!("{topic}\n{source}\n{id}")
+                    format!("k/{topic}\n{source}\n{id}")
                 })
                 .collect()
         });
-        let request = ingest::Request::new(now, entries, idents, routed, window);
+        let request = ingest::Request::new(now, entries, dedup_keys, routed, window);
         let (report, dup_flags) = ingest::Combiner::submit(&self.inner, request).await?;
         self.after_ingest(topic, &dup_flags, report);
         Ok(report)

@@ -129,11 +129,11 @@ impl Failure {
     }
 
     fn data(e: &DataError) -> Failure {
-        Failure::new(data_error_type(e), e.to_string())
+        Failure::new(e.error_type(), e.to_string())
     }
 
     fn invoke(e: &InvokeError) -> Failure {
-        Failure::new(invoke_error_type(e), e.to_string())
+        Failure::new(e.error_type(), e.to_string())
     }
 }
 
@@ -707,35 +707,6 @@ fn next_page(
     Ok((pending, next))
 }
 
-/// The API's error_type of a failed invocation.
-fn invoke_error_type(e: &InvokeError) -> &'static str {
-    match e {
-        InvokeError::Guest {
-            kind: GuestErrorKind::Transient,
-            ..
-        } => "TransientAlgorithmError",
-        InvokeError::Guest { .. } => "AlgorithmError",
-        InvokeError::Timeout { .. } => "TimeoutError",
-        InvokeError::OutOfMemory { .. } => "OutOfMemoryError",
-        InvokeError::StackOverflow { .. } => "StackOverflowError",
-        InvokeError::Crash { .. } => "CrashError",
-        InvokeError::Overloaded(_) => "Overloaded",
-        InvokeError::Host(_) => "InternalError",
-    }
-}
-
-/// The API's error_type of a data failure.
-fn data_error_type(e: &DataError) -> &'static str {
-    match e {
-        DataError::NotFound(_) => "NotFound",
-        DataError::Forbidden(_) => "AuthError",
-        DataError::InvalidUri(_) | DataError::Invalid(_) => "InputError",
-        DataError::TooLarge(_) => "PayloadTooLarge",
-        DataError::Conflict(_) => "AlreadyExists",
-        DataError::Unavailable(_) => "InternalError",
-    }
-}
-
 /// Failures that may pass on their own: worth another attempt.
 fn retryable(e: &InvokeError) -> bool {
     matches!(
@@ -785,7 +756,7 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
                     .invocations
                     .get_or_create(&CallLabels {
                         algorithm: ctx.endpoint.clone(),
-                        outcome: invoke_error_type(e).to_string(),
+                        outcome: e.error_type().to_string(),
                     })
                     .inc();
             }
