@@ -1109,3 +1109,95 @@ fn file_events_start_jobs_and_jobs_announce_their_end() {
     );
     assert_eq!(ended["data"]["status"], "Completed", "{ended}");
 }
+
+/// A job's outputs, committed many to a transaction (their change events
+/// sharing outbox records), each raise one `FileCreated` event, numbered in
+/// the outbox and delivered once.
+#[test]
+fn every_output_of_a_job_raises_one_file_created_event() {
+    let (s, _tmp) = start_events_server(&[]);
+    s.deploy_ok("noop", "demo/noop@1.0.0", "");
+    subscribe(
+        &s,
+        "system.data",
+        "job-outputs",
+        json!({
+            "destination": {"algorithm": "demo/noop"},
+            "filter": {"includedEventTypes": ["wasmgrid.data.FileCreated"],
+                       "subjectBeginsWith": "/collections/demo/outs/files/",
+                       "subjectEndsWith": ".txt"}
+        }),
+    );
+    const FILES: usize = 150;
+    for i in 0..FILES {
+        put_file(&s, &format!("demo/ins/f{i:03}.txt"), &format!("line {i}\n"));
+    }
+    let submitted = json(
+        s.req(Method::POST, "/v1/algo/demo/noop/jobs")
+            .json(
+                &json!({"input": "data://demo/ins/", "output": "data://demo/outs/",
+                          "maxConcurrency": 2}),
+            )
+            .send()
+            .unwrap(),
+        202,
+    );
+    let id = submitted["id"].as_str().unwrap().to_string();
+    let done = eventually("the job's end", Duration::from_secs(90), || {
+        let j: Value = s
+            .req(Method::GET, &format!("/v1/jobs/{id}"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        (j["status"] != "Queued" && j["status"] != "Running").then_some(j)
+    });
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(done["counts"]["succeeded"], FILES, "{done}");
+
+    // The outbox lists one event per output, each with its own number.
+    let mut outputs = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page = json(
+            s.req(
+                Method::GET,
+                &format!("/v1/events/outbox?after={after}&limit=100"),
+            )
+            .send()
+            .unwrap(),
+            200,
+        );
+        let events = page["events"].as_array().unwrap().clone();
+        let Some(last) = events.last() else { break };
+        let next = last["sequence"].as_u64().unwrap();
+        assert!(next > after, "sequence numbers increase: {page}");
+        after = next;
+        outputs.extend(events.into_iter().filter(|e| {
+            e["event"]["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("/collections/demo/outs/files/f"))
+        }));
+    }
+    assert_eq!(outputs.len(), FILES);
+    let mut numbers: Vec<u64> = outputs
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    numbers.dedup();
+    assert_eq!(numbers.len(), FILES, "one number per event");
+
+    // Each reached the subscription once.
+    eventually("every output delivered", Duration::from_secs(60), || {
+        let metrics = s.req(Method::GET, "/metrics").send().ok()?.text().ok()?;
+        metrics
+            .contains(&format!(
+                "wasmgrid_events_delivered_total{{subscription=\"system.data/job-outputs\"}} {FILES}"
+            ))
+            .then_some(())
+    });
+    assert_eq!(
+        subscription(&s, "system.data", "job-outputs")["queueDepth"],
+        0
+    );
+}

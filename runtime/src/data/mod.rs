@@ -394,16 +394,91 @@ pub struct StagedWrite {
     event: Option<Vec<u8>>,
 }
 
-/// What the writes applied so far in one transaction have checked, so that a
-/// batch of writes into one collection (a job's outputs) checks the collection
-/// once: pass the same one to every [`StagedWrite::apply_in`] of a transaction,
-/// and a new one to the next transaction.
-#[derive(Default)]
+/// Change events written to the outbox as one record, at most: one record
+/// per event costs a B-tree insert each (the largest value a small file's
+/// write stores), one per batch a share of one.
+pub const OUTBOX_EVENTS_PER_RECORD: u64 = 64;
+
+/// What the writes applied so far in one transaction have checked and the
+/// change events they have not yet written, so that a batch of writes into
+/// one collection (a job's outputs) checks the collection once and writes its
+/// events as a few outbox records: pass the same one to every
+/// [`StagedWrite::apply_in`] of a transaction, then call
+/// [`finish`](Self::finish) in that transaction; a new one for the next.
 pub struct ApplyScope {
     /// Collection keys known to exist in this transaction.
     collections: Vec<String>,
     /// Reused for the folder-marker key.
     scratch: String,
+    /// Pending change events: `[` and the events joined by commas.
+    events: Vec<u8>,
+    /// How many events `events` holds.
+    event_count: u64,
+}
+
+impl Default for ApplyScope {
+    fn default() -> Self {
+        ApplyScope {
+            collections: Vec::new(),
+            scratch: String::new(),
+            events: vec![b'['],
+            event_count: 0,
+        }
+    }
+}
+
+impl ApplyScope {
+    fn push_event(&mut self, txn: &mut dyn Txn, event: &[u8]) -> Result<(), StoreError> {
+        if self.event_count > 0 {
+            self.events.push(b',');
+        }
+        self.events.extend_from_slice(event);
+        self.event_count += 1;
+        if self.event_count >= OUTBOX_EVENTS_PER_RECORD {
+            self.finish(txn)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending change events to the outbox: one event as it is, more
+    /// as one record holding a JSON array of them (see [`outbox_record_events`]).
+    /// Call it before the transaction commits, or the events are lost.
+    pub fn finish(&mut self, txn: &mut dyn Txn) -> Result<(), StoreError> {
+        match self.event_count {
+            0 => return Ok(()),
+            1 => {
+                txn.append(Table::OUTBOX, &self.events[1..])?;
+            }
+            n => {
+                self.events.push(b']');
+                txn.append_many(Table::OUTBOX, &self.events, n)?;
+            }
+        }
+        self.events.truncate(1);
+        self.event_count = 0;
+        Ok(())
+    }
+}
+
+/// The change events of the outbox record stored under sequence number `last`,
+/// each with its own number: a record holds one event (a JSON object) or,
+/// written by one transaction of several writes, a JSON array of events
+/// numbered up to `last` (see [`crate::store::Txn::append_many`]).
+pub fn outbox_record_events(
+    last: u64,
+    bytes: &[u8],
+) -> Result<Vec<(u64, serde_json::Value)>, serde_json::Error> {
+    Ok(match serde_json::from_slice(bytes)? {
+        serde_json::Value::Array(events) => {
+            let first = (last + 1).saturating_sub(events.len() as u64);
+            events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (first + i as u64, e))
+                .collect()
+        }
+        event => vec![(last, event)],
+    })
 }
 
 impl StagedWrite {
@@ -419,18 +494,22 @@ impl StagedWrite {
 
     /// Writes the file inside `txn`: creates the collection (private) if it is
     /// missing, stores the record and content, and appends the `FileCreated`
-    /// change event. The inner error is a write that cannot happen (the path
+    /// change event to the outbox. The inner error is a write that cannot happen (the path
     /// is a folder); nothing was written for it and the transaction may go on.
     /// On success, returns the blob the file replaced, to delete after commit.
     pub fn apply(
         &self,
         txn: &mut dyn Txn,
     ) -> Result<Result<Option<String>, DataError>, StoreError> {
-        self.apply_in(txn, &mut ApplyScope::default())
+        let mut scope = ApplyScope::default();
+        let applied = self.apply_in(txn, &mut scope)?;
+        scope.finish(txn)?;
+        Ok(applied)
     }
 
     /// [`apply`](Self::apply) as one of several writes in a transaction, which
-    /// share `scope`.
+    /// share `scope`; its change event is written by `scope` (at the latest by
+    /// [`ApplyScope::finish`], which the caller must call before committing).
     pub fn apply_in(
         &self,
         txn: &mut dyn Txn,
@@ -488,7 +567,7 @@ impl StagedWrite {
             txn.delete(Table::FILE_DATA, key)?;
         }
         if let Some(event) = &self.event {
-            txn.append(Table::OUTBOX, event)?;
+            scope.push_event(txn, event)?;
         }
         Ok(Ok(replaced_blob))
     }
@@ -1880,13 +1959,28 @@ impl DataService {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, serde_json::Value)>, DataError> {
+        // Records are keyed by their last event's number: every record after
+        // `after` holds at least one event after it.
         let start = format!("{after:020}");
         let page = self
             .store
             .scan(Table::OUTBOX, "", Some(Cursor::After(&start)), limit)?;
-        page.into_iter()
-            .map(|(k, v)| Ok((k.parse().unwrap_or(0), decode(Table::OUTBOX, &k, &v)?)))
-            .collect()
+        let mut out = Vec::with_capacity(limit);
+        for (k, v) in page {
+            let events = outbox_record_events(k.parse().unwrap_or(0), &v).map_err(|e| {
+                StoreError::Corrupt {
+                    table: Table::OUTBOX.name(),
+                    key: k.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            for (seq, event) in events {
+                if seq > after && out.len() < limit {
+                    out.push((seq, event));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -2198,6 +2292,72 @@ mod tests {
     }
 
     #[test]
+    fn batched_writes_share_outbox_records_with_one_number_per_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store.clone());
+        let caller = admin();
+        let who = Principal::Key(&caller);
+        let path = |p: &str| DataPath::new("admin", "c", p).unwrap();
+        data.put(who, &path("first"), "text/plain", b"1").unwrap();
+        // More writes in one transaction than one record holds.
+        let n = OUTBOX_EVENTS_PER_RECORD as usize + 6;
+        let staged: Vec<_> = (0..n)
+            .map(|i| {
+                let body = bytes::Bytes::from(format!("{i}"));
+                data.stage_write(who, &path(&format!("f{i:03}")), "text/plain", body)
+                    .unwrap()
+            })
+            .collect();
+        store
+            .transact(&mut |txn| {
+                let mut scope = ApplyScope::default();
+                for w in &staged {
+                    w.apply_in(txn, &mut scope)?.unwrap();
+                }
+                scope.finish(txn)
+            })
+            .unwrap();
+        data.put(who, &path("last"), "text/plain", b"2").unwrap();
+        let records = store.scan(Table::OUTBOX, "", None, 100).unwrap();
+        assert_eq!(
+            records.len(),
+            4,
+            "single, full batch, rest of batch, single"
+        );
+        let events = data.outbox(0, 1000).unwrap();
+        assert_eq!(events.len(), n + 2);
+        let numbers: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(numbers, (1..=n as u64 + 2).collect::<Vec<_>>());
+        let subjects: Vec<String> = events
+            .iter()
+            .map(|(_, e)| {
+                e["subject"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(subjects[0], "first");
+        assert_eq!(subjects[1], "f000");
+        assert_eq!(subjects[n], format!("f{:03}", n - 1));
+        assert_eq!(subjects[n + 1], "last");
+        // Paging starts inside a record and never repeats or skips an event.
+        let mut after = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = data.outbox(after, 7).unwrap();
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            seen.extend(page.into_iter().map(|(seq, _)| seq));
+        }
+        assert_eq!(seen, numbers);
+    }
+
+    #[test]
     fn batched_writes_refuse_folders_and_replace_files_and_their_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
@@ -2249,7 +2409,7 @@ mod tests {
                 for w in &staged {
                     results.push(w.apply_in(txn, &mut scope)?);
                 }
-                Ok(())
+                scope.finish(txn)
             })
             .unwrap();
         assert!(matches!(results[0], Err(DataError::Conflict(_))));

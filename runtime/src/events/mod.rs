@@ -1470,6 +1470,9 @@ async fn feed_once(svc: &EventService) -> Result<usize, EventError> {
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
+    // Events routed in one transaction, about: a record of a batch of writes
+    // holds up to `OUTBOX_EVENTS_PER_RECORD` events.
+    const EVENTS: usize = 2000;
     let page = store.scan(
         Table::OUTBOX,
         "",
@@ -1479,14 +1482,22 @@ async fn feed_once(svc: &EventService) -> Result<usize, EventError> {
     if page.is_empty() {
         return Ok(0);
     }
-    let last: u64 = page
-        .last()
-        .and_then(|(k, _)| k.parse().ok())
-        .unwrap_or(cursor);
+    let mut last = cursor;
+    let mut n = 0;
     let mut by_topic: HashMap<&'static str, Vec<Value>> = HashMap::new();
     for (key, bytes) in &page {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(ev) => by_topic.entry(system_topic_of(&ev)).or_default().push(ev),
+        if n >= EVENTS {
+            break;
+        }
+        let record_last: u64 = key.parse().unwrap_or(last);
+        last = record_last;
+        match crate::data::outbox_record_events(record_last, bytes) {
+            Ok(events) => {
+                for (_, ev) in events {
+                    n += 1;
+                    by_topic.entry(system_topic_of(&ev)).or_default().push(ev);
+                }
+            }
             Err(e) => {
                 tracing::error!(key = %key, error = %e, "skipping an unreadable outbox record")
             }
@@ -1497,7 +1508,6 @@ async fn feed_once(svc: &EventService) -> Result<usize, EventError> {
         let routed = svc.route(topic, &events)?;
         routed_all.push((topic, events, routed));
     }
-    let n = page.len();
     let results = tokio::task::spawn_blocking(move || outbox_txn(&*store, routed_all, last))
         .await
         .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))??;

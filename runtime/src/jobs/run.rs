@@ -3,12 +3,18 @@
 //! writing outputs and progress in batched transactions.
 //!
 //! ```text
-//! dispatcher ──(queue of mini-batches)──► worker ×N ──(Done)──► committer
-//!   list a page and read its small       invoke with retries;    one transaction per
-//!   files in one pass (next page         stage the outputs       batch: outputs +
-//!   fetched ahead), skip files with a    (large ones: blob       JOB_FILES + job counts
-//!   JOB_FILES record                     write)
+//! dispatcher ──(chunks of mini-batches)──► worker ×N ──(results per chunk)──► committer
+//!   list a page and read its small          invoke with retries;    stage small outputs,
+//!   files in one pass (next page            write large outputs'    then one transaction
+//!   fetched ahead), skip files with a       blobs                   per batch: outputs +
+//!   JOB_FILES record                                                JOB_FILES + job counts
 //! ```
+//!
+//! Work moves between tasks a chunk at a time (up to [`MAX_CHUNK_FILES`]
+//! files): a hand-off between threads (a wake-up, a lock) costs about as much
+//! as invoking `noop`, so doing it per file made a job cost twice what its
+//! invocations do. The committer stages small outputs (ETag, record, change
+//! event) so that, with a core to spare, the invoking workers do nothing else.
 //!
 //! Memory stays bounded: the dispatcher holds two listing pages (with at most
 //! [`PREFETCH_BYTES`] of small files read ahead each), at most `maxConcurrency`
@@ -47,8 +53,14 @@ const COMMIT_BATCH: usize = 4096;
 /// commit costs about a millisecond however small), but what is gathered when
 /// the last file finishes is committed after it, so it lengthens every job.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(25);
-/// Mini-batches a worker takes from the queue at once.
-const WORKER_TAKE: usize = 4;
+/// Files a worker takes from the queue at once, at most (fewer when the input
+/// is short, so that every worker gets some).
+const MAX_CHUNK_FILES: usize = 64;
+/// Invocation time a chunk is sized to take: long enough that a hand-off per
+/// chunk costs little, short enough that results (and the job's progress)
+/// keep flowing and workers finish together. Chunks of slow algorithms are one
+/// mini-batch.
+const CHUNK_WORK: Duration = Duration::from_micros(500);
 /// Bytes of small input files read ahead per listing page.
 const PREFETCH_BYTES: u64 = 8 << 20;
 
@@ -104,13 +116,37 @@ impl InputFile {
     }
 }
 
-/// A file's output, staged by the worker (large ones with their blob written
-/// on a blocking thread): what is left for the committer is its transaction.
+/// A file's output on its way to the committer.
 struct Output {
     /// Path relative to the output folder.
     output_rel: String,
     /// The write.
-    write: Box<StagedWrite>,
+    write: OutputWrite,
+}
+
+/// An output's write, staged by the worker or to be staged by the committer.
+enum OutputWrite {
+    /// A small output: the committer stages it (checks, ETag, record and event
+    /// encoding) just before its transaction, so that with spare cores this
+    /// work is off the invoking worker's path.
+    Small {
+        content_type: String,
+        body: bytes::Bytes,
+    },
+    /// A large output, its blob already written by the worker (on a blocking
+    /// thread), or a small one the committer has staged.
+    Staged(Box<StagedWrite>),
+}
+
+impl Output {
+    /// Bytes it holds in memory until committed.
+    fn held_bytes(&self) -> usize {
+        match &self.write {
+            OutputWrite::Small { body, .. } => body.len(),
+            OutputWrite::Staged(w) if w.record().blob.is_none() => w.record().size as usize,
+            OutputWrite::Staged(_) => 0,
+        }
+    }
 }
 
 /// Why a file failed: the API's error_type and a message.
@@ -145,8 +181,25 @@ struct Done {
     file: InputFile,
     attempts: u32,
     outcome: Result<Output, Failure>,
-    /// Holds its share of [`RESULT_BUDGET`] until committed.
-    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Finished files: those of one chunk, or several merged for a commit.
+struct DoneChunk {
+    files: Vec<Done>,
+    /// Holds their share of [`RESULT_BUDGET`] until committed.
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+impl DoneChunk {
+    /// Takes in `other`'s files and budget.
+    fn merge(&mut self, mut other: DoneChunk) {
+        self.files.append(&mut other.files);
+        match (&mut self.budget, other.budget.take()) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
 }
 
 /// An input's content type and bytes.
@@ -183,11 +236,38 @@ struct RunCtx {
     /// Metric handles for successful calls, looked up once per run.
     calls_ok: prometheus_client::metrics::counter::Counter,
     call_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Moving average of an invocation's time in nanoseconds (0: none yet),
+    /// which sizes the chunks.
+    call_nanos: std::sync::atomic::AtomicU64,
 }
 
 impl RunCtx {
     fn who(&self) -> Principal<'_> {
         Principal::Key(&self.caller)
+    }
+
+    /// Counts an invocation's time into the average.
+    fn observe_call(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let took = took.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.call_nanos.load(Relaxed);
+        let new = if old == 0 {
+            took.max(1)
+        } else {
+            (old - old / 8 + took / 8).max(1)
+        };
+        self.call_nanos.store(new, Relaxed);
+    }
+
+    /// Mini-batches per chunk: about [`CHUNK_WORK`] of invocations, at most
+    /// `most_files` files; one until an invocation has been timed.
+    fn chunk_batches(&self, per_batch: usize, most_files: usize) -> usize {
+        let nanos = self.call_nanos.load(std::sync::atomic::Ordering::Relaxed);
+        if nanos == 0 {
+            return 1;
+        }
+        let by_time = (CHUNK_WORK.as_nanos() as u64 / nanos) as usize;
+        by_time.min(most_files / per_batch).max(1)
     }
 
     fn output_path(&self, rel: &str) -> Result<DataPath, DataError> {
@@ -402,6 +482,7 @@ async fn run_job(
                 algorithm: deployed_endpoint,
             }),
         caller,
+        call_nanos: Default::default(),
         budget: Arc::new(Semaphore::new(RESULT_BUDGET)),
         input_budget: Arc::new(Semaphore::new(INPUT_BUDGET)),
     });
@@ -481,7 +562,7 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
         .max_concurrency
         .min(ctx.deployed.record.settings.concurrency)
         .max(1) as usize;
-    let (tx, rx) = mpsc::unbounded_channel::<Done>();
+    let (tx, rx) = mpsc::unbounded_channel::<DoneChunk>();
     // Cancelled once every worker is done: the last results commit at once.
     let workers_done = CancellationToken::new();
     let committer = tokio::spawn(commit_loop(
@@ -490,44 +571,30 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
         stop.clone(),
         workers_done.clone(),
     ));
-    // `concurrency` workers take loaded mini-batches from a short queue: at
-    // most that many invocations run, and the dispatcher reads ahead while
-    // they do.
-    let (work_tx, work_rx) = mpsc::channel::<Work>((WORKER_TAKE + 1) * concurrency + 16);
+    // `concurrency` workers take chunks of loaded mini-batches from a short
+    // queue: at most that many invocations run, and the dispatcher reads ahead
+    // while they do.
+    let (work_tx, work_rx) = mpsc::channel::<Work>(2 * concurrency + 2);
     let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
     let mut workers = JoinSet::new();
     for _ in 0..concurrency {
         let (ctx, work_rx, tx) = (ctx.clone(), work_rx.clone(), tx.clone());
         workers.spawn(async move {
-            // With a long queue, take a few mini-batches at a time (fewer
-            // wake-ups of the dispatcher); with a short one, one at a time, so
-            // that every worker gets work.
-            let mut taken = Vec::with_capacity(WORKER_TAKE);
             loop {
-                let received = {
-                    let mut rx = work_rx.lock().await;
-                    let take = if rx.len() > WORKER_TAKE * concurrency {
-                        WORKER_TAKE
-                    } else {
-                        1
-                    };
-                    rx.recv_many(&mut taken, take).await
-                };
-                if received == 0 {
-                    return;
-                }
-                for work in taken.drain(..) {
-                    for done in process(&ctx, work).await {
-                        // The committer outlives every worker; a send fails only if it died.
-                        let _ = tx.send(done);
-                    }
-                }
+                let work = work_rx.lock().await.recv().await;
+                let Some(work) = work else { return };
+                let chunk = process_chunk(&ctx, work).await;
+                // The committer outlives every worker; a send fails only if it died.
+                let _ = tx.send(chunk);
             }
         });
     }
     drop(tx);
 
     let per_batch = ctx.settings.mini_batch_size.max(1) as usize;
+    // Enough chunks per page that every worker gets some.
+    let most_files = (PAGE / (2 * concurrency)).clamp(1, MAX_CHUNK_FILES);
+    let mut chunk: Vec<Vec<Pending>> = Vec::new();
     let mut batch: Vec<Pending> = Vec::with_capacity(per_batch);
     // The next page is listed (and its small files read) while this one is
     // dispatched, so the workers never wait for a listing.
@@ -557,8 +624,10 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
         for f in files {
             batch.push(f);
             if batch.len() >= per_batch {
-                let files = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
-                if !dispatch(ctx, &work_tx, stop, files).await {
+                chunk.push(std::mem::replace(&mut batch, Vec::with_capacity(per_batch)));
+                if chunk.len() >= ctx.chunk_batches(per_batch, most_files)
+                    && !dispatch(ctx, &work_tx, stop, std::mem::take(&mut chunk)).await
+                {
                     break 'listing;
                 }
             }
@@ -567,8 +636,11 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
     if let Some(fetching) = upcoming {
         fetching.abort();
     }
-    if !batch.is_empty() && !stop.abort.is_cancelled() {
-        dispatch(ctx, &work_tx, stop, batch).await;
+    if !batch.is_empty() {
+        chunk.push(batch);
+    }
+    if !chunk.is_empty() && !stop.abort.is_cancelled() {
+        dispatch(ctx, &work_tx, stop, chunk).await;
     }
     // Workers end once the queue is empty and closed.
     drop(work_tx);
@@ -598,31 +670,37 @@ async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
     }
 }
 
-/// A mini-batch with its inputs loaded, for a worker.
+/// A chunk of mini-batches with their inputs loaded, for one worker.
 struct Work {
-    files: Vec<Input>,
+    batches: Vec<Vec<Input>>,
     /// Its share of [`INPUT_BUDGET`], released when the worker is done with it.
     _budget: OwnedSemaphorePermit,
 }
 
-/// Loads a mini-batch's inputs (those not prefetched) and queues it for the
+/// Loads a chunk's inputs (those not prefetched) and queues it for the
 /// workers once the input budget allows; `false` if the run was stopped
 /// meanwhile.
 async fn dispatch(
     ctx: &Arc<RunCtx>,
     work_tx: &mpsc::Sender<Work>,
     stop: &Stop,
-    files: Vec<Pending>,
+    chunk: Vec<Vec<Pending>>,
 ) -> bool {
-    let files: Vec<Input> = files
+    let batches: Vec<Vec<Input>> = chunk
         .into_iter()
-        .map(|(f, prefetched)| {
-            let l = prefetched.unwrap_or_else(|| load_input(ctx, &f));
-            (f, l)
+        .map(|files| {
+            files
+                .into_iter()
+                .map(|(f, prefetched)| {
+                    let l = prefetched.unwrap_or_else(|| load_input(ctx, &f));
+                    (f, l)
+                })
+                .collect()
         })
         .collect();
-    let bytes: usize = files
+    let bytes: usize = batches
         .iter()
+        .flatten()
         .map(|(_, l)| match l {
             Ok(Loaded::Ready(c)) => c.body.len(),
             _ => 0,
@@ -636,7 +714,7 @@ async fn dispatch(
         _ = stop.abort.cancelled() => return false,
     };
     let work = Work {
-        files,
+        batches,
         _budget: budget,
     };
     tokio::select! {
@@ -740,11 +818,13 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
         attempts += 1;
         metrics.in_flight.inc();
         let guard = InFlight(&metrics.in_flight);
+        let started = std::time::Instant::now();
         let result = ctx
             .inner
             .registry
             .invoke(&ctx.deployed, input.clone(), None, timeout)
             .await;
+        ctx.observe_call(started.elapsed());
         drop(guard);
         match &result {
             Ok(o) => {
@@ -829,33 +909,60 @@ async fn output(
     out: OutputContent,
 ) -> Result<Output, Failure> {
     let output_rel = payload::output_name(f.rel(), input_type, &out.content_type);
+    if out.body.len() <= INLINE_MAX {
+        return Ok(Output {
+            output_rel,
+            write: OutputWrite::Small {
+                content_type: out.content_type,
+                body: out.body,
+            },
+        });
+    }
     let fail = |e: DataError| Failure::data(&e);
     let path = ctx.output_path(&output_rel).map_err(fail)?;
-    let write = if out.body.len() <= INLINE_MAX {
-        ctx.inner
-            .data
-            .stage_write(ctx.who(), &path, &out.content_type, out.body)
-            .map_err(fail)?
-    } else {
-        let data = ctx.inner.data.clone();
-        let caller = ctx.caller.clone();
-        tokio::task::spawn_blocking(move || {
-            data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
-        })
-        .await
-        .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
-        .map_err(fail)?
-    };
+    let data = ctx.inner.data.clone();
+    let caller = ctx.caller.clone();
+    let write = tokio::task::spawn_blocking(move || {
+        data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
+    })
+    .await
+    .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
+    .map_err(fail)?;
     Ok(Output {
         output_rel,
-        write: Box::new(write),
+        write: OutputWrite::Staged(Box::new(write)),
     })
 }
 
-/// Processes one mini-batch: invoke, then hand the outputs on. Every file comes
-/// back as a [`Done`], holding its share of the result budget.
-async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
-    let files = work.files;
+/// Processes a chunk of mini-batches in turn; every file comes back as a
+/// [`Done`], and the chunk holds their share of the result budget.
+async fn process_chunk(ctx: &RunCtx, work: Work) -> DoneChunk {
+    let files = work.batches.iter().map(Vec::len).sum();
+    let mut done = Vec::with_capacity(files);
+    for batch in work.batches {
+        process(ctx, batch, &mut done).await;
+    }
+    drop(work._budget);
+    // Small outputs are held in memory until committed.
+    let cost: usize = done
+        .iter()
+        .map(|d| d.outcome.as_ref().map_or(0, Output::held_bytes).max(1024))
+        .sum();
+    let budget = ctx
+        .budget
+        .clone()
+        .acquire_many_owned(cost.clamp(1024, RESULT_BUDGET) as u32)
+        .await
+        .ok();
+    DoneChunk {
+        files: done,
+        budget,
+    }
+}
+
+/// Processes one mini-batch: invoke, then stage the outputs. Every file is
+/// added to `done`.
+async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
     let mut results: Vec<(InputFile, u32, Result<Output, Failure>)> =
         Vec::with_capacity(files.len());
     let mut inputs = Vec::with_capacity(files.len());
@@ -932,53 +1039,40 @@ async fn process(ctx: &RunCtx, work: Work) -> Vec<Done> {
             }
         }
     }
-    let mut done = Vec::with_capacity(results.len());
-    for (file, attempts, outcome) in results {
-        // Small outputs are held in memory until committed.
-        let cost = match &outcome {
-            Ok(o) if o.write.record().blob.is_none() => o.write.record().size as usize,
-            _ => 0,
-        }
-        .clamp(1024, RESULT_BUDGET) as u32;
-        let budget = ctx.budget.clone().acquire_many_owned(cost).await.ok();
-        done.push(Done {
-            file,
-            attempts,
-            outcome,
-            _budget: budget,
-        });
-    }
-    done
+    done.extend(results.into_iter().map(|(file, attempts, outcome)| Done {
+        file,
+        attempts,
+        outcome,
+    }));
 }
 
 /// Commits finished files in batches (one transaction each) until every worker
 /// is gone; stops the run when the error threshold is exceeded.
 async fn commit_loop(
     ctx: Arc<RunCtx>,
-    mut rx: mpsc::UnboundedReceiver<Done>,
+    mut rx: mpsc::UnboundedReceiver<DoneChunk>,
     stop: Arc<Stop>,
     workers_done: CancellationToken,
 ) {
     let mut failed_storage = false;
     let mut last_commit: Option<tokio::time::Instant> = None;
     loop {
-        let mut batch = Vec::with_capacity(64);
-        if rx.recv_many(&mut batch, COMMIT_BATCH).await == 0 {
+        let Some(mut batch) = rx.recv().await else {
             return;
-        }
+        };
         // Under a steady stream, let results gather (without waking for each)
         // so that one transaction covers many files; after a pause, a result
         // commits at once.
         if let Some(last) = last_commit
-            && batch.len() < COMMIT_BATCH
+            && batch.files.len() < COMMIT_BATCH
         {
             tokio::select! {
                 _ = tokio::time::sleep_until(last + COMMIT_INTERVAL) => {}
                 _ = workers_done.cancelled() => {}
             }
-            while batch.len() < COMMIT_BATCH {
+            while batch.files.len() < COMMIT_BATCH {
                 match rx.try_recv() {
-                    Ok(d) => batch.push(d),
+                    Ok(chunk) => batch.merge(chunk),
                     Err(_) => break,
                 }
             }
@@ -1018,9 +1112,13 @@ async fn commit_loop(
     }
 }
 
-fn discard(ctx: &RunCtx, batch: Vec<Done>) {
-    for d in batch {
-        if let Ok(Output { write, .. }) = d.outcome {
+fn discard(ctx: &RunCtx, batch: DoneChunk) {
+    for d in batch.files {
+        if let Ok(Output {
+            write: OutputWrite::Staged(write),
+            ..
+        }) = d.outcome
+        {
             ctx.inner.data.discard(*write);
         }
     }
@@ -1028,18 +1126,9 @@ fn discard(ctx: &RunCtx, batch: Vec<Done>) {
 
 /// One transaction: every output of the batch, every file's progress record,
 /// and the job's counts and first errors. Returns the job's counts after it.
-fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
-    let mut batch = batch;
-    // One release of the result budget for the whole batch (each release takes
-    // the semaphore's lock), when the batch is dropped below.
-    let mut budget: Option<OwnedSemaphorePermit> = None;
-    for d in &mut batch {
-        if let Some(p) = d._budget.take() {
-            match &mut budget {
-                Some(b) => b.merge(p),
-                None => budget = Some(p),
-            }
-        }
+fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> {
+    for d in &mut batch.files {
+        stage_small_output(ctx, d);
     }
     let mut counts = Counts::default();
     let mut replaced: Vec<String> = Vec::new();
@@ -1049,15 +1138,26 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
         replaced.clear();
         let mut scope = ApplyScope::default();
         let mut rec = read_job(txn, &ctx.job_id)?;
-        for d in &batch {
+        for d in &batch.files {
             let (output, error) = match &d.outcome {
-                Ok(Output { output_rel, write }) => match write.apply_in(txn, &mut scope)? {
+                Ok(Output {
+                    output_rel,
+                    write: OutputWrite::Staged(write),
+                }) => match write.apply_in(txn, &mut scope)? {
                     Ok(old) => {
                         replaced.extend(old);
                         (Some(output_rel.as_str()), None)
                     }
                     Err(e) => (None, Some(Failure::data(&e))),
                 },
+                Ok(Output {
+                    write: OutputWrite::Small { .. },
+                    ..
+                }) => {
+                    return Err(StoreError::Backend(
+                        "a job output reached its transaction unstaged (a bug)".into(),
+                    ));
+                }
                 Err(e) => (None, Some(e.clone())),
             };
             progress_bytes.clear();
@@ -1103,6 +1203,7 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
             key.push_str(d.file.rel());
             txn.put(Table::JOB_FILES, &key, &progress_bytes)?;
         }
+        scope.finish(txn)?;
         rec.counts.recompute_pending();
         counts = rec.counts;
         write_job(txn, &rec)
@@ -1118,6 +1219,25 @@ fn commit_batch(ctx: &RunCtx, batch: Vec<Done>) -> Result<Counts, JobError> {
             discard(ctx, batch);
             Err(e.into())
         }
+    }
+}
+
+/// Stages `d`'s output if it is a small one (a failure to stage fails the file).
+fn stage_small_output(ctx: &RunCtx, d: &mut Done) {
+    let Ok(Output { output_rel, write }) = &mut d.outcome else {
+        return;
+    };
+    let OutputWrite::Small { content_type, body } = write else {
+        return;
+    };
+    let staged = ctx.output_path(output_rel).and_then(|path| {
+        ctx.inner
+            .data
+            .stage_write(ctx.who(), &path, content_type, std::mem::take(body))
+    });
+    match staged {
+        Ok(w) => *write = OutputWrite::Staged(Box::new(w)),
+        Err(e) => d.outcome = Err(Failure::data(&e)),
     }
 }
 

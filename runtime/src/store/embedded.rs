@@ -344,23 +344,24 @@ impl Txn for RedbTxn<'_> {
         self.with_table(table, |t| t.remove(key).map(|_| ()))
     }
 
-    fn append(&mut self, table: Table, value: &[u8]) -> Result<u64, StoreError> {
-        let next = match self.counters.iter_mut().find(|(t, _)| *t == table) {
+    fn append_many(&mut self, table: Table, value: &[u8], count: u64) -> Result<u64, StoreError> {
+        let count = count.max(1);
+        let last = match self.counters.iter_mut().find(|(t, _)| *t == table) {
             Some(c) => {
-                c.1 += 1;
+                c.1 += count;
                 c.1
             }
             None => {
-                let last = match self.get(Table::META, &counter_key(table))? {
+                let before = match self.get(Table::META, &counter_key(table))? {
                     Some(v) => serde_json::from_slice::<u64>(&v).map_err(backend)?,
                     None => 0,
                 };
-                self.counters.push((table, last + 1));
-                last + 1
+                self.counters.push((table, before + count));
+                before + count
             }
         };
-        self.put(table, &format!("{next:020}"), value)?;
-        Ok(next)
+        self.put(table, &format!("{last:020}"), value)?;
+        Ok(last - count + 1)
     }
 }
 

@@ -286,7 +286,14 @@ pub trait Txn {
     /// Appends `value` under the table's next sequence number (20 digits,
     /// zero-padded, so keys sort in order) and returns the number. Numbers are
     /// never reused, even after entries are deleted.
-    fn append(&mut self, table: Table, value: &[u8]) -> Result<u64, StoreError>;
+    fn append(&mut self, table: Table, value: &[u8]) -> Result<u64, StoreError> {
+        self.append_many(table, value, 1)
+    }
+    /// Takes the table's next `count` (at least 1) sequence numbers for one
+    /// value standing for that many entries (a batch of change events), stores
+    /// it under the last of them, and returns the first. Keyed by the last, a
+    /// scan for entries after number `n` finds every value holding one.
+    fn append_many(&mut self, table: Table, value: &[u8], count: u64) -> Result<u64, StoreError>;
 }
 
 /// A large value being written outside any transaction (a data file), made
