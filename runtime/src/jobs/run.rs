@@ -61,6 +61,9 @@ const MAX_CHUNK_FILES: usize = 64;
 /// keep flowing and workers finish together. Chunks of slow algorithms are one
 /// mini-batch.
 const CHUNK_WORK: Duration = Duration::from_micros(500);
+/// How long a worker runs invocations that finish without waiting before it
+/// lets other tasks of its thread run.
+const YIELD_EVERY: Duration = Duration::from_micros(100);
 /// Bytes of small input files read ahead per listing page.
 const PREFETCH_BYTES: u64 = 8 << 20;
 
@@ -939,7 +942,16 @@ async fn output(
 async fn process_chunk(ctx: &RunCtx, work: Work) -> DoneChunk {
     let files = work.batches.iter().map(Vec::len).sum();
     let mut done = Vec::with_capacity(files);
+    let mut ran_since = std::time::Instant::now();
     for batch in work.batches {
+        // A fast invocation completes without returning `Pending`, so a chunk
+        // would hold its thread throughout: let the thread's other tasks (the
+        // API, the dispatcher) in now and then. Not after every file: a yield
+        // costs a poll of the I/O driver.
+        if ran_since.elapsed() >= YIELD_EVERY {
+            tokio::task::yield_now().await;
+            ran_since = std::time::Instant::now();
+        }
         process(ctx, batch, &mut done).await;
     }
     drop(work._budget);
