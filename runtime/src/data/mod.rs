@@ -1505,6 +1505,7 @@ impl DataService {
             let mut blobs = Vec::new();
             self.store.transact(&mut |txn| {
                 blobs.clear();
+                let mut scope = ApplyScope::default();
                 for (key, bytes) in &page {
                     let rec = record::decode(bytes)
                         .map_err(StoreError::Backend)?
@@ -1515,13 +1516,13 @@ impl DataService {
                         && let Some(fp) = DataPath::from_key(key)
                         && !fp.is_temp()
                     {
-                        txn.append(Table::OUTBOX, &change_event("FileDeleted", &fp, &rec))?;
+                        scope.push_event(txn, &change_event("FileDeleted", &fp, &rec))?;
                     }
                     if let Some(b) = rec.blob.clone() {
                         blobs.push(b);
                     }
                 }
-                Ok(())
+                scope.finish(txn)
             })?;
             deleted += page.iter().filter(|(k, _)| !k.ends_with('/')).count() as u64;
             for b in &blobs {
@@ -2355,6 +2356,28 @@ mod tests {
             seen.extend(page.into_iter().map(|(seq, _)| seq));
         }
         assert_eq!(seen, numbers);
+
+        // Deleting the folder's files in one go batches their events too.
+        let before = store.scan(Table::OUTBOX, "", None, 100).unwrap().len();
+        let root = DataPath::new("admin", "c", "").unwrap();
+        assert_eq!(data.delete_tree(who, &root, true).unwrap(), n as u64 + 2);
+        assert_eq!(
+            store.scan(Table::OUTBOX, "", None, 100).unwrap().len(),
+            before + 2,
+            "72 events in records of up to 64"
+        );
+        let deleted = data.outbox(n as u64 + 2, 1000).unwrap();
+        assert_eq!(deleted.len(), n + 2);
+        assert!(
+            deleted
+                .iter()
+                .all(|(_, e)| e["type"] == "wasmgrid.data.FileDeleted")
+        );
+        let numbers: Vec<u64> = deleted.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(
+            numbers,
+            (n as u64 + 3..=2 * (n as u64 + 2)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
