@@ -13,17 +13,9 @@ use wasmgrid::store::{EmbeddedStore, Store, Table};
 
 const FILES: usize = 20_000;
 
-/// CPU time (user + system) this process has used so far, in seconds.
-fn cpu_seconds() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::cpu_time;
 
 /// Writes `FILES` files' worth of `tables`, `batch` files per transaction,
 /// and prints CPU and wall time per file.
@@ -36,7 +28,7 @@ fn run(label: &str, tables: &[Table], batch: usize) {
         vec![b'e'; 470],
         vec![b'p'; 60],
     );
-    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let (started, cpu) = (Instant::now(), cpu_time());
     let files: Vec<usize> = (0..FILES).collect();
     for chunk in files.chunks(batch) {
         store
@@ -60,7 +52,10 @@ fn run(label: &str, tables: &[Table], batch: usize) {
             })
             .expect("commit");
     }
-    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    let (wall, cpu) = (
+        started.elapsed().as_secs_f64(),
+        (cpu_time() - cpu).as_secs_f64(),
+    );
     println!(
         "{label:<44} {batch:>5} files/commit: {:5.2} µs CPU/file, {:5.2} µs wall/file",
         cpu * 1e6 / FILES as f64,

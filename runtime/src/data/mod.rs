@@ -2292,11 +2292,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batched_writes_share_outbox_records_with_one_number_per_event() {
+    /// A data service on a fresh store (keep the directory alive).
+    fn service() -> (tempfile::TempDir, Arc<dyn Store>, DataService) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let data = DataService::new(store.clone());
+        (dir, store, data)
+    }
+
+    #[test]
+    fn batched_writes_share_outbox_records_with_one_number_per_event() {
+        let (_dir, store, data) = service();
         let caller = admin();
         let who = Principal::Key(&caller);
         let path = |p: &str| DataPath::new("admin", "c", p).unwrap();
@@ -2382,9 +2388,7 @@ mod tests {
 
     #[test]
     fn batched_writes_refuse_folders_and_replace_files_and_their_blobs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone());
+        let (dir, store, data) = service();
         let caller = admin();
         let who = Principal::Key(&caller);
         let path = |p: &str| DataPath::new("admin", "c", p).unwrap();

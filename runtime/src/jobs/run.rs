@@ -975,8 +975,11 @@ async fn process_chunk(ctx: &RunCtx, work: Work) -> DoneChunk {
 /// Processes one mini-batch: invoke, then stage the outputs. Every file is
 /// added to `done`.
 async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
-    let mut results: Vec<(InputFile, u32, Result<Output, Failure>)> =
-        Vec::with_capacity(files.len());
+    let finished = |file, attempts, outcome| Done {
+        file,
+        attempts,
+        outcome,
+    };
     let mut inputs = Vec::with_capacity(files.len());
     for (f, loaded) in files {
         let loaded = match loaded {
@@ -985,7 +988,7 @@ async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
         };
         match loaded {
             Ok(c) => inputs.push((f, c)),
-            Err(e) => results.push((f, 0, Err(e))),
+            Err(e) => done.push(finished(f, 0, Err(e))),
         }
     }
     if !inputs.is_empty() {
@@ -996,7 +999,8 @@ async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
                 MAX_INPUT_BYTES >> 20
             );
             for (f, _) in inputs {
-                results.push((f, 0, Err(Failure::new("PayloadTooLarge", message.clone()))));
+                let failure = Failure::new("PayloadTooLarge", message.clone());
+                done.push(finished(f, 0, Err(failure)));
             }
         } else if inputs.len() == 1 {
             let (f, content) = inputs.remove(0);
@@ -1020,7 +1024,7 @@ async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
                 }
                 Err(e) => Err(Failure::invoke(&e)),
             };
-            results.push((f, attempts, outcome));
+            done.push(finished(f, attempts, outcome));
         } else {
             let contents: Vec<InputContent> = inputs
                 .iter()
@@ -1040,22 +1044,17 @@ async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
                 Ok(outputs) => {
                     for ((f, content), out) in inputs.into_iter().zip(outputs) {
                         let o = output(ctx, &f, &content.content_type, out).await;
-                        results.push((f, attempts, o));
+                        done.push(finished(f, attempts, o));
                     }
                 }
                 Err(e) => {
                     for (f, _) in inputs {
-                        results.push((f, attempts, Err(e.clone())));
+                        done.push(finished(f, attempts, Err(e.clone())));
                     }
                 }
             }
         }
     }
-    done.extend(results.into_iter().map(|(file, attempts, outcome)| Done {
-        file,
-        attempts,
-        outcome,
-    }));
 }
 
 /// Commits finished files in batches (one transaction each) until every worker
