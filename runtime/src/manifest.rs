@@ -3,6 +3,7 @@
 //! ```toml
 //! [server]
 //! addr = "127.0.0.1:8080"          # optional
+//! # header_read_timeout = 10, idle_timeout = 60, max_connections = 10000 (seconds; flags win)
 //!
 //! [[algorithm]]
 //! name = "demo/hello"              # owner/name
@@ -86,6 +87,12 @@ pub struct Manifest {
 pub struct ServerSection {
     /// Listen address.
     pub addr: Option<String>,
+    /// Seconds a client has to send a request's line and headers (`--header-read-timeout`).
+    pub header_read_timeout: Option<u64>,
+    /// Seconds a kept-alive connection may stay idle (`--idle-timeout`).
+    pub idle_timeout: Option<u64>,
+    /// Connections open at once (`--max-connections`).
+    pub max_connections: Option<usize>,
 }
 
 /// One `[[algorithm]]`.

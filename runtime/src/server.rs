@@ -8,6 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+mod conn;
+
+pub use conn::{
+    ConnectionLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
+
 /// What `<data dir>/server.json` holds while a server runs, so the CLI can find it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ServerInfo {
@@ -28,12 +34,28 @@ impl ServerInfo {
 /// Serves `app` on `addr` until SIGTERM or Ctrl-C, then stops accepting, lets
 /// in-flight calls and background work finish (up to `drain_timeout`), removes
 /// `server.json` and returns. `on_ready` runs once the socket is bound.
+/// `limits` bounds connections (see [`ConnectionLimits`]).
 pub async fn serve(
     app: Arc<App>,
     addr: &str,
     drain_timeout: Duration,
+    limits: ConnectionLimits,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    let fd_limit = conn::raise_fd_limit();
+    let max_connections = limits
+        .max_connections
+        .unwrap_or_else(|| conn::default_max_connections(fd_limit));
+    if let Some(fds) = fd_limit
+        && max_connections as u64 >= fds
+    {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = fds,
+            "--max-connections is not below the open-file limit: a flood of connections can leave \
+             the server without files; lower it or raise `ulimit -n`"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr}: is another server using it? pick another with --addr HOST:PORT (port 0 picks a free one)")
     })?;
@@ -84,36 +106,37 @@ pub async fn serve(
         })
     };
     let shutdown = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app2 = app.clone();
     let shutdown2 = shutdown.clone();
-    let signal = async move {
+    tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections; draining in-flight calls");
         app2.draining.store(true, Ordering::Relaxed);
         shutdown2.notify_one();
-    };
+        let _ = stop_tx.send(true);
+    });
     // Path normalisation must run before routing, so it wraps the router.
     let service = tower::Layer::layer(
         &tower::util::MapRequestLayer::new(crate::api::normalize_path::<axum::body::Body>),
         crate::api::router(app.clone()),
     );
-    let service =
-        axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service(service);
-    // No Nagle: a response whose body follows its head in a second write (a
-    // wasi:http guest streaming its body) would otherwise wait for the
-    // client's delayed ACK, ~40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, service).with_graceful_shutdown(signal);
+    tracing::info!(
+        max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        "connection limits"
+    );
+    let server = async {
+        conn::accept_loop(listener, service, limits, max_connections, stop_rx).await;
+        Ok::<(), anyhow::Error>(())
+    };
     let drain_deadline = async {
         shutdown.notified().await;
         tokio::time::sleep(drain_timeout).await;
     };
     let result = tokio::select! {
-        r = server => r.context("server failed"),
+        r = server => r,
         _ = drain_deadline => {
             tracing::warn!(?drain_timeout, "drain timeout reached; exiting with requests still in flight");
             Ok(())

@@ -68,6 +68,63 @@ struct ServeArgs {
     /// Seconds a published event's (source, id) is remembered to drop re-publishes.
     #[arg(long, default_value_t = 600)]
     dedup_window: u64,
+    #[command(flatten)]
+    connections: ConnectionArgs,
+}
+
+/// Connection limits of `serve` and `up` (docs/RELIABILITY.md, "Connection limits").
+#[derive(Args, Debug, Clone, Default)]
+struct ConnectionArgs {
+    /// Seconds a client has to send a request's line and headers (from the
+    /// connection's start, or the request's first byte) [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    header_read_timeout: Option<u64>,
+    /// Seconds a kept-alive connection may stay idle between requests [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    idle_timeout: Option<u64>,
+    /// Connections open at once; more wait in the listen queue [default: 10000,
+    /// or 3/4 of the open-file limit if lower].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+}
+
+impl ConnectionArgs {
+    /// The limits, from these flags, else `section` (a manifest's `[server]`), else defaults.
+    fn limits(
+        &self,
+        section: &crate::manifest::ServerSection,
+    ) -> anyhow::Result<crate::server::ConnectionLimits> {
+        let secs = |flag: Option<u64>, toml: Option<u64>, name: &str, default: Duration| match flag
+            .or(toml)
+        {
+            None => Ok(default),
+            Some(0) => Err(anyhow!(
+                "{name} 0 is out of range: give a number of seconds, at least 1"
+            )),
+            Some(n) => Ok(Duration::from_secs(n)),
+        };
+        let max_connections = match self.max_connections.or(section.max_connections) {
+            Some(0) => bail!(
+                "max-connections 0 is out of range: give at least 1 (default: 10000, or 3/4 of the open-file limit if lower)"
+            ),
+            n => n,
+        };
+        Ok(crate::server::ConnectionLimits {
+            header_read_timeout: secs(
+                self.header_read_timeout,
+                section.header_read_timeout,
+                "header-read-timeout",
+                crate::server::DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            idle_timeout: secs(
+                self.idle_timeout,
+                section.idle_timeout,
+                "idle-timeout",
+                crate::server::DEFAULT_IDLE_TIMEOUT,
+            )?,
+            max_connections,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +145,8 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         /// How long SIGTERM waits for in-flight calls.
         drain_timeout: u64,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// Deploy a component as owner/name@version.
     Deploy {
@@ -258,11 +317,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 allow_private_webhooks: args.allow_private_webhooks,
                 dedup_window: Duration::from_secs(args.dedup_window),
             };
+            let limits = args
+                .connections
+                .limits(&crate::manifest::ServerSection::default())?;
             let app = App::open(&g.data_dir, engine, events)?;
             runtime()?.block_on(crate::server::serve(
                 app,
                 &args.addr,
                 Duration::from_secs(args.drain_timeout),
+                limits,
                 |addr| {
                     eprintln!(
                         "wasmgrid serving on http://{addr} (data dir {})",
@@ -276,7 +339,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_build,
             addr,
             drain_timeout,
-        } => up(&g, &manifest, no_build, addr, drain_timeout),
+            connections,
+        } => up(&g, &manifest, no_build, addr, drain_timeout, &connections),
         Command::Deploy {
             file,
             target,
@@ -598,8 +662,10 @@ fn up(
     no_build: bool,
     addr: Option<String>,
     drain_timeout: u64,
+    connections: &ConnectionArgs,
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(manifest_path)?;
+    let limits = connections.limits(&manifest.server)?;
     if let Some(info) = crate::server::ServerInfo::read(&g.data_dir)
         && process_alive(info.pid)
     {
@@ -635,6 +701,7 @@ fn up(
         app,
         &addr,
         Duration::from_secs(drain_timeout),
+        limits,
         move |local| ready.run(local),
     ));
     if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
