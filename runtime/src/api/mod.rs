@@ -330,7 +330,12 @@ pub async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        if declared.is_some_and(|len| len <= limit as u64 + OVERSIZE_DRAIN) {
+        // A client that sent `Expect: 100-continue` waits for our answer before
+        // sending its body; reading the body would make hyper send `100
+        // Continue` first, inviting the upload we are about to refuse.
+        if !expects_continue(headers)
+            && declared.is_some_and(|len| len <= limit as u64 + OVERSIZE_DRAIN)
+        {
             drain(body, limit as u64 + OVERSIZE_DRAIN).await;
         }
         return Err(too_large());
@@ -364,6 +369,14 @@ pub async fn read_body(
         Some(f) => f,
         None => buf.freeze(),
     })
+}
+
+/// Whether the request carries `Expect: 100-continue` (its body is not sent
+/// until the server asks for it by reading).
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Reads and discards up to `cap` bytes of a body.
