@@ -1,10 +1,11 @@
 //! Deploy, list, show and delete algorithm versions.
 
+use super::Path;
 use super::{ApiError, AppState, DEPLOY_BODY_LIMIT, QueryParams, read_body};
 use crate::auth::{Caller, Scope};
 use crate::registry::{DeployRequest, VersionSettings, validate_name};
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 

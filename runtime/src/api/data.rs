@@ -1,11 +1,12 @@
 //! `/v1/data/...`: hosted data collections, wire-compatible with Algorithmia's
 //! data API (see docs/algorithmia-compat.md, D1–D9).
 
+use super::Path;
 use super::{ApiError, AppState, JSON_BODY_LIMIT, QueryParams, parse_json, read_body};
 use crate::auth::Caller;
 use crate::data::{Acl, Content, DataError, DataPath, FileRecord, INLINE_MAX, Principal, etag_of};
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;

@@ -1,12 +1,13 @@
 //! Topics, event ingress, subscriptions, dead letters and redrive.
 
+use super::Path;
 use super::{AppState, QueryParams, parse_json, read_body};
 use crate::api::ApiError;
 use crate::auth::{Caller, key_from_header};
 use crate::events::cloudevent::{self, Encoding, MAX_REQUEST_BYTES};
 use crate::events::{EventError, SubscriptionSpec};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;

@@ -1,12 +1,13 @@
 //! `POST /v1/algo/{owner}/{name}[/{version}]`: call an algorithm, Algorithmia style.
 
+use super::Path;
 use super::{ApiError, AppState, INVOKE_BODY_LIMIT, QueryParams, read_body};
 use crate::app::App;
 use crate::auth::{Caller, Compat, Scope};
 use crate::engine::{InvokeError, Outcome, Payload};
 use crate::registry::{Deployed, VersionSpec};
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;

@@ -1,11 +1,12 @@
 //! Batch jobs: `POST /v1/algo/{owner}/{name}[/{version}]/jobs`, `GET /v1/jobs`,
 //! `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/files`, `POST /v1/jobs/{id}/cancel`.
 
+use super::Path;
 use super::{ApiError, AppState, JSON_BODY_LIMIT, QueryParams, parse_json, read_body};
 use crate::auth::Caller;
 use crate::jobs::{FileStatus, JobError, JobOptions, JobSpec, JobStatus};
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;

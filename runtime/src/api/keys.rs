@@ -1,10 +1,11 @@
 //! `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}` (admin only).
 
+use super::Path;
 use super::{ApiError, AppState, JSON_BODY_LIMIT, parse_json, read_body};
 use crate::auth::{Caller, Compat, Scope};
 use crate::registry::validate_name;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;

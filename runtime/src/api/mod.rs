@@ -390,6 +390,46 @@ async fn drain(mut body: Body, cap: u64) {
     }
 }
 
+/// `axum::extract::Path` with its rejections (a segment that is not UTF-8 once
+/// percent-decoded, say) in the JSON error envelope rather than axum's text.
+/// Handlers use this one; it is the only axum extractor here that can fail.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(path_rejection(parts.uri.path(), &e)),
+        }
+    }
+}
+
+fn path_rejection(path: &str, e: &axum::extract::rejection::PathRejection) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    use axum::extract::rejection::PathRejection;
+    let detail = match e {
+        PathRejection::FailedToDeserializePathParams(d) => match d.kind() {
+            ErrorKind::InvalidUtf8InPathParam { key } => format!(
+                "its {key} segment is not UTF-8 once percent-decoded; percent-encode UTF-8 text (%C3%A9 for é)"
+            ),
+            _ => d.body_text(),
+        },
+        other => other.body_text(),
+    };
+    if e.status().is_server_error() {
+        tracing::error!(path, error = %detail, "path parameters do not fit the handler");
+        return ApiError::internal(format!("cannot route {path}: {detail}"));
+    }
+    ApiError::input(format!("the path {path} is not valid: {detail}"))
+}
+
 /// Query parameters as ordered pairs (repeated keys such as `grant=` kept).
 #[derive(Debug, Default)]
 pub struct QueryParams(Vec<(String, String)>);

@@ -1,12 +1,13 @@
 //! Per-algorithm secrets: `PUT/DELETE /v1/algorithms/{owner}/{name}/secrets/{key}`,
 //! `GET /v1/algorithms/{owner}/{name}/secrets` (names only).
 
+use super::Path;
 use super::{ApiError, AppState, read_body};
 use crate::auth::{Caller, Scope};
 use crate::registry::validate_name;
 use crate::secrets::{MAX_SECRET_BYTES, SecretError};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
