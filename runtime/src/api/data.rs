@@ -235,30 +235,116 @@ fn served_content_type(ct: &str) -> String {
     }
 }
 
-/// Parses a single `bytes=a-b` / `bytes=a-` / `bytes=-n` range.
-fn parse_range(h: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
-    let v = h.get(header::RANGE)?.to_str().ok()?;
-    let spec = v.strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None; // multiple ranges: serve the whole file
+/// What a `Range` header asks of a file (RFC 9110 §14.2).
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    /// Serve the whole file: no Range, another unit, a syntactically invalid
+    /// range set (ignored, as RFC 9110 allows), or several ranges (no multipart).
+    Whole,
+    /// One satisfiable range, first and last byte, clamped to the file.
+    Part(u64, u64),
+    /// A valid range set none of whose ranges overlaps the file.
+    Unsatisfiable,
+}
+
+/// Parses `Range: bytes=a-b, c-, -n ...` against a file of `size` bytes.
+fn parse_range(h: &HeaderMap, size: u64) -> RangeAsk {
+    enum Spec {
+        Span(u64, Option<u64>),
+        Suffix(u64),
     }
-    let (a, b) = spec.split_once('-')?;
-    let range = match (a.trim(), b.trim()) {
-        ("", n) => n
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(|n| (size.saturating_sub(n), size.saturating_sub(1))),
-        (a, "") => a.parse::<u64>().ok().map(|a| (a, size.saturating_sub(1))),
-        (a, b) => match (a.parse::<u64>(), b.parse::<u64>()) {
-            (Ok(a), Ok(b)) if a <= b => Some((a, b.min(size.saturating_sub(1)))),
-            _ => None,
-        },
+    let Some(v) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeAsk::Whole;
     };
-    Some(match range {
-        Some((a, b)) if a < size && a <= b => Ok((a, b)),
-        _ => Err(()),
-    })
+    let Some((unit, set)) = v.split_once('=') else {
+        return RangeAsk::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeAsk::Whole;
+    }
+    // Digits only; a number too large for u64 is still a valid (huge) position.
+    let pos = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    let mut specs = Vec::new();
+    // Empty list elements (`bytes=0-1,,5-6`) are allowed and skipped (RFC 9110 §5.6.1).
+    for spec in set.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((a, b)) = spec.split_once('-') else {
+            return RangeAsk::Whole;
+        };
+        let spec = match (a, b) {
+            ("", n) => match pos(n) {
+                Some(n) => Spec::Suffix(n),
+                None => return RangeAsk::Whole,
+            },
+            (a, "") => match pos(a) {
+                Some(a) => Spec::Span(a, None),
+                None => return RangeAsk::Whole,
+            },
+            (a, b) => match (pos(a), pos(b)) {
+                (Some(a), Some(b)) if a <= b => Spec::Span(a, Some(b)),
+                _ => return RangeAsk::Whole,
+            },
+        };
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return RangeAsk::Whole;
+    }
+    let satisfiable: Vec<(u64, u64)> = specs
+        .iter()
+        .filter_map(|s| match *s {
+            Spec::Span(a, b) if a < size => Some((a, b.map_or(size - 1, |b| b.min(size - 1)))),
+            Spec::Suffix(n) if n > 0 && size > 0 => Some((size - n.min(size), size - 1)),
+            _ => None,
+        })
+        .collect();
+    match satisfiable.as_slice() {
+        // An empty file satisfies a non-zero suffix with no bytes: send it whole.
+        [] if size == 0 && specs.iter().any(|s| matches!(s, Spec::Suffix(n) if *n > 0)) => {
+            RangeAsk::Whole
+        }
+        [] => RangeAsk::Unsatisfiable,
+        [(a, b)] if specs.len() == 1 => RangeAsk::Part(*a, *b),
+        _ => RangeAsk::Whole,
+    }
+}
+
+/// Whether `If-None-Match` names `etag` under the weak comparison (RFC 9110
+/// §13.1.2: `W/"x"` matches `"x"`), in any of its comma-separated entity tags,
+/// or is `*`.
+fn none_match(h: &HeaderMap, etag: &str) -> bool {
+    let ours = etag.strip_prefix("W/").unwrap_or(etag);
+    for v in h.get_all(header::IF_NONE_MATCH) {
+        let Ok(mut rest) = v.to_str() else {
+            continue;
+        };
+        loop {
+            rest = rest.trim_start_matches([',', ' ', '\t']);
+            if rest.is_empty() {
+                break;
+            }
+            if rest.starts_with('*') {
+                return true;
+            }
+            let tag = rest.strip_prefix("W/").unwrap_or(rest);
+            // An entity tag is a quoted string without escapes; a comma may sit
+            // inside the quotes, so split on quotes rather than commas.
+            let Some(end) = tag
+                .strip_prefix('"')
+                .and_then(|t| t.find('"'))
+                .map(|i| i + 2)
+            else {
+                break; // malformed: nothing after it can be trusted
+            };
+            if &tag[..end] == ours {
+                return true;
+            }
+            rest = &tag[end..];
+        }
+    }
+    false
 }
 
 async fn file_response(
@@ -272,28 +358,39 @@ async fn file_response(
         .header(header::ETAG, &rec.etag)
         .header(header::LAST_MODIFIED, http_date(&rec.last_modified))
         .header(header::ACCEPT_RANGES, "bytes");
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == rec.etag || v == "*")
-    {
+    if none_match(headers, &rec.etag) {
         return builder
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
             .unwrap_or_default();
     }
     let (status, start, len) = match parse_range(headers, rec.size) {
-        None => (StatusCode::OK, 0, rec.size),
-        Some(Ok((a, b))) => {
+        RangeAsk::Whole => (StatusCode::OK, 0, rec.size),
+        RangeAsk::Part(a, b) => {
             builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", rec.size));
             (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
         }
-        Some(Err(())) => {
-            return builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{}", rec.size))
-                .body(Body::empty())
-                .unwrap_or_default();
+        RangeAsk::Unsatisfiable => {
+            let e = ApiError {
+                status: StatusCode::RANGE_NOT_SATISFIABLE,
+                error_type: "InputError",
+                message: format!(
+                    "the requested range is outside the file, which has {} bytes: ask for a range that starts below {}, or send no Range header",
+                    rec.size, rec.size
+                ),
+                retry_after: None,
+            };
+            let mut resp = if head {
+                head_error(e)
+            } else {
+                e.into_response()
+            };
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", rec.size)) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp.headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            return resp;
         }
     };
     builder = builder.status(status).header(header::CONTENT_LENGTH, len);
@@ -549,12 +646,54 @@ mod tests {
             h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
             parse_range(&h, 100)
         };
-        assert_eq!(r("bytes=0-9"), Some(Ok((0, 9))));
-        assert_eq!(r("bytes=90-"), Some(Ok((90, 99))));
-        assert_eq!(r("bytes=-10"), Some(Ok((90, 99))));
-        assert_eq!(r("bytes=50-500"), Some(Ok((50, 99))));
-        assert_eq!(r("bytes=100-"), Some(Err(())));
-        assert_eq!(r("bytes=0-1,5-6"), None);
+        use RangeAsk::*;
+        assert_eq!(r("bytes=0-9"), Part(0, 9));
+        assert_eq!(r("bytes=90-"), Part(90, 99));
+        assert_eq!(r("bytes=-10"), Part(90, 99));
+        assert_eq!(r("bytes=-500"), Part(0, 99));
+        assert_eq!(r("bytes=50-500"), Part(50, 99));
+        assert_eq!(r("Bytes=0-0"), Part(0, 0));
+        assert_eq!(r("bytes=100-"), Unsatisfiable);
+        assert_eq!(r("bytes=100-200"), Unsatisfiable);
+        assert_eq!(r("bytes=-0"), Unsatisfiable);
+        assert_eq!(r("bytes=200-300, 400-"), Unsatisfiable);
+        assert_eq!(r("bytes=99999999999999999999999-"), Unsatisfiable);
+        assert_eq!(r("bytes=0-1,5-6"), Whole);
+        assert_eq!(r("bytes=0-1,,"), Part(0, 1));
+        // Syntactically invalid: ignored.
+        assert_eq!(r("bytes=a-b"), Whole);
+        assert_eq!(r("bytes=5-1"), Whole);
+        assert_eq!(r("bytes=-"), Whole);
+        assert_eq!(r("bytes=1"), Whole);
+        assert_eq!(r("bytes="), Whole);
+        assert_eq!(r("items=0-1"), Whole);
+        assert_eq!(r("bytes=0-1,x"), Whole);
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=-5"));
+        assert_eq!(parse_range(&h, 0), Whole);
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-"));
+        assert_eq!(parse_range(&h, 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn if_none_match() {
+        let m = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+            none_match(&h, "\"abc\"")
+        };
+        assert!(m("\"abc\""));
+        assert!(m("W/\"abc\""));
+        assert!(m("*"));
+        assert!(m("\"x\", W/\"abc\""));
+        assert!(m("\"a,b\",\"abc\""));
+        assert!(!m("\"abcd\""));
+        assert!(!m("abc"));
+        assert!(!m("\"x\", \"y\""));
+        assert!(!m(""));
+        let mut h = HeaderMap::new();
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"abc\""));
+        assert!(none_match(&h, "\"abc\""));
     }
 
     #[test]
