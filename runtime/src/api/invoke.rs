@@ -235,8 +235,18 @@ fn classify_input(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Pay
         .and_then(|v| v.to_str().ok())
         .map(media_type)
         .unwrap_or_default();
-    let json_ok = |b: &Bytes| serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok();
+    // JSON is UTF-8 (RFC 8259), and skipping over a string with `IgnoredAny`
+    // does not check that: test it first, or invalid bytes reach the guest.
+    let json_ok = |b: &Bytes| {
+        std::str::from_utf8(b).is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    };
     let ct = if is_json_media(&media) {
+        if let Err(e) = std::str::from_utf8(&body) {
+            return Err(ApiError::input(format!(
+                "the input is declared as JSON but is not valid UTF-8 at byte offset {}; JSON must be UTF-8: send Content-Type: application/octet-stream for bytes",
+                e.valid_up_to()
+            )));
+        }
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             return Err(ApiError::input(format!(
                 "the input is not valid JSON ({e}); send Content-Type: text/plain for text or application/octet-stream for bytes"
@@ -244,10 +254,11 @@ fn classify_input(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Pay
         }
         "application/json"
     } else if media.starts_with("text/") {
-        if std::str::from_utf8(&body).is_err() {
-            return Err(ApiError::input(
-                "the input is declared as text but is not valid UTF-8; send Content-Type: application/octet-stream for bytes",
-            ));
+        if let Err(e) = std::str::from_utf8(&body) {
+            return Err(ApiError::input(format!(
+                "the input is declared as text but is not valid UTF-8 at byte offset {}; send Content-Type: application/octet-stream for bytes",
+                e.valid_up_to()
+            )));
         }
         "text/plain"
     } else if media.is_empty() || media == "application/x-www-form-urlencoded" {
@@ -287,14 +298,19 @@ fn render_reply(
     out.extend_from_slice(b"{\"result\":");
     let media = media_type(&output.content_type);
     let content_type = if is_json_media(&media) {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&output.body).map_err(|e| ApiError {
+        let invalid = |why: String| ApiError {
             status: axum::http::StatusCode::BAD_REQUEST,
             error_type: "AlgorithmError",
             message: format!(
-                "the algorithm declared application/json output but returned invalid JSON: {e}"
+                "the algorithm declared application/json output but returned invalid JSON: {why}"
             ),
             retry_after: None,
-        })?;
+        };
+        // As for input: `IgnoredAny` does not check UTF-8 inside strings.
+        std::str::from_utf8(&output.body)
+            .map_err(|e| invalid(format!("not UTF-8 at byte offset {}", e.valid_up_to())))?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&output.body)
+            .map_err(|e| invalid(e.to_string()))?;
         out.extend_from_slice(output.body.trim_ascii());
         "json"
     } else if let Some(text) = media
@@ -345,6 +361,19 @@ mod tests {
         .unwrap();
         assert_eq!(p.content_type, "application/json");
         assert!(classify_input(Some(&ct("application/json")), Bytes::from_static(b"[1,")).is_err());
+        let e = classify_input(
+            Some(&ct("application/json")),
+            Bytes::from_static(b"\"ab\xff\""),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("byte offset 3"), "{}", e.message);
+        // Sniffed input that is not UTF-8 is bytes, never JSON.
+        assert_eq!(
+            classify_input(None, Bytes::from_static(b"\"ab\xff\""))
+                .unwrap()
+                .content_type,
+            "application/octet-stream"
+        );
         assert_eq!(
             classify_input(Some(&ct("text/plain")), Bytes::from_static(b"hi"))
                 .unwrap()
@@ -405,5 +434,6 @@ mod tests {
         // Text that is not UTF-8 is sent as bytes.
         assert_eq!(reply(p("text/plain", b"\xff"), None)["result"], "/w==");
         assert!(render_reply(&p("application/json", b"nope"), Duration::ZERO, None).is_err());
+        assert!(render_reply(&p("application/json", b"\"\xff\""), Duration::ZERO, None).is_err());
     }
 }
