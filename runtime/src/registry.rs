@@ -507,7 +507,7 @@ impl Registry {
         {
             let next = Version::new(highest.major, highest.minor, highest.patch + 1);
             return Err(RegistryError::NotFound(format!(
-                "algorithm {owner}/{name} has no versions: all of them were deleted, and their numbers stay taken \
+                "algorithm {owner}/{name} not found: all of its versions were deleted, and their numbers stay taken \
                  (up to {highest}); deploy a new version number (wasmgrid deploy FILE {owner}/{name}@{next})"
             )));
         }

@@ -136,7 +136,7 @@ fn version_numbers_cannot_be_reused_through_build_metadata() {
         s.call("demo/v", "text/plain", "x"),
         404,
         "NotFound",
-        "all of them were deleted",
+        "all of its versions were deleted",
     );
     assert!(msg.contains("demo/v@1.2.4"), "{msg}");
     s.deploy_ok("noop", "demo/v@1.2.4", "");
