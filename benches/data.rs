@@ -84,6 +84,7 @@ fn main() {
         version: "1.0.0".into(),
         grants: vec!["data://bench/kv:write".into()],
         memory_bytes: 256 << 20,
+        hops: 0,
     };
     let component = engine.compile(&guest("data_bench")).expect("compile");
     let pre = engine

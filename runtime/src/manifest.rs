@@ -369,14 +369,9 @@ impl Manifest {
                         a.name
                     )
                 })?;
-            Version::parse(&a.version).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: algorithm {}: invalid version {:?}: {e}",
-                    path.display(),
-                    a.name,
-                    a.version
-                )
-            })?;
+            // The server's rule, so `up` fails here rather than at deploy.
+            crate::registry::parse_version(&a.version)
+                .map_err(|e| anyhow::anyhow!("{}: algorithm {}: {e}", path.display(), a.name))?;
         }
         m.check_resources()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -406,7 +401,7 @@ impl Manifest {
         }
         let mut seen = HashSet::new();
         for t in &self.topics {
-            if t.name.starts_with("system.") {
+            if crate::events::is_reserved_topic(&t.name) {
                 anyhow::bail!(
                     "topic {}: names starting with `system.` are wasmgrid's own topics, which exist already; subscribe to them without a [[topic]]",
                     t.name

@@ -256,6 +256,31 @@ pub struct Registry {
     host: std::sync::OnceLock<Arc<dyn HostApi>>,
 }
 
+/// Parses the version number of a deploy. Build metadata (`+…`) is refused:
+/// semver ignores it for precedence, so `1.2.3+a` and `1.2.3` would be two
+/// published versions that callers cannot tell apart, and a deleted number
+/// could come back as `1.0.0+rebuild`.
+pub fn parse_version(value: &str) -> Result<Version, RegistryError> {
+    const FORM: &str = "versions are MAJOR.MINOR.PATCH with an optional -PRERELEASE, such as 1.0.0 or 2.1.0-beta.1";
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+')))
+    {
+        return Err(RegistryError::Invalid(format!(
+            "invalid version {value:?}: {c:?} is not allowed; use only ASCII letters, digits, '.' and '-' ({FORM})"
+        )));
+    }
+    if let Some((_, build)) = value.split_once('+') {
+        return Err(RegistryError::Invalid(format!(
+            "invalid version {value:?}: build metadata \"+{build}\" is not accepted, because it does not make \
+             a version distinct; drop it, and publish a new number (a higher patch, or a pre-release such as \
+             -rebuild.1) for a rebuilt component"
+        )));
+    }
+    Version::parse(value)
+        .map_err(|e| RegistryError::Invalid(format!("invalid version {value:?}: {e}; {FORM}")))
+}
+
 /// Checks an owner or algorithm name: 1–64 characters, letters, digits, `_` and
 /// `-`, starting with a letter or digit.
 pub fn validate_name(what: &str, value: &str) -> Result<(), RegistryError> {
@@ -337,14 +362,24 @@ impl Registry {
         let _ = self.host.set(host);
     }
 
-    fn call_context(&self, deployed: &Deployed, depth: u32) -> CallContext {
+    fn call_context(&self, deployed: &Deployed, depth: u32, hops: u32) -> CallContext {
         let host = self
             .host
             .get()
             .cloned()
             .unwrap_or_else(|| Arc::new(NoHostServices));
+        // Calls no event caused share the version's identity; the others carry
+        // their hop count into the events they cause.
+        let identity = if hops == deployed.identity.hops {
+            deployed.identity.clone()
+        } else {
+            Arc::new(GuestIdentity {
+                hops,
+                ..(*deployed.identity).clone()
+            })
+        };
         CallContext {
-            identity: deployed.identity.clone(),
+            identity,
             host,
             depth,
         }
@@ -368,12 +403,7 @@ impl Registry {
     ) -> Result<Arc<Deployed>, RegistryError> {
         validate_name("owner", &req.owner)?;
         validate_name("algorithm name", &req.name)?;
-        let version = Version::parse(&req.version).map_err(|e| {
-            RegistryError::Invalid(format!(
-                "invalid version {:?}: {e}; versions are semantic versions such as 1.0.0 or 2.1.0-beta.1",
-                req.version
-            ))
-        })?;
+        let version = parse_version(&req.version)?;
         validate_settings(&req.settings, self.engine.config().max_memory_bytes >> 20)?;
         if let Some(route) = &req.settings.route {
             self.check_route_free(route, &req.owner, &req.name)?;
@@ -468,7 +498,20 @@ impl Registry {
         spec: &VersionSpec,
     ) -> Result<Arc<Deployed>, RegistryError> {
         let map = self.algorithms.read().map_err(|_| lock_err())?;
-        let entry = map.get(&(owner.to_string(), name.to_string())).filter(|e| !e.live.is_empty()).ok_or_else(|| {
+        let entry = map.get(&(owner.to_string(), name.to_string()));
+        // Every version deleted: its numbers stay taken, so suggest a free one
+        // (1.0.0 would answer 409).
+        if let Some(highest) = entry
+            .filter(|e| e.live.is_empty())
+            .and_then(|e| e.taken.iter().next_back())
+        {
+            let next = Version::new(highest.major, highest.minor, highest.patch + 1);
+            return Err(RegistryError::NotFound(format!(
+                "algorithm {owner}/{name} not found: all of its versions were deleted, and their numbers stay taken \
+                 (up to {highest}); deploy a new version number (wasmgrid deploy FILE {owner}/{name}@{next})"
+            )));
+        }
+        let entry = entry.filter(|e| !e.live.is_empty()).ok_or_else(|| {
             RegistryError::NotFound(format!(
                 "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
             ))
@@ -577,12 +620,15 @@ impl Registry {
         trigger: Option<TriggerEvent>,
         timeout: Option<Duration>,
     ) -> Result<Outcome, InvokeError> {
-        self.invoke_nested(deployed, input, trigger, timeout, 0)
+        // A call an event triggered causes events one hop further along.
+        let hops = trigger.as_ref().map_or(0, |t| t.hops().saturating_add(1));
+        self.invoke_nested(deployed, input, trigger, timeout, 0, hops)
             .await
     }
 
     /// [`invoke`](Self::invoke) for a call made by another algorithm
-    /// (`algo.call`) at nesting `depth`.
+    /// (`algo.call`) at nesting `depth`, or for an event delivery: `hops` is the
+    /// hop count of the events the call causes (see [`GuestIdentity::hops`]).
     pub async fn invoke_nested(
         &self,
         deployed: &Deployed,
@@ -590,12 +636,13 @@ impl Registry {
         trigger: Option<TriggerEvent>,
         timeout: Option<Duration>,
         depth: u32,
+        hops: u32,
     ) -> Result<Outcome, InvokeError> {
         let (_permit, prepared) = self.admit(deployed).await?;
         self.engine
             .invoke(
                 prepared,
-                self.call_context(deployed, depth),
+                self.call_context(deployed, depth, hops),
                 input,
                 trigger,
                 deployed.limits(timeout),
@@ -720,6 +767,7 @@ impl Deployed {
             version: record.version.clone(),
             grants: record.settings.grants.clone(),
             memory_bytes: record.settings.memory << 20,
+            hops: 0,
         });
         let loaded = match prepared {
             Some(p) => OnceCell::new_with(Some(p)),
@@ -1009,6 +1057,27 @@ mod tests {
                 "{bad} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn deploy_versions_refuse_build_metadata_and_odd_characters() {
+        assert_eq!(
+            parse_version("1.2.3-rc.1").unwrap().to_string(),
+            "1.2.3-rc.1"
+        );
+        let msg = |s: &str| parse_version(s).unwrap_err().to_string();
+        assert!(
+            msg("1.2.3+other").contains("\"+other\""),
+            "{}",
+            msg("1.2.3+other")
+        );
+        assert!(msg("1.0.0+rebuild").contains("build metadata"));
+        let m = msg("1.2.3-é");
+        assert!(
+            m.contains("'é' is not allowed") && m.contains("ASCII letters, digits"),
+            "{m}"
+        );
+        assert!(msg("1.2").contains("MAJOR.MINOR.PATCH"));
     }
 
     #[test]

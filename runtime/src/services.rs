@@ -77,6 +77,18 @@ fn guest_event(
     for (name, value) in event.extensions {
         map.insert(name, value.into());
     }
+    // The host sets the hop count: a guest must not reset the counter of the
+    // loop it may be part of (a larger value of its own is kept).
+    let own = map
+        .get(crate::engine::HOPS_ATTRIBUTE)
+        .and_then(cloudevent::hops_value)
+        .unwrap_or(0);
+    if who.hops > 0 || own > 0 {
+        map.insert(
+            crate::engine::HOPS_ATTRIBUTE.into(),
+            who.hops.max(own).to_string().into(),
+        );
+    }
     if !map.contains_key("traceparent")
         && let Some(tp) = scope
             .trigger
@@ -300,7 +312,7 @@ impl HostApi for Services {
         event: OutgoingEvent,
         data: Payload,
     ) -> Result<String, GuestCallError> {
-        if topic.starts_with("system.") {
+        if crate::events::is_reserved_topic(&topic) {
             return Err(GuestCallError::permanent(format!(
                 "{topic} is written by wasmgrid itself; algorithms publish to custom topics"
             )));
@@ -373,7 +385,14 @@ impl HostApi for Services {
             .metrics
             .observe_call(
                 &deployed.endpoint(),
-                registry.invoke_nested(&deployed, input, trigger, Some(remaining), scope.depth + 1),
+                registry.invoke_nested(
+                    &deployed,
+                    input,
+                    trigger,
+                    Some(remaining),
+                    scope.depth + 1,
+                    who.hops,
+                ),
             )
             .await;
         match result {

@@ -16,3 +16,4 @@ mod jobs;
 mod lifecycle;
 mod sdks;
 mod sec_http;
+mod sec_input;

@@ -68,7 +68,7 @@ fn validate_grant(g: &str, algorithm_owner: &str) -> Result<(), ApiError> {
         }
         Ok(())
     } else if let Some(topic) = g.strip_prefix("topic:") {
-        if topic.is_empty() || topic.starts_with("system.") {
+        if topic.is_empty() || crate::events::is_reserved_topic(topic) {
             return Err(ApiError::input(format!(
                 "invalid grant {g:?}: algorithms may not publish to system.* topics"
             )));

@@ -197,12 +197,24 @@ pub async fn get(
     let want_acl = q.flag("acl")?;
     let data = app.data.clone();
     let p2 = p.clone();
+    let as_folder = folder_syntax && !p.path.is_empty();
     let (listing, coll) = blocking(move || {
-        let coll = data.check_readable(Principal::Key(&caller), &p2)?;
-        Ok((
-            data.list_level(Principal::Key(&caller), &p2, marker.as_deref(), limit)?,
-            coll,
-        ))
+        let who = Principal::Key(&caller);
+        let coll = data.check_readable(who, &p2)?;
+        let listing = match data.list_level(who, &p2, marker.as_deref(), limit) {
+            // `f.txt/`: say that the name is a file rather than "not found".
+            Err(DataError::NotFound(m)) if as_folder => match data.stat(who, &p2) {
+                Ok(rec) if !rec.folder => {
+                    return Err(DataError::NotFound(format!(
+                        "{} is a file, not a folder: drop the trailing slash to read it",
+                        p2.uri()
+                    )));
+                }
+                _ => return Err(DataError::NotFound(m)),
+            },
+            other => other?,
+        };
+        Ok((listing, coll))
     })
     .await?;
     let mut body = serde_json::to_value(&listing).unwrap_or_default();

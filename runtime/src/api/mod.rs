@@ -321,8 +321,8 @@ pub async fn read_body(
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::too_large(format!(
-            "{what} is larger than the limit of {} MiB",
-            limit >> 20
+            "{what} is larger than the limit of {}",
+            human_size(limit)
         ))
     };
     let declared = headers
@@ -377,6 +377,18 @@ fn expects_continue(headers: &HeaderMap) -> bool {
     headers
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// A byte limit as people read it: whole MiB or KiB where exact, else bytes
+/// (a limit below 1 MiB must not print as "0 MiB").
+pub fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// Reads and discards up to `cap` bytes of a body.

@@ -42,7 +42,24 @@ pub async fn set(
     caller.require(Scope::Deploy, &owner)?;
     validate_name("owner", &owner)?;
     validate_name("algorithm name", &name)?;
-    let body = read_body(&headers, body, MAX_SECRET_BYTES + 1024, "the secret").await?;
+    // One answer for every oversized secret, whether the body or the value
+    // inside a JSON body is what passes the limit.
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the secret value is larger than the limit of {}; store large material in a data collection and keep its key here",
+            super::human_size(MAX_SECRET_BYTES)
+        ))
+    };
+    // Room for a JSON envelope around a value of the full size.
+    let body = read_body(&headers, body, MAX_SECRET_BYTES + 1024, "the secret")
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                e
+            }
+        })?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -60,6 +77,9 @@ pub async fn set(
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::input("the secret value must be UTF-8 text"))?
     };
+    if value.len() > MAX_SECRET_BYTES {
+        return Err(too_large());
+    }
     let secrets = app.secrets.clone();
     let key2 = key.clone();
     blocking(move || secrets.set(&owner, &name, &key2, &value)).await?;

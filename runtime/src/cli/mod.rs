@@ -68,6 +68,11 @@ struct ServeArgs {
     /// Seconds a published event's (source, id) is remembered to drop re-publishes.
     #[arg(long, default_value_t = 600)]
     dedup_window: u64,
+    /// Most algorithm runs a chain of events may pass through (each run an event
+    /// triggers adds one hop to the events it causes); later events are
+    /// dead-lettered as `HopLimitExceeded`, which stops event loops.
+    #[arg(long, default_value_t = crate::events::DEFAULT_MAX_HOPS)]
+    max_event_hops: u32,
     #[command(flatten)]
     connections: ConnectionArgs,
 }
@@ -316,6 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 time_scale: args.event_time_scale,
                 allow_private_webhooks: args.allow_private_webhooks,
                 dedup_window: Duration::from_secs(args.dedup_window),
+                max_hops: args.max_event_hops,
             };
             let limits = args
                 .connections

@@ -194,6 +194,15 @@ pub enum Principal<'a> {
 }
 
 impl Principal<'_> {
+    /// The hop count the change events of this principal's writes carry (an
+    /// algorithm run an event triggered; see `crate::engine::HOPS_ATTRIBUTE`).
+    fn hops(&self) -> u32 {
+        match self {
+            Principal::Key(_) => 0,
+            Principal::Algorithm(a) => a.hops,
+        }
+    }
+
     /// The owner `.my` stands for.
     pub fn owner(&self) -> &str {
         match self {
@@ -713,6 +722,7 @@ fn change_event_json(
     (owner, collection, path): (&str, &str, &str),
     (size, content_type, etag): (u64, &str, &str),
     time: &str,
+    hops: u32,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         300 + 3 * (owner.len() + collection.len()) + 2 * path.len() + content_type.len(),
@@ -734,6 +744,12 @@ fn change_event_json(
     push_json_escaped(&mut out, path);
     out.extend_from_slice(b"\",\"time\":\"");
     push_json_escaped(&mut out, time);
+    if hops > 0 {
+        out.extend_from_slice(b"\",\"");
+        out.extend_from_slice(crate::engine::HOPS_ATTRIBUTE.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(hops.to_string().as_bytes());
+    }
     out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",\"data\":{\"uri\":\"");
     if collection.starts_with(TEMP_PREFIX) {
         out.extend_from_slice(b"data://.algo/temp");
@@ -756,12 +772,13 @@ fn change_event_json(
 }
 
 /// The change event of `p` (see [`change_event_json`]), timed now.
-fn change_event(kind: &str, p: &DataPath, rec: &FileRecord) -> Vec<u8> {
+fn change_event(kind: &str, p: &DataPath, rec: &FileRecord, hops: u32) -> Vec<u8> {
     change_event_json(
         kind,
         (&p.owner, &p.collection, &p.path),
         (rec.size, &rec.content_type, &rec.etag),
         &now_rfc3339(),
+        hops,
     )
 }
 
@@ -1331,6 +1348,7 @@ impl DataService {
             etag,
             inline.map(bytes::Bytes::copy_from_slice),
             blob,
+            who.hops(),
         );
         let mut outcome = None;
         self.store
@@ -1362,6 +1380,7 @@ impl DataService {
 
     /// A write of `p` with its record and change event encoded, ready to be
     /// applied inside a transaction (no access check: callers check first).
+    #[allow(clippy::too_many_arguments)]
     fn staged(
         &self,
         p: &DataPath,
@@ -1370,6 +1389,7 @@ impl DataService {
         etag: String,
         inline: Option<bytes::Bytes>,
         blob: Option<String>,
+        hops: u32,
     ) -> StagedWrite {
         let now = now_rfc3339();
         let event = (!p.is_temp()).then(|| {
@@ -1378,6 +1398,7 @@ impl DataService {
                 (&p.owner, &p.collection, &p.path),
                 (size, content_type, &etag),
                 &now,
+                hops,
             )
         });
         let record = FileRecord {
@@ -1422,13 +1443,13 @@ impl DataService {
         let etag = etag_of(&sha2::Sha256::digest(&body));
         let size = body.len() as u64;
         if body.len() <= INLINE_MAX {
-            return Ok(self.staged(p, content_type, size, etag, Some(body), None));
+            return Ok(self.staged(p, content_type, size, etag, Some(body), None, who.hops()));
         }
         let mut w = self.store.create_blob()?;
         std::io::Write::write_all(&mut w, &body)
             .map_err(|e| DataError::Unavailable(format!("writing a blob: {e}")))?;
         let id = w.finish()?;
-        Ok(self.staged(p, content_type, size, etag, None, Some(id)))
+        Ok(self.staged(p, content_type, size, etag, None, Some(id), who.hops()))
     }
 
     /// Forgets a staged write that was not applied (or whose transaction
@@ -1453,7 +1474,10 @@ impl DataService {
                 txn.delete(Table::FILES, &key)?;
                 txn.delete(Table::FILE_DATA, &key)?;
                 if !p.is_temp() && !rec.folder {
-                    txn.append(Table::OUTBOX, &change_event("FileDeleted", p, &rec))?;
+                    txn.append(
+                        Table::OUTBOX,
+                        &change_event("FileDeleted", p, &rec, who.hops()),
+                    )?;
                 }
                 removed = Some(rec);
             }
@@ -1516,7 +1540,8 @@ impl DataService {
                         && let Some(fp) = DataPath::from_key(key)
                         && !fp.is_temp()
                     {
-                        scope.push_event(txn, &change_event("FileDeleted", &fp, &rec))?;
+                        scope
+                            .push_event(txn, &change_event("FileDeleted", &fp, &rec, who.hops()))?;
                     }
                     if let Some(b) = rec.blob.clone() {
                         blobs.push(b);
@@ -1875,7 +1900,10 @@ impl DataService {
                 txn.put(Table::FILES, &key, &record::encode(&rec))?;
                 txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
                 if !p.is_temp() {
-                    txn.append(Table::OUTBOX, &change_event("FileCreated", p, &rec))?;
+                    txn.append(
+                        Table::OUTBOX,
+                        &change_event("FileCreated", p, &rec, who.hops()),
+                    )?;
                 }
                 Ok(())
             })
@@ -2041,6 +2069,7 @@ mod tests {
                 (owner, collection, path),
                 (size, content_type, etag),
                 "2024-01-02T03:04:05.678Z",
+                0,
             );
             let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             let p = DataPath {

@@ -25,6 +25,9 @@ pub struct GuestIdentity {
     pub grants: Vec<String>,
     /// Memory cap in bytes (the largest file the guest can be handed).
     pub memory_bytes: u64,
+    /// The hop count ([`super::HOPS_ATTRIBUTE`]) of the events this call causes:
+    /// 0 outside event deliveries, else one more than the delivered event's.
+    pub hops: u32,
 }
 
 /// A data failure as guests see it (the WIT `data-error`).

@@ -113,6 +113,31 @@ pub struct TriggerEvent {
     pub extensions: Vec<(String, String)>,
 }
 
+/// The CloudEvents extension attribute that counts how many algorithm runs
+/// led to an event: a run triggered by an event with `N` hops gives the events
+/// it causes (data writes, publishes) `N + 1`, so delivery can stop event loops
+/// (docs/EVENTS.md, "Event loops").
+pub const HOPS_ATTRIBUTE: &str = "wasmgridhops";
+
+/// A hop count as an attribute carries it: decimal digits that fit a `u32`.
+pub fn parse_hops(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+impl TriggerEvent {
+    /// The trigger's hop count (0 when it has none).
+    pub fn hops(&self) -> u32 {
+        self.extensions
+            .iter()
+            .find(|(k, _)| k == HOPS_ATTRIBUTE)
+            .and_then(|(_, v)| parse_hops(v))
+            .unwrap_or(0)
+    }
+}
+
 /// How a guest-reported error is classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestErrorKind {
@@ -504,9 +529,9 @@ impl Engine {
                 exports.join(", ")
             };
             return Err(InvalidComponent(format!(
-                "the component exports {found}, but an algorithm must export wasmgrid:algorithm/handler@0.1.x \
-                 (build it with the wasmgrid SDK: wasmgrid_sdk::algorithm!(apply)) and an HTTP handler \
-                 wasi:http/incoming-handler@0.2.x"
+                "the component exports {found}, but a component must export either \
+                 wasmgrid:algorithm/handler@0.1.x (an algorithm: build it with the wasmgrid SDK, \
+                 wasmgrid_sdk::algorithm!(apply)) or wasi:http/incoming-handler@0.2.x (an HTTP handler)"
             )));
         };
         if kind == ComponentKind::Http {

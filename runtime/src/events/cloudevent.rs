@@ -10,7 +10,7 @@
 //! names, `data` xor `data_base64`) are few. The rules follow the CloudEvents
 //! 1.0.2 core spec, its JSON format and its HTTP protocol binding.
 
-use crate::engine::TriggerEvent;
+use crate::engine::{HOPS_ATTRIBUTE, TriggerEvent, parse_hops};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -225,6 +225,19 @@ pub fn canonical(value: Value, at: &str) -> Result<Value, EventFormatError> {
             ));
         }
     }
+    // Kept when valid, so a loop through an outside system (a webhook that
+    // publishes back) is still counted; refused when it is not a count.
+    if let Some(v) = map.get(HOPS_ATTRIBUTE)
+        && hops_value(v).is_none()
+    {
+        return Err(bad(
+            at,
+            format!(
+                "extension attribute `{HOPS_ATTRIBUTE}` (wasmgrid's event-loop hop count) must be a whole number from 0 to {}",
+                u32::MAX
+            ),
+        ));
+    }
     Ok(Value::Object(map))
 }
 
@@ -291,7 +304,19 @@ pub fn from_binary<'a>(
             .map_err(|_| bad(at, format!("header {name} is not UTF-8")))?;
         let decoded = percent_decode(raw)
             .ok_or_else(|| bad(at, format!("header {name} has an invalid percent-encoding")))?;
-        map.insert(attr.to_string(), Value::String(decoded));
+        // Two values for one attribute are ambiguous: refuse rather than let
+        // the last one silently win.
+        if map
+            .insert(attr.to_string(), Value::String(decoded))
+            .is_some()
+        {
+            return Err(bad(
+                at,
+                format!(
+                    "header {name} appears more than once: send each CloudEvents attribute once"
+                ),
+            ));
+        }
     }
     if let Some(ct) = content_type {
         map.insert("datacontenttype".into(), ct.into());
@@ -347,6 +372,16 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The hop count an event's `wasmgridhops` attribute holds: a string of
+/// digits (as binary mode and most publishers send it) or a JSON integer.
+pub fn hops_value(v: &Value) -> Option<u32> {
+    match v {
+        Value::String(s) => parse_hops(s),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        _ => None,
+    }
+}
+
 /// CloudEvents attribute names: 1–20 of `a-z0-9`.
 pub fn is_extension_name(name: &str) -> bool {
     (1..=20).contains(&name.len())
@@ -375,6 +410,23 @@ pub fn is_rfc3339(s: &str) -> bool {
     {
         return false;
     }
+    // The fields must also name a real instant: month 1-12, a day that exists
+    // in that month (leap years included), hour 0-23, minute 0-59, second 0-60
+    // (60 for a leap second), and an offset of at most 23:59.
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    if day == 0 || day > days_in_month || num(11..13) > 23 || num(14..16) > 59 || num(17..19) > 60 {
+        return false;
+    }
     let mut i = 19;
     if b[i] == b'.' {
         i += 1;
@@ -388,7 +440,11 @@ pub fn is_rfc3339(s: &str) -> bool {
     }
     match &b[i..] {
         [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()),
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
+                && (h1 - b'0') * 10 + (h2 - b'0') <= 23
+                && (m1 - b'0') * 10 + (m2 - b'0') <= 59
+        }
         _ => false,
     }
 }
@@ -596,6 +652,77 @@ mod tests {
         )
         .unwrap();
         assert_eq!(data_payload(&bin).1, vec![0, 159, 146, 150]);
+    }
+
+    #[test]
+    fn times_must_exist_on_the_calendar() {
+        for ok in [
+            "2026-02-28T00:00:00Z",
+            "2024-02-29T23:59:59.5+23:59",
+            "2000-02-29T00:00:00-05:00",
+            "2026-12-31T23:59:60z",
+        ] {
+            assert!(is_rfc3339(ok), "{ok}");
+        }
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-00-01T00:00:00Z",
+            "2026-01-00T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:60:00Z",
+            "2026-01-01T00:00:61Z",
+            "2026-01-01T00:00:00+99:00",
+            "2026-01-01T00:00:00+01:60",
+        ] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
+        let err = canonical(
+            json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "time": "2026-02-30T00:00:00Z"}),
+            "event",
+        )
+        .unwrap_err();
+        assert!(err.0.contains("`time`"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_binary_header_is_refused() {
+        let headers = [
+            ("ce-specversion", b"1.0".as_slice()),
+            ("ce-id", b"1"),
+            ("ce-id", b"2"),
+            ("ce-source", b"/s"),
+            ("ce-type", b"t"),
+        ];
+        let err = from_binary(headers.iter().map(|(k, v)| (*k, *v)), None, b"").unwrap_err();
+        assert!(err.0.contains("ce-id appears more than once"), "{err}");
+    }
+
+    #[test]
+    fn hop_counts_must_be_whole_numbers() {
+        let ev = |hops: Value| {
+            canonical(
+                json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "wasmgridhops": hops}),
+                "event",
+            )
+        };
+        assert_eq!(ev(json!("3")).unwrap()["wasmgridhops"], "3");
+        assert!(ev(json!(7)).is_ok());
+        for bad in [
+            json!("-1"),
+            json!("x"),
+            json!(""),
+            json!(1.5),
+            json!(-2),
+            json!(true),
+            json!("99999999999"),
+        ] {
+            let err = ev(bad.clone()).unwrap_err();
+            assert!(err.0.contains("`wasmgridhops`"), "{bad}: {err}");
+        }
     }
 
     /// What delivery does: the event stored compactly, read as a view.

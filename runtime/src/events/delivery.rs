@@ -20,7 +20,7 @@ use super::{
 };
 use crate::auth::{Caller, Scope};
 use crate::data::Principal;
-use crate::engine::{GuestErrorKind, InvokeError, Payload};
+use crate::engine::{GuestErrorKind, HOPS_ATTRIBUTE, InvokeError, Payload};
 use crate::metrics::DeadLetterLabels;
 use crate::store::{Cursor, Table};
 use serde::{Deserialize, Serialize};
@@ -332,6 +332,20 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                         .min(ready.len());
                     ready.drain(..per_task).collect()
                 };
+                let max_hops = inner.config.max_hops;
+                let (group, looping): (Vec<Item>, Vec<Item>) = group
+                    .into_iter()
+                    .partition(|i| event_hops(&i.entry.event) <= max_hops);
+                for item in looping {
+                    let hops = event_hops(&item.entry.event);
+                    let outcome = format!(
+                        "not delivered: the event has {HOPS_ATTRIBUTE}={hops}, past the limit of {max_hops}: \
+                         it is the end of a chain of {hops} algorithm runs each caused by the event before, \
+                         an event loop (e.g. an algorithm writing into the folder its subscription watches); \
+                         break the loop, e.g. by writing results elsewhere or filtering them out"
+                    );
+                    dead_letter(&inner, &sub, &record, item, "HopLimitExceeded", outcome);
+                }
                 let (live, expired): (Vec<Item>, Vec<Item>) = group
                     .into_iter()
                     .partition(|i| now < expiry(&inner, &record, &i.entry));
@@ -448,6 +462,20 @@ fn take_batch(ready: &mut VecDeque<Item>, record: &SubscriptionRecord) -> Vec<It
         }
     }
     out
+}
+
+/// An event's hop count ([`HOPS_ATTRIBUTE`], 0 without one). Most events
+/// have none: a substring check spares parsing those.
+fn event_hops(raw: &RawValue) -> u32 {
+    if !raw.get().contains(HOPS_ATTRIBUTE) {
+        return 0;
+    }
+    EventView::parse(raw)
+        .ok()
+        .and_then(|v| v.raw(HOPS_ATTRIBUTE))
+        .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+        .and_then(|v| super::cloudevent::hops_value(&v))
+        .unwrap_or(0)
 }
 
 fn scaled(inner: &Inner, d: Duration) -> u64 {
@@ -702,6 +730,12 @@ async fn deliver_to_algorithm(
         .registry
         .resolve(owner, name, &spec)
         .map_err(|e| Failure::Retryable(format!("NotFound: {e}")))?;
+    let hops = events
+        .iter()
+        .map(|e| event_hops(e))
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1);
     let (payload, trigger) = if batched {
         (
             Payload {
@@ -731,7 +765,10 @@ async fn deliver_to_algorithm(
         .metrics
         .observe_call(
             &deployed.endpoint(),
-            inner.registry.invoke(&deployed, payload, trigger, None),
+            // A batch has no single trigger, but its events' hops still count.
+            inner
+                .registry
+                .invoke_nested(&deployed, payload, trigger, None, 0, hops),
         )
         .await;
     match result {

@@ -41,6 +41,13 @@ pub use delivery::{Failure, RETRY_SCHEDULE};
 /// The built-in topics, written by wasmgrid itself and never by publishers.
 pub const SYSTEM_TOPICS: &[&str] = &["system.data", "system.algorithms", "system.jobs"];
 
+/// Whether a topic name is in wasmgrid's reserved `system.` namespace, in any
+/// case: `System.data` must not pass for a custom topic beside `system.data`.
+pub fn is_reserved_topic(name: &str) -> bool {
+    name.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("system."))
+}
+
 /// Settings of the event system.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
@@ -51,7 +58,13 @@ pub struct EventsConfig {
     pub allow_private_webhooks: bool,
     /// How long `(source, id)` is remembered per topic for deduplication.
     pub dedup_window: Duration,
+    /// Events whose hop count (`wasmgridhops`) passes this are dead-lettered
+    /// with `HopLimitExceeded` instead of delivered: they are an event loop.
+    pub max_hops: u32,
 }
+
+/// The default of [`EventsConfig::max_hops`].
+pub const DEFAULT_MAX_HOPS: u32 = 16;
 
 impl Default for EventsConfig {
     fn default() -> Self {
@@ -59,6 +72,7 @@ impl Default for EventsConfig {
             time_scale: 1.0,
             allow_private_webhooks: false,
             dedup_window: Duration::from_secs(600),
+            max_hops: DEFAULT_MAX_HOPS,
         }
     }
 }
@@ -233,8 +247,17 @@ impl SubscriptionRecord {
             m.insert("createdAt".into(), self.created.clone().into());
             m.insert("updatedAt".into(), self.updated.clone().into());
             m.insert("queueDepth".into(), queue_depth.into());
-            if !matches!(self.spec.destination, Destination::Webhook(_)) {
-                m.remove("webhookSecret");
+            match &self.spec.destination {
+                // Basic-auth passwords in webhook URLs are never echoed back.
+                Destination::Webhook(url) => {
+                    m.insert(
+                        "destination".into(),
+                        serde_json::json!({"webhook": webhook::redact(url)}),
+                    );
+                }
+                _ => {
+                    m.remove("webhookSecret");
+                }
             }
         }
         v
@@ -259,7 +282,8 @@ pub struct PublishReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterRecord {
-    /// `MaxDeliveryAttemptsExceeded`, `TimeToLiveExceeded` or `NonRetryableError`.
+    /// `MaxDeliveryAttemptsExceeded`, `TimeToLiveExceeded`, `NonRetryableError`
+    /// or `HopLimitExceeded`.
     pub dead_letter_reason: String,
     /// Attempts made.
     pub delivery_attempts: u32,
@@ -614,7 +638,7 @@ impl EventService {
         name: &str,
     ) -> Result<(bool, Value), EventError> {
         validate_topic_name(name)?;
-        if name.starts_with("system.") {
+        if is_reserved_topic(name) {
             return Err(EventError::Invalid(format!(
                 "topic names starting with `system.` are reserved for wasmgrid's own topics ({}); choose another name",
                 SYSTEM_TOPICS.join(", ")
@@ -771,6 +795,12 @@ impl EventService {
         topic: &str,
         key_name: &str,
     ) -> Result<Value, EventError> {
+        if SYSTEM_TOPICS.contains(&topic) {
+            return Err(EventError::Invalid(format!(
+                "{topic} is written by wasmgrid itself and has no publish keys (users cannot publish to it); \
+                 regenerate the keys of a custom topic instead"
+            )));
+        }
         let mut record = self
             .topic_record(topic)?
             .ok_or_else(|| Self::not_found_topic(topic))?;

@@ -212,11 +212,14 @@ impl JobOptions {
                 s.retries
             )));
         }
+        // Checked here, at the edge: the worker turns it into a Duration, which
+        // cannot hold NaN, negatives or values past ~1.8e19 s.
+        let max = crate::registry::MAX_TIMEOUT_SECS as f64;
         if let Some(t) = s.timeout
-            && !(t.is_finite() && t > 0.0)
+            && !(t.is_finite() && t > 0.0 && t <= max)
         {
             return Err(JobError::Invalid(format!(
-                "timeout={t} must be a positive number of seconds"
+                "timeout={t} is out of range: use a number of seconds above 0 and at most {max}"
             )));
         }
         Ok(s)
@@ -1039,12 +1042,23 @@ mod tests {
             })
             .contains("retries")
         );
+        for t in [-1.0, 0.0, 1e30, f64::NAN, f64::INFINITY, 3000.5] {
+            assert!(
+                bad(JobOptions {
+                    timeout: Some(t),
+                    ..Default::default()
+                })
+                .contains("timeout"),
+                "{t}"
+            );
+        }
         assert!(
-            bad(JobOptions {
-                timeout: Some(-1.0),
+            JobOptions {
+                timeout: Some(3000.0),
                 ..Default::default()
-            })
-            .contains("timeout")
+            }
+            .resolve()
+            .is_ok()
         );
         let o: JobOptions =
             serde_json::from_str(r#"{"maxConcurrency": 2, "error_threshold": 5}"#).unwrap();

@@ -814,7 +814,12 @@ impl Drop for InFlight<'_> {
 /// Calls the algorithm, retrying retryable failures with exponential backoff.
 /// Returns the last result and the number of attempts.
 async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, u32) {
-    let timeout = ctx.settings.timeout.map(Duration::from_secs_f64);
+    // `try_`: a job stored before timeouts were range-checked must not panic
+    // the worker; an unusable value means the version's own timeout.
+    let timeout = ctx
+        .settings
+        .timeout
+        .and_then(|t| Duration::try_from_secs_f64(t).ok());
     let metrics = &ctx.inner.metrics;
     let mut attempts = 0u32;
     loop {
