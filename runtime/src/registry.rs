@@ -274,6 +274,14 @@ pub fn validate_name(what: &str, value: &str) -> Result<(), RegistryError> {
     }
 }
 
+/// The answer for an algorithm that does not exist, and for one the caller
+/// may not see (the two must not be told apart).
+pub fn not_found(owner: &str, name: &str) -> RegistryError {
+    RegistryError::NotFound(format!(
+        "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
+    ))
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -468,11 +476,10 @@ impl Registry {
         spec: &VersionSpec,
     ) -> Result<Arc<Deployed>, RegistryError> {
         let map = self.algorithms.read().map_err(|_| lock_err())?;
-        let entry = map.get(&(owner.to_string(), name.to_string())).filter(|e| !e.live.is_empty()).ok_or_else(|| {
-            RegistryError::NotFound(format!(
-                "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
-            ))
-        })?;
+        let entry = map
+            .get(&(owner.to_string(), name.to_string()))
+            .filter(|e| !e.live.is_empty())
+            .ok_or_else(|| not_found(owner, name))?;
         entry
             .live
             .iter()

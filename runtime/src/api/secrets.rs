@@ -38,7 +38,9 @@ pub async fn set(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Deploy, &owner)?;
+    caller.require_visible(Scope::Deploy, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     validate_name("owner", &owner)?;
     validate_name("algorithm name", &name)?;
     let body = read_body(&headers, body, MAX_SECRET_BYTES + 1024, "the secret").await?;
@@ -71,7 +73,9 @@ pub async fn remove(
     caller: Caller,
     Path((owner, name, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Deploy, &owner)?;
+    caller.require_visible(Scope::Deploy, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     let secrets = app.secrets.clone();
     blocking(move || secrets.delete(&owner, &name, &key)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -83,7 +87,9 @@ pub async fn list(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Deploy, &owner)?;
+    caller.require_visible(Scope::Deploy, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     let secrets = app.secrets.clone();
     let names = blocking(move || secrets.names(&owner, &name)).await?;
     let list: Vec<serde_json::Value> = names
