@@ -555,6 +555,16 @@ fn unknown_fields_and_oversized_strings_are_rejected() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("unknown field `extra`"), "{body}");
 
+    let (status, body) = sub_put(
+        &s,
+        &alice,
+        "t1",
+        "s",
+        json!({"destination": {"job": {"algorithm": "alice/x", "output": "data://alice/o/", "bogus": 1}}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bogus"), "{body}");
+
     let cases = [
         (
             json!({"destination": {"algorithm": "alice/x"}, "filter": {"subjectBeginsWith": long(1025)}}),
