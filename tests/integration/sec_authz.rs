@@ -555,6 +555,16 @@ fn unknown_fields_and_oversized_strings_are_rejected() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("unknown field `extra`"), "{body}");
 
+    s.deploy_ok("noop", "alice/noop@1.0.0", "");
+    let (status, body) = send(
+        &s,
+        Some(&alice),
+        "PUT",
+        "/v1/algorithms/alice/noop/secrets/token",
+        Some(r#"{"value": "v", "ttl": 60}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown field `ttl`"), "{body}");
     let (status, body) = sub_put(
         &s,
         &alice,

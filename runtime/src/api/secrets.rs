@@ -49,14 +49,14 @@ pub async fn set(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let value = if is_json {
-        let v: serde_json::Value =
-            super::parse_json(&body, "secret (expected {\"value\": \"...\"})")?;
-        v.get("value")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                ApiError::input("invalid secret: expected {\"value\": \"...\"} (a string)")
-            })?
-            .to_string()
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SecretBody {
+            value: String,
+        }
+        let v: SecretBody =
+            super::parse_json(&body, "secret (expected {\"value\": \"...\"}, a string)")?;
+        v.value
     } else {
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::input("the secret value must be UTF-8 text"))?
