@@ -143,12 +143,38 @@ impl Caller {
             )));
         }
         if self.owner != owner {
+            // Never name the other owner: the caller only learns that its key
+            // does not reach there.
             return Err(AuthError::Forbidden(format!(
-                "this key acts for owner `{}` and cannot access resources of `{owner}`; use a key of `{owner}` or an admin key",
+                "this key acts for owner `{}` only; use a key of the owner named in the request, or an admin key",
                 self.owner
             )));
         }
         Ok(())
+    }
+
+    /// Whether the key reaches `owner`'s resources at all (its own owner's, or
+    /// any with an admin key). Resources it does not reach and that no ACL
+    /// makes public answer 404 exactly as missing ones, so that a refusal never
+    /// tells what exists.
+    pub fn acts_for(&self, owner: &str) -> bool {
+        self.is_admin() || self.owner == owner
+    }
+
+    /// [`Caller::require`] for an existing (or missing) resource of `owner`:
+    /// a key of another owner gets `hidden()` (the resource's "not found"
+    /// answer), checked before the scope and before any lookup; a key of the
+    /// owner lacking `scope` gets 403.
+    pub fn require_visible<E: From<AuthError>>(
+        &self,
+        scope: Scope,
+        owner: &str,
+        hidden: impl FnOnce() -> E,
+    ) -> Result<(), E> {
+        if !self.acts_for(owner) {
+            return Err(hidden());
+        }
+        self.require(scope, owner).map_err(E::from)
     }
 
     /// Checks an admin-only operation.

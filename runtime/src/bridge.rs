@@ -4,7 +4,8 @@
 //! file").
 
 use crate::auth::{Caller, Scope};
-use crate::events::{Failure, JobStarter};
+use crate::data::DataError;
+use crate::events::{EventError, Failure, JobStarter};
 use crate::jobs::{JobError, JobObserver, JobOptions, JobRecord, JobService, JobSpec, JobStatus};
 use crate::store::{Store, Table, WriteBatch};
 use serde::Deserialize;
@@ -103,18 +104,36 @@ fn parse(spec: &Value) -> Result<JobDestination, String> {
 }
 
 impl JobStarter for JobDeliveries {
-    fn validate(&self, owner: &str, admin: bool, spec: &Value) -> Result<(), String> {
-        let d = parse(spec)?;
+    fn validate(&self, owner: &str, admin: bool, spec: &Value) -> Result<(), EventError> {
+        let d = parse(spec).map_err(EventError::Invalid)?;
         let caller = acting(owner, admin);
-        let (algo_owner, ..) =
-            crate::events::parse_endpoint(&d.algorithm).map_err(|e| e.to_string())?;
-        caller
-            .require(Scope::Invoke, algo_owner)
-            .map_err(|e| e.to_string())?;
+        let (algo_owner, algo_name, _) = crate::events::parse_endpoint(&d.algorithm)?;
+        crate::registry::validate_name("owner", algo_owner)
+            .and_then(|_| crate::registry::validate_name("algorithm name", algo_name))
+            .map_err(|e| EventError::Invalid(format!("algorithm: {e}")))?;
+        // Another owner's algorithm answers as a missing one (DESIGN.md, Auth).
+        caller.require_visible(Scope::Invoke, algo_owner, || {
+            EventError::NotFound(format!(
+                "algorithm: {}",
+                crate::registry::not_found(algo_owner, algo_name)
+            ))
+        })?;
         if !d.output.starts_with("data://") {
-            return Err(format!("output {:?} must be a data:// folder", d.output));
+            return Err(EventError::Invalid(format!(
+                "output {:?} must be a data:// folder",
+                d.output
+            )));
         }
-        Ok(())
+        // Checked now rather than failing every delivery: a collection the
+        // owner may not write would only ever dead-letter.
+        self.jobs
+            .check_output(&caller, &d.output)
+            .map_err(|e| match e {
+                JobError::Data(e) => EventError::from_data(e),
+                JobError::Auth(e) => e.into(),
+                other => EventError::Invalid(other.to_string()),
+            })
+            .map_err(|e| e.prefixed("output"))
     }
 
     fn start(
@@ -143,9 +162,19 @@ impl JobStarter for JobDeliveries {
                 .map_err(|e| Failure::NonRetryable(e.to_string()))?;
             match jobs.submit(&caller, spec).await {
                 Ok(_) => Ok(()),
-                Err(e @ (JobError::Invalid(_) | JobError::NotFound(_) | JobError::Auth(_))) => {
-                    Err(Failure::NonRetryable(e.to_string()))
-                }
+                // Refusals and missing inputs or outputs do not heal by
+                // retrying (Event Grid does not retry 400, 401, 403, 404).
+                Err(
+                    e @ (JobError::Invalid(_)
+                    | JobError::NotFound(_)
+                    | JobError::Auth(_)
+                    | JobError::Data(
+                        DataError::Forbidden(_)
+                        | DataError::NotFound(_)
+                        | DataError::Invalid(_)
+                        | DataError::InvalidUri(_),
+                    )),
+                ) => Err(Failure::NonRetryable(e.to_string())),
                 Err(e) => Err(Failure::Retryable(e.to_string())),
             }
         })

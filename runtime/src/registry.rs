@@ -299,6 +299,14 @@ pub fn validate_name(what: &str, value: &str) -> Result<(), RegistryError> {
     }
 }
 
+/// The answer for an algorithm that does not exist, and for one the caller
+/// may not see (the two must not be told apart).
+pub fn not_found(owner: &str, name: &str) -> RegistryError {
+    RegistryError::NotFound(format!(
+        "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
+    ))
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -511,11 +519,9 @@ impl Registry {
                  (up to {highest}); deploy a new version number (wasmgrid deploy FILE {owner}/{name}@{next})"
             )));
         }
-        let entry = entry.filter(|e| !e.live.is_empty()).ok_or_else(|| {
-            RegistryError::NotFound(format!(
-                "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
-            ))
-        })?;
+        let entry = entry
+            .filter(|e| !e.live.is_empty())
+            .ok_or_else(|| not_found(owner, name))?;
         entry
             .live
             .iter()

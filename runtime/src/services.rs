@@ -337,7 +337,7 @@ impl HostApi for Services {
         match events.publish(&topic, vec![event]).await {
             Ok(_) => Ok(id),
             Err(EventError::Invalid(m)) => Err(GuestCallError::invalid_input(m)),
-            Err(EventError::NotFound(m) | EventError::Forbidden(m)) => {
+            Err(EventError::NotFound(m) | EventError::Forbidden(m) | EventError::Conflict(m)) => {
                 Err(GuestCallError::permanent(m))
             }
             Err(e @ (EventError::Store(_) | EventError::Internal(_))) => Err(

@@ -50,7 +50,7 @@ fn keys_scopes_and_owners() {
     ] {
         assert_eq!(call(Some(form)).status(), 200);
     }
-    // Lacking the scope, or the owner: 403.
+    // Lacking the scope: 403; another owner's algorithm reads as a missing one.
     let deploy = s
         .http
         .put(format!("{}/v1/algorithms/demo/hello/versions/2.0.0", s.url))
@@ -62,9 +62,9 @@ fn keys_scopes_and_owners() {
     let (_, other) = create_key(&s, "mallory", &["invoke", "deploy"]);
     assert_error(
         call(Some(other.clone())),
-        403,
-        "AuthError",
-        "cannot access resources of `demo`",
+        404,
+        "NotFound",
+        "algorithm demo/hello not found",
     );
     let keys = s
         .http

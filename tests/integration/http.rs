@@ -165,7 +165,8 @@ fn keys_guard_non_public_versions_and_never_reach_the_guest() {
         "unknown or revoked",
     );
     let other_owner = create_key(&s, "someone-else", &["invoke"]);
-    assert_eq!(send(Some(&other_owner)).status(), 403);
+    // Another owner's non-public component reads as a missing one.
+    assert_eq!(send(Some(&other_owner)).status(), 404);
     let no_invoke = create_key(&s, "demo", &["data:read"]);
     assert_eq!(send(Some(&no_invoke)).status(), 403);
 
@@ -223,14 +224,27 @@ fn version_specs_select_the_version() {
         assert_eq!(endpoint(&resp), format!("demo/v/{want}"), "spec {spec:?}");
         assert_eq!(text(resp, 200), "Hello, world!");
     }
+    // Without a key only a public version is served: a spec that selects
+    // none answers 401 like a private or missing component; with a key, the
+    // spec's own error.
+    for spec in ["@3", "@1.x"] {
+        assert_error(
+            anon(&s, Method::GET, &format!("/http/demo/v{spec}/"))
+                .send()
+                .unwrap(),
+            401,
+            "AuthError",
+            "missing API key",
+        );
+    }
     assert_error(
-        anon(&s, Method::GET, "/http/demo/v@3/").send().unwrap(),
+        s.req(Method::GET, "/http/demo/v@3/").send().unwrap(),
         404,
         "NotFound",
         "no released version 3.x.y",
     );
     assert_error(
-        anon(&s, Method::GET, "/http/demo/v@1.x/").send().unwrap(),
+        s.req(Method::GET, "/http/demo/v@1.x/").send().unwrap(),
         400,
         "InputError",
         "bad version spec",

@@ -600,11 +600,12 @@ fn submitting_checks_rights_locations_and_settings() {
         "invoke",
     );
     let stranger = key("other", &["invoke", "data:read", "data:write"]);
+    // Another owner's algorithm reads as a missing one.
     assert_error(
         post(&stranger, "demo/noop", good.clone()),
-        403,
-        "AuthError",
-        "",
+        404,
+        "NotFound",
+        "algorithm demo/noop not found",
     );
 
     let admin = s.key.clone();

@@ -15,5 +15,6 @@ mod invoke;
 mod jobs;
 mod lifecycle;
 mod sdks;
+mod sec_authz;
 mod sec_http;
 mod sec_input;

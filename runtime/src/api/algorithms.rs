@@ -134,11 +134,15 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
     Ok(axum::Json(serde_json::json!({"algorithms": algorithms})).into_response())
 }
 
-fn require_read(caller: &Caller, owner: &str) -> Result<(), ApiError> {
+fn require_read(caller: &Caller, owner: &str, name: &str) -> Result<(), ApiError> {
     caller
-        .require(Scope::Invoke, owner)
-        .or_else(|_| caller.require(Scope::Deploy, owner))?;
-    Ok(())
+        .require_visible(Scope::Invoke, owner, || hidden(owner, name))
+        .or_else(|_| caller.require_visible(Scope::Deploy, owner, || hidden(owner, name)))
+}
+
+/// Another owner's algorithm answers as a missing one (DESIGN.md, Auth).
+pub(super) fn hidden(owner: &str, name: &str) -> ApiError {
+    crate::registry::not_found(owner, name).into()
 }
 
 pub async fn show(
@@ -146,12 +150,10 @@ pub async fn show(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    require_read(&caller, &owner)?;
+    require_read(&caller, &owner, &name)?;
     match app.registry.algorithm(&owner, &name)? {
         Some(info) if !info.versions.is_empty() => Ok(axum::Json(info).into_response()),
-        _ => Err(ApiError::not_found(format!(
-            "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
-        ))),
+        _ => Err(hidden(&owner, &name)),
     }
 }
 
@@ -160,7 +162,7 @@ pub async fn show_version(
     caller: Caller,
     Path((owner, name, version)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    require_read(&caller, &owner)?;
+    require_read(&caller, &owner, &name)?;
     let spec = crate::registry::VersionSpec::parse(Some(&version))?;
     let deployed = app.registry.resolve(&owner, &name, &spec)?;
     Ok(axum::Json(&deployed.record).into_response())
@@ -171,7 +173,7 @@ pub async fn delete_version(
     caller: Caller,
     Path((owner, name, version)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Deploy, &owner)?;
+    caller.require_visible(Scope::Deploy, &owner, || hidden(&owner, &name))?;
     app.registry.delete(&owner, &name, &version).await?;
     tracing::info!(%owner, %name, %version, "deleted version");
     Ok(StatusCode::NO_CONTENT.into_response())

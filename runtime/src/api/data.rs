@@ -3,7 +3,7 @@
 
 use super::Path;
 use super::{ApiError, AppState, JSON_BODY_LIMIT, QueryParams, parse_json, read_body};
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
 use crate::data::{Acl, Content, DataError, DataPath, FileRecord, INLINE_MAX, Principal, etag_of};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -13,6 +13,12 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use sha2::Digest;
+
+/// Longest name in a create request (collection and folder names are checked
+/// further by [`DataPath::new`]).
+const MAX_NAME_BYTES: usize = 256;
+/// Longest `Content-Type` stored with a file (it is repeated in every listing).
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
 
 /// Largest file accepted through the API.
 pub const FILE_BODY_LIMIT: u64 = crate::data::DEFAULT_MAX_FILE;
@@ -83,6 +89,19 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Authorization before the body, so that the answer never depends on it.
+    let parent = parent.trim_end_matches('/').to_string();
+    if parent.is_empty() {
+        let owner = if owner == ".my" {
+            &caller.owner
+        } else {
+            &owner
+        };
+        caller.require(Scope::DataWrite, owner)?;
+    } else {
+        let (p, _) = data_path(&caller, &owner, &parent)?;
+        app.data.check_writable(Principal::Key(&caller), &p)?;
+    }
     let body = read_body(&headers, body, JSON_BODY_LIMIT, "the create request").await?;
     let req: CreateRequest = parse_json(
         &body,
@@ -94,7 +113,12 @@ async fn create(
             req.name
         )));
     }
-    let parent = parent.trim_end_matches('/');
+    if req.name.len() > MAX_NAME_BYTES {
+        return Err(ApiError::input(format!(
+            "name is {} bytes long: names are limited to {MAX_NAME_BYTES} bytes",
+            req.name.len()
+        )));
+    }
     let rest = if parent.is_empty() {
         req.name.clone()
     } else {
@@ -455,6 +479,14 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .filter(|s| !s.is_empty());
+    if let Some(ct) = &declared_ct
+        && ct.len() > MAX_CONTENT_TYPE_BYTES
+    {
+        return Err(ApiError::input(format!(
+            "the Content-Type header is {} bytes long: content types are limited to {MAX_CONTENT_TYPE_BYTES} bytes",
+            ct.len()
+        )));
+    }
     if headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -611,6 +643,8 @@ pub async fn patch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (p, _) = data_path(&caller, &owner, &rest)?;
+    // Authorization before the body, so that the answer never depends on it.
+    app.data.check_writable(Principal::Key(&caller), &p)?;
     if !p.path.is_empty() {
         return Err(ApiError::input(
             "ACLs belong to collections: PATCH /v1/data/{owner}/{collection}",

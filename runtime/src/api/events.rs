@@ -18,6 +18,12 @@ impl From<EventError> for ApiError {
             EventError::Invalid(m) => ApiError::input(m),
             EventError::NotFound(m) => ApiError::not_found(m),
             EventError::Forbidden(m) => ApiError::forbidden(m),
+            EventError::Conflict(m) => ApiError {
+                status: StatusCode::CONFLICT,
+                error_type: "AlreadyExists",
+                message: m,
+                retry_after: None,
+            },
             EventError::Store(e) => e.into(),
             EventError::Internal(m) => ApiError::internal(m),
         }
@@ -80,9 +86,10 @@ pub async fn regenerate_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    app.events.check_topic_managed(&caller, &topic)?;
     let bytes = read_body(&headers, body, super::JSON_BODY_LIMIT, "the request").await?;
     #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct Req {
         key_name: String,
     }
@@ -181,6 +188,7 @@ pub async fn put_subscription(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    app.events.check_subscription_put(&caller, &topic)?;
     let bytes = read_body(&headers, body, super::JSON_BODY_LIMIT, "the subscription").await?;
     let spec: SubscriptionSpec = parse_json(&bytes, "subscription")?;
     let (created, body) = app
@@ -218,6 +226,8 @@ pub async fn dead_letters(
     Path((topic, name)): Path<(String, String)>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
+    app.events
+        .check_subscription_visible(&caller, &topic, &name)?;
     let q = QueryParams::parse(uri.query());
     let limit = q
         .number::<usize>("limit", "a number from 1 to 1000")?
@@ -246,6 +256,8 @@ pub async fn redrive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    app.events
+        .check_subscription_visible(&caller, &topic, &name)?;
     let bytes = read_body(
         &headers,
         body,

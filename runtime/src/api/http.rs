@@ -35,20 +35,18 @@ pub async fn serve(State(app): State<AppState>, req: Request) -> Response {
         let deployed = app.registry.resolve(parsed.owner, parsed.name, &spec)?;
         Ok::<_, ApiError>(deployed)
     })();
-    let deployed = match target {
-        Ok(d) => d,
-        Err(e) => return e.into_response(),
-    };
     let guest_path = parsed.rest.to_string();
-    run(&app, deployed, req, Some(guest_path)).await
+    let (owner, name) = (parsed.owner.to_string(), parsed.name.to_string());
+    run(&app, &owner, &name, target, req, Some(guest_path)).await
 }
 
 /// A request under a route prefix of `owner/name`: served with the path as it came.
 pub async fn serve_route(app: AppState, owner: &str, name: &str, req: Request) -> Response {
-    match app.registry.resolve(owner, name, &VersionSpec::Latest) {
-        Ok(deployed) => run(&app, deployed, req, None).await,
-        Err(e) => ApiError::from(e).into_response(),
-    }
+    let target = app
+        .registry
+        .resolve(owner, name, &VersionSpec::Latest)
+        .map_err(ApiError::from);
+    run(&app, owner, name, target, req, None).await
 }
 
 /// `/http/{owner}/{name}[@{version}]{rest}`, split.
@@ -91,15 +89,40 @@ fn parse_http_path(path: &str) -> Result<HttpPath<'_>, ApiError> {
     })
 }
 
-/// Checks the kind and the key, rewrites the path for the guest (when
+/// Checks the key, then the kind, rewrites the path for the guest (when
 /// `guest_path` is given) and runs the request.
+///
+/// Only a public version is served without a key; otherwise a missing or
+/// unknown key answers 401 whether or not `owner/name` exists, and a key of
+/// another owner gets the same 404 as for a missing algorithm.
 async fn run(
     app: &AppState,
-    deployed: Arc<Deployed>,
+    owner: &str,
+    name: &str,
+    target: Result<Arc<Deployed>, ApiError>,
     req: Request,
     guest_path: Option<String>,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
+    let public = target
+        .as_ref()
+        .is_ok_and(|d| d.record.settings.public && d.record.kind == ComponentKind::Http);
+    if !public {
+        let caller = match Caller::from_request_parts(&mut parts, app).await {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
+        if let Err(e) = caller.require_visible(Scope::Invoke, owner, || {
+            super::algorithms::hidden(owner, name)
+        }) {
+            return e.into_response();
+        }
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    let deployed = match target {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
     if deployed.record.kind != ComponentKind::Http {
         let r = &deployed.record;
         return ApiError::input(format!(
@@ -107,16 +130,6 @@ async fn run(
             r.owner, r.name, r.version, r.owner, r.name, r.version
         ))
         .into_response();
-    }
-    if !deployed.record.settings.public {
-        let caller = match Caller::from_request_parts(&mut parts, app).await {
-            Ok(c) => c,
-            Err(e) => return e.into_response(),
-        };
-        if let Err(e) = caller.require(Scope::Invoke, &deployed.record.owner) {
-            return ApiError::from(e).into_response();
-        }
-        parts.headers.remove(header::AUTHORIZATION);
     }
     if let Some(path) = guest_path {
         match guest_uri(&path, parts.uri.query()) {

@@ -120,7 +120,9 @@ async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Invoke, &owner)?;
+    caller.require_visible(Scope::Invoke, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     let opts = options(&QueryParams::parse(query.as_deref()))?;
     let spec = VersionSpec::parse(version.as_deref())?;
     let deployed = app.registry.resolve(&owner, &name, &spec)?;

@@ -3,7 +3,7 @@
 
 use super::Path;
 use super::{ApiError, AppState, JSON_BODY_LIMIT, QueryParams, parse_json, read_body};
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
 use crate::jobs::{FileStatus, JobError, JobOptions, JobSpec, JobStatus};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -73,6 +73,10 @@ async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Before the body: a refusal must not depend on what the body says.
+    caller.require_visible(Scope::Invoke, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     let body = read_body(&headers, body, JSON_BODY_LIMIT, "the job request").await?;
     let req: SubmitRequest = parse_json(
         &body,

@@ -10,6 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+/// Longest key label (it is repeated in every key listing).
+const MAX_KEY_NAME_BYTES: usize = 256;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
@@ -34,6 +37,14 @@ pub async fn create(
         "key request (expected {\"owner\": \"...\", \"scopes\": [\"invoke\", ...]})",
     )?;
     validate_name("owner", &req.owner)?;
+    if let Some(name) = &req.name
+        && name.len() > MAX_KEY_NAME_BYTES
+    {
+        return Err(ApiError::input(format!(
+            "name is {} bytes long: key names are limited to {MAX_KEY_NAME_BYTES} bytes",
+            name.len()
+        )));
+    }
     if req.scopes.is_empty() {
         return Err(ApiError::input(
             "scopes is empty: give at least one of admin, invoke, deploy, publish, data:read, data:write",

@@ -39,7 +39,9 @@ pub async fn set(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Deploy, &owner)?;
+    caller.require_visible(Scope::Deploy, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     validate_name("owner", &owner)?;
     validate_name("algorithm name", &name)?;
     // One answer for every oversized secret, whether the body or the value
@@ -65,14 +67,14 @@ pub async fn set(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let value = if is_json {
-        let v: serde_json::Value =
-            super::parse_json(&body, "secret (expected {\"value\": \"...\"})")?;
-        v.get("value")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                ApiError::input("invalid secret: expected {\"value\": \"...\"} (a string)")
-            })?
-            .to_string()
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SecretBody {
+            value: String,
+        }
+        let v: SecretBody =
+            super::parse_json(&body, "secret (expected {\"value\": \"...\"}, a string)")?;
+        v.value
     } else {
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::input("the secret value must be UTF-8 text"))?
@@ -92,7 +94,9 @@ pub async fn remove(
     caller: Caller,
     Path((owner, name, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Deploy, &owner)?;
+    caller.require_visible(Scope::Deploy, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     let secrets = app.secrets.clone();
     blocking(move || secrets.delete(&owner, &name, &key)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -104,7 +108,9 @@ pub async fn list(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Deploy, &owner)?;
+    caller.require_visible(Scope::Deploy, &owner, || {
+        super::algorithms::hidden(&owner, &name)
+    })?;
     let secrets = app.secrets.clone();
     let names = blocking(move || secrets.names(&owner, &name)).await?;
     let list: Vec<serde_json::Value> = names

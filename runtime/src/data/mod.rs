@@ -40,6 +40,7 @@ pub const ACL_MY_ALGOS: &str = "algo://.my/*";
 /// A collection's read ACL: `[]` (the owner's keys only), `["algo://.my/*"]` (also
 /// the owner's algorithms) or `["user://*"]` (any key and any algorithm).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Acl {
     /// Who may read.
     pub read: Vec<String>,
@@ -266,11 +267,13 @@ impl Principal<'_> {
     fn check_read(&self, p: Target<'_>, coll: &CollectionRecord) -> Result<(), DataError> {
         let ok = match self {
             Principal::Key(c) => {
+                if !c.acts_for(&coll.owner) && !coll.acl.is_public() {
+                    // Another owner's private collection reads as a missing one.
+                    return Err(not_found_target(p));
+                }
                 c.is_admin()
                     || coll.acl.is_public()
-                    || (c.owner == coll.owner
-                        && (c.scopes.contains(&Scope::DataRead)
-                            || c.scopes.contains(&Scope::DataWrite)))
+                    || (c.scopes.contains(&Scope::DataRead) || c.scopes.contains(&Scope::DataWrite))
             }
             Principal::Algorithm(a) => {
                 coll.acl.is_public()
@@ -303,15 +306,17 @@ impl Principal<'_> {
     fn denied(&self, p: Target<'_>, what: &str) -> DataError {
         let coll = format!("data://{}/{}", p.owner, p.collection);
         DataError::Forbidden(match self {
-            Principal::Key(c) => format!(
-                "this key (owner `{}`) may not {what} {coll}: it needs the data:{what} scope for owner `{}`{}",
-                c.owner,
-                p.owner,
+            // Names the path asked for, never another owner.
+            Principal::Key(c) if c.acts_for(p.owner) => format!(
+                "this key may not {what} {coll}: it needs the data:{what} scope{}",
                 if what == "read" {
                     ", or the collection must be public"
                 } else {
                     ""
                 }
+            ),
+            Principal::Key(_) => format!(
+                "this key may not {what} {coll}: only keys of the collection's owner with the data:{what} scope, or admin keys, may"
             ),
             Principal::Algorithm(a) => format!(
                 "algorithm {}/{} may not {what} {coll}: deploy it with --grant {coll}:{what}{}",
@@ -912,7 +917,7 @@ impl DataService {
         p: &DataPath,
         acl: Option<Acl>,
     ) -> Result<(), DataError> {
-        who.check_write(p)?;
+        self.check_writable(who, p)?;
         if let Some(acl) = &acl {
             acl.validate()?;
         }
@@ -972,7 +977,7 @@ impl DataService {
 
     /// Changes a collection's ACL (owner's keys with data:write only).
     pub fn set_acl(&self, who: Principal<'_>, p: &DataPath, acl: Acl) -> Result<(), DataError> {
-        who.check_write(p)?;
+        self.check_writable(who, p)?;
         acl.validate()?;
         let mut found = false;
         self.store.transact(&mut |txn| {
@@ -1071,9 +1076,24 @@ impl DataService {
         self.readable(who, p)
     }
 
-    /// Checks write permission (before streaming an upload).
+    /// Checks write permission (before streaming an upload). A key of another
+    /// owner is refused with 403 only for a collection it can see (a public
+    /// one); any other answers as a missing collection, so that the refusal
+    /// does not tell whether it exists.
     pub fn check_writable(&self, who: Principal<'_>, p: &DataPath) -> Result<(), DataError> {
-        who.check_write(p)
+        let denied = match who.check_write(p) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match who {
+            Principal::Key(c) if !c.acts_for(&p.owner) => {
+                match self.collection(&p.owner, &p.collection)? {
+                    Some(coll) if coll.acl.is_public() => Err(denied),
+                    _ => Err(not_found_collection(p)),
+                }
+            }
+            _ => Err(denied),
+        }
     }
 
     /// A file's record, if it exists (and has not expired).
@@ -1340,7 +1360,7 @@ impl DataService {
                 p.uri()
             )));
         }
-        who.check_write(p)?;
+        self.check_writable(who, p)?;
         let staged = self.staged(
             p,
             content_type,
@@ -1439,7 +1459,7 @@ impl DataService {
                 p.uri()
             )));
         }
-        who.check_write(p)?;
+        self.check_writable(who, p)?;
         let etag = etag_of(&sha2::Sha256::digest(&body));
         let size = body.len() as u64;
         if body.len() <= INLINE_MAX {
@@ -1462,7 +1482,7 @@ impl DataService {
 
     /// Deletes a file; `false` if it did not exist.
     pub fn delete(&self, who: Principal<'_>, p: &DataPath) -> Result<bool, DataError> {
-        who.check_write(p)?;
+        self.check_writable(who, p)?;
         let key = p.key();
         let mut removed: Option<FileRecord> = None;
         self.store.transact(&mut |txn| {
@@ -1503,7 +1523,7 @@ impl DataService {
         p: &DataPath,
         force: bool,
     ) -> Result<u64, DataError> {
-        who.check_write(p)?;
+        self.check_writable(who, p)?;
         let exists_coll = self.collection(&p.owner, &p.collection)?.is_some();
         if !exists_coll {
             return Err(not_found_collection(p));
@@ -1847,7 +1867,7 @@ impl DataService {
         p: &DataPath,
         delta: u64,
     ) -> Result<u64, DataError> {
-        who.check_write(p)?;
+        self.check_writable(who, p)?;
         let key = p.key();
         let mut value = 0u64;
         let mut bad = None;
@@ -2026,7 +2046,12 @@ fn not_found_file_ref(p: &DataPathRef<'_>) -> DataError {
 }
 
 fn not_found_collection_ref(p: &DataPathRef<'_>) -> DataError {
-    let (owner, collection) = (p.owner(), p.collection());
+    not_found_target(Target::of_ref(p))
+}
+
+/// The answer for a missing collection, and for one the caller may not see.
+fn not_found_target(p: Target<'_>) -> DataError {
+    let (owner, collection) = (p.owner, p.collection);
     DataError::NotFound(format!(
         "collection data://{owner}/{collection} not found: create it (wasmgrid data mk data://{owner}/{collection}) or check the name"
     ))

@@ -155,6 +155,14 @@ pub const MAX_ADVANCED_FILTERS: usize = 25;
 pub const MAX_FILTER_VALUES: usize = 25;
 /// Longest string filter value, in characters (Event Grid: 512).
 pub const MAX_STRING_VALUE_CHARS: usize = 512;
+/// Longest `subjectBeginsWith` / `subjectEndsWith`, in bytes (our limit: the
+/// filter is stored and returned with every listing).
+pub const MAX_SUBJECT_FILTER_BYTES: usize = 1024;
+/// Most entries in `includedEventTypes` (our limit).
+pub const MAX_EVENT_TYPES: usize = 64;
+/// Longest event type in `includedEventTypes`, and longest advanced filter
+/// key, in bytes (our limits).
+pub const MAX_NAME_BYTES: usize = 256;
 /// Most `.`-separated segments in an advanced filter key, `data` included
 /// (`data.a.b.c` has 4). Our limit; Event Grid documents none today.
 pub const MAX_KEY_DEPTH: usize = 10;
@@ -252,6 +260,26 @@ pub enum FilterError {
     EmptyEventType {
         /// Position in the list.
         index: usize,
+    },
+    /// A string field longer than its limit.
+    #[error("{field} is {len} bytes long: at most {max} bytes are allowed")]
+    TooLong {
+        /// The field, e.g. `subjectBeginsWith` or `includedEventTypes[3]`.
+        field: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More than [`MAX_EVENT_TYPES`] entries in `includedEventTypes`.
+    #[error(
+        "includedEventTypes has {count} entries: at most {max} are allowed; split the subscription"
+    )]
+    TooManyEventTypes {
+        /// Entries given.
+        count: usize,
+        /// The limit.
+        max: usize,
     },
     /// More than [`MAX_ADVANCED_FILTERS`] advanced filters.
     #[error(
@@ -573,6 +601,7 @@ impl Filter {
     /// operator, an invalid key, or a missing, superfluous or mistyped
     /// `value`/`values`.
     pub fn compile(&self) -> Result<CompiledFilter, FilterError> {
+        self.check_sizes()?;
         let event_types = match &self.included_event_types {
             None => None,
             Some(types) if types.is_empty() => return Err(FilterError::EmptyEventTypes),
@@ -630,6 +659,52 @@ impl Filter {
             arrays: self.enable_advanced_filtering_on_arrays,
             advanced,
         })
+    }
+}
+
+impl Filter {
+    /// Caps on the strings a filter stores (values have their own, in
+    /// `compile_advanced`).
+    fn check_sizes(&self) -> Result<(), FilterError> {
+        let too_long = |field: String, s: &str, max: usize| {
+            if s.len() > max {
+                Err(FilterError::TooLong {
+                    field,
+                    len: s.len(),
+                    max,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        for (field, v) in [
+            ("subjectBeginsWith", &self.subject_begins_with),
+            ("subjectEndsWith", &self.subject_ends_with),
+        ] {
+            if let Some(v) = v {
+                too_long(field.to_string(), v, MAX_SUBJECT_FILTER_BYTES)?;
+            }
+        }
+        if let Some(types) = &self.included_event_types {
+            if types.len() > MAX_EVENT_TYPES {
+                return Err(FilterError::TooManyEventTypes {
+                    count: types.len(),
+                    max: MAX_EVENT_TYPES,
+                });
+            }
+            for (i, t) in types.iter().enumerate() {
+                too_long(format!("includedEventTypes[{i}]"), t, MAX_NAME_BYTES)?;
+            }
+        }
+        for (i, f) in self.advanced_filters.iter().enumerate() {
+            too_long(format!("advancedFilters[{i}].key"), &f.key, MAX_NAME_BYTES)?;
+            too_long(
+                format!("advancedFilters[{i}].operatorType"),
+                &f.operator_type,
+                MAX_NAME_BYTES,
+            )?;
+        }
+        Ok(())
     }
 }
 

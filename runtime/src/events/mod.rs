@@ -48,6 +48,11 @@ pub fn is_reserved_topic(name: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case("system."))
 }
 
+/// Longest webhook URL a subscription takes, in bytes.
+pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
+/// Longest `webhookSecret`, in bytes.
+pub const MAX_WEBHOOK_SECRET_BYTES: usize = 256;
+
 /// Settings of the event system.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
@@ -89,12 +94,21 @@ pub enum EventError {
     /// Not allowed for this key (403 `AuthError`).
     #[error("{0}")]
     Forbidden(String),
+    /// The name is taken by another owner's topic or subscription (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A bug or lost worker (500).
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<crate::auth::AuthError> for EventError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        EventError::Forbidden(e.to_string())
+    }
 }
 
 /// A custom topic as stored.
@@ -303,8 +317,10 @@ pub struct DeadLetterRecord {
 /// Starts a batch job for a subscription's `job` destination (implemented by
 /// the jobs service; the event system only knows this trait).
 pub trait JobStarter: Send + Sync {
-    /// Validates a `{"job": …}` destination at subscription time.
-    fn validate(&self, owner: &str, admin: bool, spec: &Value) -> Result<(), String>;
+    /// Validates a `{"job": …}` destination at subscription time, with the
+    /// rights deliveries will act with: the algorithm must be one the owner may
+    /// invoke, the output a folder it may write.
+    fn validate(&self, owner: &str, admin: bool, spec: &Value) -> Result<(), EventError>;
     /// Starts one job for `event` (whose data names the input file).
     fn start(
         &self,
@@ -637,6 +653,9 @@ impl EventService {
         caller: &Caller,
         name: &str,
     ) -> Result<(bool, Value), EventError> {
+        caller
+            .require(Scope::Deploy, &caller.owner)
+            .map_err(|e| EventError::Forbidden(e.to_string()))?;
         validate_topic_name(name)?;
         if is_reserved_topic(name) {
             return Err(EventError::Invalid(format!(
@@ -644,11 +663,8 @@ impl EventService {
                 SYSTEM_TOPICS.join(", ")
             )));
         }
-        caller
-            .require(Scope::Deploy, &caller.owner)
-            .map_err(|e| EventError::Forbidden(e.to_string()))?;
         if let Some(existing) = self.topic_record(name)? {
-            self.check_topic_owner(caller, &existing)?;
+            Self::check_name_taken(caller, &existing)?;
             return Ok((false, topic_json(&existing, None)));
         }
         let keys = [
@@ -677,7 +693,7 @@ impl EventService {
             Err(StoreError::Conflict { .. }) => {
                 // Lost a race with a concurrent create: answer as for an existing topic.
                 let existing = self.load_topic(name)?;
-                self.check_topic_owner(caller, &existing)?;
+                Self::check_name_taken(caller, &existing)?;
                 return Ok((false, topic_json(&existing, None)));
             }
             Err(e) => return Err(e.into()),
@@ -703,15 +719,67 @@ impl EventService {
         Ok(topics.get(name).and_then(|t| t.record.clone()))
     }
 
+    /// Another owner's topic answers exactly as a missing one.
     fn check_topic_owner(&self, caller: &Caller, topic: &TopicRecord) -> Result<(), EventError> {
-        if caller.is_admin() || caller.owner == topic.owner {
+        if caller.acts_for(&topic.owner) {
             Ok(())
         } else {
-            Err(EventError::Forbidden(format!(
-                "topic {} belongs to owner `{}`; use a key of that owner or an admin key",
-                topic.name, topic.owner
+            Err(Self::not_found_topic(&topic.name))
+        }
+    }
+
+    /// Topic names are one namespace for every owner, so creating one that
+    /// another owner holds cannot pass for a fresh create: 409, without
+    /// naming the owner.
+    fn check_name_taken(caller: &Caller, topic: &TopicRecord) -> Result<(), EventError> {
+        if caller.acts_for(&topic.owner) {
+            Ok(())
+        } else {
+            Err(EventError::Conflict(format!(
+                "topic name {} is taken by another owner: choose another name",
+                topic.name
             )))
         }
+    }
+
+    /// Checks that `topic` exists and the caller may see it (a system topic,
+    /// or a custom one of its owner); otherwise the "not found" answer.
+    pub fn check_topic_visible(&self, caller: &Caller, topic: &str) -> Result<(), EventError> {
+        let topics = self.inner.topics.read().map_err(|_| lock_err())?;
+        match topics.get(topic).map(|t| &t.record) {
+            None => Err(Self::not_found_topic(topic)),
+            Some(Some(r)) => self.check_topic_owner(caller, r),
+            Some(None) => Ok(()),
+        }
+    }
+
+    /// Checks a custom topic the caller manages (regenerateKey), before its
+    /// request body is read.
+    pub fn check_topic_managed(&self, caller: &Caller, topic: &str) -> Result<(), EventError> {
+        let record = self
+            .topic_record(topic)?
+            .ok_or_else(|| Self::not_found_topic(topic))?;
+        self.check_topic_owner(caller, &record)
+    }
+
+    /// What a subscription create or replace checks before its body is read:
+    /// the `deploy` scope, then that the topic is visible.
+    pub fn check_subscription_put(&self, caller: &Caller, topic: &str) -> Result<(), EventError> {
+        caller
+            .require(Scope::Deploy, &caller.owner)
+            .map_err(|e| EventError::Forbidden(e.to_string()))?;
+        self.check_topic_visible(caller, topic)
+    }
+
+    /// Checks that a subscription exists and is the caller's, before a request
+    /// body or query is read.
+    pub fn check_subscription_visible(
+        &self,
+        caller: &Caller,
+        topic: &str,
+        name: &str,
+    ) -> Result<(), EventError> {
+        self.visible_subscription(caller, topic, name).map(|_| ())
     }
 
     fn not_found_topic(name: &str) -> EventError {
@@ -845,9 +913,9 @@ impl EventService {
     /// topic's owner. System topics take no outside events.
     pub fn check_publisher(&self, caller: &Caller, topic: &str) -> Result<(), EventError> {
         let record = self.publish_target(topic)?;
-        caller
-            .require(Scope::Publish, &record.owner)
-            .map_err(|e| EventError::Forbidden(e.to_string()))
+        caller.require_visible(Scope::Publish, &record.owner, || {
+            Self::not_found_topic(topic)
+        })
     }
 
     fn publish_target(&self, topic: &str) -> Result<TopicRecord, EventError> {
@@ -972,19 +1040,8 @@ impl EventService {
         name: &str,
         mut spec: SubscriptionSpec,
     ) -> Result<(bool, Value), EventError> {
+        self.check_subscription_put(caller, topic)?;
         validate_sub_name(name)?;
-        caller
-            .require(Scope::Deploy, &caller.owner)
-            .map_err(|e| EventError::Forbidden(e.to_string()))?;
-        {
-            let topics = self.inner.topics.read().map_err(|_| lock_err())?;
-            let t = topics
-                .get(topic)
-                .ok_or_else(|| Self::not_found_topic(topic))?;
-            if let Some(r) = &t.record {
-                self.check_topic_owner(caller, r)?;
-            }
-        }
         let compiled = spec
             .filter
             .compile()
@@ -996,10 +1053,10 @@ impl EventService {
         let record = match &existing {
             Some(sub) => {
                 let old = sub.record();
-                if !caller.is_admin() && old.owner != caller.owner {
-                    return Err(EventError::Forbidden(format!(
-                        "subscription {topic}/{name} belongs to owner `{}`",
-                        old.owner
+                if !caller.acts_for(&old.owner) {
+                    // Subscription names are shared on a system topic.
+                    return Err(EventError::Conflict(format!(
+                        "subscription name {name} on topic {topic} is taken by another owner: choose another name"
                     )));
                 }
                 if spec.webhook_secret.is_none() {
@@ -1087,6 +1144,14 @@ impl EventService {
                 )));
             }
         }
+        if let Some(secret) = &spec.webhook_secret
+            && secret.len() > MAX_WEBHOOK_SECRET_BYTES
+        {
+            return Err(EventError::Invalid(format!(
+                "webhookSecret is {} bytes long: at most {MAX_WEBHOOK_SECRET_BYTES} bytes are allowed",
+                secret.len()
+            )));
+        }
         if !(1..=1000).contains(&spec.max_concurrent_deliveries) {
             return Err(EventError::Invalid(format!(
                 "maxConcurrentDeliveries is {}: use 1 to 1000",
@@ -1096,14 +1161,29 @@ impl EventService {
         match &spec.destination {
             Destination::Algorithm(endpoint) => {
                 let (owner, name, _) = parse_endpoint(endpoint)?;
-                caller.require(Scope::Invoke, owner).map_err(|e| {
-                    EventError::Forbidden(format!("destination.algorithm {endpoint}: {e}"))
-                })?;
+                caller
+                    .require_visible(Scope::Invoke, owner, || {
+                        EventError::NotFound(crate::registry::not_found(owner, name).to_string())
+                    })
+                    .map_err(|e| match e {
+                        EventError::NotFound(m) => {
+                            EventError::NotFound(format!("destination.algorithm: {m}"))
+                        }
+                        other => EventError::Forbidden(format!(
+                            "destination.algorithm {endpoint}: {other}"
+                        )),
+                    })?;
                 crate::registry::validate_name("owner", owner)
                     .and_then(|_| crate::registry::validate_name("algorithm name", name))
                     .map_err(|e| EventError::Invalid(format!("destination.algorithm: {e}")))?;
             }
             Destination::Webhook(url) => {
+                if url.len() > MAX_WEBHOOK_URL_BYTES {
+                    return Err(EventError::Invalid(format!(
+                        "destination.webhook is {} bytes long: at most {MAX_WEBHOOK_URL_BYTES} bytes are allowed",
+                        url.len()
+                    )));
+                }
                 self.inner
                     .webhooks
                     .check_url(url)
@@ -1113,7 +1193,7 @@ impl EventService {
             Destination::Job(job) => match self.inner.jobs.get() {
                 Some(jobs) => jobs
                     .validate(&caller.owner, caller.is_admin(), job)
-                    .map_err(|e| EventError::Invalid(format!("destination.job: {e}")))?,
+                    .map_err(|e| e.prefixed("destination.job"))?,
                 None => {
                     return Err(EventError::Invalid(
                         "destination.job: this server has no batch jobs service; use an algorithm or webhook destination".into(),
@@ -1133,7 +1213,7 @@ impl EventService {
             self.inner
                 .data
                 .check_writable(who, &probe)
-                .map_err(|e| EventError::Forbidden(format!("deadLetter.collection: {e}")))?;
+                .map_err(|e| EventError::from_data(e).prefixed("deadLetter.collection"))?;
             // Store the resolved form, without `.my`.
             dl.collection = probe
                 .uri()
@@ -1173,11 +1253,7 @@ impl EventService {
             .get(name)
             .and_then(|id| t.subs.get(id))
             .cloned()
-            .ok_or_else(|| {
-                EventError::NotFound(format!(
-                    "subscription {name} not found on topic {topic}: list them with wasmgrid sub ls {topic}"
-                ))
-            })
+            .ok_or_else(|| not_found_subscription(topic, name))
     }
 
     fn visible_subscription(
@@ -1186,15 +1262,14 @@ impl EventService {
         topic: &str,
         name: &str,
     ) -> Result<Arc<SubState>, EventError> {
+        // The topic first: another owner's topic is "not found" whatever
+        // subscriptions it has.
+        self.check_topic_visible(caller, topic)?;
         let sub = self.subscription_state(topic, name)?;
-        let r = sub.record();
-        if caller.is_admin() || r.owner == caller.owner {
+        if caller.acts_for(&sub.record().owner) {
             Ok(sub)
         } else {
-            Err(EventError::Forbidden(format!(
-                "subscription {topic}/{name} belongs to owner `{}`; use a key of that owner or an admin key",
-                r.owner
-            )))
+            Err(not_found_subscription(topic, name))
         }
     }
 
@@ -1211,6 +1286,7 @@ impl EventService {
 
     /// The caller's subscriptions of a topic (all of them for an admin).
     pub fn subscriptions(&self, caller: &Caller, topic: &str) -> Result<Vec<Value>, EventError> {
+        self.check_topic_visible(caller, topic)?;
         let topics = self.inner.topics.read().map_err(|_| lock_err())?;
         let t = topics
             .get(topic)
@@ -1335,6 +1411,38 @@ impl EventService {
             .await
             .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))?
             .map_err(Into::into)
+    }
+}
+
+/// The answer for a missing subscription, and for another owner's.
+fn not_found_subscription(topic: &str, name: &str) -> EventError {
+    EventError::NotFound(format!(
+        "subscription {name} not found on topic {topic}: list them with wasmgrid sub ls {topic}"
+    ))
+}
+
+impl EventError {
+    /// The same error with `field: ` before its message.
+    pub fn prefixed(self, field: &str) -> Self {
+        match self {
+            EventError::Invalid(m) => EventError::Invalid(format!("{field}: {m}")),
+            EventError::NotFound(m) => EventError::NotFound(format!("{field}: {m}")),
+            EventError::Forbidden(m) => EventError::Forbidden(format!("{field}: {m}")),
+            EventError::Conflict(m) => EventError::Conflict(format!("{field}: {m}")),
+            EventError::Internal(m) => EventError::Internal(format!("{field}: {m}")),
+            e @ EventError::Store(_) => e,
+        }
+    }
+
+    /// A data access refusal as the subscription API reports it.
+    pub fn from_data(e: crate::data::DataError) -> Self {
+        use crate::data::DataError;
+        match e {
+            DataError::NotFound(m) => EventError::NotFound(m),
+            DataError::Forbidden(m) => EventError::Forbidden(m),
+            DataError::Unavailable(m) => EventError::Internal(m),
+            other => EventError::Invalid(other.to_string()),
+        }
     }
 }
 

@@ -768,6 +768,15 @@ impl JobService {
         Ok(record)
     }
 
+    /// Checks that `caller` may write job outputs under `output_uri` (a
+    /// subscription's job destination, checked when it is created).
+    pub fn check_output(&self, caller: &Caller, output_uri: &str) -> Result<(), JobError> {
+        let who = Principal::Key(caller);
+        let output = who.parse(output_uri)?;
+        self.inner.data.check_writable(who, &output)?;
+        Ok(())
+    }
+
     fn load(&self, id: &str) -> Result<JobRecord, JobError> {
         if !valid_job_id(id) {
             return Err(not_found(id));
