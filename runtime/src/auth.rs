@@ -175,6 +175,16 @@ pub fn key_from_header(value: &str) -> &str {
     v
 }
 
+/// Whether a header value carries a wasmgrid API key (`wg_…`) or topic key
+/// (`wgt_…`), bare or after a scheme (`Simple`, `Bearer`, `SharedAccessKey`,
+/// ...). Judged by the form, not by the key store, so that revoked keys and
+/// keys of other servers are recognised too.
+pub fn is_wasmgrid_credential(value: &[u8]) -> bool {
+    value
+        .split(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'=' | b';'))
+        .any(|token| token.starts_with(b"wg_") || token.starts_with(b"wgt_"))
+}
+
 /// The key registry.
 pub struct KeyStore {
     store: Arc<dyn Store>,
@@ -370,5 +380,27 @@ mod tests {
         assert_eq!(key_from_header("Simple wg_a_b"), "wg_a_b");
         assert_eq!(key_from_header("Bearer wg_a_b"), "wg_a_b");
         assert_eq!(key_from_header("wg_a_b"), "wg_a_b");
+    }
+
+    #[test]
+    fn credentials_are_recognised_by_form() {
+        for v in [
+            "wg_a_b",
+            "Simple wg_a_b",
+            "Bearer wg_a_b",
+            "SharedAccessKey wg_a_b",
+            "wgt_abc",
+            "SharedAccessKey key=wgt_abc",
+        ] {
+            assert!(is_wasmgrid_credential(v.as_bytes()), "{v}");
+        }
+        for v in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer eyJhbGciOi.x.y",
+            "wgx",
+            "Simple wgfoo",
+        ] {
+            assert!(!is_wasmgrid_credential(v.as_bytes()), "{v}");
+        }
     }
 }

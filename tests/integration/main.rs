@@ -15,3 +15,4 @@ mod invoke;
 mod jobs;
 mod lifecycle;
 mod sdks;
+mod sec_invoke;

@@ -138,11 +138,21 @@ async fn invoke(
     let endpoint = deployed.endpoint();
 
     if opts.output == OutputMode::Void {
+        // Admitted before answering: a call that cannot run now is `Overloaded`
+        // for the caller to retry, not accepted and dropped.
+        let reservation = app.registry.reserve(&deployed)?;
         let app2 = app.clone();
         let rid = request_id.clone();
         app.background.spawn(async move {
             let endpoint = deployed.endpoint();
-            let result = call(&app2, &deployed, &endpoint, input, opts.timeout).await;
+            let result = app2
+                .metrics
+                .observe_call(
+                    &endpoint,
+                    app2.registry
+                        .invoke_reserved(&deployed, reservation, input, opts.timeout),
+                )
+                .await;
             match result {
                 Ok(_) => tracing::info!(request_id = %rid, endpoint = %deployed.endpoint(), "background call finished"),
                 Err(e) => tracing::warn!(request_id = %rid, endpoint = %deployed.endpoint(), error = %e, "background call failed"),
