@@ -1,10 +1,20 @@
 //! The invoke path: credentials never reach guests, abandoned calls stop and
 //! are counted `Canceled`, background calls are admitted before they are
-//! accepted.
+//! accepted, and Algorithmia's clients read errors with ordinary keys.
 
 use crate::support::*;
 use reqwest::Method;
 use std::time::{Duration, Instant};
+
+fn create_key(s: &Server, body: serde_json::Value) -> String {
+    json(
+        s.req(Method::POST, "/v1/keys").json(&body).send().unwrap(),
+        201,
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
 
 /// The value of the first metric line that starts with `name` and has every
 /// label in `labels`; `None` if there is none.
@@ -204,5 +214,89 @@ fn background_calls_past_the_concurrency_limit_are_overloaded() {
     assert!(
         eventually(Duration::from_secs(20), || void().status() == 200),
         "background calls stayed Overloaded"
+    );
+}
+
+#[test]
+fn bare_keys_get_algorithmia_errors_unless_the_key_says_otherwise() {
+    let s = Server::start();
+    s.deploy_ok("json-stats", "demo/json-stats@1.0.0", "");
+    let call = |path: &str, auth: &str| {
+        s.http
+            .post(format!("{}/v1/algo/{path}", s.url))
+            .header("Authorization", auth)
+            .header("Content-Type", "application/json")
+            .body("[]")
+            .send()
+            .unwrap()
+    };
+    let stats = "demo/json-stats";
+    let ordinary = create_key(
+        &s,
+        serde_json::json!({"owner": "demo", "scopes": ["invoke"]}),
+    );
+    let none = create_key(
+        &s,
+        serde_json::json!({"owner": "demo", "scopes": ["invoke"], "compat": "none"}),
+    );
+    let algorithmia = create_key(
+        &s,
+        serde_json::json!({"owner": "demo", "scopes": ["invoke"], "compat": "algorithmia"}),
+    );
+
+    // The bare form: the algorithm's failure as 200, the real status in a header.
+    for key in [&s.key, &ordinary, &algorithmia] {
+        let resp = call(stats, key);
+        assert_eq!(resp.headers()["x-wasmgrid-status"], "400");
+        assert_error(resp, 200, "AlgorithmError", "need at least one number");
+    }
+    // Simple and Bearer keep the status table, unless the key asks for Algorithmia's.
+    for auth in [format!("Simple {ordinary}"), format!("Bearer {}", s.key)] {
+        let resp = call(stats, &auth);
+        assert!(resp.headers().get("x-wasmgrid-status").is_none());
+        assert_error(resp, 400, "AlgorithmError", "need at least one number");
+    }
+    let resp = call(stats, &format!("Simple {algorithmia}"));
+    assert_error(resp, 200, "AlgorithmError", "need at least one number");
+    // An explicit "none" wins over the bare form.
+    assert_error(
+        call(stats, &none),
+        400,
+        "AlgorithmError",
+        "need at least one number",
+    );
+    // Requests that fail before the algorithm runs keep their statuses.
+    assert_error(call("demo/missing", &ordinary), 404, "NotFound", "");
+    assert_error(call(stats, "wg_nope_nope"), 401, "AuthError", "unknown");
+    let stranger = create_key(
+        &s,
+        serde_json::json!({"owner": "bob", "scopes": ["invoke"]}),
+    );
+    assert_error(call(stats, &stranger), 403, "AuthError", "");
+    assert_error(call("demo/missing", &algorithmia), 404, "NotFound", "");
+
+    // The setting is tri-state and validated.
+    let keys = json(s.req(Method::GET, "/v1/keys").send().unwrap(), 200);
+    let compat_of = |key: &str| {
+        let id = key.split('_').nth(1).unwrap();
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .unwrap()["compat"]
+            .clone()
+    };
+    assert_eq!(compat_of(&ordinary), serde_json::Value::Null);
+    assert_eq!(compat_of(&none), "none");
+    assert_eq!(compat_of(&algorithmia), "algorithmia");
+    assert_error(
+        s.req(Method::POST, "/v1/keys")
+            .json(&serde_json::json!({"owner": "demo", "scopes": ["invoke"], "compat": "bogus"}))
+            .send()
+            .unwrap(),
+        400,
+        "InputError",
+        "unknown compat \"bogus\"",
     );
 }

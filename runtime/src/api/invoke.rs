@@ -99,12 +99,16 @@ pub async fn invoke_version(
     )
 }
 
-/// Errors in the caller's key's convention (see [`Compat`]).
+/// Errors in the request's convention (see [`Compat`]): under Algorithmia's,
+/// the algorithm's own failures answer 200; everything else (auth, 404, 413,
+/// `Overloaded`, bad requests) keeps its status.
 fn respond(compat: Compat, result: Result<Response, ApiError>) -> Response {
-    match (result, compat) {
-        (Ok(r), _) => r,
-        (Err(e), Compat::Algorithmia) => e.into_algorithmia_response(),
-        (Err(e), Compat::Http) => e.into_response(),
+    match result {
+        Ok(r) => r,
+        Err(e) if compat == Compat::Algorithmia && e.is_algorithm_outcome() => {
+            e.into_algorithmia_response()
+        }
+        Err(e) => e.into_response(),
     }
 }
 
