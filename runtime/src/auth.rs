@@ -64,18 +64,63 @@ impl Scope {
     }
 }
 
-/// How API errors reach clients that authenticate with a key.
+/// How `/v1/algo` answers the algorithm's own failures (`AlgorithmError`,
+/// `TimeoutError`, `CrashError`, ...). Authentication, authorization, 404,
+/// 413 and `Overloaded` keep their statuses under either convention.
+///
+/// A key may set it explicitly (`"none"` or `"algorithmia"`); a key without
+/// the setting gets Algorithmia's convention when it is sent bare
+/// (`Authorization: <key>`, as Algorithmia's official clients send it) and the
+/// status table otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Compat {
-    /// Errors carry their HTTP status (DESIGN.md's table). The default.
+    /// Errors carry their HTTP status (DESIGN.md's table).
     #[default]
+    #[serde(rename = "none")]
     Http,
-    /// Algorithmia's convention on `/v1/algo`: errors come back as HTTP 200 with
-    /// the `{"error": ...}` object (the true status in `X-Wasmgrid-Status`), which
-    /// is what Algorithmia's official clients need to raise `AlgorithmException`
-    /// with the message. For keys used by unchanged Algorithmia client code.
+    /// Algorithmia's convention: the algorithm's failures come back as HTTP
+    /// 200 with the `{"error": ...}` object (the true status in
+    /// `X-Wasmgrid-Status`), which is what Algorithmia's official clients
+    /// need to raise `AlgorithmException` with the message.
+    #[serde(rename = "algorithmia")]
     Algorithmia,
+}
+
+impl Compat {
+    /// Parses a key's `compat` setting as a request gives it.
+    pub fn parse(s: &str) -> Option<Compat> {
+        match s {
+            "algorithmia" => Some(Compat::Algorithmia),
+            // `http` is what earlier versions called `none`.
+            "none" | "http" => Some(Compat::Http),
+            _ => None,
+        }
+    }
+
+    /// The convention of a request: the key's explicit setting, else
+    /// Algorithmia's for the bare-key header form.
+    pub fn resolve(explicit: Option<Compat>, bare_key: bool) -> Compat {
+        match explicit {
+            Some(c) => c,
+            None if bare_key => Compat::Algorithmia,
+            None => Compat::Http,
+        }
+    }
+}
+
+/// Reads a stored key's `compat`. Earlier versions wrote `"http"` for every
+/// key that did not ask for Algorithmia's convention (it was the default), so
+/// `"http"` reads as unset.
+fn stored_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Compat>, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    match raw.as_deref() {
+        None | Some("http") => Ok(None),
+        Some(other) => Compat::parse(other).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown compat {other:?}: expected \"algorithmia\" or \"none\""
+            ))
+        }),
+    }
 }
 
 /// A stored key (never the secret itself).
@@ -94,9 +139,14 @@ pub struct KeyRecord {
     pub name: Option<String>,
     /// Creation time (RFC 3339).
     pub created: String,
-    /// Error convention for clients using this key.
-    #[serde(default)]
-    pub compat: Compat,
+    /// Error convention on `/v1/algo` for this key; unset: decided by the
+    /// header form (see [`Compat`]).
+    #[serde(
+        default,
+        deserialize_with = "stored_compat",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub compat: Option<Compat>,
 }
 
 /// The authenticated caller of a request.
@@ -108,7 +158,7 @@ pub struct Caller {
     pub owner: String,
     /// Scopes.
     pub scopes: Vec<Scope>,
-    /// Error convention.
+    /// Error convention on `/v1/algo` for this request (see [`Compat`]).
     pub compat: Compat,
 }
 
@@ -201,6 +251,22 @@ pub fn key_from_header(value: &str) -> &str {
     v
 }
 
+/// Whether an `Authorization` value is the bare key (no scheme), the form
+/// Algorithmia's official clients send.
+pub fn is_bare_key(value: &str) -> bool {
+    !value.trim().contains(char::is_whitespace)
+}
+
+/// Whether a header value carries a wasmgrid API key (`wg_…`) or topic key
+/// (`wgt_…`), bare or after a scheme (`Simple`, `Bearer`, `SharedAccessKey`,
+/// ...). Judged by the form, not by the key store, so that revoked keys and
+/// keys of other servers are recognised too.
+pub fn is_wasmgrid_credential(value: &[u8]) -> bool {
+    value
+        .split(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'=' | b';'))
+        .any(|token| token.starts_with(b"wg_") || token.starts_with(b"wgt_"))
+}
+
 /// The key registry.
 pub struct KeyStore {
     store: Arc<dyn Store>,
@@ -226,6 +292,13 @@ impl KeyStore {
 
     /// Verifies a presented key; `None` if unknown, revoked or malformed.
     pub fn verify(&self, presented: &str) -> Option<Caller> {
+        self.verify_as(presented, false)
+    }
+
+    /// [`verify`](Self::verify) for a key that came in `Authorization`,
+    /// `bare_key` when without a scheme (it decides the error convention of
+    /// keys that do not set one).
+    pub fn verify_as(&self, presented: &str, bare_key: bool) -> Option<Caller> {
         let id = presented.strip_prefix("wg_")?.split('_').next()?;
         let keys = self.keys.read().ok()?;
         let record = keys.get(id)?;
@@ -237,7 +310,7 @@ impl KeyStore {
                 key_id: record.id.clone(),
                 owner: record.owner.clone(),
                 scopes: record.scopes.clone(),
-                compat: record.compat,
+                compat: Compat::resolve(record.compat, bare_key),
             })
         } else {
             None
@@ -250,7 +323,7 @@ impl KeyStore {
         owner: &str,
         scopes: Vec<Scope>,
         name: Option<String>,
-        compat: Compat,
+        compat: Option<Compat>,
     ) -> Result<(KeyRecord, String), StoreError> {
         let id = hex::encode(rand::random::<[u8; 6]>());
         let secret =
@@ -318,7 +391,7 @@ impl KeyStore {
             "admin",
             vec![Scope::Admin],
             Some("bootstrap admin key".into()),
-            Compat::Http,
+            None,
         )?;
         let path = data_dir.join("admin.key");
         write_secret_file(&path, &format!("{key}\n"))?;
@@ -366,7 +439,7 @@ mod tests {
         );
 
         let (rec, key) = keys
-            .create("alice", vec![Scope::Invoke], None, Compat::Http)
+            .create("alice", vec![Scope::Invoke], None, None)
             .unwrap();
         let caller = keys.verify(&key).unwrap();
         assert!(caller.require(Scope::Invoke, "alice").is_ok());
@@ -396,5 +469,57 @@ mod tests {
         assert_eq!(key_from_header("Simple wg_a_b"), "wg_a_b");
         assert_eq!(key_from_header("Bearer wg_a_b"), "wg_a_b");
         assert_eq!(key_from_header("wg_a_b"), "wg_a_b");
+        assert!(is_bare_key(" wg_a_b "));
+        assert!(!is_bare_key("Simple wg_a_b"));
+        assert!(!is_bare_key("Bearer wg_a_b"));
+    }
+
+    #[test]
+    fn credentials_are_recognised_by_form() {
+        for v in [
+            "wg_a_b",
+            "Simple wg_a_b",
+            "Bearer wg_a_b",
+            "SharedAccessKey wg_a_b",
+            "wgt_abc",
+            "SharedAccessKey key=wgt_abc",
+        ] {
+            assert!(is_wasmgrid_credential(v.as_bytes()), "{v}");
+        }
+        for v in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer eyJhbGciOi.x.y",
+            "wgx",
+            "Simple wgfoo",
+        ] {
+            assert!(!is_wasmgrid_credential(v.as_bytes()), "{v}");
+        }
+    }
+
+    #[test]
+    fn compat_is_tri_state_and_old_records_read() {
+        let rec = |compat: &str| -> KeyRecord {
+            serde_json::from_str(&format!(
+                r#"{{"id":"i","owner":"o","scopes":["invoke"],"hash":"h","created":"t"{compat}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(rec("").compat, None);
+        assert_eq!(rec(r#","compat":"http""#).compat, None);
+        assert_eq!(rec(r#","compat":"none""#).compat, Some(Compat::Http));
+        assert_eq!(
+            rec(r#","compat":"algorithmia""#).compat,
+            Some(Compat::Algorithmia)
+        );
+        let r = rec(r#","compat":"none""#);
+        let back: KeyRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.compat, Some(Compat::Http));
+        assert_eq!(Compat::resolve(None, true), Compat::Algorithmia);
+        assert_eq!(Compat::resolve(None, false), Compat::Http);
+        assert_eq!(Compat::resolve(Some(Compat::Http), true), Compat::Http);
+        assert_eq!(
+            Compat::resolve(Some(Compat::Algorithmia), false),
+            Compat::Algorithmia
+        );
     }
 }

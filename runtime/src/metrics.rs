@@ -183,15 +183,15 @@ impl Metrics {
     /// Runs one algorithm call, counting it as in flight, and records its
     /// outcome and latency under `endpoint` (`owner/name/version`). Every
     /// caller (the invoke API, event deliveries, jobs) goes through here, so the
-    /// per-algorithm series cover all of them.
+    /// per-algorithm series cover all of them. A call dropped before it
+    /// finishes (the client went away) is counted `Canceled`.
     pub async fn observe_call(
         &self,
         endpoint: &str,
         call: impl std::future::Future<Output = Result<Outcome, InvokeError>>,
     ) -> Result<Outcome, InvokeError> {
-        self.in_flight.inc();
+        let guard = self.start_call(endpoint);
         let result = call.await;
-        self.in_flight.dec();
         let outcome = match &result {
             Ok(o) => {
                 self.invocation_seconds
@@ -211,13 +211,30 @@ impl Metrics {
                 e.error_type()
             }
         };
+        guard.finish(outcome);
+        result
+    }
+
+    /// Counts a call of `endpoint` as in flight until the guard is dropped; a
+    /// guard dropped without [`CallGuard::finish`] records `Canceled`. A
+    /// guard rather than an increment and a decrement around an `.await`,
+    /// because a dropped future never reaches the decrement.
+    pub fn start_call<'a>(&'a self, endpoint: &'a str) -> CallGuard<'a> {
+        self.in_flight.inc();
+        CallGuard {
+            metrics: self,
+            endpoint,
+            done: false,
+        }
+    }
+
+    fn count_outcome(&self, endpoint: &str, outcome: &str) {
         self.invocations
             .get_or_create(&CallLabels {
                 algorithm: endpoint.to_string(),
                 outcome: outcome.to_string(),
             })
             .inc();
-        result
     }
 
     /// The metrics in Prometheus text format.
@@ -226,5 +243,71 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The outcome recorded for a call whose caller went away before it finished.
+pub const CANCELED: &str = "Canceled";
+
+/// One call in flight (see [`Metrics::start_call`]).
+#[must_use = "dropping the guard at once counts the call as canceled"]
+pub struct CallGuard<'a> {
+    metrics: &'a Metrics,
+    endpoint: &'a str,
+    done: bool,
+}
+
+impl CallGuard<'_> {
+    /// The call finished with `outcome` (`ok` or an error type).
+    pub fn finish(mut self, outcome: &str) {
+        self.metrics.count_outcome(self.endpoint, outcome);
+        self.done = true;
+    }
+
+    /// The call finished and the caller counts its outcome itself.
+    pub fn finish_uncounted(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        if !self.done {
+            self.metrics.count_outcome(self.endpoint, CANCELED);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canceled(m: &Metrics, endpoint: &str) -> u64 {
+        m.invocations
+            .get_or_create(&CallLabels {
+                algorithm: endpoint.to_string(),
+                outcome: CANCELED.to_string(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn a_dropped_call_is_canceled_and_leaves_the_gauge() {
+        let m = Metrics::new();
+        let pending = m.observe_call("o/n/1.0.0", std::future::pending());
+        let mut pending = Box::pin(pending);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(pending.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(m.in_flight.get(), 1);
+        drop(pending);
+        assert_eq!(m.in_flight.get(), 0);
+        assert_eq!(canceled(&m, "o/n/1.0.0"), 1);
+
+        let g = m.start_call("o/n/1.0.0");
+        g.finish("ok");
+        assert_eq!(m.in_flight.get(), 0);
+        assert_eq!(canceled(&m, "o/n/1.0.0"), 1);
     }
 }

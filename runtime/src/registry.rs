@@ -656,6 +656,37 @@ impl Registry {
             .await
     }
 
+    /// Takes a concurrency permit of `deployed` now (`Overloaded` when none is
+    /// free), for a call that runs later: a background call must know it is
+    /// admitted before answering that it was accepted.
+    pub fn reserve(&self, deployed: &Deployed) -> Result<Reservation, InvokeError> {
+        Ok(Reservation(take_permit(deployed)?))
+    }
+
+    /// [`invoke`](Self::invoke) with a permit taken by [`reserve`](Self::reserve).
+    pub async fn invoke_reserved(
+        &self,
+        deployed: &Deployed,
+        reservation: Reservation,
+        input: Payload,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, InvokeError> {
+        let _permit = reservation.0;
+        let prepared = self
+            .prepared(deployed)
+            .await
+            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        self.engine
+            .invoke(
+                prepared,
+                self.call_context(deployed, 0),
+                input,
+                None,
+                deployed.limits(timeout),
+            )
+            .await
+    }
+
     /// Serves one HTTP request with a wasi:http version: takes a concurrency
     /// permit (held until the guest finishes, which may be after the response
     /// head), loads the compiled component if needed, and runs the guest.
@@ -718,13 +749,7 @@ impl Registry {
         &self,
         deployed: &'a Deployed,
     ) -> Result<(tokio::sync::OwnedSemaphorePermit, &'a Prepared), InvokeError> {
-        let permit = deployed.permits.clone().try_acquire_owned().map_err(|_| {
-            InvokeError::Overloaded(format!(
-                "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
-                deployed.endpoint(),
-                deployed.record.settings.concurrency
-            ))
-        })?;
+        let permit = take_permit(deployed)?;
         let prepared = self
             .prepared(deployed)
             .await
@@ -1027,6 +1052,20 @@ fn lifecycle_event(kind: &str, record: &VersionRecord) -> serde_json::Value {
             "digest": record.digest,
             "kind": record.kind,
         },
+    })
+}
+
+/// A concurrency permit of one version, taken ahead of its call.
+pub struct Reservation(tokio::sync::OwnedSemaphorePermit);
+
+/// A concurrency permit of `deployed`, or `Overloaded`.
+fn take_permit(deployed: &Deployed) -> Result<tokio::sync::OwnedSemaphorePermit, InvokeError> {
+    deployed.permits.clone().try_acquire_owned().map_err(|_| {
+        InvokeError::Overloaded(format!(
+            "{} is at its concurrency limit of {}; retry shortly, or redeploy with a higher --concurrency",
+            deployed.endpoint(),
+            deployed.record.settings.concurrency
+        ))
     })
 }
 

@@ -24,13 +24,13 @@ fn algorithmia_python_client_works_unchanged() {
     let s = Server::start();
     s.deploy_ok("hello", "demo/hello@1.0.0", "");
     s.deploy_ok("json-stats", "demo/json-stats@1.0.0", "");
-    // A key with Algorithmia's error convention, as a migrating user creates it.
+    // An ordinary key: the client sends it bare, which alone selects
+    // Algorithmia's error convention.
     let v = json(
         s.req(Method::POST, "/v1/keys")
             .json(&serde_json::json!({
                 "owner": "demo",
-                "scopes": ["invoke", "data:read", "data:write"],
-                "compat": "algorithmia"
+                "scopes": ["invoke", "data:read", "data:write"]
             }))
             .send()
             .unwrap(),
@@ -75,9 +75,9 @@ fn algorithmia_convention_is_per_key() {
     let resp = call(&compat_key);
     assert_eq!(resp.headers()["x-wasmgrid-status"], "400");
     assert_error(resp, 200, "AlgorithmError", "need at least one number");
-    // Every other key keeps DESIGN.md's status codes.
+    // Other keys keep DESIGN.md's status codes when sent with a scheme.
     assert_error(
-        call(&s.key),
+        call(&format!("Simple {}", s.key)),
         400,
         "AlgorithmError",
         "need at least one number",

@@ -33,7 +33,7 @@ fn server_with_faults() -> Server {
 fn post(url: String, key: String) -> reqwest::blocking::Response {
     reqwest::blocking::Client::new()
         .post(url)
-        .header("Authorization", key)
+        .header("Authorization", format!("Simple {key}"))
         .header("Content-Type", "text/plain")
         .body("x")
         .send()

@@ -18,3 +18,4 @@ mod sdks;
 mod sec_authz;
 mod sec_http;
 mod sec_input;
+mod sec_invoke;

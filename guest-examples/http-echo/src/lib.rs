@@ -9,6 +9,7 @@
 //! | `/silent` | returns without sending a response |
 //! | `/fetch?url=http://host[:port]/path` | GETs the URL with `wasi:http/outgoing-handler`; 200 `status N`, or 502 with the error code |
 //! | `/stream?n=N` | 200 with N lines of 1 KiB, written one by one after the headers |
+//! | `/headers` | 200 `text/plain`: every request header as `name: value`, one a line |
 //! | anything else | 200 `text/plain`: method, path with query, the `authorization` and `x-test` headers, then the request body |
 
 use std::hint::black_box;
@@ -36,6 +37,16 @@ impl wasi::exports::http::incoming_handler::Guest for Echo {
             "hog" => hog(),
             "panic" => panic!("the http-echo guest panicked on purpose"),
             "silent" => {}
+            "headers" => {
+                let mut text = Vec::new();
+                for (name, value) in request.headers().entries() {
+                    text.extend_from_slice(name.as_bytes());
+                    text.extend_from_slice(b": ");
+                    text.extend_from_slice(&value);
+                    text.push(b'\n');
+                }
+                respond(response_out, 200, &[text]);
+            }
             "fetch" => {
                 let url = query.strip_prefix("url=").unwrap_or("");
                 match fetch(url) {

@@ -64,6 +64,20 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// Whether this is the algorithm's own failure (what Algorithmia's
+    /// convention answers with 200) rather than the request's or the server's.
+    pub fn is_algorithm_outcome(&self) -> bool {
+        matches!(
+            self.error_type,
+            "AlgorithmError"
+                | "TransientAlgorithmError"
+                | "TimeoutError"
+                | "OutOfMemoryError"
+                | "StackOverflowError"
+                | "CrashError"
+        )
+    }
+
     /// The error in Algorithmia's convention: HTTP 200 with the error object, the
     /// real status in `X-Wasmgrid-Status` (see [`crate::auth::Compat`]).
     pub fn into_algorithmia_response(self) -> Response {

@@ -9,17 +9,18 @@
 //! Unless the version was deployed `public`, a request needs a key with the
 //! `invoke` scope for the owner; the `Authorization` header is then removed
 //! before the guest sees the request (the key is the caller's secret, not the
-//! guest's). Errors before the guest has answered (auth, unknown algorithm,
+//! guest's). Whatever the version, wasmgrid API and topic keys are removed
+//! from `Authorization` and `aeg-sas-key` (other values, such as Basic
+//! credentials, pass through). Errors before the guest has answered (auth, unknown algorithm,
 //! trap, timeout, memory cap) are the usual JSON error bodies.
 
 use super::{ApiError, AppState};
-use crate::auth::{Caller, Scope};
+use crate::auth::{Caller, Scope, is_wasmgrid_credential};
 use crate::engine::{ComponentKind, HttpBodyError};
-use crate::metrics::CallLabels;
 use crate::registry::{Deployed, VersionSpec};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{HeaderValue, Uri, header, uri::PathAndQuery};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header, uri::PathAndQuery};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -131,6 +132,7 @@ async fn run(
         ))
         .into_response();
     }
+    strip_credentials(&mut parts.headers);
     if let Some(path) = guest_path {
         match guest_uri(&path, parts.uri.query()) {
             Ok(uri) => parts.uri = uri,
@@ -148,20 +150,13 @@ async fn run(
     let request = axum::http::Request::from_parts(parts, body);
 
     let endpoint = deployed.endpoint();
-    app.metrics.in_flight.inc();
+    // A guard: when the client goes away this future is dropped mid-call.
+    let call = app.metrics.start_call(&endpoint);
     let result = app.registry.handle_http(&deployed, request).await;
-    app.metrics.in_flight.dec();
-    let outcome = match &result {
+    call.finish(match &result {
         Ok(_) => "ok",
         Err(e) => e.error_type(),
-    };
-    app.metrics
-        .invocations
-        .get_or_create(&CallLabels {
-            algorithm: endpoint.clone(),
-            outcome: outcome.to_string(),
-        })
-        .inc();
+    });
     let mut resp = match result {
         Ok(r) => r.map(Body::new),
         Err(e) => {
@@ -175,6 +170,28 @@ async fn run(
         resp.headers_mut().insert("x-wasmgrid-endpoint", v);
     }
     resp
+}
+
+/// Removes wasmgrid's own credentials (API keys, topic keys) from the headers
+/// a guest sees, so that a component, public ones above all, cannot collect
+/// its callers' keys. Other `Authorization` values (Basic, a JWT) stay for
+/// components that do their own auth.
+fn strip_credentials(headers: &mut HeaderMap) {
+    for name in [
+        header::AUTHORIZATION,
+        HeaderName::from_static("aeg-sas-key"),
+    ] {
+        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        if !values.iter().any(|v| is_wasmgrid_credential(v.as_bytes())) {
+            continue;
+        }
+        headers.remove(&name);
+        for v in values {
+            if !is_wasmgrid_credential(v.as_bytes()) {
+                headers.append(&name, v);
+            }
+        }
+    }
 }
 
 /// `path` plus the original query, as the guest's request URI.
@@ -217,6 +234,26 @@ mod tests {
         ] {
             assert!(parse_http_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn wasmgrid_credentials_are_stripped_others_kept() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer wg_abc_def"),
+        );
+        h.append("aeg-sas-key", HeaderValue::from_static("wgt_secret"));
+        h.append("x-other", HeaderValue::from_static("wg_abc_def"));
+        strip_credentials(&mut h);
+        let auth: Vec<_> = h.get_all(header::AUTHORIZATION).iter().collect();
+        assert_eq!(auth, vec!["Basic dXNlcjpwYXNz"]);
+        assert!(h.get("aeg-sas-key").is_none());
+        assert_eq!(h["x-other"], "wg_abc_def");
     }
 
     #[test]

@@ -100,12 +100,16 @@ pub async fn invoke_version(
     )
 }
 
-/// Errors in the caller's key's convention (see [`Compat`]).
+/// Errors in the request's convention (see [`Compat`]): under Algorithmia's,
+/// the algorithm's own failures answer 200; everything else (auth, 404, 413,
+/// `Overloaded`, bad requests) keeps its status.
 fn respond(compat: Compat, result: Result<Response, ApiError>) -> Response {
-    match (result, compat) {
-        (Ok(r), _) => r,
-        (Err(e), Compat::Algorithmia) => e.into_algorithmia_response(),
-        (Err(e), Compat::Http) => e.into_response(),
+    match result {
+        Ok(r) => r,
+        Err(e) if compat == Compat::Algorithmia && e.is_algorithm_outcome() => {
+            e.into_algorithmia_response()
+        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -141,11 +145,21 @@ async fn invoke(
     let endpoint = deployed.endpoint();
 
     if opts.output == OutputMode::Void {
+        // Admitted before answering: a call that cannot run now is `Overloaded`
+        // for the caller to retry, not accepted and dropped.
+        let reservation = app.registry.reserve(&deployed)?;
         let app2 = app.clone();
         let rid = request_id.clone();
         app.background.spawn(async move {
             let endpoint = deployed.endpoint();
-            let result = call(&app2, &deployed, &endpoint, input, opts.timeout).await;
+            let result = app2
+                .metrics
+                .observe_call(
+                    &endpoint,
+                    app2.registry
+                        .invoke_reserved(&deployed, reservation, input, opts.timeout),
+                )
+                .await;
             match result {
                 Ok(_) => tracing::info!(request_id = %rid, endpoint = %deployed.endpoint(), "background call finished"),
                 Err(e) => tracing::warn!(request_id = %rid, endpoint = %deployed.endpoint(), error = %e, "background call failed"),

@@ -20,8 +20,9 @@ struct CreateKey {
     scopes: Vec<String>,
     #[serde(default)]
     name: Option<String>,
+    /// `"algorithmia"`, `"none"`, or absent (decided by the header form).
     #[serde(default)]
-    compat: Compat,
+    compat: Option<String>,
 }
 
 pub async fn create(
@@ -61,9 +62,19 @@ pub async fn create(
             scopes.push(scope);
         }
     }
+    let compat = match req.compat.as_deref() {
+        None => None,
+        Some(c) => Some(Compat::parse(c).ok_or_else(|| {
+            ApiError::input(format!(
+                "unknown compat {c:?}: use \"algorithmia\" (errors of the algorithm as HTTP 200, for \
+                 Algorithmia's clients), \"none\" (HTTP statuses), or leave it out (decided by the \
+                 Authorization form)"
+            ))
+        })?),
+    };
     let keys = app.keys.clone();
     let (record, key) =
-        tokio::task::spawn_blocking(move || keys.create(&req.owner, scopes, req.name, req.compat))
+        tokio::task::spawn_blocking(move || keys.create(&req.owner, scopes, req.name, compat))
             .await
             .map_err(|e| ApiError::internal(format!("key worker failed: {e}")))??;
     let body = serde_json::json!({

@@ -14,7 +14,7 @@ mod secrets;
 pub use error::ApiError;
 
 use crate::app::App;
-use crate::auth::{Caller, key_from_header};
+use crate::auth::{Caller, is_bare_key, key_from_header};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
@@ -290,19 +290,19 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
+        let value = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(key_from_header)
-            .filter(|k| !k.is_empty());
+            .and_then(|v| v.to_str().ok());
+        let presented = value.map(key_from_header).filter(|k| !k.is_empty());
+        let bare = value.is_some_and(is_bare_key);
         let Some(key) = presented else {
             return Err(ApiError::unauthenticated(
                 "missing API key: send `Authorization: Simple <key>` (the first start writes an admin key to \
                  <data dir>/admin.key)",
             ));
         };
-        app.keys.verify(key).ok_or_else(|| {
+        app.keys.verify_as(key, bare).ok_or_else(|| {
             ApiError::unauthenticated("unknown or revoked API key: check the key, or create one with `wasmgrid key create`")
         })
     }

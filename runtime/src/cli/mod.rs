@@ -255,10 +255,14 @@ enum KeyCommand {
         /// A label.
         #[arg(long)]
         name: Option<String>,
-        /// Give this key Algorithmia's error convention on /v1/algo (errors as HTTP
-        /// 200 with the error object), for unchanged Algorithmia client code.
-        #[arg(long)]
+        /// Give this key Algorithmia's error convention on /v1/algo (the algorithm's
+        /// errors as HTTP 200 with the error object) whatever the Authorization form.
+        /// Without it or --compat, a bare key gets that convention and `Simple`/`Bearer` the HTTP statuses.
+        #[arg(long, conflicts_with = "compat")]
         algorithmia_compat: bool,
+        /// The key's error convention on /v1/algo: `algorithmia` or `none` (always HTTP statuses).
+        #[arg(long, value_parser = ["algorithmia", "none"])]
+        compat: Option<String>,
     },
     /// Revoke a key by id.
     Revoke {
@@ -602,11 +606,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     scopes,
                     name,
                     algorithmia_compat,
+                    compat,
                 } => {
                     let compat = if algorithmia_compat {
-                        "algorithmia"
+                        Some("algorithmia".to_string())
                     } else {
-                        "http"
+                        compat
                     };
                     let body = serde_json::json!({"owner": owner, "scopes": scopes, "name": name, "compat": compat});
                     let v = client

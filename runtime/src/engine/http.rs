@@ -10,7 +10,9 @@
 //!
 //! The guest task runs on its own tokio task: the guest may keep writing the
 //! body after it has sent the response head, so the head is returned to the
-//! server as soon as the guest sets it, while the task streams the rest.
+//! server as soon as the guest sets it, while the task streams the rest. The
+//! task is aborted when the client goes away (the call's future or the
+//! response body dropped before its end).
 
 use super::{CallLimits, DeadlineExceeded, Engine, InvalidComponent, InvokeError, MemoryLimiter};
 use bytes::Bytes;
@@ -327,14 +329,25 @@ impl Engine {
             result
         });
 
+        // Dropping this future (the client went away before the head) or the
+        // response body before its end stops the guest, rather than letting
+        // it run to its timeout holding a permit and a core.
+        let abort = AbortOnDrop::new(task.abort_handle());
         match rx.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(InvokeError::Crash {
-                message: format!(
-                    "the handler answered with wasi:http error-code {} instead of a response",
-                    describe(&code)
-                ),
-            }),
+            Ok(Ok(response)) => Ok(response.map(|inner| {
+                use http_body_util::BodyExt;
+                GuardedBody { inner, abort }.boxed_unsync()
+            })),
+            Ok(Err(code)) => {
+                // Answered (with an error): the guest may finish under its deadline.
+                abort.disarm();
+                Err(InvokeError::Crash {
+                    message: format!(
+                        "the handler answered with wasi:http error-code {} instead of a response",
+                        describe(&code)
+                    ),
+                })
+            }
             // The guest finished (or failed) without setting a response.
             Err(_) => match task.await {
                 Ok(Err(e)) => Err(e),
@@ -345,6 +358,74 @@ impl Engine {
                 Err(join) => Err(InvokeError::Host(format!("the request task failed: {join}"))),
             },
         }
+    }
+}
+
+/// Aborts a guest's task when dropped, unless disarmed.
+struct AbortOnDrop {
+    handle: tokio::task::AbortHandle,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl AbortOnDrop {
+    fn new(handle: tokio::task::AbortHandle) -> Self {
+        Self {
+            handle,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    fn disarm(&self) {
+        self.armed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if self.armed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.handle.abort();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A guest's response body that stops the guest when dropped before its
+    /// end (the client went away mid-body). Once the body has ended, the
+    /// guest may go on with work after the response, under its deadline.
+    struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        abort: AbortOnDrop,
+    }
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            this.abort.disarm();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.abort.disarm();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -801,16 +801,6 @@ fn retryable(e: &InvokeError) -> bool {
     )
 }
 
-/// Counts an invocation as running for the `invocations_in_flight` gauge, even
-/// if the worker is abandoned mid-call.
-struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// Calls the algorithm, retrying retryable failures with exponential backoff.
 /// Returns the last result and the number of attempts.
 async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, u32) {
@@ -824,8 +814,8 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        metrics.in_flight.inc();
-        let guard = InFlight(&metrics.in_flight);
+        // Counted in flight, and `Canceled` if the worker is abandoned mid-call.
+        let guard = metrics.start_call(&ctx.endpoint);
         let started = std::time::Instant::now();
         let result = ctx
             .inner
@@ -833,7 +823,7 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
             .invoke(&ctx.deployed, input.clone(), None, timeout)
             .await;
         ctx.observe_call(started.elapsed());
-        drop(guard);
+        guard.finish_uncounted();
         match &result {
             Ok(o) => {
                 ctx.calls_ok.inc();
