@@ -679,7 +679,7 @@ impl Registry {
         self.engine
             .invoke(
                 prepared,
-                self.call_context(deployed, 0),
+                self.call_context(deployed, 0, 0),
                 input,
                 None,
                 deployed.limits(timeout),
