@@ -272,7 +272,8 @@ fn bare_keys_get_algorithmia_errors_unless_the_key_says_otherwise() {
         &s,
         serde_json::json!({"owner": "bob", "scopes": ["invoke"]}),
     );
-    assert_error(call(stats, &stranger), 403, "AuthError", "");
+    // Another owner's algorithm answers exactly as a missing one.
+    assert_error(call(stats, &stranger), 404, "NotFound", "not found");
     assert_error(call("demo/missing", &algorithmia), 404, "NotFound", "");
 
     // The setting is tri-state and validated.

@@ -756,6 +756,11 @@ impl EventService {
     /// Checks a custom topic the caller manages (regenerateKey), before its
     /// request body is read.
     pub fn check_topic_managed(&self, caller: &Caller, topic: &str) -> Result<(), EventError> {
+        // Built-in topics are visible to every key, so saying what they are
+        // reveals nothing.
+        if SYSTEM_TOPICS.contains(&topic) {
+            return Err(Self::system_topic_has_no_keys(topic));
+        }
         let record = self
             .topic_record(topic)?
             .ok_or_else(|| Self::not_found_topic(topic))?;
@@ -780,6 +785,13 @@ impl EventService {
         name: &str,
     ) -> Result<(), EventError> {
         self.visible_subscription(caller, topic, name).map(|_| ())
+    }
+
+    fn system_topic_has_no_keys(topic: &str) -> EventError {
+        EventError::Invalid(format!(
+            "{topic} is written by wasmgrid itself and has no publish keys (users cannot publish to it); \
+             regenerate the keys of a custom topic instead"
+        ))
     }
 
     fn not_found_topic(name: &str) -> EventError {
@@ -864,10 +876,7 @@ impl EventService {
         key_name: &str,
     ) -> Result<Value, EventError> {
         if SYSTEM_TOPICS.contains(&topic) {
-            return Err(EventError::Invalid(format!(
-                "{topic} is written by wasmgrid itself and has no publish keys (users cannot publish to it); \
-                 regenerate the keys of a custom topic instead"
-            )));
+            return Err(Self::system_topic_has_no_keys(topic));
         }
         let mut record = self
             .topic_record(topic)?
