@@ -240,13 +240,17 @@ impl Caller {
 }
 
 /// Extracts the key from an `Authorization` header value: `Simple <key>`,
-/// `Bearer <key>`, or the bare key (as Algorithmia's clients send it).
+/// `Bearer <key>`, `SharedAccessKey <key>` (Azure's namespace clients), or
+/// the bare key (as Algorithmia's clients send it). Schemes match in any case,
+/// as RFC 9110 says of auth schemes.
 pub fn key_from_header(value: &str) -> &str {
     let v = value.trim();
-    for scheme in ["Simple ", "Bearer ", "simple ", "bearer "] {
-        if let Some(rest) = v.strip_prefix(scheme) {
-            return rest.trim();
-        }
+    if let Some((scheme, rest)) = v.split_once(char::is_whitespace)
+        && ["simple", "bearer", "sharedaccesskey"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s))
+    {
+        return rest.trim();
     }
     v
 }
@@ -469,6 +473,9 @@ mod tests {
         assert_eq!(key_from_header("Simple wg_a_b"), "wg_a_b");
         assert_eq!(key_from_header("Bearer wg_a_b"), "wg_a_b");
         assert_eq!(key_from_header("wg_a_b"), "wg_a_b");
+        assert_eq!(key_from_header("SharedAccessKey wg_a_b"), "wg_a_b");
+        assert_eq!(key_from_header("BEARER  wg_a_b "), "wg_a_b");
+        assert_eq!(key_from_header("Basic dXNlcg=="), "Basic dXNlcg==");
         assert!(is_bare_key(" wg_a_b "));
         assert!(!is_bare_key("Simple wg_a_b"));
         assert!(!is_bare_key("Bearer wg_a_b"));

@@ -334,7 +334,7 @@ impl HostApi for Services {
             .events
             .upgrade()
             .ok_or_else(|| GuestCallError::transient("the server is shutting down"))?;
-        match events.publish(&topic, vec![event]).await {
+        match events.publish_as(&who.owner, &topic, vec![event]).await {
             Ok(_) => Ok(id),
             Err(EventError::Invalid(m)) => Err(GuestCallError::invalid_input(m)),
             Err(EventError::NotFound(m) | EventError::Forbidden(m) | EventError::Conflict(m)) => {

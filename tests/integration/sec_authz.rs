@@ -650,3 +650,89 @@ fn unknown_fields_and_oversized_strings_are_rejected() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("256"), "{body}");
 }
+
+/// A `topic:NAME` grant reaches only a topic of the algorithm's own owner:
+/// alice's algorithm granted `topic:demo-feed` cannot write into demo's topic
+/// of that name, and learns no more than for a missing topic.
+#[test]
+fn guests_publish_only_to_topics_of_their_own_owner() {
+    let s = Server::start();
+    let alice = create_key(&s, "alice", ALL_SCOPES);
+    let demo = create_key(&s, "demo", ALL_SCOPES);
+    ok(&s, &demo, "PUT", "/v1/topics/demo-feed", None);
+    for (owner, key) in [("alice", alice.as_str()), ("demo", demo.as_str())] {
+        for example in ["json-stats", "infer"] {
+            let resp = s
+                .http
+                .put(format!(
+                    "{}/v1/algorithms/{owner}/{example}/versions/1.0.0?grant=topic:demo-feed&grant=topic:nosuch-feed",
+                    s.url
+                ))
+                .header("Authorization", format!("Simple {key}"))
+                .body(guest(example))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), 201, "deploy {owner}/{example}");
+        }
+    }
+    let input = r#"{"scores": [0.5], "topic": "demo-feed", "stats": "STATS"}"#;
+    // Alice's algorithm: refused, with the same words as a missing topic.
+    let (status, text) = send(
+        &s,
+        Some(&alice),
+        "POST",
+        "/v1/algo/alice/infer/1.0.0",
+        Some(&input.replace("STATS", "alice/json-stats/1")),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("topic demo-feed not found"), "{text}");
+    assert!(!text.contains("demo/"), "names no other owner: {text}");
+    let (_, missing) = send(
+        &s,
+        Some(&alice),
+        "POST",
+        "/v1/algo/alice/infer/1.0.0",
+        Some(
+            &input
+                .replace("STATS", "alice/json-stats/1")
+                .replace("demo-feed", "nosuch-feed"),
+        ),
+    );
+    assert_eq!(
+        text.replace("demo-feed", "T"),
+        missing.replace("nosuch-feed", "T"),
+        "another owner's topic answers as a missing one"
+    );
+    // The owner's own algorithm publishes.
+    let (status, text) = send(
+        &s,
+        Some(&demo),
+        "POST",
+        "/v1/algo/demo/infer/1.0.0",
+        Some(&input.replace("STATS", "demo/json-stats/1")),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+/// `Authorization: SharedAccessKey <key>` (Azure's namespace clients)
+/// authenticates like `Simple`, in any case of the scheme.
+#[test]
+fn shared_access_key_scheme_authenticates() {
+    let s = Server::start();
+    for scheme in ["SharedAccessKey", "sharedaccesskey", "BEARER", "simple"] {
+        let resp = s
+            .http
+            .get(format!("{}/v1/topics", s.url))
+            .header("Authorization", format!("{scheme} {}", s.key))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
+    let resp = s
+        .http
+        .get(format!("{}/v1/topics", s.url))
+        .header("Authorization", "SharedAccessKey wg_not_a_key")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}

@@ -951,6 +951,23 @@ impl EventService {
         self.ingest(topic, events, true).await
     }
 
+    /// [`publish`](Self::publish) on behalf of an algorithm of `owner`: a
+    /// topic grant names a topic of the algorithm's own owner, so another
+    /// owner's topic answers exactly as a missing one (a `topic:NAME` grant
+    /// must not let an algorithm write into someone else's event stream).
+    pub async fn publish_as(
+        &self,
+        owner: &str,
+        topic: &str,
+        events: Vec<Value>,
+    ) -> Result<PublishReport, EventError> {
+        let record = self.publish_target(topic)?;
+        if record.owner != owner {
+            return Err(Self::not_found_topic(topic));
+        }
+        self.ingest(topic, events, true).await
+    }
+
     async fn ingest(
         &self,
         topic: &str,
