@@ -239,6 +239,10 @@ impl Caller {
     }
 }
 
+/// The owner of the bootstrap admin key. Topics it creates are the
+/// operator's: any algorithm granted `topic:NAME` may publish to them.
+pub const ADMIN_OWNER: &str = "admin";
+
 /// Extracts the key from an `Authorization` header value: `Simple <key>`,
 /// `Bearer <key>`, `SharedAccessKey <key>` (Azure's namespace clients), or
 /// the bare key (as Algorithmia's clients send it). Schemes match in any case,
@@ -392,7 +396,7 @@ impl KeyStore {
             return Ok(None);
         }
         let (_, key) = self.create(
-            "admin",
+            ADMIN_OWNER,
             vec![Scope::Admin],
             Some("bootstrap admin key".into()),
             None,
