@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `wasmgrid --data-dir DIR ARGS...`: (success, stdout, stderr).
 fn wg(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
@@ -32,17 +32,6 @@ fn wg_ok(data_dir: &Path, args: &[&str]) -> String {
     let (ok, out, err) = wg(data_dir, args);
     assert!(ok, "wasmgrid {args:?} failed: {err}\n{out}");
     out
-}
-
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn get_json(s: &Server, path: &str) -> Option<Value> {

@@ -18,18 +18,6 @@ fn start_events_server(extra: &[&str]) -> (Server, tempfile::TempDir) {
     (s, tmp)
 }
 
-/// Polls `f` every 25 ms until it returns `Some`, failing after `limit`.
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 fn get_file(s: &Server, path: &str) -> Option<Value> {
     let resp = s
         .req(Method::GET, &format!("/v1/data/{path}"))
@@ -103,19 +91,6 @@ fn subscription(s: &Server, topic: &str, name: &str) -> Value {
         .unwrap(),
         200,
     )
-}
-
-fn dead_letters(s: &Server, topic: &str, name: &str) -> Vec<Value> {
-    let v = json(
-        s.req(
-            Method::GET,
-            &format!("/v1/topics/{topic}/subscriptions/{name}/deadletters"),
-        )
-        .send()
-        .unwrap(),
-        200,
-    );
-    v["deadLetters"].as_array().cloned().unwrap_or_default()
 }
 
 fn cloud_event(id: &str, ty: &str, data: Value) -> Value {

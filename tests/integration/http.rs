@@ -10,17 +10,6 @@ use crate::support::*;
 use reqwest::Method;
 use std::time::{Duration, Instant};
 
-fn create_key(s: &Server, owner: &str, scopes: &[&str]) -> String {
-    let v = json(
-        s.req(Method::POST, "/v1/keys")
-            .json(&serde_json::json!({"owner": owner, "scopes": scopes}))
-            .send()
-            .unwrap(),
-        201,
-    );
-    v["key"].as_str().unwrap().to_string()
-}
-
 /// A request without the admin key.
 fn anon(s: &Server, method: Method, path: &str) -> reqwest::blocking::RequestBuilder {
     s.http.request(method, format!("{}{path}", s.url))

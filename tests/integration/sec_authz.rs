@@ -11,19 +11,6 @@ use std::time::{Duration, Instant};
 
 const ALL_SCOPES: &[&str] = &["invoke", "deploy", "publish", "data:read", "data:write"];
 
-fn create_key(s: &Server, owner: &str, scopes: &[&str]) -> String {
-    json(
-        s.req(Method::POST, "/v1/keys")
-            .json(&json!({"owner": owner, "scopes": scopes}))
-            .send()
-            .unwrap(),
-        201,
-    )["key"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// A request with `key` (or none), a JSON or text body.
 fn send(
     s: &Server,

@@ -5,19 +5,7 @@
 use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
-
-/// Polls `f` every 25 ms until it returns `Some`, failing after `limit`.
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+use std::time::Duration;
 
 fn put_subscription(
     s: &Server,
@@ -32,19 +20,6 @@ fn put_subscription(
     .json(&spec)
     .send()
     .unwrap()
-}
-
-fn dead_letters(s: &Server, topic: &str, name: &str) -> Vec<Value> {
-    let v = json(
-        s.req(
-            Method::GET,
-            &format!("/v1/topics/{topic}/subscriptions/{name}/deadletters"),
-        )
-        .send()
-        .unwrap(),
-        200,
-    );
-    v["deadLetters"].as_array().cloned().unwrap_or_default()
 }
 
 fn file_count(s: &Server, folder: &str) -> usize {

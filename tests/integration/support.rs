@@ -245,3 +245,41 @@ pub fn assert_error(resp: Response, status: u16, error_type: &str, fragment: &st
     );
     msg
 }
+
+/// Polls `f` every 25 ms until it returns `Some`, failing after `limit`.
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Creates a key of `owner` with `scopes` (as admin) and returns its secret.
+pub fn create_key(s: &Server, owner: &str, scopes: &[&str]) -> String {
+    let v = json(
+        s.req(reqwest::Method::POST, "/v1/keys")
+            .json(&serde_json::json!({"owner": owner, "scopes": scopes}))
+            .send()
+            .expect("key request"),
+        201,
+    );
+    v["key"].as_str().expect("key in the answer").to_string()
+}
+
+/// The dead letters of a subscription.
+pub fn dead_letters(s: &Server, topic: &str, name: &str) -> Vec<serde_json::Value> {
+    let v = json(
+        s.req(
+            reqwest::Method::GET,
+            &format!("/v1/topics/{topic}/subscriptions/{name}/deadletters"),
+        )
+        .send()
+        .expect("deadletters request"),
+        200,
+    );
+    v["deadLetters"].as_array().cloned().unwrap_or_default()
+}
