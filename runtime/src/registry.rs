@@ -11,11 +11,13 @@
 //! Metadata is held in memory (loaded at start, written through to the store), so
 //! resolving `owner/name/1.2` on the invoke path is a map lookup.
 
+use crate::clock::now_rfc3339;
 use crate::engine::{
     CallContext, CallLimits, ComponentKind, Engine, GuestIdentity, HostApi, HttpBodyError,
     HttpCall, HttpResponse, InvokeError, NoHostServices, OutboundAllowList, Outcome, Payload,
     Prepared, TriggerEvent,
 };
+use crate::names::{InvalidName, validate_name};
 use crate::store::{Store, StoreError, StoreExt, Table, WriteBatch};
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -24,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 
 /// Default per-call timeout (Algorithmia's).
@@ -124,6 +126,12 @@ pub enum RegistryError {
     /// A host-side failure (I/O on the compiled cache, a worker thread died).
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<InvalidName> for RegistryError {
+    fn from(e: InvalidName) -> Self {
+        RegistryError::Invalid(e.0)
+    }
 }
 
 /// Which version a caller asked for.
@@ -281,34 +289,12 @@ pub fn parse_version(value: &str) -> Result<Version, RegistryError> {
         .map_err(|e| RegistryError::Invalid(format!("invalid version {value:?}: {e}; {FORM}")))
 }
 
-/// Checks an owner or algorithm name: 1–64 characters, letters, digits, `_` and
-/// `-`, starting with a letter or digit.
-pub fn validate_name(what: &str, value: &str) -> Result<(), RegistryError> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value.as_bytes()[0].is_ascii_alphanumeric()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::Invalid(format!(
-            "invalid {what} {value:?}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
-        )))
-    }
-}
-
 /// The answer for an algorithm that does not exist, and for one the caller
 /// may not see (the two must not be told apart).
 pub fn not_found(owner: &str, name: &str) -> RegistryError {
     RegistryError::NotFound(format!(
         "algorithm {owner}/{name} not found: deploy it first (wasmgrid deploy FILE {owner}/{name}@1.0.0)"
     ))
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 fn lock_err() -> RegistryError {
@@ -1123,14 +1109,5 @@ mod tests {
             "{m}"
         );
         assert!(msg("1.2").contains("MAJOR.MINOR.PATCH"));
-    }
-
-    #[test]
-    fn names() {
-        assert!(validate_name("owner", "demo").is_ok());
-        assert!(validate_name("owner", "my-org_2").is_ok());
-        for bad in ["", "-x", "a/b", "a b", ".my", &"x".repeat(65)] {
-            assert!(validate_name("owner", bad).is_err(), "{bad:?}");
-        }
     }
 }

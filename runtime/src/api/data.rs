@@ -166,7 +166,7 @@ pub async fn list_collections(
     } else {
         owner
     };
-    crate::registry::validate_name("owner", &owner)?;
+    crate::names::validate_name("owner", &owner)?;
     let data = app.data.clone();
     let colls = blocking(move || data.collections(Principal::Key(&caller), &owner)).await?;
     let folders: Vec<serde_json::Value> = colls

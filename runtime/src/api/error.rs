@@ -3,6 +3,7 @@
 
 use crate::auth::AuthError;
 use crate::engine::{GuestErrorKind, InvokeError};
+use crate::names::InvalidName;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -121,6 +122,12 @@ impl From<StoreError> for ApiError {
             }
             other => Self::internal(other.to_string()),
         }
+    }
+}
+
+impl From<InvalidName> for ApiError {
+    fn from(e: InvalidName) -> Self {
+        Self::input(e.0)
     }
 }
 

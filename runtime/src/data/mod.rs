@@ -15,7 +15,8 @@ mod record;
 pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
 
 use crate::auth::{Caller, Scope};
-use crate::engine::GuestIdentity;
+use crate::clock::now_rfc3339;
+use crate::identity::GuestIdentity;
 use crate::store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -626,10 +627,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// Decodes a stored record (owned, or a view borrowing from `bytes`).

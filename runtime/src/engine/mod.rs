@@ -19,9 +19,10 @@ mod http;
 mod output;
 mod pipeline;
 
-pub use host::{
-    CallContext, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, KvBucket, NoHostServices,
-};
+// Re-exported because [`HostApi`] takes it; it lives below the engine so the
+// data layer can use it without depending on wasmtime's module.
+pub use crate::identity::GuestIdentity;
+pub use host::{CallContext, GuestDataError, GuestFileInfo, HostApi, KvBucket, NoHostServices};
 pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowList};
 pub use output::CapturedOutput;
 pub use pipeline::{CallScope, GuestCallError, OutgoingEvent};

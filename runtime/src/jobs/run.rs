@@ -24,9 +24,10 @@
 use super::payload::{self, InputContent, OutputContent};
 use super::{
     Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
-    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
+    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking,
 };
 use crate::auth::Caller;
+use crate::clock::now_rfc3339;
 use crate::data::{
     ApplyScope, Content, DataError, DataPath, DataPathRef, INLINE_MAX, Principal, StagedWrite,
 };
