@@ -30,5 +30,6 @@ pub mod names;
 pub mod registry;
 pub mod secrets;
 pub mod server;
+pub mod server_paths;
 pub mod services;
 pub mod store;

@@ -258,7 +258,7 @@ async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response
 /// Paths no API route takes: a wasi:http component's route prefix, else 404.
 async fn fallback(State(app): State<AppState>, req: axum::extract::Request) -> Response {
     let path = req.uri().path();
-    if !crate::registry::reserved_path(path)
+    if !crate::server_paths::is_reserved(path)
         && let Some((owner, name)) = app.registry.route(path)
     {
         return http::serve_route(app, &owner, &name, req).await;
