@@ -197,7 +197,7 @@ pub enum Principal<'a> {
 
 impl Principal<'_> {
     /// The hop count the change events of this principal's writes carry (an
-    /// algorithm run an event triggered; see `crate::engine::HOPS_ATTRIBUTE`).
+    /// algorithm run an event triggered; see [`crate::identity::HOPS_ATTRIBUTE`]).
     fn hops(&self) -> u32 {
         match self {
             Principal::Key(_) => 0,
@@ -748,7 +748,7 @@ fn change_event_json(
     push_json_escaped(&mut out, time);
     if hops > 0 {
         out.extend_from_slice(b"\",\"");
-        out.extend_from_slice(crate::engine::HOPS_ATTRIBUTE.as_bytes());
+        out.extend_from_slice(crate::identity::HOPS_ATTRIBUTE.as_bytes());
         out.extend_from_slice(b"\":\"");
         out.extend_from_slice(hops.to_string().as_bytes());
     }

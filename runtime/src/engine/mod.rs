@@ -19,9 +19,10 @@ mod http;
 mod output;
 mod pipeline;
 
-// Re-exported because [`HostApi`] takes it; it lives below the engine so the
-// data layer can use it without depending on wasmtime's module.
-pub use crate::identity::GuestIdentity;
+// Re-exported because [`HostApi`] and [`TriggerEvent`] use them; they live
+// below the engine so the data layer can use them without depending on the
+// wasmtime module.
+pub use crate::identity::{GuestIdentity, HOPS_ATTRIBUTE, parse_hops};
 pub use host::{CallContext, GuestDataError, GuestFileInfo, HostApi, KvBucket, NoHostServices};
 pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowList};
 pub use output::CapturedOutput;
@@ -112,20 +113,6 @@ pub struct TriggerEvent {
     pub data_content_type: Option<String>,
     /// Extension attributes.
     pub extensions: Vec<(String, String)>,
-}
-
-/// The CloudEvents extension attribute that counts how many algorithm runs
-/// led to an event: a run triggered by an event with `N` hops gives the events
-/// it causes (data writes, publishes) `N + 1`, so delivery can stop event loops
-/// (docs/EVENTS.md, "Event loops").
-pub const HOPS_ATTRIBUTE: &str = "wasmgridhops";
-
-/// A hop count as an attribute carries it: decimal digits that fit a `u32`.
-pub fn parse_hops(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
 }
 
 impl TriggerEvent {
