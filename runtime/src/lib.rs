@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod data;
 pub mod engine;
+pub mod error_kind;
 pub mod events;
 pub mod fsutil;
 pub mod identity;

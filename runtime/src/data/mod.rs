@@ -16,6 +16,7 @@ pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
 
 use crate::auth::{Caller, Scope};
 use crate::clock::now_rfc3339;
+use crate::error_kind::ErrorKind;
 use crate::identity::GuestIdentity;
 use crate::store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
 use base64::Engine as _;
@@ -145,15 +146,15 @@ pub enum DataError {
 }
 
 impl DataError {
-    /// The API's `error_type` for this failure (DESIGN.md's table).
-    pub fn error_type(&self) -> &'static str {
+    /// The class of this failure (its `error_type` is [`ErrorKind::as_str`]).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            DataError::NotFound(_) => "NotFound",
-            DataError::Forbidden(_) => "AuthError",
-            DataError::InvalidUri(_) | DataError::Invalid(_) => "InputError",
-            DataError::TooLarge(_) => "PayloadTooLarge",
-            DataError::Conflict(_) => "AlreadyExists",
-            DataError::Unavailable(_) => "InternalError",
+            DataError::NotFound(_) => ErrorKind::NotFound,
+            DataError::Forbidden(_) => ErrorKind::AuthError,
+            DataError::InvalidUri(_) | DataError::Invalid(_) => ErrorKind::InputError,
+            DataError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+            DataError::Conflict(_) => ErrorKind::AlreadyExists,
+            DataError::Unavailable(_) => ErrorKind::InternalError,
         }
     }
 }

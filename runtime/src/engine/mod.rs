@@ -28,6 +28,7 @@ pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowLi
 pub use output::CapturedOutput;
 pub use pipeline::{CallScope, GuestCallError, OutgoingEvent};
 
+use crate::error_kind::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
@@ -185,20 +186,20 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// The API's `error_type` for this failure (DESIGN.md's table).
-    pub fn error_type(&self) -> &'static str {
+    /// The class of this failure (its `error_type` is [`ErrorKind::as_str`]).
+    pub fn kind(&self) -> ErrorKind {
         match self {
             InvokeError::Guest {
                 kind: GuestErrorKind::Transient,
                 ..
-            } => "TransientAlgorithmError",
-            InvokeError::Guest { .. } => "AlgorithmError",
-            InvokeError::Timeout { .. } => "TimeoutError",
-            InvokeError::OutOfMemory { .. } => "OutOfMemoryError",
-            InvokeError::StackOverflow { .. } => "StackOverflowError",
-            InvokeError::Crash { .. } => "CrashError",
-            InvokeError::Overloaded(_) => "Overloaded",
-            InvokeError::Host(_) => "InternalError",
+            } => ErrorKind::TransientAlgorithmError,
+            InvokeError::Guest { .. } => ErrorKind::AlgorithmError,
+            InvokeError::Timeout { .. } => ErrorKind::TimeoutError,
+            InvokeError::OutOfMemory { .. } => ErrorKind::OutOfMemoryError,
+            InvokeError::StackOverflow { .. } => ErrorKind::StackOverflowError,
+            InvokeError::Crash { .. } => ErrorKind::CrashError,
+            InvokeError::Overloaded(_) => ErrorKind::Overloaded,
+            InvokeError::Host(_) => ErrorKind::InternalError,
         }
     }
 }
