@@ -60,8 +60,15 @@ fn main() {
     let data = Arc::new(DataService::new(store.clone()));
     let secrets = Arc::new(SecretStore::open(store.clone(), dir.path()).expect("secrets"));
     let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
-    let registry =
-        Arc::new(Registry::open(store.clone(), engine.clone(), dir.path()).expect("registry"));
+    let registry = Arc::new(
+        Registry::open(
+            store.clone(),
+            engine.clone(),
+            dir.path(),
+            wasmgrid::server_paths::RESERVED_PATHS,
+        )
+        .expect("registry"),
+    );
     let metrics = Arc::new(Metrics::new());
     let events = EventService::open(
         store.clone(),

@@ -52,7 +52,12 @@ impl App {
     ) -> anyhow::Result<Arc<App>> {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(data_dir)?);
         let engine = Arc::new(Engine::new(engine)?);
-        let registry = Arc::new(Registry::open(store.clone(), engine, data_dir)?);
+        let registry = Arc::new(Registry::open(
+            store.clone(),
+            engine,
+            data_dir,
+            crate::server_paths::RESERVED_PATHS,
+        )?);
         let keys = Arc::new(KeyStore::open(store.clone())?);
         let data = Arc::new(DataService::new(store.clone()));
         let secrets = Arc::new(SecretStore::open(store.clone(), data_dir)?);

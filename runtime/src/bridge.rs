@@ -108,8 +108,8 @@ impl JobStarter for JobDeliveries {
         let d = parse(spec).map_err(EventError::Invalid)?;
         let caller = acting(owner, admin);
         let (algo_owner, algo_name, _) = crate::events::parse_endpoint(&d.algorithm)?;
-        crate::registry::validate_name("owner", algo_owner)
-            .and_then(|_| crate::registry::validate_name("algorithm name", algo_name))
+        crate::names::validate_name("owner", algo_owner)
+            .and_then(|_| crate::names::validate_name("algorithm name", algo_name))
             .map_err(|e| EventError::Invalid(format!("algorithm: {e}")))?;
         // Another owner's algorithm answers as a missing one (DESIGN.md, Auth).
         caller.require_visible(Scope::Invoke, algo_owner, || {

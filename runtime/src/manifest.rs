@@ -51,7 +51,8 @@
 //! deleted: remove it with `wasmgrid data rm`, `topic rm` or `sub rm`.
 
 use crate::events::SubscriptionSpec;
-use crate::registry::{AlgorithmInfo, VersionSettings, validate_name};
+use crate::names::validate_name;
+use crate::registry::{AlgorithmInfo, VersionSettings};
 use semver::Version;
 use serde::Deserialize;
 use std::collections::HashSet;

@@ -208,7 +208,7 @@ impl Metrics {
                 if let InvokeError::Host(msg) = e {
                     tracing::error!(algorithm = %endpoint, error = %msg, "host failure during invocation");
                 }
-                e.error_type()
+                e.kind().as_str()
             }
         };
         guard.finish(outcome);

@@ -11,11 +11,14 @@
 //! Metadata is held in memory (loaded at start, written through to the store), so
 //! resolving `owner/name/1.2` on the invoke path is a map lookup.
 
+use crate::clock::now_rfc3339;
 use crate::engine::{
     CallContext, CallLimits, ComponentKind, Engine, GuestIdentity, HostApi, HttpBodyError,
     HttpCall, HttpResponse, InvokeError, NoHostServices, OutboundAllowList, Outcome, Payload,
     Prepared, TriggerEvent,
 };
+use crate::names::{InvalidName, validate_name};
+use crate::server_paths::route_matches;
 use crate::store::{Store, StoreError, StoreExt, Table, WriteBatch};
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -24,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 
 /// Default per-call timeout (Algorithmia's).
@@ -124,6 +127,12 @@ pub enum RegistryError {
     /// A host-side failure (I/O on the compiled cache, a worker thread died).
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<InvalidName> for RegistryError {
+    fn from(e: InvalidName) -> Self {
+        RegistryError::Invalid(e.0)
+    }
 }
 
 /// Which version a caller asked for.
@@ -252,6 +261,9 @@ pub struct Registry {
     algorithms: RwLock<HashMap<(String, String), AlgorithmEntry>>,
     /// Route prefixes of wasi:http components (see [`Registry::route`]).
     routes: RwLock<Vec<RouteEntry>>,
+    /// Paths the server serves itself, which no route prefix may overlap; the
+    /// API layer owns the list and passes it in.
+    reserved_paths: &'static [&'static str],
     compilations: AtomicU64,
     host: std::sync::OnceLock<Arc<dyn HostApi>>,
 }
@@ -281,24 +293,6 @@ pub fn parse_version(value: &str) -> Result<Version, RegistryError> {
         .map_err(|e| RegistryError::Invalid(format!("invalid version {value:?}: {e}; {FORM}")))
 }
 
-/// Checks an owner or algorithm name: 1–64 characters, letters, digits, `_` and
-/// `-`, starting with a letter or digit.
-pub fn validate_name(what: &str, value: &str) -> Result<(), RegistryError> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value.as_bytes()[0].is_ascii_alphanumeric()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::Invalid(format!(
-            "invalid {what} {value:?}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
-        )))
-    }
-}
-
 /// The answer for an algorithm that does not exist, and for one the caller
 /// may not see (the two must not be told apart).
 pub fn not_found(owner: &str, name: &str) -> RegistryError {
@@ -307,20 +301,20 @@ pub fn not_found(owner: &str, name: &str) -> RegistryError {
     ))
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
 fn lock_err() -> RegistryError {
     RegistryError::Internal("registry state lock poisoned".into())
 }
 
 impl Registry {
     /// Opens the registry over `store`, loading every version's metadata.
+    /// `reserved_paths` are the server's own path prefixes
+    /// ([`crate::server_paths::RESERVED_PATHS`]): a route prefix that overlaps
+    /// one is refused at deploy.
     pub fn open(
         store: Arc<dyn Store>,
         engine: Arc<Engine>,
         data_dir: &std::path::Path,
+        reserved_paths: &'static [&'static str],
     ) -> Result<Self, RegistryError> {
         let compiled_dir = data_dir.join("compiled");
         std::fs::create_dir_all(&compiled_dir).map_err(|e| {
@@ -359,6 +353,7 @@ impl Registry {
             compiled_dir,
             algorithms: RwLock::new(algorithms),
             routes: RwLock::new(routes),
+            reserved_paths,
             compilations: AtomicU64::new(0),
             host: std::sync::OnceLock::new(),
         })
@@ -412,7 +407,11 @@ impl Registry {
         validate_name("owner", &req.owner)?;
         validate_name("algorithm name", &req.name)?;
         let version = parse_version(&req.version)?;
-        validate_settings(&req.settings, self.engine.config().max_memory_bytes >> 20)?;
+        validate_settings(
+            &req.settings,
+            self.engine.config().max_memory_bytes >> 20,
+            self.reserved_paths,
+        )?;
         if let Some(route) = &req.settings.route {
             self.check_route_free(route, &req.owner, &req.name)?;
         }
@@ -844,23 +843,6 @@ struct RouteEntry {
     name: String,
 }
 
-/// Paths wasmgrid's own API uses: never route prefixes.
-const RESERVED_PATHS: &[&str] = &["/v1", "/http", "/healthz", "/readyz", "/metrics"];
-
-/// Whether `path` is `prefix` or lies under it (`/hello` serves `/hello` and
-/// `/hello/x`, not `/hellox`; `/` serves everything).
-pub fn route_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// Whether `path` belongs to wasmgrid's own API (never served by a route).
-pub fn reserved_path(path: &str) -> bool {
-    RESERVED_PATHS.iter().any(|r| route_matches(r, path))
-}
-
 /// The route table: each algorithm's latest released version's `route`,
 /// longest prefix first (so the most specific route wins).
 fn route_table(map: &HashMap<(String, String), AlgorithmEntry>) -> Vec<RouteEntry> {
@@ -886,8 +868,8 @@ fn route_table(map: &HashMap<(String, String), AlgorithmEntry>) -> Vec<RouteEntr
 }
 
 /// Checks a route prefix: absolute, no query or fragment, no empty or dot
-/// segments, no trailing slash, and outside wasmgrid's own paths.
-fn validate_route(route: &str) -> Result<(), RegistryError> {
+/// segments, no trailing slash, and outside wasmgrid's own paths (`reserved`).
+fn validate_route(route: &str, reserved: &[&str]) -> Result<(), RegistryError> {
     let bad = |why: &str| {
         RegistryError::Invalid(format!(
             "invalid route {route:?}: {why}; use an absolute path prefix such as /hello or /api/v2 (or / for \
@@ -920,10 +902,10 @@ fn validate_route(route: &str) -> Result<(), RegistryError> {
             "segments may use letters, digits and - _ . ~ % @ + only, and may not be empty, . or ..",
         ));
     }
-    if reserved_path(route) {
+    if reserved.iter().any(|r| route_matches(r, route)) {
         return Err(bad(&format!(
             "it overlaps wasmgrid's own paths ({})",
-            RESERVED_PATHS.join(", ")
+            reserved.join(", ")
         )));
     }
     Ok(())
@@ -956,7 +938,11 @@ fn check_settings_fit_kind(s: &VersionSettings, kind: ComponentKind) -> Result<(
     }
 }
 
-fn validate_settings(s: &VersionSettings, max_memory_mib: u64) -> Result<(), RegistryError> {
+fn validate_settings(
+    s: &VersionSettings,
+    max_memory_mib: u64,
+    reserved_paths: &[&str],
+) -> Result<(), RegistryError> {
     if s.timeout == 0 || s.timeout > MAX_TIMEOUT_SECS {
         return Err(RegistryError::Invalid(format!(
             "timeout={} is out of range: use 1 to {MAX_TIMEOUT_SECS} seconds",
@@ -977,7 +963,7 @@ fn validate_settings(s: &VersionSettings, max_memory_mib: u64) -> Result<(), Reg
     }
     OutboundAllowList::parse(&s.allow_outbound).map_err(RegistryError::Invalid)?;
     if let Some(route) = &s.route {
-        validate_route(route)?;
+        validate_route(route, reserved_paths)?;
     }
     Ok(())
 }
@@ -1123,14 +1109,5 @@ mod tests {
             "{m}"
         );
         assert!(msg("1.2").contains("MAJOR.MINOR.PATCH"));
-    }
-
-    #[test]
-    fn names() {
-        assert!(validate_name("owner", "demo").is_ok());
-        assert!(validate_name("owner", "my-org_2").is_ok());
-        for bad in ["", "-x", "a/b", "a b", ".my", &"x".repeat(65)] {
-            assert!(validate_name("owner", bad).is_err(), "{bad:?}");
-        }
     }
 }

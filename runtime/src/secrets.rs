@@ -70,7 +70,7 @@ impl SecretStore {
                 })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = rand::random::<[u8; 32]>();
-                crate::auth::write_secret_file(&path, &format!("{}\n", hex::encode(key)))?;
+                crate::fsutil::write_secret_file(&path, &format!("{}\n", hex::encode(key)))?;
                 key
             }
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),

@@ -1,4 +1,5 @@
-//! Serving the API: bind, advertise `server.json`, and drain on SIGTERM.
+//! Serving the API: bind, advertise `server.json`, and drain on SIGTERM,
+//! Ctrl-C or a cancelled shutdown token.
 
 use crate::app::App;
 use anyhow::Context as _;
@@ -7,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 mod conn;
 
@@ -31,15 +33,16 @@ impl ServerInfo {
     }
 }
 
-/// Serves `app` on `addr` until SIGTERM or Ctrl-C, then stops accepting, lets
-/// in-flight calls and background work finish (up to `drain_timeout`), removes
-/// `server.json` and returns. `on_ready` runs once the socket is bound.
-/// `limits` bounds connections (see [`ConnectionLimits`]).
+/// Serves `app` on `addr` until SIGTERM, Ctrl-C or `shutdown` is cancelled,
+/// then stops accepting, lets in-flight calls and background work finish (up
+/// to `drain_timeout`), removes `server.json` and returns. `on_ready` runs once
+/// the socket is bound. `limits` bounds connections (see [`ConnectionLimits`]).
 pub async fn serve(
     app: Arc<App>,
     addr: &str,
     drain_timeout: Duration,
     limits: ConnectionLimits,
+    shutdown: CancellationToken,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let fd_limit = conn::raise_fd_limit();
@@ -105,15 +108,19 @@ pub async fn serve(
             }
         })
     };
-    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let draining = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app2 = app.clone();
-    let shutdown2 = shutdown.clone();
+    let draining2 = draining.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        // A signal and a cancelled token take the same path: one drain.
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = shutdown.cancelled() => {}
+        }
         tracing::info!("shutting down: no new connections; draining in-flight calls");
         app2.draining.store(true, Ordering::Relaxed);
-        shutdown2.notify_one();
+        draining2.notify_one();
         let _ = stop_tx.send(true);
     });
     // Path normalisation must run before routing, so it wraps the router.
@@ -132,7 +139,7 @@ pub async fn serve(
         Ok::<(), anyhow::Error>(())
     };
     let drain_deadline = async {
-        shutdown.notified().await;
+        draining.notified().await;
         tokio::time::sleep(drain_timeout).await;
     };
     let result = tokio::select! {

@@ -401,7 +401,7 @@ impl HostApi for Services {
             Err(e) => Err(GuestCallError::transient(format!(
                 "{} failed ({}): {e}",
                 deployed.endpoint(),
-                e.error_type()
+                e.kind().as_str()
             ))),
         }
     }

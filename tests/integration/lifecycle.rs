@@ -222,6 +222,67 @@ fn up_serves_the_manifest_and_redeploys_changes() {
     );
 }
 
+/// A manifest the server refuses once it listens (a subscription on a topic
+/// that does not exist) stops `up` through the same drain as SIGTERM: it exits
+/// non-zero with the server's reason and leaves no `server.json` behind.
+#[test]
+fn up_stops_when_applying_the_manifest_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("wasmgrid.toml");
+    let text = format!(
+        r#"
+[server]
+addr = "127.0.0.1:0"
+
+[[algorithm]]
+name = "demo/hello"
+version = "1.0.0"
+source = "{}"
+
+[[subscription]]
+topic = "no-such-topic"
+name = "x"
+destination = {{ algorithm = "demo/hello" }}
+"#,
+        guests_dir().join("hello.wasm").display()
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = tmp.path().join("up.log");
+    let mut child = Command::new(bin())
+        .arg("up")
+        .arg(&manifest)
+        .arg("--no-build")
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(60)).expect("up exits");
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("applying the manifest's collections, topics and subscriptions")
+            && err.contains("applying subscription no-such-topic/x")
+            && err.contains("topic no-such-topic not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wasmgrid listening")
+            && err.contains("draining in-flight calls")
+            && err.contains("stopped"),
+        "the failure came after the server listened, and it drained: {err}"
+    );
+    assert!(!err.contains("Press Ctrl-C to stop."), "{err}");
+    assert!(
+        !data.join("server.json").exists(),
+        "server.json removed on exit"
+    );
+}
+
 #[test]
 fn cli_deploys_and_calls() {
     let s = Server::start();

@@ -3,7 +3,8 @@
 use super::Path;
 use super::{ApiError, AppState, DEPLOY_BODY_LIMIT, QueryParams, read_body};
 use crate::auth::{Caller, Scope};
-use crate::registry::{DeployRequest, VersionSettings, validate_name};
+use crate::names::validate_name;
+use crate::registry::{DeployRequest, VersionSettings};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};

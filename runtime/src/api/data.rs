@@ -5,6 +5,7 @@ use super::Path;
 use super::{ApiError, AppState, JSON_BODY_LIMIT, QueryParams, parse_json, read_body};
 use crate::auth::{Caller, Scope};
 use crate::data::{Acl, Content, DataError, DataPath, FileRecord, INLINE_MAX, Principal, etag_of};
+use crate::error_kind::ErrorKind;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -25,24 +26,14 @@ pub const FILE_BODY_LIMIT: u64 = crate::data::DEFAULT_MAX_FILE;
 
 impl From<DataError> for ApiError {
     fn from(e: DataError) -> Self {
-        match e {
-            DataError::NotFound(m) => ApiError::not_found(m),
-            DataError::Forbidden(m) => ApiError {
-                status: StatusCode::FORBIDDEN,
-                error_type: "AuthError",
-                message: m,
-                retry_after: None,
-            },
-            DataError::InvalidUri(m) | DataError::Invalid(m) => ApiError::input(m),
-            DataError::TooLarge(m) => ApiError::too_large(m),
-            DataError::Conflict(m) => ApiError {
-                status: StatusCode::CONFLICT,
-                error_type: "AlreadyExists",
-                message: m,
-                retry_after: None,
-            },
-            DataError::Unavailable(m) => ApiError::internal(m),
-        }
+        let kind = e.kind();
+        // The API has always sent the store's own words for `Unavailable`,
+        // without the "data store unavailable" prefix guests see.
+        let message = match e {
+            DataError::Unavailable(m) => m,
+            other => other.to_string(),
+        };
+        ApiError::of(kind, message)
     }
 }
 
@@ -166,7 +157,7 @@ pub async fn list_collections(
     } else {
         owner
     };
-    crate::registry::validate_name("owner", &owner)?;
+    crate::names::validate_name("owner", &owner)?;
     let data = app.data.clone();
     let colls = blocking(move || data.collections(Principal::Key(&caller), &owner)).await?;
     let folders: Vec<serde_json::Value> = colls
@@ -407,15 +398,14 @@ async fn file_response(
             (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
         }
         RangeAsk::Unsatisfiable => {
-            let e = ApiError {
-                status: StatusCode::RANGE_NOT_SATISFIABLE,
-                error_type: "InputError",
-                message: format!(
+            let e = ApiError::with_status(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorKind::InputError,
+                format!(
                     "the requested range is outside the file, which has {} bytes: ask for a range that starts below {}, or send no Range header",
                     rec.size, rec.size
                 ),
-                retry_after: None,
-            };
+            );
             let mut resp = if head {
                 head_error(e)
             } else {

@@ -2,7 +2,9 @@
 //! status codes of DESIGN.md. Every library error converts here, in one place.
 
 use crate::auth::AuthError;
-use crate::engine::{GuestErrorKind, InvokeError};
+use crate::engine::InvokeError;
+use crate::error_kind::ErrorKind;
+use crate::names::InvalidName;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,53 +15,83 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
-    /// Machine-readable class (`InputError`, `NotFound`, ...).
-    pub error_type: &'static str,
+    /// Machine-readable class, sent as `error_type`.
+    pub kind: ErrorKind,
     /// Human-readable message.
     pub message: String,
     /// Seconds for a `Retry-After` header (with `Overloaded`).
     pub retry_after: Option<u32>,
 }
 
+/// The HTTP status of each class of failure (DESIGN.md's table): the one place
+/// the two are paired. `AuthError` answers 403 here; a missing or unknown key
+/// is [`ApiError::unauthenticated`] (401).
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InputError | ErrorKind::AlgorithmError => StatusCode::BAD_REQUEST,
+        ErrorKind::AuthError => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::VersionExists | ErrorKind::AlreadyExists | ErrorKind::Conflict => {
+            StatusCode::CONFLICT
+        }
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TransientAlgorithmError | ErrorKind::Overloaded => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorKind::TimeoutError => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::OutOfMemoryError
+        | ErrorKind::StackOverflowError
+        | ErrorKind::CrashError
+        | ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl ApiError {
-    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+    /// An error of class `kind` with its usual status (and `Retry-After` for
+    /// `Overloaded`).
+    pub fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            status: status_of(kind),
+            kind,
+            message: message.into(),
+            retry_after: (kind == ErrorKind::Overloaded).then_some(1),
+        }
+    }
+    /// An error of class `kind` answered with another status than its usual
+    /// one (405 or 416 `InputError`, for example).
+    pub fn with_status(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             status,
-            error_type,
-            message: message.into(),
-            retry_after: None,
+            ..Self::of(kind, message)
         }
     }
     /// 400 `InputError`.
     pub fn input(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "InputError", message)
+        Self::of(ErrorKind::InputError, message)
     }
     /// 404 `NotFound`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+        Self::of(ErrorKind::NotFound, message)
     }
     /// 413 `PayloadTooLarge`.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
+        Self::of(ErrorKind::PayloadTooLarge, message)
     }
     /// 401 `AuthError`.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "AuthError", message)
+        Self::with_status(StatusCode::UNAUTHORIZED, ErrorKind::AuthError, message)
     }
     /// 403 `AuthError`: a valid key that may not do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "AuthError", message)
+        Self::of(ErrorKind::AuthError, message)
     }
     /// 500 `InternalError`: a host failure, not the caller's fault.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+        Self::of(ErrorKind::InternalError, message)
     }
     /// 503 `Overloaded` with `Retry-After`.
     pub fn overloaded(message: impl Into<String>) -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", message)
-        }
+        Self::of(ErrorKind::Overloaded, message)
     }
 }
 
@@ -68,13 +100,13 @@ impl ApiError {
     /// convention answers with 200) rather than the request's or the server's.
     pub fn is_algorithm_outcome(&self) -> bool {
         matches!(
-            self.error_type,
-            "AlgorithmError"
-                | "TransientAlgorithmError"
-                | "TimeoutError"
-                | "OutOfMemoryError"
-                | "StackOverflowError"
-                | "CrashError"
+            self.kind,
+            ErrorKind::AlgorithmError
+                | ErrorKind::TransientAlgorithmError
+                | ErrorKind::TimeoutError
+                | ErrorKind::OutOfMemoryError
+                | ErrorKind::StackOverflowError
+                | ErrorKind::CrashError
         )
     }
 
@@ -92,8 +124,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            serde_json::json!({"error": {"message": self.message, "error_type": self.error_type}});
+        let body = serde_json::json!({"error": {"message": self.message, "error_type": self.kind.as_str()}});
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
@@ -116,11 +147,15 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage error");
         match e {
-            StoreError::Conflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "Conflict", e.to_string())
-            }
+            StoreError::Conflict { .. } => Self::of(ErrorKind::Conflict, e.to_string()),
             other => Self::internal(other.to_string()),
         }
+    }
+}
+
+impl From<InvalidName> for ApiError {
+    fn from(e: InvalidName) -> Self {
+        Self::input(e.0)
     }
 }
 
@@ -130,7 +165,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid(m) => Self::input(m),
             RegistryError::InvalidComponent(c) => Self::input(c.0),
             RegistryError::NotFound(m) => Self::not_found(m),
-            RegistryError::VersionExists(m) => Self::new(StatusCode::CONFLICT, "VersionExists", m),
+            RegistryError::VersionExists(m) => Self::of(ErrorKind::VersionExists, m),
             RegistryError::Store(s) => s.into(),
             RegistryError::Internal(m) => {
                 tracing::error!(error = %m, "registry error");
@@ -142,40 +177,49 @@ impl From<RegistryError> for ApiError {
 
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
-        let message = e.to_string();
-        match e {
-            InvokeError::Guest {
-                kind: GuestErrorKind::Transient,
-                ..
-            } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "TransientAlgorithmError",
-                message,
-            ),
-            InvokeError::Guest { .. } => {
-                Self::new(StatusCode::BAD_REQUEST, "AlgorithmError", message)
-            }
-            InvokeError::Timeout { .. } => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "TimeoutError", message)
-            }
-            InvokeError::OutOfMemory { .. } => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "OutOfMemoryError",
-                message,
-            ),
-            InvokeError::StackOverflow { .. } => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "StackOverflowError",
-                message,
-            ),
-            InvokeError::Crash { .. } => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "CrashError", message)
-            }
-            InvokeError::Overloaded(_) => Self::overloaded(message),
-            InvokeError::Host(_) => {
-                tracing::error!(error = %message, "host failure during invocation");
-                Self::internal(message)
-            }
+        if let InvokeError::Host(_) = e {
+            tracing::error!(error = %e, "host failure during invocation");
         }
+        Self::of(e.kind(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DESIGN.md's table, as the wire sees it.
+    #[test]
+    fn each_kind_keeps_its_wire_name_and_status() {
+        let table = [
+            (ErrorKind::InputError, "InputError", 400),
+            (ErrorKind::AuthError, "AuthError", 403),
+            (ErrorKind::NotFound, "NotFound", 404),
+            (ErrorKind::VersionExists, "VersionExists", 409),
+            (ErrorKind::AlreadyExists, "AlreadyExists", 409),
+            (ErrorKind::Conflict, "Conflict", 409),
+            (ErrorKind::PayloadTooLarge, "PayloadTooLarge", 413),
+            (ErrorKind::AlgorithmError, "AlgorithmError", 400),
+            (
+                ErrorKind::TransientAlgorithmError,
+                "TransientAlgorithmError",
+                503,
+            ),
+            (ErrorKind::TimeoutError, "TimeoutError", 504),
+            (ErrorKind::OutOfMemoryError, "OutOfMemoryError", 500),
+            (ErrorKind::StackOverflowError, "StackOverflowError", 500),
+            (ErrorKind::CrashError, "CrashError", 500),
+            (ErrorKind::Overloaded, "Overloaded", 503),
+            (ErrorKind::InternalError, "InternalError", 500),
+        ];
+        for (kind, name, status) in table {
+            let e = ApiError::of(kind, "m");
+            assert_eq!((kind.as_str(), e.status.as_u16()), (name, status));
+            assert_eq!(e.retry_after.is_some(), kind == ErrorKind::Overloaded);
+        }
+        assert_eq!(
+            ApiError::unauthenticated("m").status,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -18,12 +18,7 @@ impl From<EventError> for ApiError {
             EventError::Invalid(m) => ApiError::input(m),
             EventError::NotFound(m) => ApiError::not_found(m),
             EventError::Forbidden(m) => ApiError::forbidden(m),
-            EventError::Conflict(m) => ApiError {
-                status: StatusCode::CONFLICT,
-                error_type: "AlreadyExists",
-                message: m,
-                retry_after: None,
-            },
+            EventError::Conflict(m) => ApiError::of(crate::error_kind::ErrorKind::AlreadyExists, m),
             EventError::Store(e) => e.into(),
             EventError::Internal(m) => ApiError::internal(m),
         }

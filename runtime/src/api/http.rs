@@ -155,7 +155,7 @@ async fn run(
     let result = app.registry.handle_http(&deployed, request).await;
     call.finish(match &result {
         Ok(_) => "ok",
-        Err(e) => e.error_type(),
+        Err(e) => e.kind().as_str(),
     });
     let mut resp = match result {
         Ok(r) => r.map(Body::new),

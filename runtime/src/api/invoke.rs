@@ -314,13 +314,13 @@ fn render_reply(
     out.extend_from_slice(b"{\"result\":");
     let media = media_type(&output.content_type);
     let content_type = if is_json_media(&media) {
-        let invalid = |why: String| ApiError {
-            status: axum::http::StatusCode::BAD_REQUEST,
-            error_type: "AlgorithmError",
-            message: format!(
-                "the algorithm declared application/json output but returned invalid JSON: {why}"
-            ),
-            retry_after: None,
+        let invalid = |why: String| {
+            ApiError::of(
+                crate::error_kind::ErrorKind::AlgorithmError,
+                format!(
+                    "the algorithm declared application/json output but returned invalid JSON: {why}"
+                ),
+            )
         };
         // As for input: `IgnoredAny` does not check UTF-8 inside strings.
         std::str::from_utf8(&output.body)

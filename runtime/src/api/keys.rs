@@ -3,7 +3,7 @@
 use super::Path;
 use super::{ApiError, AppState, JSON_BODY_LIMIT, parse_json, read_body};
 use crate::auth::{Caller, Compat, Scope};
-use crate::registry::validate_name;
+use crate::names::validate_name;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -258,7 +258,7 @@ async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response
 /// Paths no API route takes: a wasi:http component's route prefix, else 404.
 async fn fallback(State(app): State<AppState>, req: axum::extract::Request) -> Response {
     let path = req.uri().path();
-    if !crate::registry::reserved_path(path)
+    if !crate::server_paths::is_reserved(path)
         && let Some((owner, name)) = app.registry.route(path)
     {
         return http::serve_route(app, &owner, &name, req).await;
@@ -272,15 +272,14 @@ async fn fallback(State(app): State<AppState>, req: axum::extract::Request) -> R
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError {
-        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        error_type: "InputError",
-        message: format!(
+    ApiError::with_status(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        crate::error_kind::ErrorKind::InputError,
+        format!(
             "{method} is not supported on {}: see the API table in the README",
             uri.path()
         ),
-        retry_after: None,
-    }
+    )
 }
 
 impl FromRequestParts<AppState> for Caller {

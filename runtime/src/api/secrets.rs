@@ -4,7 +4,7 @@
 use super::Path;
 use super::{ApiError, AppState, read_body};
 use crate::auth::{Caller, Scope};
-use crate::registry::validate_name;
+use crate::names::validate_name;
 use crate::secrets::{MAX_SECRET_BYTES, SecretError};
 use axum::body::Body;
 use axum::extract::State;

@@ -336,6 +336,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &args.addr,
                 Duration::from_secs(args.drain_timeout),
                 limits,
+                // Only SIGTERM and Ctrl-C stop `serve`.
+                tokio_util::sync::CancellationToken::new(),
                 |addr| {
                     eprintln!(
                         "wasmgrid serving on http://{addr} (data dir {})",
@@ -701,18 +703,21 @@ fn up(
         .or(manifest.server.addr.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".to_string());
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let ready = up::Ready {
         manifest,
         results,
         data_dir: g.data_dir.clone(),
         key: g.key.clone(),
         failure: failure.clone(),
+        shutdown: shutdown.clone(),
     };
     let served = rt.block_on(crate::server::serve(
         app,
         &addr,
         Duration::from_secs(drain_timeout),
         limits,
+        shutdown,
         move |local| ready.run(local),
     ));
     if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 /// Runs each distinct build command of the manifest (except those whose watched
 /// sources are unchanged since they were deployed, see [`unchanged`]), adding the
@@ -203,6 +204,8 @@ pub struct Ready {
     pub key: Option<String>,
     /// Where a failure to apply is left for `up` to report after shutdown.
     pub failure: Arc<Mutex<Option<anyhow::Error>>>,
+    /// Cancelled on such a failure: the server drains and stops as on SIGTERM.
+    pub shutdown: CancellationToken,
 }
 
 impl Ready {
@@ -210,8 +213,8 @@ impl Ready {
     /// through the HTTP API: the server answers requests only after the event
     /// service has started, so each new subscription gets exactly one delivery
     /// worker (an in-process call before that would start a second one). On
-    /// failure the error is kept in `failure` and the server is stopped as
-    /// by SIGTERM, so `up` exits with it.
+    /// failure the error is kept in `failure` and `shutdown` is cancelled, which
+    /// stops the server as SIGTERM does, so `up` exits with it.
     pub fn run(self, local: SocketAddr) {
         if !self.manifest.has_resources() {
             self.print_banner(local, "");
@@ -236,10 +239,7 @@ impl Ready {
                             "applying the manifest's collections, topics and subscriptions; fix it and run `wasmgrid up` again",
                         ));
                     }
-                    // The server's own signal handler drains and stops it.
-                    unsafe {
-                        libc::kill(std::process::id() as i32, libc::SIGTERM);
-                    }
+                    self.shutdown.cancel();
                 }
             }
         });

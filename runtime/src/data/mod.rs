@@ -15,7 +15,9 @@ mod record;
 pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
 
 use crate::auth::{Caller, Scope};
-use crate::engine::GuestIdentity;
+use crate::clock::now_rfc3339;
+use crate::error_kind::ErrorKind;
+use crate::identity::GuestIdentity;
 use crate::store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -144,15 +146,15 @@ pub enum DataError {
 }
 
 impl DataError {
-    /// The API's `error_type` for this failure (DESIGN.md's table).
-    pub fn error_type(&self) -> &'static str {
+    /// The class of this failure (its `error_type` is [`ErrorKind::as_str`]).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            DataError::NotFound(_) => "NotFound",
-            DataError::Forbidden(_) => "AuthError",
-            DataError::InvalidUri(_) | DataError::Invalid(_) => "InputError",
-            DataError::TooLarge(_) => "PayloadTooLarge",
-            DataError::Conflict(_) => "AlreadyExists",
-            DataError::Unavailable(_) => "InternalError",
+            DataError::NotFound(_) => ErrorKind::NotFound,
+            DataError::Forbidden(_) => ErrorKind::AuthError,
+            DataError::InvalidUri(_) | DataError::Invalid(_) => ErrorKind::InputError,
+            DataError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+            DataError::Conflict(_) => ErrorKind::AlreadyExists,
+            DataError::Unavailable(_) => ErrorKind::InternalError,
         }
     }
 }
@@ -196,7 +198,7 @@ pub enum Principal<'a> {
 
 impl Principal<'_> {
     /// The hop count the change events of this principal's writes carry (an
-    /// algorithm run an event triggered; see `crate::engine::HOPS_ATTRIBUTE`).
+    /// algorithm run an event triggered; see [`crate::identity::HOPS_ATTRIBUTE`]).
     fn hops(&self) -> u32 {
         match self {
             Principal::Key(_) => 0,
@@ -628,10 +630,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
 /// Decodes a stored record (owned, or a view borrowing from `bytes`).
 fn decode<'a, T: Deserialize<'a>>(
     table: Table,
@@ -751,7 +749,7 @@ fn change_event_json(
     push_json_escaped(&mut out, time);
     if hops > 0 {
         out.extend_from_slice(b"\",\"");
-        out.extend_from_slice(crate::engine::HOPS_ATTRIBUTE.as_bytes());
+        out.extend_from_slice(crate::identity::HOPS_ATTRIBUTE.as_bytes());
         out.extend_from_slice(b"\":\"");
         out.extend_from_slice(hops.to_string().as_bytes());
     }

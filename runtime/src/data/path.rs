@@ -1,7 +1,7 @@
 //! `data://owner/collection/path` URIs and their validation.
 
 use super::DataError;
-use crate::registry::validate_name;
+use crate::names::validate_name;
 use std::borrow::Cow;
 
 /// Prefix of the per-algorithm temporary collection's internal name.

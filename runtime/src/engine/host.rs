@@ -9,26 +9,9 @@
 use super::HostState;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::bindings::wasmgrid::algorithm::{data, secrets, types};
+use crate::identity::GuestIdentity;
 use std::sync::Arc;
 use wasmtime::component::Resource;
-
-/// The algorithm version a call runs, as host calls see it.
-#[derive(Debug, Clone, Default)]
-pub struct GuestIdentity {
-    /// Owner.
-    pub owner: String,
-    /// Algorithm name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Capability grants from deploy time.
-    pub grants: Vec<String>,
-    /// Memory cap in bytes (the largest file the guest can be handed).
-    pub memory_bytes: u64,
-    /// The hop count ([`super::HOPS_ATTRIBUTE`]) of the events this call causes:
-    /// 0 outside event deliveries, else one more than the delivered event's.
-    pub hops: u32,
-}
 
 /// A data failure as guests see it (the WIT `data-error`).
 #[derive(Debug, Clone, PartialEq, Eq)]

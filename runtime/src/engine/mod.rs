@@ -19,13 +19,16 @@ mod http;
 mod output;
 mod pipeline;
 
-pub use host::{
-    CallContext, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, KvBucket, NoHostServices,
-};
+// Re-exported because [`HostApi`] and [`TriggerEvent`] use them; they live
+// below the engine so the data layer can use them without depending on the
+// wasmtime module.
+pub use crate::identity::{GuestIdentity, HOPS_ATTRIBUTE, parse_hops};
+pub use host::{CallContext, GuestDataError, GuestFileInfo, HostApi, KvBucket, NoHostServices};
 pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowList};
 pub use output::CapturedOutput;
 pub use pipeline::{CallScope, GuestCallError, OutgoingEvent};
 
+use crate::error_kind::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
@@ -113,20 +116,6 @@ pub struct TriggerEvent {
     pub extensions: Vec<(String, String)>,
 }
 
-/// The CloudEvents extension attribute that counts how many algorithm runs
-/// led to an event: a run triggered by an event with `N` hops gives the events
-/// it causes (data writes, publishes) `N + 1`, so delivery can stop event loops
-/// (docs/EVENTS.md, "Event loops").
-pub const HOPS_ATTRIBUTE: &str = "wasmgridhops";
-
-/// A hop count as an attribute carries it: decimal digits that fit a `u32`.
-pub fn parse_hops(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
 impl TriggerEvent {
     /// The trigger's hop count (0 when it has none).
     pub fn hops(&self) -> u32 {
@@ -197,20 +186,20 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// The API's `error_type` for this failure (DESIGN.md's table).
-    pub fn error_type(&self) -> &'static str {
+    /// The class of this failure (its `error_type` is [`ErrorKind::as_str`]).
+    pub fn kind(&self) -> ErrorKind {
         match self {
             InvokeError::Guest {
                 kind: GuestErrorKind::Transient,
                 ..
-            } => "TransientAlgorithmError",
-            InvokeError::Guest { .. } => "AlgorithmError",
-            InvokeError::Timeout { .. } => "TimeoutError",
-            InvokeError::OutOfMemory { .. } => "OutOfMemoryError",
-            InvokeError::StackOverflow { .. } => "StackOverflowError",
-            InvokeError::Crash { .. } => "CrashError",
-            InvokeError::Overloaded(_) => "Overloaded",
-            InvokeError::Host(_) => "InternalError",
+            } => ErrorKind::TransientAlgorithmError,
+            InvokeError::Guest { .. } => ErrorKind::AlgorithmError,
+            InvokeError::Timeout { .. } => ErrorKind::TimeoutError,
+            InvokeError::OutOfMemory { .. } => ErrorKind::OutOfMemoryError,
+            InvokeError::StackOverflow { .. } => ErrorKind::StackOverflowError,
+            InvokeError::Crash { .. } => ErrorKind::CrashError,
+            InvokeError::Overloaded(_) => ErrorKind::Overloaded,
+            InvokeError::Host(_) => ErrorKind::InternalError,
         }
     }
 }

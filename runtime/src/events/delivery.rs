@@ -774,7 +774,7 @@ async fn deliver_to_algorithm(
     match result {
         Ok(_) => Ok(()),
         Err(e) => {
-            let outcome = format!("{}: {e}", e.error_type());
+            let outcome = format!("{}: {e}", e.kind().as_str());
             Err(match e {
                 InvokeError::Guest {
                     kind: GuestErrorKind::InvalidInput | GuestErrorKind::Permanent,

@@ -1201,8 +1201,8 @@ impl EventService {
                             "destination.algorithm {endpoint}: {other}"
                         )),
                     })?;
-                crate::registry::validate_name("owner", owner)
-                    .and_then(|_| crate::registry::validate_name("algorithm name", name))
+                crate::names::validate_name("owner", owner)
+                    .and_then(|_| crate::names::validate_name("algorithm name", name))
                     .map_err(|e| EventError::Invalid(format!("destination.algorithm: {e}")))?;
             }
             Destination::Webhook(url) => {

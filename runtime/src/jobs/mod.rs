@@ -58,6 +58,7 @@ mod payload;
 mod run;
 
 use crate::auth::{AuthError, Caller, Scope};
+use crate::clock::now_rfc3339;
 use crate::data::{DataError, DataPath, DataService, Principal};
 use crate::engine::ComponentKind;
 use crate::metrics::Metrics;
@@ -533,10 +534,6 @@ pub(crate) struct Inner {
 /// background on the current tokio runtime.
 pub struct JobService {
     inner: Arc<Inner>,
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// A new job id: `job-` + 11 hex digits of inverted milliseconds (so ids sort

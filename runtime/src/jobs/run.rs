@@ -24,13 +24,15 @@
 use super::payload::{self, InputContent, OutputContent};
 use super::{
     Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
-    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking, now_rfc3339,
+    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking,
 };
 use crate::auth::Caller;
+use crate::clock::now_rfc3339;
 use crate::data::{
     ApplyScope, Content, DataError, DataPath, DataPathRef, INLINE_MAX, Principal, StagedWrite,
 };
 use crate::engine::{GuestErrorKind, InvokeError, Outcome, Payload};
+use crate::error_kind::ErrorKind;
 use crate::metrics::{AlgorithmLabel, CallLabels};
 use crate::registry::{Deployed, VersionSpec};
 use crate::store::{StoreError, StoreExt, Table, Txn};
@@ -152,27 +154,27 @@ impl Output {
     }
 }
 
-/// Why a file failed: the API's error_type and a message.
+/// Why a file failed: the class (recorded as the API's error_type) and a message.
 #[derive(Debug, Clone)]
 struct Failure {
-    error_type: String,
+    kind: ErrorKind,
     message: String,
 }
 
 impl Failure {
-    fn new(error_type: &str, message: impl Into<String>) -> Failure {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Failure {
         Failure {
-            error_type: error_type.to_string(),
+            kind,
             message: message.into(),
         }
     }
 
     fn data(e: &DataError) -> Failure {
-        Failure::new(e.error_type(), e.to_string())
+        Failure::new(e.kind(), e.to_string())
     }
 
     fn invoke(e: &InvokeError) -> Failure {
-        Failure::new(e.error_type(), e.to_string())
+        Failure::new(e.kind(), e.to_string())
     }
 }
 
@@ -834,7 +836,7 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
                     .invocations
                     .get_or_create(&CallLabels {
                         algorithm: ctx.endpoint.clone(),
-                        outcome: e.error_type().to_string(),
+                        outcome: e.kind().as_str().to_string(),
                     })
                     .inc();
             }
@@ -891,8 +893,8 @@ async fn content(f: &InputFile, loaded: Loaded) -> Result<Body, Failure> {
                     .map_err(|e| format!("reading {what}: {e}"))
             })
             .await
-            .map_err(|e| Failure::new("InternalError", format!("reader failed: {e}")))?
-            .map_err(|m| Failure::new("InternalError", m))?;
+            .map_err(|e| Failure::new(ErrorKind::InternalError, format!("reader failed: {e}")))?
+            .map_err(|m| Failure::new(ErrorKind::InternalError, m))?;
             Ok(Body { content_type, body })
         }
     }
@@ -924,7 +926,7 @@ async fn output(
         data.stage_write(Principal::Key(&caller), &path, &out.content_type, out.body)
     })
     .await
-    .map_err(|e| Failure::new("InternalError", format!("writer failed: {e}")))?
+    .map_err(|e| Failure::new(ErrorKind::InternalError, format!("writer failed: {e}")))?
     .map_err(fail)?;
     Ok(Output {
         output_rel,
@@ -994,7 +996,7 @@ async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
                 MAX_INPUT_BYTES >> 20
             );
             for (f, _) in inputs {
-                let failure = Failure::new("PayloadTooLarge", message.clone());
+                let failure = Failure::new(ErrorKind::PayloadTooLarge, message.clone());
                 done.push(finished(f, 0, Err(failure)));
             }
         } else if inputs.len() == 1 {
@@ -1032,7 +1034,7 @@ async fn process(ctx: &RunCtx, files: Vec<Input>, done: &mut Vec<Done>) {
             let (result, attempts) = invoke(ctx, payload::mini_batch(&contents)).await;
             let split = match result {
                 Ok(o) => payload::split_mini_batch(&o.output, inputs.len())
-                    .map_err(|m| Failure::new("AlgorithmError", m)),
+                    .map_err(|m| Failure::new(ErrorKind::AlgorithmError, m)),
                 Err(e) => Err(Failure::invoke(&e)),
             };
             match split {
@@ -1180,24 +1182,21 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
                     };
                     serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
                 }
-                Some(Failure {
-                    error_type,
-                    message,
-                }) => {
+                Some(Failure { kind, message }) => {
                     rec.counts.failed += 1;
                     let progress = ProgressRef {
                         status: FileStatus::Failed,
                         attempts: d.attempts,
                         run: ctx.run,
                         output: None,
-                        error_type: Some(&error_type),
+                        error_type: Some(kind.as_str()),
                         message: Some(&message),
                     };
                     serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
                     if rec.errors.len() < FIRST_ERRORS {
                         rec.errors.push(FileError {
                             file: d.file.path.uri(),
-                            error_type,
+                            error_type: kind.as_str().to_string(),
                             message,
                         });
                     }
