@@ -21,16 +21,4 @@ pub struct GuestIdentity {
     pub hops: u32,
 }
 
-/// The CloudEvents extension attribute that counts how many algorithm runs
-/// led to an event: a run triggered by an event with `N` hops gives the events
-/// it causes (data writes, publishes) `N + 1`, so delivery can stop event loops
-/// (docs/EVENTS.md, "Event loops").
-pub const HOPS_ATTRIBUTE: &str = "wasmgridhops";
-
-/// A hop count as an attribute carries it: decimal digits that fit a `u32`.
-pub fn parse_hops(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
+pub use wasmgrid_cloudevents::{HOPS_ATTRIBUTE, parse_hops};

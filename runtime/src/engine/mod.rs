@@ -27,6 +27,7 @@ pub use host::{CallContext, GuestDataError, GuestFileInfo, HostApi, KvBucket, No
 pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowList};
 pub use output::CapturedOutput;
 pub use pipeline::{CallScope, GuestCallError, OutgoingEvent};
+pub use wasmgrid_cloudevents::TriggerEvent;
 
 use crate::error_kind::ErrorKind;
 use std::sync::Arc;
@@ -95,36 +96,6 @@ pub struct Payload {
     pub content_type: String,
     /// The bytes.
     pub body: bytes::Bytes,
-}
-
-/// CloudEvents attributes of the event that caused a call.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TriggerEvent {
-    /// `id`.
-    pub id: String,
-    /// `source`.
-    pub source: String,
-    /// `type`.
-    pub ty: String,
-    /// `subject`.
-    pub subject: Option<String>,
-    /// `time`.
-    pub time: Option<String>,
-    /// `datacontenttype`.
-    pub data_content_type: Option<String>,
-    /// Extension attributes.
-    pub extensions: Vec<(String, String)>,
-}
-
-impl TriggerEvent {
-    /// The trigger's hop count (0 when it has none).
-    pub fn hops(&self) -> u32 {
-        self.extensions
-            .iter()
-            .find(|(k, _)| k == HOPS_ATTRIBUTE)
-            .and_then(|(_, v)| parse_hops(v))
-            .unwrap_or(0)
-    }
 }
 
 /// How a guest-reported error is classified.

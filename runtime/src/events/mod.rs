@@ -13,9 +13,9 @@
 //! - The data outbox (and the registry's lifecycle records in it) feed the
 //!   system topics `system.data`, `system.algorithms` and `system.jobs`.
 
-pub mod cloudevent;
+pub use wasmgrid_cloudevents::event as cloudevent;
 mod delivery;
-pub mod filter;
+pub use wasmgrid_cloudevents::filter;
 mod ingest;
 mod webhook;
 

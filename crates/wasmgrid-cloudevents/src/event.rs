@@ -10,7 +10,7 @@
 //! names, `data` xor `data_base64`) are few. The rules follow the CloudEvents
 //! 1.0.2 core spec, its JSON format and its HTTP protocol binding.
 
-use crate::engine::{HOPS_ATTRIBUTE, TriggerEvent, parse_hops};
+use crate::{HOPS_ATTRIBUTE, TriggerEvent, parse_hops};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
