@@ -659,6 +659,54 @@ fn webhook_receiver(statuses: Vec<u16>) -> (String, std::sync::mpsc::Receiver<Re
     (url, rx)
 }
 
+/// A subscription read back (its webhook password shown as `***`) and PUT
+/// again keeps delivering with the real password.
+#[test]
+fn a_webhook_url_read_back_and_put_again_keeps_its_password() {
+    let (s, _tmp) = start_events_server(&["--allow-private-webhooks"]);
+    let key = create_topic(&s, "hooks");
+    let (url, rx) = webhook_receiver(vec![]);
+    let with_password = url.replacen("http://", "http://user:pa55word@", 1);
+    subscribe(
+        &s,
+        "hooks",
+        "out",
+        json!({"destination": {"webhook": with_password}}),
+    );
+    let shown = subscription(&s, "hooks", "out")["destination"]["webhook"]
+        .as_str()
+        .expect("webhook URL")
+        .to_string();
+    assert!(shown.contains(":***@"), "{shown}");
+    json(
+        s.req(Method::PUT, "/v1/topics/hooks/subscriptions/out")
+            .json(&json!({"destination": {"webhook": shown}}))
+            .send()
+            .unwrap(),
+        200,
+    );
+    json(
+        publish(
+            &s,
+            "hooks",
+            &key,
+            "application/cloudevents+json",
+            json!({"specversion": "1.0", "id": "pw1", "source": "/t", "type": "t"}),
+        ),
+        200,
+    );
+    let (headers, _) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a delivery");
+    let auth = headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    // base64("user:pa55word")
+    assert_eq!(auth, "Basic dXNlcjpwYTU1d29yZA==", "{headers:?}");
+}
+
 /// Webhooks: signed structured CloudEvents, retries on 5xx, no retry on 400.
 #[test]
 fn webhook_deliveries_are_signed_and_retried() {

@@ -1090,6 +1090,12 @@ impl EventService {
                 if spec.webhook_secret.is_none() {
                     spec.webhook_secret = old.spec.webhook_secret.clone();
                 }
+                if let (Destination::Webhook(url), Destination::Webhook(stored)) =
+                    (&mut spec.destination, &old.spec.destination)
+                    && let Some(kept) = webhook::keep_redacted_password(url, stored)
+                {
+                    *url = kept;
+                }
                 SubscriptionRecord {
                     spec,
                     updated: now,

@@ -110,6 +110,13 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+/// The webhook URL a subscription replace stores: a URL read back from
+/// wasmgrid (its password shown as `***`) and sent again means "unchanged", so
+/// the stored password is kept; any other URL is taken as given.
+pub(crate) fn keep_redacted_password(new: &str, stored: &str) -> Option<String> {
+    (new != stored && redact(stored) == new).then(|| stored.to_string())
+}
+
 /// How long one webhook delivery may take, connection included.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -381,6 +388,25 @@ mod tests {
             "2a00:1450:4001::1",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn a_redacted_url_sent_back_keeps_the_stored_password() {
+        let stored = "https://user:s3cret@hooks.example.com/x?y=1";
+        assert_eq!(
+            keep_redacted_password("https://user:***@hooks.example.com/x?y=1", stored).as_deref(),
+            Some(stored)
+        );
+        // A new password, user, host or path is a new URL.
+        for new in [
+            "https://user:other@hooks.example.com/x?y=1",
+            "https://eve:***@hooks.example.com/x?y=1",
+            "https://user:***@evil.example.com/x?y=1",
+            "https://user:***@hooks.example.com/y?y=1",
+            stored,
+        ] {
+            assert_eq!(keep_redacted_password(new, stored), None, "{new}");
         }
     }
 
