@@ -8,7 +8,19 @@
 //! without either importing the other. Keep it in step with `api::router`.
 
 /// Path prefixes the server serves itself: never wasi:http route prefixes.
-pub const RESERVED_PATHS: &[&str] = &["/v1", "/http", "/healthz", "/readyz", "/metrics"];
+/// DESIGN.md's list, including the prefixes of features still to come
+/// (`/openapi.json`, `/ui` for the dashboard, `/topics` for Event Grid's
+/// namespace paths), so no route claims them before they arrive.
+pub const RESERVED_PATHS: &[&str] = &[
+    "/v1",
+    "/http",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/ui",
+    "/topics",
+];
 
 /// Whether `path` is `prefix` or lies under it (`/hello` serves `/hello` and
 /// `/hello/x`, not `/hellox`; `/` serves everything).

@@ -107,6 +107,9 @@ fn http_settings_are_checked_at_deploy() {
     for (query, fragment) in [
         ("route=/v1/x", "wasmgrid's own paths"),
         ("route=/http", "wasmgrid's own paths"),
+        ("route=/ui", "wasmgrid's own paths"),
+        ("route=/topics/x", "wasmgrid's own paths"),
+        ("route=/openapi.json", "wasmgrid's own paths"),
         ("route=hello", "must start with /"),
         ("route=/a/", "trailing /"),
         ("route=/a/../b", "segments"),
