@@ -723,3 +723,28 @@ fn shared_access_key_scheme_authenticates() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// Without a key, a private route prefix and a path nothing serves answer the
+/// same 401, so route prefixes cannot be probed; with a key, the unknown path
+/// is a 404 and public routes stay open to everyone.
+#[test]
+fn route_prefixes_cannot_be_probed_without_a_key() {
+    let s = Server::start();
+    s.deploy_ok("http-hello", "demo/priv@1.0.0", "route=/priv");
+    s.deploy_ok("http-hello", "demo/open@1.0.0", "route=/open&public=true");
+    let (private, private_body) = send(&s, None, "GET", "/priv/x", None);
+    let (unknown, unknown_body) = send(&s, None, "GET", "/nothing-here/x", None);
+    assert_eq!(
+        (private, unknown),
+        (401, 401),
+        "{private_body} / {unknown_body}"
+    );
+    assert_eq!(private_body, unknown_body);
+    let (status, _) = send(&s, None, "GET", "/open/x", None);
+    assert_eq!(status, 200, "a public route needs no key");
+    let (status, body) = send(&s, Some(&s.key), "GET", "/nothing-here/x", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no endpoint GET /nothing-here/x"), "{body}");
+    let (status, _) = send(&s, Some(&s.key), "GET", "/priv/x", None);
+    assert_eq!(status, 200);
+}

@@ -255,7 +255,9 @@ async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response
         .into_response())
 }
 
-/// Paths no API route takes: a wasi:http component's route prefix, else 404.
+/// Paths no API route takes: a wasi:http component's route prefix, else 404
+/// for a valid key and 401 without one, as a private route prefix answers, so
+/// that which prefixes exist cannot be probed without a key.
 async fn fallback(State(app): State<AppState>, req: axum::extract::Request) -> Response {
     let path = req.uri().path();
     if !crate::server_paths::is_reserved(path)
@@ -263,10 +265,13 @@ async fn fallback(State(app): State<AppState>, req: axum::extract::Request) -> R
     {
         return http::serve_route(app, &owner, &name, req).await;
     }
+    let (mut parts, _body) = req.into_parts();
+    if let Err(e) = Caller::from_request_parts(&mut parts, &app).await {
+        return e.into_response();
+    }
+    let (method, path) = (&parts.method, parts.uri.path());
     ApiError::not_found(format!(
-        "no endpoint {} {}: see the API table in the README",
-        req.method(),
-        path
+        "no endpoint {method} {path}: see the API table in the README"
     ))
     .into_response()
 }
