@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use wasmgrid::data::{DataPath, DataService, Principal};
 use wasmgrid::engine::{CallContext, CallLimits, Engine, EngineConfig, GuestIdentity, Payload};
 use wasmgrid::events::{EventService, EventsConfig};
+use wasmgrid::invoker::Invoker;
 use wasmgrid::metrics::Metrics;
 use wasmgrid::registry::Registry;
 use wasmgrid::secrets::SecretStore;
@@ -70,21 +71,19 @@ fn main() {
         .expect("registry"),
     );
     let metrics = Arc::new(Metrics::new());
+    let invoker = Arc::new(Invoker::new(registry, metrics.clone()));
     let events = EventService::open(
         store.clone(),
-        registry.clone(),
+        invoker.clone(),
         data.clone(),
-        metrics.clone(),
+        metrics,
         EventsConfig::default(),
+        None,
     )
     .expect("events");
-    let services = Arc::new(Services::new(
-        data.clone(),
-        secrets,
-        events,
-        &registry,
-        metrics,
-    ));
+    // The guest calls here go to the engine directly, with these services as
+    // host: the invoker needs no binding.
+    let services = Arc::new(Services::new(data.clone(), secrets, events, invoker));
     let identity = GuestIdentity {
         owner: "bench".into(),
         name: "data-bench".into(),

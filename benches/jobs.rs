@@ -23,6 +23,7 @@ use wasmgrid::app::App;
 use wasmgrid::auth::{Caller, Scope};
 use wasmgrid::data::{DataPath, Principal};
 use wasmgrid::engine::{EngineConfig, Payload};
+use wasmgrid::invoker::Call;
 use wasmgrid::jobs::{JobOptions, JobSpec, JobStatus};
 use wasmgrid::registry::{DeployRequest, Deployed, VersionSettings};
 use wasmgrid::store::Table;
@@ -133,7 +134,7 @@ fn write_inputs(app: &App, caller: &Caller) {
     }
 }
 
-/// Calls per second of `registry.invoke` from `concurrency` tasks, 10,000 calls.
+/// Calls per second of `invoker.call` from `concurrency` tasks, 10,000 calls.
 async fn raw_rate(app: &Arc<App>, deployed: &Arc<Deployed>, concurrency: usize) -> Rate {
     let next = Arc::new(AtomicUsize::new(0));
     let (started, cpu) = (Instant::now(), cpu_time());
@@ -150,8 +151,8 @@ async fn raw_rate(app: &Arc<App>, deployed: &Arc<Deployed>, concurrency: usize) 
                     content_type: "text/plain".into(),
                     body: content(i).into(),
                 };
-                app.registry
-                    .invoke(&deployed, input, None, None)
+                app.invoker
+                    .call(Call::new(&deployed, input, None))
                     .await
                     .expect("noop call");
             }

@@ -3,8 +3,10 @@
 
 use crate::auth::KeyStore;
 use crate::data::DataService;
+use crate::engine::HostApi;
 use crate::engine::{Engine, EngineConfig};
 use crate::events::{EventService, EventsConfig};
+use crate::invoker::Invoker;
 use crate::jobs::{JobService, JobsConfig};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -24,6 +26,11 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Deployed algorithms.
     pub registry: Arc<Registry>,
+    /// Runs algorithm calls, whoever makes them.
+    pub invoker: Arc<Invoker>,
+    /// What guests reach through host calls. The node owns them: the invoker
+    /// holds them weakly (see [`Invoker`]).
+    pub services: Arc<Services>,
     /// API keys.
     pub keys: Arc<KeyStore>,
     /// Hosted data collections.
@@ -66,33 +73,40 @@ impl App {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
         let metrics = Arc::new(Metrics::new());
-        let events = EventService::open(
-            store.clone(),
-            registry.clone(),
-            data.clone(),
-            metrics.clone(),
-            events,
-        )?;
-        registry.set_host(Arc::new(Services::new(
-            data.clone(),
-            secrets.clone(),
-            events.clone(),
-            &registry,
-            metrics.clone(),
-        )));
+        let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
         let jobs = Arc::new(JobService::new(
             store.clone(),
             data.clone(),
-            registry.clone(),
+            invoker.clone(),
             metrics.clone(),
             JobsConfig::default(),
         ));
         jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(store.clone())));
-        events.set_job_starter(Arc::new(crate::bridge::JobDeliveries::new(jobs.clone())));
+        let events = EventService::open(
+            store.clone(),
+            invoker.clone(),
+            data.clone(),
+            metrics.clone(),
+            events,
+            Some(Arc::new(crate::bridge::JobDeliveries::new(jobs.clone()))),
+        )?;
+        let services = Arc::new(Services::new(
+            data.clone(),
+            secrets.clone(),
+            events.clone(),
+            invoker.clone(),
+        ));
+        // The one binding after construction (see `Invoker`): the services
+        // publish to events and call through the invoker, which events and
+        // jobs use too.
+        let host: Arc<dyn HostApi> = services.clone();
+        invoker.bind_host(&host)?;
         Ok(Arc::new(App {
             data_dir: data_dir.to_path_buf(),
             store,
             registry,
+            invoker,
+            services,
             keys,
             data,
             secrets,

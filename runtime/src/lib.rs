@@ -13,7 +13,8 @@
 //!    host interfaces; it knows nothing of HTTP or storage: host calls go
 //!    through [`engine::HostApi`]) ← [`metrics`].
 //! 3. [`registry`] (deploy, versions, compiled artifacts), [`auth`] (API keys),
-//!    [`secrets`].
+//!    [`secrets`]; [`invoker`] (every algorithm call: resolve, admit, observe,
+//!    call, with the host services guests reach).
 //! 4. [`data`] (collections) ← [`events`], [`jobs`] (batch jobs over
 //!    collections). Data uses neither; events and jobs do not use each other.
 //! 5. [`bridge`] (jobs ↔ events), [`services`] (what guests reach, checked),
@@ -35,6 +36,7 @@ pub mod error_kind;
 pub mod events;
 pub mod fsutil;
 pub mod identity;
+pub mod invoker;
 pub mod jobs;
 pub mod manifest;
 pub mod metrics;

@@ -13,9 +13,7 @@
 
 use crate::clock::now_rfc3339;
 use crate::engine::{
-    CallContext, CallLimits, ComponentKind, Engine, GuestIdentity, HostApi, HttpBodyError,
-    HttpCall, HttpResponse, InvokeError, NoHostServices, OutboundAllowList, Outcome, Payload,
-    Prepared, TriggerEvent,
+    CallLimits, ComponentKind, Engine, GuestIdentity, InvokeError, OutboundAllowList, Prepared,
 };
 use crate::names::{InvalidName, validate_name};
 use crate::server_paths::route_matches;
@@ -196,15 +194,38 @@ pub struct Deployed {
     loaded: OnceCell<Prepared>,
     identity: Arc<GuestIdentity>,
     outbound: OutboundAllowList,
+    /// `owner/name/version`, formatted once: every call's metrics use it.
+    endpoint: String,
 }
 
 impl Deployed {
     /// `owner/name/version`.
     pub fn endpoint(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.record.owner, self.record.name, self.record.version
-        )
+        self.endpoint.clone()
+    }
+
+    /// `owner/name/version`, borrowed (the metrics' `algorithm` label).
+    pub fn endpoint_label(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The identity a call runs as, causing events at hop count `hops`.
+    pub fn identity_with_hops(&self, hops: u32) -> Arc<GuestIdentity> {
+        // Calls no event caused share the version's identity; the others carry
+        // their hop count into the events they cause.
+        if hops == self.identity.hops {
+            self.identity.clone()
+        } else {
+            Arc::new(GuestIdentity {
+                hops,
+                ..(*self.identity).clone()
+            })
+        }
+    }
+
+    /// The hosts a wasi:http version's outgoing requests may reach.
+    pub fn outbound(&self) -> &OutboundAllowList {
+        &self.outbound
     }
 
     /// The per-call limits for this version, with an optional lower timeout.
@@ -265,7 +286,6 @@ pub struct Registry {
     /// API layer owns the list and passes it in.
     reserved_paths: &'static [&'static str],
     compilations: AtomicU64,
-    host: std::sync::OnceLock<Arc<dyn HostApi>>,
 }
 
 /// Parses the version number of a deploy. Build metadata (`+…`) is refused:
@@ -355,37 +375,7 @@ impl Registry {
             routes: RwLock::new(routes),
             reserved_paths,
             compilations: AtomicU64::new(0),
-            host: std::sync::OnceLock::new(),
         })
-    }
-
-    /// Connects the services guests reach through host calls (data collections,
-    /// secrets). Until set, guests run with [`NoHostServices`].
-    pub fn set_host(&self, host: Arc<dyn HostApi>) {
-        let _ = self.host.set(host);
-    }
-
-    fn call_context(&self, deployed: &Deployed, depth: u32, hops: u32) -> CallContext {
-        let host = self
-            .host
-            .get()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(NoHostServices));
-        // Calls no event caused share the version's identity; the others carry
-        // their hop count into the events they cause.
-        let identity = if hops == deployed.identity.hops {
-            deployed.identity.clone()
-        } else {
-            Arc::new(GuestIdentity {
-                hops,
-                ..(*deployed.identity).clone()
-            })
-        };
-        CallContext {
-            identity,
-            host,
-            depth,
-        }
     }
 
     /// The engine calls run on.
@@ -616,100 +606,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Runs one call of a deployed version: takes a concurrency permit (or answers
-    /// `Overloaded`), loads the compiled component if needed, and invokes it.
-    pub async fn invoke(
-        &self,
-        deployed: &Deployed,
-        input: Payload,
-        trigger: Option<TriggerEvent>,
-        timeout: Option<Duration>,
-    ) -> Result<Outcome, InvokeError> {
-        // A call an event triggered causes events one hop further along.
-        let hops = trigger.as_ref().map_or(0, |t| t.hops().saturating_add(1));
-        self.invoke_nested(deployed, input, trigger, timeout, 0, hops)
-            .await
-    }
-
-    /// [`invoke`](Self::invoke) for a call made by another algorithm
-    /// (`algo.call`) at nesting `depth`, or for an event delivery: `hops` is the
-    /// hop count of the events the call causes (see [`GuestIdentity::hops`]).
-    pub async fn invoke_nested(
-        &self,
-        deployed: &Deployed,
-        input: Payload,
-        trigger: Option<TriggerEvent>,
-        timeout: Option<Duration>,
-        depth: u32,
-        hops: u32,
-    ) -> Result<Outcome, InvokeError> {
-        let (_permit, prepared) = self.admit(deployed).await?;
-        self.engine
-            .invoke(
-                prepared,
-                self.call_context(deployed, depth, hops),
-                input,
-                trigger,
-                deployed.limits(timeout),
-            )
-            .await
-    }
-
     /// Takes a concurrency permit of `deployed` now (`Overloaded` when none is
     /// free), for a call that runs later: a background call must know it is
     /// admitted before answering that it was accepted.
     pub fn reserve(&self, deployed: &Deployed) -> Result<Reservation, InvokeError> {
         Ok(Reservation(take_permit(deployed)?))
-    }
-
-    /// [`invoke`](Self::invoke) with a permit taken by [`reserve`](Self::reserve).
-    pub async fn invoke_reserved(
-        &self,
-        deployed: &Deployed,
-        reservation: Reservation,
-        input: Payload,
-        timeout: Option<Duration>,
-    ) -> Result<Outcome, InvokeError> {
-        let _permit = reservation.0;
-        let prepared = self
-            .prepared(deployed)
-            .await
-            .map_err(|e| InvokeError::Host(e.to_string()))?;
-        self.engine
-            .invoke(
-                prepared,
-                self.call_context(deployed, 0, 0),
-                input,
-                None,
-                deployed.limits(timeout),
-            )
-            .await
-    }
-
-    /// Serves one HTTP request with a wasi:http version: takes a concurrency
-    /// permit (held until the guest finishes, which may be after the response
-    /// head), loads the compiled component if needed, and runs the guest.
-    pub async fn handle_http<B>(
-        &self,
-        deployed: &Deployed,
-        request: hyper::Request<B>,
-    ) -> Result<HttpResponse, InvokeError>
-    where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<HttpBodyError>,
-    {
-        let (permit, prepared) = self.admit(deployed).await?;
-        self.engine
-            .handle_http(
-                prepared,
-                request,
-                HttpCall {
-                    limits: deployed.limits(None),
-                    outbound: deployed.outbound.clone(),
-                    guard: Box::new(permit),
-                },
-            )
-            .await
     }
 
     /// The algorithm serving `path` through a route prefix, if any: the
@@ -742,13 +643,18 @@ impl Registry {
         Ok(())
     }
 
-    /// Admits one call of `deployed`: a concurrency permit (`Overloaded` when
-    /// none is free) and its linked component.
-    async fn admit<'a>(
+    /// Admits one call of `deployed`: a concurrency permit (the one
+    /// `reservation` holds, or a new one: `Overloaded` when none is free) and
+    /// its linked component.
+    pub(crate) async fn admit<'a>(
         &self,
         deployed: &'a Deployed,
+        reservation: Option<Reservation>,
     ) -> Result<(tokio::sync::OwnedSemaphorePermit, &'a Prepared), InvokeError> {
-        let permit = take_permit(deployed)?;
+        let permit = match reservation {
+            Some(Reservation(permit)) => permit,
+            None => take_permit(deployed)?,
+        };
         let prepared = self
             .prepared(deployed)
             .await
@@ -810,6 +716,7 @@ impl Deployed {
                 tracing::warn!(error = %e, "stored allow_outbound is invalid; denying outgoing HTTP");
                 OutboundAllowList::default()
             });
+        let endpoint = format!("{}/{}/{}", record.owner, record.name, record.version);
         Self {
             record,
             version,
@@ -817,6 +724,7 @@ impl Deployed {
             loaded,
             identity,
             outbound,
+            endpoint,
         }
     }
 }

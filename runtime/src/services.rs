@@ -7,12 +7,11 @@ use crate::engine::{
     CallScope, GuestCallError, GuestDataError, GuestFileInfo, GuestIdentity, HostApi, InvokeError,
     OutgoingEvent, Payload,
 };
-use crate::events::{EventError, EventService, WeakEventService, cloudevent};
-use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::events::{EventError, EventService, cloudevent};
+use crate::invoker::{Call, Invoker};
 use crate::secrets::SecretStore;
 use serde_json::Value;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How deep `algo.call` chains may nest: a deeper call is a loop, not a pipeline.
@@ -22,29 +21,25 @@ pub const MAX_CALL_DEPTH: u32 = 8;
 pub struct Services {
     data: Arc<DataService>,
     secrets: Arc<SecretStore>,
-    /// Weak, like `registry`: the event service reaches the registry, which
-    /// holds these services.
-    events: WeakEventService,
-    /// Weak: the registry holds these services (as its host), not the reverse.
-    registry: Weak<Registry>,
-    metrics: Arc<Metrics>,
+    events: EventService,
+    /// Runs `algo.call`. It holds these services weakly (they are its host),
+    /// so this reference makes no cycle.
+    invoker: Arc<Invoker>,
 }
 
 impl Services {
-    /// Services over the node's data service, secret store, events and registry.
+    /// Services over the node's data service, secret store, events and invoker.
     pub fn new(
         data: Arc<DataService>,
         secrets: Arc<SecretStore>,
         events: EventService,
-        registry: &Arc<Registry>,
-        metrics: Arc<Metrics>,
+        invoker: Arc<Invoker>,
     ) -> Self {
         Self {
             data,
             secrets,
-            events: events.downgrade(),
-            registry: Arc::downgrade(registry),
-            metrics,
+            events,
+            invoker,
         }
     }
 }
@@ -330,11 +325,11 @@ impl HostApi for Services {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let events = self
+        match self
             .events
-            .upgrade()
-            .ok_or_else(|| GuestCallError::transient("the server is shutting down"))?;
-        match events.publish_as(&who.owner, &topic, vec![event]).await {
+            .publish_as(&who.owner, &topic, vec![event])
+            .await
+        {
             Ok(_) => Ok(id),
             Err(EventError::Invalid(m)) => Err(GuestCallError::invalid_input(m)),
             Err(EventError::NotFound(m) | EventError::Forbidden(m) | EventError::Conflict(m)) => {
@@ -367,11 +362,8 @@ impl HostApi for Services {
                 scope.depth + 1
             )));
         }
-        let registry = self
-            .registry
-            .upgrade()
-            .ok_or_else(|| GuestCallError::transient("the server is shutting down"))?;
-        let deployed = registry
+        let deployed = self
+            .invoker
             .resolve(owner, name, &spec)
             .map_err(|e| GuestCallError::permanent(e.to_string()))?;
         let remaining = scope.deadline.saturating_duration_since(Instant::now());
@@ -382,18 +374,15 @@ impl HostApi for Services {
         }
         let trigger = scope.trigger.as_deref().cloned();
         let result = self
-            .metrics
-            .observe_call(
-                &deployed.endpoint(),
-                registry.invoke_nested(
-                    &deployed,
-                    input,
-                    trigger,
-                    Some(remaining),
-                    scope.depth + 1,
-                    who.hops,
-                ),
-            )
+            .invoker
+            .call(Call {
+                deployed: &deployed,
+                input,
+                trigger,
+                timeout: Some(remaining),
+                depth: scope.depth + 1,
+                hops: who.hops,
+            })
             .await;
         match result {
             Ok(outcome) => Ok(outcome.output),

@@ -33,7 +33,7 @@ pub async fn serve(State(app): State<AppState>, req: Request) -> Response {
     };
     let target = (|| {
         let spec = VersionSpec::parse(parsed.version)?;
-        let deployed = app.registry.resolve(parsed.owner, parsed.name, &spec)?;
+        let deployed = app.invoker.resolve(parsed.owner, parsed.name, &spec)?;
         Ok::<_, ApiError>(deployed)
     })();
     let guest_path = parsed.rest.to_string();
@@ -44,7 +44,7 @@ pub async fn serve(State(app): State<AppState>, req: Request) -> Response {
 /// A request under a route prefix of `owner/name`: served with the path as it came.
 pub async fn serve_route(app: AppState, owner: &str, name: &str, req: Request) -> Response {
     let target = app
-        .registry
+        .invoker
         .resolve(owner, name, &VersionSpec::Latest)
         .map_err(ApiError::from);
     run(&app, owner, name, target, req, None).await
@@ -150,13 +150,7 @@ async fn run(
     let request = axum::http::Request::from_parts(parts, body);
 
     let endpoint = deployed.endpoint();
-    // A guard: when the client goes away this future is dropped mid-call.
-    let call = app.metrics.start_call(&endpoint);
-    let result = app.registry.handle_http(&deployed, request).await;
-    call.finish(match &result {
-        Ok(_) => "ok",
-        Err(e) => e.kind().as_str(),
-    });
+    let result = app.invoker.handle_http(&deployed, request).await;
     let mut resp = match result {
         Ok(r) => r.map(Body::new),
         Err(e) => {

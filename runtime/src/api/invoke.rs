@@ -4,8 +4,9 @@ use super::Path;
 use super::{ApiError, AppState, INVOKE_BODY_LIMIT, QueryParams, read_body};
 use crate::app::App;
 use crate::auth::{Caller, Compat, Scope};
-use crate::engine::{InvokeError, Outcome, Payload};
-use crate::registry::{Deployed, VersionSpec};
+use crate::engine::Payload;
+use crate::invoker::Call;
+use crate::registry::VersionSpec;
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -129,7 +130,7 @@ async fn invoke(
     })?;
     let opts = options(&QueryParams::parse(query.as_deref()))?;
     let spec = VersionSpec::parse(version.as_deref())?;
-    let deployed = app.registry.resolve(&owner, &name, &spec)?;
+    let deployed = app.invoker.resolve(&owner, &name, &spec)?;
     if deployed.record.kind == crate::engine::ComponentKind::Http {
         return Err(ApiError::input(format!(
             "{} is a wasi:http component, not an algorithm: send it HTTP requests at /http/{}/{}@{}/",
@@ -147,18 +148,13 @@ async fn invoke(
     if opts.output == OutputMode::Void {
         // Admitted before answering: a call that cannot run now is `Overloaded`
         // for the caller to retry, not accepted and dropped.
-        let reservation = app.registry.reserve(&deployed)?;
+        let reservation = app.invoker.reserve(&deployed)?;
         let app2 = app.clone();
         let rid = request_id.clone();
         app.background.spawn(async move {
-            let endpoint = deployed.endpoint();
             let result = app2
-                .metrics
-                .observe_call(
-                    &endpoint,
-                    app2.registry
-                        .invoke_reserved(&deployed, reservation, input, opts.timeout),
-                )
+                .invoker
+                .call_reserved(reservation, Call::new(&deployed, input, opts.timeout))
                 .await;
             match result {
                 Ok(_) => tracing::info!(request_id = %rid, endpoint = %deployed.endpoint(), "background call finished"),
@@ -171,7 +167,9 @@ async fn invoke(
         return Ok(resp);
     }
 
-    let outcome = call(&app, &deployed, &endpoint, input, opts.timeout)
+    let outcome = app
+        .invoker
+        .call(Call::new(&deployed, input, opts.timeout))
         .await
         .map_err(ApiError::from)?;
     let mut resp = if opts.output == OutputMode::Raw {
@@ -212,22 +210,6 @@ fn set_request_id(resp: &mut Response, id: &str, endpoint: &str) {
     if let Ok(v) = HeaderValue::from_str(endpoint) {
         resp.headers_mut().insert("x-wasmgrid-endpoint", v);
     }
-}
-
-/// Runs the call and records metrics and logs.
-async fn call(
-    app: &App,
-    deployed: &Deployed,
-    endpoint: &str,
-    input: Payload,
-    timeout: Option<Duration>,
-) -> Result<Outcome, InvokeError> {
-    app.metrics
-        .observe_call(
-            endpoint,
-            app.registry.invoke(deployed, input, None, timeout),
-        )
-        .await
 }
 
 fn media_type(ct: &str) -> String {

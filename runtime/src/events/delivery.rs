@@ -21,6 +21,7 @@ use super::{
 use crate::auth::{Caller, Scope};
 use crate::data::Principal;
 use crate::engine::{GuestErrorKind, HOPS_ATTRIBUTE, InvokeError, Payload};
+use crate::invoker::Call;
 use crate::metrics::DeadLetterLabels;
 use crate::store::{Cursor, Table};
 use serde::{Deserialize, Serialize};
@@ -696,7 +697,7 @@ async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Ve
                 .deliver(url, secret, &events, batched(record))
                 .await
         }
-        Destination::Job(spec) => match inner.jobs.get() {
+        Destination::Job(spec) => match &inner.jobs {
             Some(jobs) => {
                 let mut result = Ok(());
                 for ev in &events {
@@ -727,7 +728,7 @@ async fn deliver_to_algorithm(
     // Resolved at each delivery: `o/n/1` follows new 1.x versions, and a
     // redrive after a fix reaches the fixed version.
     let deployed = inner
-        .registry
+        .invoker
         .resolve(owner, name, &spec)
         .map_err(|e| Failure::Retryable(format!("NotFound: {e}")))?;
     let hops = events
@@ -762,14 +763,16 @@ async fn deliver_to_algorithm(
         )
     };
     let result = inner
-        .metrics
-        .observe_call(
-            &deployed.endpoint(),
+        .invoker
+        .call(Call {
+            deployed: &deployed,
+            input: payload,
             // A batch has no single trigger, but its events' hops still count.
-            inner
-                .registry
-                .invoke_nested(&deployed, payload, trigger, None, 0, hops),
-        )
+            trigger,
+            timeout: None,
+            depth: 0,
+            hops,
+        })
         .await;
     match result {
         Ok(_) => Ok(()),

@@ -21,8 +21,9 @@ mod webhook;
 
 use crate::auth::{Caller, Scope};
 use crate::data::{DataService, Principal};
+use crate::invoker::Invoker;
 use crate::metrics::{Metrics, SubscriptionLabel, TopicLabel};
-use crate::registry::{Registry, VersionSpec};
+use crate::registry::VersionSpec;
 use crate::store::{Cursor, Store, StoreError, StoreExt, Table, WriteBatch};
 use filter::{CompiledFilter, Filter, SubscriptionIndex};
 use prometheus_client::metrics::counter::Counter;
@@ -380,7 +381,7 @@ impl TopicState {
 
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
-    registry: Arc<Registry>,
+    invoker: Arc<Invoker>,
     data: Arc<DataService>,
     metrics: Arc<Metrics>,
     config: EventsConfig,
@@ -391,7 +392,8 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     webhooks: webhook::WebhookClient,
-    jobs: std::sync::OnceLock<Arc<dyn JobStarter>>,
+    /// For `{"job": …}` destinations; `None` on a node without batch jobs.
+    jobs: Option<Arc<dyn JobStarter>>,
     /// Set by [`EventService::start`].
     started: std::sync::atomic::AtomicBool,
 }
@@ -400,19 +402,6 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct EventService {
     inner: Arc<Inner>,
-}
-
-/// A non-owning handle to an [`EventService`], for holders the service
-/// itself reaches (the guests' host services), so no reference cycle keeps
-/// the store open after the node is dropped.
-#[derive(Clone)]
-pub struct WeakEventService(std::sync::Weak<Inner>);
-
-impl WeakEventService {
-    /// The service, unless the node is gone.
-    pub fn upgrade(&self) -> Option<EventService> {
-        self.0.upgrade().map(|inner| EventService { inner })
-    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -514,13 +503,16 @@ fn sha256_hex(s: &str) -> String {
 
 impl EventService {
     /// Loads topics and subscriptions. Call [`EventService::start`] inside a
-    /// tokio runtime to run deliveries and the system-topic feed.
+    /// tokio runtime to run deliveries and the system-topic feed. Deliveries
+    /// to algorithms call through `invoker`; `jobs` starts the jobs of
+    /// `{"job": …}` destinations (none: such subscriptions are refused).
     pub fn open(
         store: Arc<dyn Store>,
-        registry: Arc<Registry>,
+        invoker: Arc<Invoker>,
         data: Arc<DataService>,
         metrics: Arc<Metrics>,
         config: EventsConfig,
+        jobs: Option<Arc<dyn JobStarter>>,
     ) -> Result<Self, EventError> {
         let mut topics: HashMap<String, TopicState> = SYSTEM_TOPICS
             .iter()
@@ -534,7 +526,7 @@ impl EventService {
             flusher: delivery::Flusher::new(),
             ingest: ingest::Combiner::default(),
             store: store.clone(),
-            registry,
+            invoker,
             data,
             metrics,
             config,
@@ -542,7 +534,7 @@ impl EventService {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             webhooks,
-            jobs: std::sync::OnceLock::new(),
+            jobs,
             started: std::sync::atomic::AtomicBool::new(false),
         });
         let svc = EventService { inner };
@@ -557,16 +549,6 @@ impl EventService {
             svc.install(record, compiled, depth as i64)?;
         }
         Ok(svc)
-    }
-
-    /// A non-owning handle (see [`WeakEventService`]).
-    pub fn downgrade(&self) -> WeakEventService {
-        WeakEventService(Arc::downgrade(&self.inner))
-    }
-
-    /// Connects the batch jobs service (for `{"job": …}` destinations).
-    pub fn set_job_starter(&self, jobs: Arc<dyn JobStarter>) {
-        let _ = self.inner.jobs.set(jobs);
     }
 
     /// Starts the background work: the acknowledgement flusher, one delivery
@@ -1224,7 +1206,7 @@ impl EventService {
                     .await
                     .map_err(|e| EventError::Invalid(format!("destination.webhook: {e}")))?;
             }
-            Destination::Job(job) => match self.inner.jobs.get() {
+            Destination::Job(job) => match &self.inner.jobs {
                 Some(jobs) => jobs
                     .validate(&caller.owner, caller.is_admin(), job)
                     .map_err(|e| e.prefixed("destination.job"))?,

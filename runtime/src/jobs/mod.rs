@@ -61,8 +61,9 @@ use crate::auth::{AuthError, Caller, Scope};
 use crate::clock::now_rfc3339;
 use crate::data::{DataError, DataPath, DataService, Principal};
 use crate::engine::ComponentKind;
+use crate::invoker::Invoker;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryError, VersionSpec};
+use crate::registry::{RegistryError, VersionSpec};
 use crate::store::{Cursor, Store, StoreError, StoreExt, Table};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -520,7 +521,7 @@ struct Active {
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
     data: Arc<DataService>,
-    registry: Arc<Registry>,
+    invoker: Arc<Invoker>,
     metrics: Arc<Metrics>,
     config: JobsConfig,
     observer: RwLock<Option<Arc<dyn JobObserver>>>,
@@ -572,12 +573,12 @@ async fn blocking<T: Send + 'static>(
 pub type JobPage<T> = (Vec<T>, Option<String>);
 
 impl JobService {
-    /// A job service over the node's store, data, registry and metrics. Jobs
+    /// A job service over the node's store, data, invoker and metrics. Jobs
     /// only run after [`JobService::start`].
     pub fn new(
         store: Arc<dyn Store>,
         data: Arc<DataService>,
-        registry: Arc<Registry>,
+        invoker: Arc<Invoker>,
         metrics: Arc<Metrics>,
         config: JobsConfig,
     ) -> Self {
@@ -586,7 +587,7 @@ impl JobService {
             inner: Arc::new(Inner {
                 store,
                 data,
-                registry,
+                invoker,
                 metrics,
                 config,
                 observer: RwLock::new(None),
@@ -709,7 +710,7 @@ impl JobService {
         let vspec = VersionSpec::parse(spec.version.as_deref())?;
         let deployed = self
             .inner
-            .registry
+            .invoker
             .resolve(&spec.owner, &spec.name, &vspec)?;
         if deployed.record.kind != ComponentKind::Algorithm {
             return Err(JobError::Invalid(format!(

@@ -33,6 +33,7 @@ use crate::data::{
 };
 use crate::engine::{GuestErrorKind, InvokeError, Outcome, Payload};
 use crate::error_kind::ErrorKind;
+use crate::invoker::Call;
 use crate::metrics::{AlgorithmLabel, CallLabels};
 use crate::registry::{Deployed, VersionSpec};
 use crate::store::{StoreError, StoreExt, Table, Txn};
@@ -429,7 +430,7 @@ async fn run_job(
         .map_err(|e| e.to_string())
         .and_then(|v| {
             inner
-                .registry
+                .invoker
                 .resolve(owner, name, &VersionSpec::Exact(v))
                 .map_err(|e| e.to_string())
         });
@@ -816,16 +817,15 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        // Counted in flight, and `Canceled` if the worker is abandoned mid-call.
-        let guard = metrics.start_call(&ctx.endpoint);
+        // Counted in flight, and `Canceled` if the worker is abandoned
+        // mid-call; outcomes are counted below, with the run's handles.
         let started = std::time::Instant::now();
         let result = ctx
             .inner
-            .registry
-            .invoke(&ctx.deployed, input.clone(), None, timeout)
+            .invoker
+            .call_counting_outcome_elsewhere(Call::new(&ctx.deployed, input.clone(), timeout))
             .await;
         ctx.observe_call(started.elapsed());
-        guard.finish_uncounted();
         match &result {
             Ok(o) => {
                 ctx.calls_ok.inc();
