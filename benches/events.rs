@@ -45,6 +45,7 @@ fn admin() -> Caller {
         owner: "bench".into(),
         scopes: vec![Scope::Admin],
         compat: Default::default(),
+        hops: 0,
     }
 }
 

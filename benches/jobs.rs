@@ -78,6 +78,7 @@ fn admin() -> Caller {
         owner: "bench".into(),
         scopes: vec![Scope::Admin],
         compat: Default::default(),
+        hops: 0,
     }
 }
 

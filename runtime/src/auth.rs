@@ -160,6 +160,11 @@ pub struct Caller {
     pub scopes: Vec<Scope>,
     /// Error convention on `/v1/algo` for this request (see [`Compat`]).
     pub compat: Compat,
+    /// The hop count the events caused on this caller's behalf carry
+    /// ([`crate::identity::HOPS_ATTRIBUTE`]): 0 for an API key; a job a
+    /// subscription starts acts with its triggering event's count plus one, so
+    /// a job writing into the folder that triggers it stops like any event loop.
+    pub hops: u32,
 }
 
 /// Authorization failures.
@@ -319,6 +324,7 @@ impl KeyStore {
                 owner: record.owner.clone(),
                 scopes: record.scopes.clone(),
                 compat: Compat::resolve(record.compat, bare_key),
+                hops: 0,
             })
         } else {
             None

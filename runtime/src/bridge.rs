@@ -81,8 +81,9 @@ impl JobDeliveries {
 }
 
 /// The identity a subscription's jobs run as: its owner, with the rights its
-/// creating key had (admin) or invoke + data access.
-fn acting(owner: &str, admin: bool) -> Caller {
+/// creating key had (admin) or invoke + data access, and the hop count the
+/// events the job causes carry.
+fn acting(owner: &str, admin: bool, hops: u32) -> Caller {
     Caller {
         key_id: format!("subscription of {owner}"),
         owner: owner.to_string(),
@@ -92,6 +93,7 @@ fn acting(owner: &str, admin: bool) -> Caller {
             vec![Scope::Invoke, Scope::DataRead, Scope::DataWrite]
         },
         compat: Default::default(),
+        hops,
     }
 }
 
@@ -106,7 +108,7 @@ fn parse(spec: &Value) -> Result<JobDestination, String> {
 impl JobStarter for JobDeliveries {
     fn validate(&self, owner: &str, admin: bool, spec: &Value) -> Result<(), EventError> {
         let d = parse(spec).map_err(EventError::Invalid)?;
-        let caller = acting(owner, admin);
+        let caller = acting(owner, admin, 0);
         let (algo_owner, algo_name, _) = crate::events::parse_endpoint(&d.algorithm)?;
         crate::names::validate_name("owner", algo_owner)
             .and_then(|_| crate::names::validate_name("algorithm name", algo_name))
@@ -144,7 +146,15 @@ impl JobStarter for JobDeliveries {
         event: &Value,
     ) -> futures::future::BoxFuture<'static, Result<(), Failure>> {
         let jobs = self.jobs.clone();
-        let caller = acting(owner, admin);
+        // The job's outputs are events this delivery caused: one hop more
+        // than the event, so a job writing where it is triggered stops at the
+        // hop limit like any other event loop.
+        let hops = event
+            .get(crate::identity::HOPS_ATTRIBUTE)
+            .and_then(crate::events::cloudevent::hops_value)
+            .unwrap_or(0)
+            .saturating_add(1);
+        let caller = acting(owner, admin, hops);
         let parsed = parse(spec);
         let input = event
             .get("data")

@@ -720,6 +720,7 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
                         owner: "admin".into(),
                         scopes: vec![Scope::Admin],
                         compat: Default::default(),
+                        hops: 0,
                     };
                     app.jobs.get(&admin, &job.id).unwrap().status
                 })
@@ -738,6 +739,7 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
         owner: "demo".into(),
         scopes: vec![Scope::Invoke, Scope::DataRead, Scope::DataWrite],
         compat: Default::default(),
+        hops: 0,
     };
     let recorder = Arc::new(Recorder {
         app: Mutex::new(None),

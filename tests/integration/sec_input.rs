@@ -37,6 +37,77 @@ fn healthy(s: &Server) {
     assert_eq!(resp.status(), 200, "the server must still be up");
 }
 
+/// Two job destinations feeding each other's folders (demo/a → demo/b → demo/a …)
+/// ran forever: a job's outputs carried no hop count. They now carry the
+/// triggering event's count plus one, so the loop ends in a dead letter.
+#[test]
+fn a_loop_through_job_destinations_ends_at_the_hop_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), &["--event-time-scale", "0.001"]);
+    s.deploy_ok("noop", "demo/noop@1.0.0", "");
+    for c in ["a", "b"] {
+        json(
+            s.req(Method::POST, "/v1/data/demo")
+                .json(&json!({"name": c}))
+                .send()
+                .unwrap(),
+            200,
+        );
+    }
+    for (from, to) in [("a", "b"), ("b", "a")] {
+        let resp = put_subscription(
+            &s,
+            "system.data",
+            &format!("{from}-to-{to}"),
+            json!({
+                "destination": {"job": {"algorithm": "demo/noop", "output": format!("data://demo/{to}/")}},
+                "filter": {
+                    "includedEventTypes": ["wasmgrid.data.FileCreated"],
+                    "subjectBeginsWith": format!("/collections/demo/{from}/files/"),
+                    // Not the jobs' `_summary.json`: one file per round keeps
+                    // the loop a chain (each summary would double it).
+                    "subjectEndsWith": ".txt"
+                }
+            }),
+        );
+        json(resp, 201);
+    }
+    let resp = s
+        .req(Method::PUT, "/v1/data/demo/a/seed.txt")
+        .header("Content-Type", "text/plain")
+        .body("x")
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    let dl = eventually(
+        "a HopLimitExceeded dead letter",
+        Duration::from_secs(90),
+        || {
+            let mut all = dead_letters(&s, "system.data", "a-to-b");
+            all.extend(dead_letters(&s, "system.data", "b-to-a"));
+            (!all.is_empty()).then_some(all)
+        },
+    );
+    assert_eq!(dl[0]["deadLetterReason"], "HopLimitExceeded", "{}", dl[0]);
+    let jobs = |s: &Server| {
+        json(s.req(Method::GET, "/v1/jobs").send().unwrap(), 200)["jobs"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    // The seed's event (0 hops) and 16 more started one job each.
+    let started = eventually("the last job to finish", Duration::from_secs(30), || {
+        let listed = json(s.req(Method::GET, "/v1/jobs").send().unwrap(), 200);
+        let all = listed["jobs"].as_array().cloned().unwrap_or_default();
+        all.iter()
+            .all(|j| j["status"] == "Completed")
+            .then_some(all.len())
+    });
+    assert_eq!(started, 17);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(jobs(&s), 17, "no job may start after the dead letter");
+}
+
 /// A job timeout past what a `Duration` holds used to be accepted (202) and
 /// then panic the job worker; a subscription's job destination carried it
 /// to every matching event.

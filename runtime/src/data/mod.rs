@@ -201,7 +201,7 @@ impl Principal<'_> {
     /// algorithm run an event triggered; see [`crate::identity::HOPS_ATTRIBUTE`]).
     fn hops(&self) -> u32 {
         match self {
-            Principal::Key(_) => 0,
+            Principal::Key(c) => c.hops,
             Principal::Algorithm(a) => a.hops,
         }
     }
@@ -2173,6 +2173,7 @@ mod tests {
             owner: "admin".into(),
             scopes: vec![Scope::Admin],
             compat: Default::default(),
+            hops: 0,
         };
         let key = Principal::Key(&admin);
         let p = DataPath::new("demo", "c", "f.txt").unwrap();
@@ -2284,6 +2285,7 @@ mod tests {
             owner: "admin".into(),
             scopes: vec![Scope::Admin],
             compat: Default::default(),
+            hops: 0,
         };
         let key = Principal::Key(&admin);
         let old = DataPath::new("demo", "c", "old.txt").unwrap();
@@ -2341,6 +2343,7 @@ mod tests {
             owner: "admin".into(),
             scopes: vec![Scope::Admin],
             compat: Default::default(),
+            hops: 0,
         }
     }
 

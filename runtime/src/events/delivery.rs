@@ -647,6 +647,7 @@ fn acting_caller(record: &SubscriptionRecord) -> Caller {
             vec![Scope::DataRead, Scope::DataWrite]
         },
         compat: Default::default(),
+        hops: 0,
     }
 }
 

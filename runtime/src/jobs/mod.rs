@@ -314,6 +314,14 @@ pub struct Submitter {
     pub owner: String,
     /// The key's scopes at submission.
     pub scopes: Vec<Scope>,
+    /// The hop count of the events the job causes (its outputs' change
+    /// events): nonzero for a job a subscription started, see [`Caller::hops`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Submitter {
@@ -323,6 +331,7 @@ impl Submitter {
             owner: self.owner.clone(),
             scopes: self.scopes.clone(),
             compat: Default::default(),
+            hops: self.hops,
         }
     }
 }
@@ -745,6 +754,7 @@ impl JobService {
                 key_id: caller.key_id.clone(),
                 owner: caller.owner.clone(),
                 scopes: caller.scopes.clone(),
+                hops: caller.hops,
             },
             cancel_requested: false,
             notified: false,

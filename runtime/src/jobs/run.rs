@@ -823,7 +823,11 @@ async fn invoke(ctx: &RunCtx, input: Payload) -> (Result<Outcome, InvokeError>, 
         let result = ctx
             .inner
             .invoker
-            .call_counting_outcome_elsewhere(Call::new(&ctx.deployed, input.clone(), timeout))
+            .call_counting_outcome_elsewhere(Call {
+                // What the guest writes or publishes is caused by the job too.
+                hops: ctx.caller.hops,
+                ..Call::new(&ctx.deployed, input.clone(), timeout)
+            })
             .await;
         ctx.observe_call(started.elapsed());
         match &result {
