@@ -6,7 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints how long the previous one took, so a slow CI run shows where
+# its time went; the last line gives the whole run.
+STEP_NAME=""
+STEP_START=$SECONDS
+step() {
+  if [ -n "$STEP_NAME" ]; then
+    printf '==> %s: %ds\n' "$STEP_NAME" "$((SECONDS - STEP_START))"
+  fi
+  STEP_NAME="$*"
+  STEP_START=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+trap 'step_end=$?; [ -n "$STEP_NAME" ] && printf "==> %s: %ds\n==> total: %ds\n" "$STEP_NAME" "$((SECONDS - STEP_START))" "$SECONDS"; exit $step_end' EXIT
 
 step "Rust target wasm32-wasip2"
 rustup target add wasm32-wasip2
