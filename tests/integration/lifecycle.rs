@@ -6,17 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn metric(s: &Server, name: &str) -> f64 {
-    let text = s
-        .req(Method::GET, "/metrics")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
+    crate::support::metric(s, name, &[]).unwrap_or_else(|| panic!("metric {name} missing"))
 }
 
 #[test]

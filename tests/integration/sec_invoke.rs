@@ -16,21 +16,6 @@ fn create_key(s: &Server, body: serde_json::Value) -> String {
         .to_string()
 }
 
-/// The value of the first metric line that starts with `name` and has every
-/// label in `labels`; `None` if there is none.
-fn metric(s: &Server, name: &str, labels: &[&str]) -> Option<f64> {
-    let text = s
-        .req(Method::GET, "/metrics")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && labels.iter().all(|lab| l.contains(lab)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Waits up to `limit` for `cond`, which gets the time left; false if it never held.
 fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let started = Instant::now();

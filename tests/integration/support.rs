@@ -283,3 +283,18 @@ pub fn dead_letters(s: &Server, topic: &str, name: &str) -> Vec<serde_json::Valu
     );
     v["deadLetters"].as_array().cloned().unwrap_or_default()
 }
+
+/// The value of the first metric line that starts with `name` and has every
+/// label in `labels`; `None` if there is none.
+pub fn metric(s: &Server, name: &str, labels: &[&str]) -> Option<f64> {
+    let text = s
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .expect("metrics request")
+        .text()
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && labels.iter().all(|lab| l.contains(lab)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -100,6 +100,29 @@ pub fn default_max_connections(fd_limit: Option<u64>) -> usize {
         .clamp(16, DEFAULT_MAX_CONNECTIONS)
 }
 
+/// The router as the accept loop needs it: cloned per connection and request.
+pub trait AppService:
+    tower::Service<
+        axum::http::Request<Body>,
+        Response = axum::response::Response,
+        Error = Infallible,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> AppService for S where
+    S: tower::Service<
+            axum::http::Request<Body>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Accepts connections on `listener` and serves `service` on each until `stop`
 /// turns true; then stops accepting, asks every connection to close once its
 /// in-flight requests are answered, and returns when all have closed.
@@ -110,13 +133,7 @@ pub async fn accept_loop<S>(
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: tower::Service<
-            axum::http::Request<Body>,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: AppService,
     S::Future: Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(
@@ -200,13 +217,7 @@ async fn serve_connection<S>(
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: tower::Service<
-            axum::http::Request<Body>,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: AppService,
     S::Future: Send + 'static,
 {
     let activity = Arc::new(Activity::new());
