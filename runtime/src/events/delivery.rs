@@ -76,6 +76,9 @@ struct Item {
     entry: QueueEntry,
     /// Encoded size of the event, for batch sizing.
     size: usize,
+    /// The event's hop count ([`HOPS_ATTRIBUTE`]), read once when loaded: the
+    /// hop limit and the delivered call's count both need it.
+    hops: u32,
 }
 
 struct Delayed {
@@ -334,11 +337,10 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                     ready.drain(..per_task).collect()
                 };
                 let max_hops = inner.config.max_hops;
-                let (group, looping): (Vec<Item>, Vec<Item>) = group
-                    .into_iter()
-                    .partition(|i| event_hops(&i.entry.event) <= max_hops);
+                let (group, looping): (Vec<Item>, Vec<Item>) =
+                    group.into_iter().partition(|i| i.hops <= max_hops);
                 for item in looping {
-                    let hops = event_hops(&item.entry.event);
+                    let hops = item.hops;
                     let outcome = format!(
                         "not delivered: the event has {HOPS_ATTRIBUTE}={hops}, past the limit of {max_hops}: \
                          it is the end of a chain of {hops} algorithm runs each caused by the event before, \
@@ -427,6 +429,7 @@ async fn load_page(
         match serde_json::from_slice::<QueueEntry>(&bytes) {
             Ok(entry) => items.push(Item {
                 size: bytes.len(),
+                hops: event_hops(&entry.event),
                 key,
                 entry,
             }),
@@ -689,7 +692,9 @@ async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Ve
     let events: Vec<&RawValue> = items.iter().map(|i| &*i.entry.event).collect();
     let result = match &record.spec.destination {
         Destination::Algorithm(endpoint) => {
-            deliver_to_algorithm(inner, endpoint, &events, batched(record)).await
+            // The call's own events are one hop past the furthest it is given.
+            let hops = items.iter().map(|i| i.hops).max().unwrap_or(0);
+            deliver_to_algorithm(inner, endpoint, &events, hops, batched(record)).await
         }
         Destination::Webhook(url) => {
             let secret = record.spec.webhook_secret.as_deref().unwrap_or("");
@@ -722,6 +727,7 @@ async fn deliver_to_algorithm(
     inner: &Arc<Inner>,
     endpoint: &str,
     events: &[&RawValue],
+    hops: u32,
     batched: bool,
 ) -> Result<(), Failure> {
     let (owner, name, spec) =
@@ -732,12 +738,7 @@ async fn deliver_to_algorithm(
         .invoker
         .resolve(owner, name, &spec)
         .map_err(|e| Failure::Retryable(format!("NotFound: {e}")))?;
-    let hops = events
-        .iter()
-        .map(|e| event_hops(e))
-        .max()
-        .unwrap_or(0)
-        .saturating_add(1);
+    let hops = hops.saturating_add(1);
     let (payload, trigger) = if batched {
         (
             Payload {
