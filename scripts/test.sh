@@ -40,5 +40,8 @@ cargo fmt --all -- --check
 # (Clippy runs before each submission: `cargo clippy --workspace --all-targets
 # -- -D warnings`. It would compile every dependency a second time here.)
 
+step "Crate graph (each crate depends only on those below it)"
+bash scripts/check-crate-graph.sh
+
 step "Tests (unit + integration against the real binary)"
 cargo test --workspace --locked

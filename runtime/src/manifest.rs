@@ -50,13 +50,13 @@
 //! replaced (keeping its queue). Nothing that the manifest no longer lists is
 //! deleted: remove it with `wasmgrid data rm`, `topic rm` or `sub rm`.
 
-use crate::events::SubscriptionSpec;
-use crate::names::validate_name;
-use crate::registry::{AlgorithmInfo, VersionSettings};
 use semver::Version;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use wasmgrid_core::names::validate_name;
+use wasmgrid_core::registry::{AlgorithmInfo, VersionSettings};
+use wasmgrid_events::SubscriptionSpec;
 
 /// A parsed manifest.
 #[derive(Debug, Clone, Deserialize)]
@@ -179,8 +179,8 @@ impl CollectionAcl {
     pub fn read(self) -> Vec<&'static str> {
         match self {
             CollectionAcl::Private => vec![],
-            CollectionAcl::Algorithms => vec![crate::data::ACL_MY_ALGOS],
-            CollectionAcl::Public => vec![crate::data::ACL_PUBLIC],
+            CollectionAcl::Algorithms => vec![wasmgrid_core::data::ACL_MY_ALGOS],
+            CollectionAcl::Public => vec![wasmgrid_core::data::ACL_PUBLIC],
         }
     }
 
@@ -371,7 +371,7 @@ impl Manifest {
                     )
                 })?;
             // The server's rule, so `up` fails here rather than at deploy.
-            crate::registry::parse_version(&a.version)
+            wasmgrid_core::registry::parse_version(&a.version)
                 .map_err(|e| anyhow::anyhow!("{}: algorithm {}: {e}", path.display(), a.name))?;
         }
         m.check_resources()
@@ -390,7 +390,7 @@ impl Manifest {
         let mut seen = HashSet::new();
         for c in &self.collections {
             let (owner, name) = c.owner_name();
-            crate::data::DataPath::new(owner, name, "").map_err(|e| {
+            wasmgrid_core::data::DataPath::new(owner, name, "").map_err(|e| {
                 anyhow::anyhow!(
                     "collection {:?}: {e} (write name = \"owner/collection\")",
                     c.name
@@ -402,7 +402,7 @@ impl Manifest {
         }
         let mut seen = HashSet::new();
         for t in &self.topics {
-            if crate::events::is_reserved_topic(&t.name) {
+            if wasmgrid_events::is_reserved_topic(&t.name) {
                 anyhow::bail!(
                     "topic {}: names starting with `system.` are wasmgrid's own topics, which exist already; subscribe to them without a [[topic]]",
                     t.name

@@ -1,9 +1,9 @@
 //! The CLI's HTTP client: finds the server and key, and turns API errors into
 //! messages that name the problem.
 
-use crate::server::ServerInfo;
 use anyhow::{Context as _, anyhow};
 use std::path::Path;
+use wasmgrid_http::server::ServerInfo;
 
 /// A configured API client.
 pub struct Client {

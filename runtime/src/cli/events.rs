@@ -774,7 +774,7 @@ pub fn run_sub(client: &Client, cmd: SubCommand) -> anyhow::Result<()> {
 
 /// The CloudEvent `publish` sends.
 pub fn build_event(args: &PublishArgs, data: Option<Vec<u8>>) -> anyhow::Result<Value> {
-    let id = args.id.clone().unwrap_or_else(crate::data::uuid_v4);
+    let id = args.id.clone().unwrap_or_else(wasmgrid_core::data::uuid_v4);
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let mut ev = json!({
         "specversion": "1.0",
@@ -1098,7 +1098,7 @@ mod tests {
             })
         );
         // The JSON is what the server takes.
-        let parsed: crate::events::SubscriptionSpec = serde_json::from_value(spec).unwrap();
+        let parsed: wasmgrid_events::SubscriptionSpec = serde_json::from_value(spec).unwrap();
         parsed.filter.compile().unwrap();
     }
 

@@ -8,8 +8,6 @@ pub mod up;
 
 pub use client::Client;
 
-use crate::app::App;
-use crate::engine::EngineConfig;
 use crate::manifest::Manifest;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +16,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use wasmgrid_engine::EngineConfig;
+use wasmgrid_http::app::App;
 
 /// wasmgrid: a self-hosted serverless runtime for sandboxed WebAssembly algorithms.
 #[derive(Parser, Debug)]
@@ -71,7 +71,7 @@ struct ServeArgs {
     /// Most algorithm runs a chain of events may pass through (each run an event
     /// triggers adds one hop to the events it causes); later events are
     /// dead-lettered as `HopLimitExceeded`, which stops event loops.
-    #[arg(long, default_value_t = crate::events::DEFAULT_MAX_HOPS)]
+    #[arg(long, default_value_t = wasmgrid_events::DEFAULT_MAX_HOPS)]
     max_event_hops: u32,
     #[command(flatten)]
     connections: ConnectionArgs,
@@ -98,7 +98,7 @@ impl ConnectionArgs {
     fn limits(
         &self,
         section: &crate::manifest::ServerSection,
-    ) -> anyhow::Result<crate::server::ConnectionLimits> {
+    ) -> anyhow::Result<wasmgrid_http::server::ConnectionLimits> {
         let secs = |flag: Option<u64>, toml: Option<u64>, name: &str, default: Duration| match flag
             .or(toml)
         {
@@ -114,18 +114,18 @@ impl ConnectionArgs {
             ),
             n => n,
         };
-        Ok(crate::server::ConnectionLimits {
+        Ok(wasmgrid_http::server::ConnectionLimits {
             header_read_timeout: secs(
                 self.header_read_timeout,
                 section.header_read_timeout,
                 "header-read-timeout",
-                crate::server::DEFAULT_HEADER_READ_TIMEOUT,
+                wasmgrid_http::server::DEFAULT_HEADER_READ_TIMEOUT,
             )?,
             idle_timeout: secs(
                 self.idle_timeout,
                 section.idle_timeout,
                 "idle-timeout",
-                crate::server::DEFAULT_IDLE_TIMEOUT,
+                wasmgrid_http::server::DEFAULT_IDLE_TIMEOUT,
             )?,
             max_connections,
         })
@@ -321,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     args.event_time_scale
                 );
             }
-            let events = crate::events::EventsConfig {
+            let events = wasmgrid_events::EventsConfig {
                 time_scale: args.event_time_scale,
                 allow_private_webhooks: args.allow_private_webhooks,
                 dedup_window: Duration::from_secs(args.dedup_window),
@@ -331,7 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .connections
                 .limits(&crate::manifest::ServerSection::default())?;
             let app = App::open(&g.data_dir, engine, events)?;
-            runtime()?.block_on(crate::server::serve(
+            runtime()?.block_on(wasmgrid_http::server::serve(
                 app,
                 &args.addr,
                 Duration::from_secs(args.drain_timeout),
@@ -679,7 +679,7 @@ fn up(
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(manifest_path)?;
     let limits = connections.limits(&manifest.server)?;
-    if let Some(info) = crate::server::ServerInfo::read(&g.data_dir)
+    if let Some(info) = wasmgrid_http::server::ServerInfo::read(&g.data_dir)
         && process_alive(info.pid)
     {
         bail!(
@@ -692,7 +692,7 @@ fn up(
     let app = App::open(
         &g.data_dir,
         EngineConfig::default(),
-        crate::events::EventsConfig::default(),
+        wasmgrid_events::EventsConfig::default(),
     )?;
     if !no_build {
         up::build_all(&manifest, &app)?;
@@ -712,7 +712,7 @@ fn up(
         failure: failure.clone(),
         shutdown: shutdown.clone(),
     };
-    let served = rt.block_on(crate::server::serve(
+    let served = rt.block_on(wasmgrid_http::server::serve(
         app,
         &addr,
         Duration::from_secs(drain_timeout),

@@ -2,9 +2,7 @@
 //! manifest's collections, topics and subscriptions.
 
 use super::Client;
-use crate::app::App;
 use crate::manifest::{BuildSection, Manifest, next_version};
-use crate::registry::DeployRequest;
 use anyhow::{Context as _, anyhow, bail};
 use reqwest::Method;
 use semver::Version;
@@ -17,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+use wasmgrid_core::registry::DeployRequest;
+use wasmgrid_http::app::App;
 
 /// Runs each distinct build command of the manifest (except those whose watched
 /// sources are unchanged since they were deployed, see [`unchanged`]), adding the
@@ -307,12 +307,12 @@ pub fn apply_resources(client: &Client, manifest: &Manifest) -> anyhow::Result<S
     for s in &manifest.subscriptions {
         let spec = s.spec()?;
         let dest = match &spec.destination {
-            crate::events::Destination::Algorithm(a) => format!("algorithm {a}"),
-            crate::events::Destination::Webhook(w) => format!("webhook {w}"),
-            crate::events::Destination::Job(_) => "a job".to_string(),
+            wasmgrid_events::Destination::Algorithm(a) => format!("algorithm {a}"),
+            wasmgrid_events::Destination::Webhook(w) => format!("webhook {w}"),
+            wasmgrid_events::Destination::Job(_) => "a job".to_string(),
         };
         if current_spec(client, &s.topic, &s.name).is_some_and(|cur| {
-            cur == crate::events::SubscriptionSpec {
+            cur == wasmgrid_events::SubscriptionSpec {
                 webhook_secret: spec.webhook_secret.clone().or(cur.webhook_secret.clone()),
                 ..spec.clone()
             }
@@ -352,7 +352,7 @@ fn current_spec(
     client: &Client,
     topic: &str,
     name: &str,
-) -> Option<crate::events::SubscriptionSpec> {
+) -> Option<wasmgrid_events::SubscriptionSpec> {
     let path = format!("/v1/topics/{topic}/subscriptions");
     let list = client
         .send(Method::GET, &path, &[], None)

@@ -1,0 +1,2636 @@
+//! Hosted data collections: `data://owner/collection/path` files shared by the
+//! HTTP API, the CLI and algorithms, with read ACLs, per-algorithm grants, and a
+//! change event for every write recorded in the same transaction (the outbox that
+//! feeds the `system.data` topic).
+//!
+//! Small files (≤ [`INLINE_MAX`]) live in the store next to their record; larger
+//! files are streamed into blobs outside any transaction, so a big upload never
+//! holds the store's writer, and only the final record swap is transactional.
+//! Folders are path prefixes (plus optional empty folder markers, so that
+//! Algorithmia's `dir.create()` works).
+
+mod path;
+mod record;
+
+pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
+
+use crate::auth::{Caller, Scope};
+use crate::clock::now_rfc3339;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wasmgrid_engine::error_kind::ErrorKind;
+use wasmgrid_engine::identity::GuestIdentity;
+use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
+
+/// Largest file kept inline in the store; larger files become blobs.
+pub const INLINE_MAX: usize = 256 * 1024;
+/// Default largest file accepted through the API.
+pub const DEFAULT_MAX_FILE: u64 = 1 << 30;
+/// Default lifetime of files in an algorithm's temp collection.
+pub const DEFAULT_TEMP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most entries one listing page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// ACL values Algorithmia defines.
+pub const ACL_PUBLIC: &str = "user://*";
+/// Readable by the owner's algorithms.
+pub const ACL_MY_ALGOS: &str = "algo://.my/*";
+
+/// A collection's read ACL: `[]` (the owner's keys only), `["algo://.my/*"]` (also
+/// the owner's algorithms) or `["user://*"]` (any key and any algorithm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    /// Who may read.
+    pub read: Vec<String>,
+}
+
+impl Acl {
+    /// `[]`.
+    pub fn private() -> Self {
+        Self { read: vec![] }
+    }
+    /// `["algo://.my/*"]`: Algorithmia's default for new collections.
+    pub fn my_algorithms() -> Self {
+        Self {
+            read: vec![ACL_MY_ALGOS.into()],
+        }
+    }
+    /// Checks that every entry is one wasmgrid understands.
+    pub fn validate(&self) -> Result<(), DataError> {
+        for r in &self.read {
+            if r != ACL_PUBLIC && r != ACL_MY_ALGOS {
+                return Err(DataError::Invalid(format!(
+                    "unknown read ACL entry {r:?}: use [] (private), [\"algo://.my/*\"] (the owner's algorithms) or [\"user://*\"] (public)"
+                )));
+            }
+        }
+        Ok(())
+    }
+    fn is_public(&self) -> bool {
+        self.read.iter().any(|r| r == ACL_PUBLIC)
+    }
+    fn owner_algorithms(&self) -> bool {
+        self.is_public() || self.read.iter().any(|r| r == ACL_MY_ALGOS)
+    }
+}
+
+/// A collection, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// Read ACL.
+    pub acl: Acl,
+    /// Creation time (RFC 3339).
+    pub created: String,
+}
+
+/// A file (or folder marker), as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type given at write time.
+    pub content_type: String,
+    /// Quoted entity tag (a SHA-256 prefix of the content).
+    pub etag: String,
+    /// Last write, RFC 3339 with milliseconds, UTC (`2024-01-02T03:04:05.123Z`).
+    pub last_modified: String,
+    /// Blob holding the content, for files above [`INLINE_MAX`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+    /// An empty folder marker rather than a file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folder: bool,
+    /// Unix time after which the file is gone (temp collections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
+impl FileRecord {
+    fn expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+}
+
+/// Why a data operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DataError {
+    /// No such file, folder or collection.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not permitted (keys: 403; algorithms: `access-denied`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A malformed URI or path.
+    #[error("{0}")]
+    InvalidUri(String),
+    /// A malformed request (ACL, marker, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Above a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The collection exists already, or is not empty.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error("data store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl DataError {
+    /// The class of this failure (its `error_type` is [`ErrorKind::as_str`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DataError::NotFound(_) => ErrorKind::NotFound,
+            DataError::Forbidden(_) => ErrorKind::AuthError,
+            DataError::InvalidUri(_) | DataError::Invalid(_) => ErrorKind::InputError,
+            DataError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+            DataError::Conflict(_) => ErrorKind::AlreadyExists,
+            DataError::Unavailable(_) => ErrorKind::InternalError,
+        }
+    }
+}
+
+impl From<StoreError> for DataError {
+    fn from(e: StoreError) -> Self {
+        DataError::Unavailable(e.to_string())
+    }
+}
+
+/// The collection an access check is about.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    owner: &'a str,
+    collection: &'a str,
+}
+
+impl<'a> Target<'a> {
+    fn of(p: &'a DataPath) -> Self {
+        Self {
+            owner: &p.owner,
+            collection: &p.collection,
+        }
+    }
+    fn of_ref(p: &'a DataPathRef<'_>) -> Self {
+        Self {
+            owner: p.owner(),
+            collection: p.collection(),
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Clone, Copy)]
+pub enum Principal<'a> {
+    /// An API key.
+    Key(&'a Caller),
+    /// A running algorithm.
+    Algorithm(&'a GuestIdentity),
+}
+
+impl Principal<'_> {
+    /// The hop count the change events of this principal's writes carry (an
+    /// algorithm run an event triggered; see [`wasmgrid_engine::identity::HOPS_ATTRIBUTE`]).
+    fn hops(&self) -> u32 {
+        match self {
+            Principal::Key(c) => c.hops,
+            Principal::Algorithm(a) => a.hops,
+        }
+    }
+
+    /// The owner `.my` stands for.
+    pub fn owner(&self) -> &str {
+        match self {
+            Principal::Key(c) => &c.owner,
+            Principal::Algorithm(a) => &a.owner,
+        }
+    }
+
+    /// Parses a `data://` URI for this principal (`.my`, `.algo/temp`).
+    pub fn parse(&self, uri: &str) -> Result<DataPath, DataError> {
+        match self {
+            Principal::Key(c) => DataPath::parse(uri, &c.owner, None),
+            Principal::Algorithm(a) => DataPath::parse(uri, &a.owner, Some(&a.name)),
+        }
+    }
+
+    /// Parses a `data://` URI for this principal without allocating when it can
+    /// (see [`DataPathRef`]).
+    pub fn parse_ref<'u>(&self, uri: &'u str) -> Result<DataPathRef<'u>, DataError> {
+        match self {
+            Principal::Key(c) => DataPathRef::parse(uri, &c.owner, None),
+            Principal::Algorithm(a) => DataPathRef::parse(uri, &a.owner, Some(&a.name)),
+        }
+    }
+
+    fn grant(&self, p: Target<'_>, write: bool) -> bool {
+        let Principal::Algorithm(a) = self else {
+            return false;
+        };
+        if a.owner != p.owner {
+            return false;
+        }
+        // A grant is `data://{owner or .my}/{collection or *}:{read or write}`;
+        // matched by comparing prefixes and suffixes (this runs on every guest
+        // data call).
+        a.grants.iter().any(|g| {
+            let Some(rest) = g.strip_prefix("data://") else {
+                return false;
+            };
+            let target = match rest.strip_suffix(":write") {
+                Some(t) => t,
+                None if write => return false,
+                None => match rest.strip_suffix(":read") {
+                    Some(t) => t,
+                    None => return false,
+                },
+            };
+            let coll = [".my", a.owner.as_str()]
+                .into_iter()
+                .find_map(|o| target.strip_prefix(o)?.strip_prefix('/'));
+            coll.is_some_and(|c| c == "*" || c == p.collection)
+        })
+    }
+
+    fn is_own_temp(&self, p: Target<'_>) -> bool {
+        matches!(self, Principal::Algorithm(a) if p.owner == a.owner
+            && p.collection.strip_prefix(TEMP_PREFIX) == Some(a.name.as_str()))
+    }
+
+    /// Checks read access to a collection.
+    fn check_read(&self, p: Target<'_>, coll: &CollectionRecord) -> Result<(), DataError> {
+        let ok = match self {
+            Principal::Key(c) => {
+                if !c.acts_for(&coll.owner) && !coll.acl.is_public() {
+                    // Another owner's private collection reads as a missing one.
+                    return Err(not_found_target(p));
+                }
+                c.is_admin()
+                    || coll.acl.is_public()
+                    || (c.scopes.contains(&Scope::DataRead) || c.scopes.contains(&Scope::DataWrite))
+            }
+            Principal::Algorithm(a) => {
+                coll.acl.is_public()
+                    || self.is_own_temp(p)
+                    || (a.owner == coll.owner
+                        && (coll.acl.owner_algorithms() || self.grant(p, false)))
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.denied(p, "read"))
+        }
+    }
+
+    /// Checks write access to a collection (existing or about to be created).
+    fn check_write(&self, p: &DataPath) -> Result<(), DataError> {
+        let p = Target::of(p);
+        let ok = match self {
+            Principal::Key(c) => c.require(Scope::DataWrite, p.owner).is_ok(),
+            Principal::Algorithm(_) => self.is_own_temp(p) || self.grant(p, true),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.denied(p, "write"))
+        }
+    }
+
+    fn denied(&self, p: Target<'_>, what: &str) -> DataError {
+        let coll = format!("data://{}/{}", p.owner, p.collection);
+        DataError::Forbidden(match self {
+            // Names the path asked for, never another owner.
+            Principal::Key(c) if c.acts_for(p.owner) => format!(
+                "this key may not {what} {coll}: it needs the data:{what} scope{}",
+                if what == "read" {
+                    ", or the collection must be public"
+                } else {
+                    ""
+                }
+            ),
+            Principal::Key(_) => format!(
+                "this key may not {what} {coll}: only keys of the collection's owner with the data:{what} scope, or admin keys, may"
+            ),
+            Principal::Algorithm(a) => format!(
+                "algorithm {}/{} may not {what} {coll}: deploy it with --grant {coll}:{what}{}",
+                a.owner,
+                a.name,
+                if what == "read" {
+                    " (or make the collection readable by the owner's algorithms or public)"
+                } else {
+                    ""
+                }
+            ),
+        })
+    }
+}
+
+/// A file's content, for reading.
+pub enum Content {
+    /// Small files.
+    Inline(bytes::Bytes),
+    /// Large files: an open blob.
+    Blob(std::fs::File),
+}
+
+/// One level of a folder, Algorithmia style.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// Sub-folders.
+    pub folders: Vec<FolderEntry>,
+    /// Files.
+    pub files: Vec<FileEntry>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+}
+
+/// A folder in a [`Listing`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FolderEntry {
+    /// Folder name.
+    pub name: String,
+}
+
+/// A file in a [`Listing`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEntry {
+    /// File name (last path segment).
+    pub filename: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// RFC 3339 with milliseconds.
+    pub last_modified: String,
+    /// Media type.
+    pub content_type: String,
+    /// Entity tag.
+    pub etag: String,
+}
+
+/// A page of [`DataService::list_tree`]: `(path, size)` pairs and where the
+/// next page starts.
+pub type TreePage = (Vec<(DataPath, u64)>, Option<String>);
+
+/// One file read for a guest: its content type and content, or why not.
+pub type GuestRead = Result<(String, Content), DataError>;
+
+/// A file of a recursive listing read with [`DataService::list_tree_with_content`].
+pub struct ListedFile {
+    /// Where it is.
+    pub path: DataPathRef<'static>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content type and content (or why it cannot be read), for the small
+    /// files read along with the listing; `None` for the others.
+    pub content: Option<GuestRead>,
+}
+
+/// A page of a recursive listing: `(path, record)` pairs and the marker of the
+/// next page.
+pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
+
+/// A file write prepared by [`DataService::stage_write`]: access checked, the
+/// record and change event encoded, large content already in a blob. Applying it
+/// inside a transaction is all that remains.
+pub struct StagedWrite {
+    /// Where the file goes (owns its store key).
+    path: DataPathRef<'static>,
+    record: FileRecord,
+    record_bytes: Vec<u8>,
+    inline: bytes::Bytes,
+    event: Option<Vec<u8>>,
+}
+
+/// Change events written to the outbox as one record, at most: one record
+/// per event costs a B-tree insert each (the largest value a small file's
+/// write stores), one per batch a share of one.
+pub const OUTBOX_EVENTS_PER_RECORD: u64 = 64;
+
+/// What the writes applied so far in one transaction have checked and the
+/// change events they have not yet written, so that a batch of writes into
+/// one collection (a job's outputs) checks the collection once and writes its
+/// events as a few outbox records: pass the same one to every
+/// [`StagedWrite::apply_in`] of a transaction, then call
+/// [`finish`](Self::finish) in that transaction; a new one for the next.
+pub struct ApplyScope {
+    /// Collection keys known to exist in this transaction.
+    collections: Vec<String>,
+    /// Reused for the folder-marker key.
+    scratch: String,
+    /// Pending change events: `[` and the events joined by commas.
+    events: Vec<u8>,
+    /// How many events `events` holds.
+    event_count: u64,
+}
+
+impl Default for ApplyScope {
+    fn default() -> Self {
+        ApplyScope {
+            collections: Vec::new(),
+            scratch: String::new(),
+            events: vec![b'['],
+            event_count: 0,
+        }
+    }
+}
+
+impl ApplyScope {
+    fn push_event(&mut self, txn: &mut dyn Txn, event: &[u8]) -> Result<(), StoreError> {
+        if self.event_count > 0 {
+            self.events.push(b',');
+        }
+        self.events.extend_from_slice(event);
+        self.event_count += 1;
+        if self.event_count >= OUTBOX_EVENTS_PER_RECORD {
+            self.finish(txn)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending change events to the outbox: one event as it is, more
+    /// as one record holding a JSON array of them (see [`outbox_record_events`]).
+    /// Call it before the transaction commits, or the events are lost.
+    pub fn finish(&mut self, txn: &mut dyn Txn) -> Result<(), StoreError> {
+        match self.event_count {
+            0 => return Ok(()),
+            1 => {
+                txn.append(Table::OUTBOX, &self.events[1..])?;
+            }
+            n => {
+                self.events.push(b']');
+                txn.append_many(Table::OUTBOX, &self.events, n)?;
+            }
+        }
+        self.events.truncate(1);
+        self.event_count = 0;
+        Ok(())
+    }
+}
+
+/// The change events of the outbox record stored under sequence number `last`,
+/// each with its own number: a record holds one event (a JSON object) or,
+/// written by one transaction of several writes, a JSON array of events
+/// numbered up to `last` (see [`wasmgrid_store::Txn::append_many`]).
+pub fn outbox_record_events(
+    last: u64,
+    bytes: &[u8],
+) -> Result<Vec<(u64, serde_json::Value)>, serde_json::Error> {
+    Ok(match serde_json::from_slice(bytes)? {
+        serde_json::Value::Array(events) => {
+            let first = (last + 1).saturating_sub(events.len() as u64);
+            events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (first + i as u64, e))
+                .collect()
+        }
+        event => vec![(last, event)],
+    })
+}
+
+impl StagedWrite {
+    /// Where the file goes.
+    pub fn path(&self) -> DataPath {
+        self.path.to_owned()
+    }
+
+    /// The record the file will have.
+    pub fn record(&self) -> &FileRecord {
+        &self.record
+    }
+
+    /// Writes the file inside `txn`: creates the collection (private) if it is
+    /// missing, stores the record and content, and appends the `FileCreated`
+    /// change event to the outbox. The inner error is a write that cannot happen (the path
+    /// is a folder); nothing was written for it and the transaction may go on.
+    /// On success, returns the blob the file replaced, to delete after commit.
+    pub fn apply(
+        &self,
+        txn: &mut dyn Txn,
+    ) -> Result<Result<Option<String>, DataError>, StoreError> {
+        let mut scope = ApplyScope::default();
+        let applied = self.apply_in(txn, &mut scope)?;
+        scope.finish(txn)?;
+        Ok(applied)
+    }
+
+    /// [`apply`](Self::apply) as one of several writes in a transaction, which
+    /// share `scope`; its change event is written by `scope` (at the latest by
+    /// [`ApplyScope::finish`], which the caller must call before committing).
+    pub fn apply_in(
+        &self,
+        txn: &mut dyn Txn,
+        scope: &mut ApplyScope,
+    ) -> Result<Result<Option<String>, DataError>, StoreError> {
+        let p = &self.path;
+        let key = p.key();
+        let collection_key = p.collection_key();
+        if !scope.collections.iter().any(|c| c == collection_key) {
+            if txn.get(Table::COLLECTIONS, collection_key)?.is_none() {
+                // Writing into a collection that does not exist creates it, private.
+                txn.put(
+                    Table::COLLECTIONS,
+                    collection_key,
+                    &encode(&DataService::implicit_collection(p.owner(), p.collection())),
+                )?;
+            }
+            scope.collections.push(collection_key.to_string());
+        }
+        // The file's own record and its folder marker (`key/`) are near
+        // neighbours: one walk finds both unless many keys sort between them.
+        const PROBE: usize = 4;
+        scope.scratch.clear();
+        scope.scratch.push_str(key);
+        scope.scratch.push('/');
+        let marker = scope.scratch.as_str();
+        let mut near = txn.range(Table::FILES, key, marker, PROBE)?;
+        let (is_folder, previous) = if near.len() < PROBE {
+            let is_folder = near.last().is_some_and(|(k, _)| k == marker);
+            let previous = match near.first_mut() {
+                Some((k, v)) if k == key => Some(std::mem::take(v)),
+                _ => None,
+            };
+            (is_folder, previous)
+        } else {
+            (
+                txn.get(Table::FILES, marker)?.is_some(),
+                txn.get(Table::FILES, key)?,
+            )
+        };
+        if is_folder {
+            return Ok(Err(DataError::Conflict(format!("{} is a folder", p.uri()))));
+        }
+        let replaced_blob = match previous {
+            Some(b) => record::decode(&b)
+                .ok()
+                .and_then(|r| r.blob.map(Cow::into_owned))
+                .filter(|old| Some(old) != self.record.blob.as_ref()),
+            None => None,
+        };
+        txn.put(Table::FILES, key, &self.record_bytes)?;
+        if self.record.blob.is_none() {
+            txn.put(Table::FILE_DATA, key, &self.inline)?;
+        } else {
+            txn.delete(Table::FILE_DATA, key)?;
+        }
+        if let Some(event) = &self.event {
+            scope.push_event(txn, event)?;
+        }
+        Ok(Ok(replaced_blob))
+    }
+}
+
+/// The data service.
+pub struct DataService {
+    store: Arc<dyn Store>,
+    temp_ttl: Duration,
+    /// Collection records by `owner/collection`: every file read checks its
+    /// collection's ACL, and collections change rarely. Entries are dropped after
+    /// every change; `generation` keeps a reader that loaded a record before a
+    /// change from caching it after (see [`DataService::collection`]).
+    collections: std::sync::RwLock<std::collections::HashMap<String, Arc<CollectionRecord>>>,
+    /// Bumped, under the `collections` write lock, by every collection change.
+    generation: std::sync::atomic::AtomicU64,
+    /// Tells this service's entries in [`LAST_COLLECTION`] from another's.
+    id: u64,
+}
+
+/// The collection a thread last checked a guest read against, so that a run of
+/// reads from one collection (the usual pattern) skips the shared cache's lock
+/// and hashing. Valid while its service's `generation` is unchanged: a change
+/// bumps it, and a record read before the bump is tagged with the older value.
+struct LastCollection {
+    service: u64,
+    generation: u64,
+    key: String,
+    record: Arc<CollectionRecord>,
+}
+
+thread_local! {
+    static LAST_COLLECTION: std::cell::RefCell<Option<LastCollection>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Source of [`DataService`] ids.
+static NEXT_SERVICE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Decodes a stored record (owned, or a view borrowing from `bytes`).
+fn decode<'a, T: Deserialize<'a>>(
+    table: Table,
+    key: &str,
+    bytes: &'a [u8],
+) -> Result<T, DataError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        DataError::Unavailable(
+            StoreError::Corrupt {
+                table: table.name(),
+                key: key.into(),
+                reason: e.to_string(),
+            }
+            .to_string(),
+        )
+    })
+}
+
+/// The error for an undecodable stored record.
+fn corrupt(table: Table, key: &str, reason: String) -> DataError {
+    DataError::Unavailable(
+        StoreError::Corrupt {
+            table: table.name(),
+            key: key.into(),
+            reason,
+        }
+        .to_string(),
+    )
+}
+
+/// Decodes a stored file record (binary or, from older stores, JSON).
+fn decode_file(key: &str, bytes: &[u8]) -> Result<FileRecord, DataError> {
+    record::decode(bytes)
+        .map(record::FileView::into_owned)
+        .map_err(|e| corrupt(Table::FILES, key, e))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Quoted entity tag from a SHA-256 digest.
+pub fn etag_of(digest: &[u8]) -> String {
+    let mut hex = [0u8; 32];
+    // 16 bytes always fit 32 hex digits.
+    let _ = hex::encode_to_slice(&digest[..16], &mut hex);
+    let mut etag = String::with_capacity(34);
+    etag.push('"');
+    etag.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    etag.push('"');
+    etag
+}
+
+/// Appends `s` to `out` as the inside of a JSON string, escaped exactly as
+/// `serde_json` escapes it (`"`, `\`, the short escapes, `\u00XX` for other
+/// control characters; nothing else).
+fn push_json_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// The CloudEvent JSON recorded for a change of `owner/collection/path`:
+/// `{"specversion", "id", "source", "type", "subject", "time",
+/// "datacontenttype", "data": {"uri", "size", "contentType", "etag"}}`.
+/// Written straight into one buffer (it is on the path of every write): the
+/// bytes are those `serde_json` gives for the same fields in this order.
+fn change_event_json(
+    kind: &str,
+    (owner, collection, path): (&str, &str, &str),
+    (size, content_type, etag): (u64, &str, &str),
+    time: &str,
+    hops: u32,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        300 + 3 * (owner.len() + collection.len()) + 2 * path.len() + content_type.len(),
+    );
+    let owner_collection = |out: &mut Vec<u8>| {
+        push_json_escaped(out, owner);
+        out.push(b'/');
+        push_json_escaped(out, collection);
+    };
+    out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
+    push_uuid_v4(&mut out);
+    out.extend_from_slice(b"\",\"source\":\"/collections/");
+    owner_collection(&mut out);
+    out.extend_from_slice(b"\",\"type\":\"wasmgrid.data.");
+    push_json_escaped(&mut out, kind);
+    out.extend_from_slice(b"\",\"subject\":\"/collections/");
+    owner_collection(&mut out);
+    out.extend_from_slice(b"/files/");
+    push_json_escaped(&mut out, path);
+    out.extend_from_slice(b"\",\"time\":\"");
+    push_json_escaped(&mut out, time);
+    if hops > 0 {
+        out.extend_from_slice(b"\",\"");
+        out.extend_from_slice(wasmgrid_engine::identity::HOPS_ATTRIBUTE.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(hops.to_string().as_bytes());
+    }
+    out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",\"data\":{\"uri\":\"");
+    if collection.starts_with(TEMP_PREFIX) {
+        out.extend_from_slice(b"data://.algo/temp");
+    } else {
+        out.extend_from_slice(b"data://");
+        owner_collection(&mut out);
+    }
+    if !path.is_empty() {
+        out.push(b'/');
+        push_json_escaped(&mut out, path);
+    }
+    out.extend_from_slice(b"\",\"size\":");
+    out.extend_from_slice(size.to_string().as_bytes());
+    out.extend_from_slice(b",\"contentType\":\"");
+    push_json_escaped(&mut out, content_type);
+    out.extend_from_slice(b"\",\"etag\":\"");
+    push_json_escaped(&mut out, etag);
+    out.extend_from_slice(b"\"}}");
+    out
+}
+
+/// The change event of `p` (see [`change_event_json`]), timed now.
+fn change_event(kind: &str, p: &DataPath, rec: &FileRecord, hops: u32) -> Vec<u8> {
+    change_event_json(
+        kind,
+        (&p.owner, &p.collection, &p.path),
+        (rec.size, &rec.content_type, &rec.etag),
+        &now_rfc3339(),
+        hops,
+    )
+}
+
+/// Appends a random (version 4) UUID in its hyphenated lower-case form.
+fn push_uuid_v4(out: &mut Vec<u8>) {
+    let mut b = rand::random::<[u8; 16]>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut h = [0u8; 32];
+    // 16 bytes always fit 32 hex digits.
+    let _ = hex::encode_to_slice(b, &mut h);
+    for (i, range) in [0..8, 8..12, 12..16, 16..20, 20..32]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(&h[range]);
+    }
+}
+
+/// A random (version 4) UUID.
+pub fn uuid_v4() -> String {
+    let mut out = Vec::with_capacity(36);
+    push_uuid_v4(&mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+impl DataService {
+    /// A data service over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            temp_ttl: DEFAULT_TEMP_TTL,
+            collections: Default::default(),
+            generation: Default::default(),
+            id: NEXT_SERVICE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the lifetime of temp-collection files.
+    pub fn with_temp_ttl(mut self, ttl: Duration) -> Self {
+        self.temp_ttl = ttl;
+        self
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn collection_in(txn: &dyn Txn, p: &DataPath) -> Result<Option<CollectionRecord>, DataError> {
+        let key = p.collection_key();
+        match txn.get(Table::COLLECTIONS, &key)? {
+            Some(b) => Ok(Some(decode(Table::COLLECTIONS, &key, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A collection's record.
+    pub fn collection(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<Arc<CollectionRecord>>, DataError> {
+        self.collection_by_key(&format!("{owner}/{name}"))
+    }
+
+    /// A collection's record by its store key `owner/collection`, from the cache
+    /// when it is there.
+    fn collection_by_key(&self, key: &str) -> Result<Option<Arc<CollectionRecord>>, DataError> {
+        use std::sync::atomic::Ordering;
+        if let Some(c) = self
+            .collections
+            .read()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+        {
+            return Ok(Some(c));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(rec) = self
+            .store
+            .get_json::<CollectionRecord>(Table::COLLECTIONS, key)?
+        else {
+            return Ok(None);
+        };
+        let rec = Arc::new(rec);
+        if let Ok(mut m) = self.collections.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            m.insert(key.to_string(), rec.clone());
+        }
+        Ok(Some(rec))
+    }
+
+    /// Forgets a cached collection record; call after the change is committed.
+    /// The generation moves under the write lock, so a reader that sees the new
+    /// generation finds the entry gone.
+    fn invalidate(&self, p: &DataPath) {
+        let bump = || {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+        };
+        match self.collections.write() {
+            Ok(mut m) => {
+                bump();
+                m.remove(&p.collection_key());
+            }
+            Err(_) => {
+                bump();
+            }
+        }
+    }
+
+    fn implicit_collection(owner: &str, collection: &str) -> CollectionRecord {
+        CollectionRecord {
+            owner: owner.to_string(),
+            name: collection.to_string(),
+            acl: Acl::private(),
+            created: now_rfc3339(),
+        }
+    }
+
+    /// Creates a collection (or, with a non-empty `folder`, a folder marker in an
+    /// existing collection).
+    pub fn create(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        acl: Option<Acl>,
+    ) -> Result<(), DataError> {
+        self.check_writable(who, p)?;
+        if let Some(acl) = &acl {
+            acl.validate()?;
+        }
+        let mut abort: Option<DataError> = None;
+        self.store
+            .transact(&mut |txn| {
+                let existing =
+                    Self::collection_in(txn, p).map_err(|e| StoreError::Backend(e.to_string()))?;
+                if p.path.is_empty() {
+                    if existing.is_some() {
+                        return Err(StoreError::Conflict {
+                            table: "collections",
+                            key: p.collection_key(),
+                        });
+                    }
+                    let rec = CollectionRecord {
+                        owner: p.owner.clone(),
+                        name: p.collection.clone(),
+                        acl: acl.clone().unwrap_or_else(Acl::my_algorithms),
+                        created: now_rfc3339(),
+                    };
+                    txn.put(Table::COLLECTIONS, &p.collection_key(), &encode(&rec))
+                } else {
+                    if existing.is_none() {
+                        abort = Some(not_found_collection(p));
+                        return Err(StoreError::Backend("aborted".into()));
+                    }
+                    let marker = format!("{}/", p.key());
+                    if txn.get(Table::FILES, &marker)?.is_some()
+                        || txn.get(Table::FILES, &p.key())?.is_some()
+                    {
+                        return Err(StoreError::Conflict {
+                            table: "files",
+                            key: marker,
+                        });
+                    }
+                    let rec = FileRecord {
+                        size: 0,
+                        content_type: "application/x-directory".into(),
+                        etag: "\"0\"".into(),
+                        last_modified: now_rfc3339(),
+                        blob: None,
+                        folder: true,
+                        expires: None,
+                    };
+                    txn.put(Table::FILES, &marker, &record::encode(&rec))
+                }
+            })
+            .map_err(|e| match (abort.take(), e) {
+                (Some(reason), _) => reason,
+                (None, StoreError::Conflict { .. }) => {
+                    DataError::Conflict(format!("{} already exists", p.uri()))
+                }
+                (None, other) => other.into(),
+            })
+    }
+
+    /// Changes a collection's ACL (owner's keys with data:write only).
+    pub fn set_acl(&self, who: Principal<'_>, p: &DataPath, acl: Acl) -> Result<(), DataError> {
+        self.check_writable(who, p)?;
+        acl.validate()?;
+        let mut found = false;
+        self.store.transact(&mut |txn| {
+            let key = p.collection_key();
+            if let Some(b) = txn.get(Table::COLLECTIONS, &key)? {
+                let mut rec: CollectionRecord =
+                    serde_json::from_slice(&b).map_err(|e| StoreError::Backend(e.to_string()))?;
+                rec.acl = acl.clone();
+                txn.put(Table::COLLECTIONS, &key, &encode(&rec))?;
+                found = true;
+            }
+            Ok(())
+        })?;
+        self.invalidate(p);
+        if found {
+            Ok(())
+        } else {
+            Err(not_found_collection(p))
+        }
+    }
+
+    /// Collections of `owner` the principal may read.
+    pub fn collections(
+        &self,
+        who: Principal<'_>,
+        owner: &str,
+    ) -> Result<Vec<CollectionRecord>, DataError> {
+        let all = self
+            .store
+            .scan_json::<CollectionRecord>(Table::COLLECTIONS, &format!("{owner}/"))?;
+        Ok(all
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| !c.name.starts_with(TEMP_PREFIX))
+            .filter(|c| {
+                let t = Target {
+                    owner: &c.owner,
+                    collection: &c.name,
+                };
+                who.check_read(t, c).is_ok()
+            })
+            .collect())
+    }
+
+    /// Reads a collection record and checks read access.
+    fn readable(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+    ) -> Result<Arc<CollectionRecord>, DataError> {
+        let coll = self
+            .collection(&p.owner, &p.collection)?
+            .ok_or_else(|| not_found_collection(p))?;
+        who.check_read(Target::of(p), &coll)?;
+        Ok(coll)
+    }
+
+    /// Checks read access to a borrowed path's collection (every file read; the
+    /// hot path of guest reads): against this thread's last collection when it
+    /// is the same and unchanged (see [`LastCollection`]), else through the
+    /// shared cache. The check itself runs for the given principal every time.
+    fn check_readable_ref(&self, who: Principal<'_>, p: &DataPathRef<'_>) -> Result<(), DataError> {
+        let target = Target::of_ref(p);
+        let key = p.collection_key();
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let memo = LAST_COLLECTION.with_borrow(|last| match last {
+            Some(l) if l.service == self.id && l.generation == generation && l.key == key => {
+                Some(who.check_read(target, &l.record))
+            }
+            _ => None,
+        });
+        if let Some(checked) = memo {
+            return checked;
+        }
+        let coll = self
+            .collection_by_key(key)?
+            .ok_or_else(|| not_found_collection_ref(p))?;
+        let checked = who.check_read(target, &coll);
+        LAST_COLLECTION.with_borrow_mut(|last| {
+            *last = Some(LastCollection {
+                service: self.id,
+                generation,
+                key: key.to_string(),
+                record: coll,
+            })
+        });
+        checked
+    }
+
+    /// Checks that the principal may read `p`'s collection (for early rejection).
+    pub fn check_readable(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+    ) -> Result<Arc<CollectionRecord>, DataError> {
+        self.readable(who, p)
+    }
+
+    /// Checks write permission (before streaming an upload). A key of another
+    /// owner is refused with 403 only for a collection it can see (a public
+    /// one); any other answers as a missing collection, so that the refusal
+    /// does not tell whether it exists.
+    pub fn check_writable(&self, who: Principal<'_>, p: &DataPath) -> Result<(), DataError> {
+        let denied = match who.check_write(p) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match who {
+            Principal::Key(c) if !c.acts_for(&p.owner) => {
+                match self.collection(&p.owner, &p.collection)? {
+                    Some(coll) if coll.acl.is_public() => Err(denied),
+                    _ => Err(not_found_collection(p)),
+                }
+            }
+            _ => Err(denied),
+        }
+    }
+
+    /// A file's record, if it exists (and has not expired).
+    pub fn stat(&self, who: Principal<'_>, p: &DataPath) -> Result<FileRecord, DataError> {
+        self.readable(who, p)?;
+        self.file_record(p)
+    }
+
+    fn file_record(&self, p: &DataPath) -> Result<FileRecord, DataError> {
+        let key = p.key();
+        match self.store.get(Table::FILES, &key)? {
+            Some(b) => {
+                let rec = decode_file(&key, &b)?;
+                if rec.expired(unix_now()) {
+                    Err(not_found_file(p))
+                } else {
+                    Ok(rec)
+                }
+            }
+            None => Err(not_found_file(p)),
+        }
+    }
+
+    /// Reads a file; `max_size` bounds what the caller can hold. The collection
+    /// (for the access check) usually comes from the cache; the file record and
+    /// small content come from one snapshot read.
+    pub fn read(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        max_size: u64,
+    ) -> Result<(FileRecord, Content), DataError> {
+        let p = p.view();
+        let (rec_bytes, data) = self.fetch(who, &p)?;
+        let rec = decode_file(p.key(), &rec_bytes)?;
+        let content = self.content(
+            &p,
+            rec.size,
+            rec.folder,
+            rec.expires,
+            rec.blob.as_deref(),
+            data,
+            max_size,
+        )?;
+        Ok((rec, content))
+    }
+
+    /// Reads a file for a guest: only what a guest gets back (content type and
+    /// bytes), decoding the record without allocating its other fields. The hot
+    /// path of `data.get`: `p` usually borrows the guest's URI.
+    pub fn read_for_guest(
+        &self,
+        who: Principal<'_>,
+        p: &DataPathRef<'_>,
+        max_size: u64,
+    ) -> Result<(String, Content), DataError> {
+        let (rec_bytes, data) = self.fetch(who, p)?;
+        self.guest_content(p, &rec_bytes, data, max_size)
+    }
+
+    /// Reads several files for a reader that needs content type and bytes only
+    /// (batch jobs prefetch their inputs this way), from one snapshot: one
+    /// access check per collection and one store read for all of them. Each
+    /// file has its own result.
+    pub fn read_many_for_guest(
+        &self,
+        who: Principal<'_>,
+        paths: &[DataPath],
+        max_size: u64,
+    ) -> Result<Vec<GuestRead>, DataError> {
+        let mut checked: Option<(&str, &str)> = None;
+        for p in paths {
+            if checked != Some((p.owner.as_str(), p.collection.as_str())) {
+                self.readable(who, p)?;
+                checked = Some((p.owner.as_str(), p.collection.as_str()));
+            }
+        }
+        let keys: Vec<String> = paths.iter().map(DataPath::key).collect();
+        let reads: Vec<(Table, &str)> = keys
+            .iter()
+            .flat_map(|k| [(Table::FILES, k.as_str()), (Table::FILE_DATA, k.as_str())])
+            .collect();
+        let mut got = self.store.get_many(&reads)?.into_iter();
+        Ok(paths
+            .iter()
+            .map(|p| match (got.next().flatten(), got.next().flatten()) {
+                (Some(rec), data) => self.guest_content(&p.view(), &rec, data, max_size),
+                (None, _) => Err(not_found_file(p)),
+            })
+            .collect())
+    }
+
+    /// Decodes only the fields of a file record a guest read needs and returns
+    /// the content type and content.
+    fn guest_content(
+        &self,
+        p: &DataPathRef<'_>,
+        rec_bytes: &[u8],
+        data: Option<Vec<u8>>,
+        max_size: u64,
+    ) -> Result<(String, Content), DataError> {
+        let view =
+            record::decode_for_read(rec_bytes).map_err(|e| corrupt(Table::FILES, p.key(), e))?;
+        let content = self.content(
+            p,
+            view.size,
+            view.folder,
+            view.expires,
+            view.blob.as_deref(),
+            data,
+            max_size,
+        )?;
+        Ok((view.content_type.into_owned(), content))
+    }
+
+    /// Checks read access, then reads a file's record and inline content from one
+    /// snapshot.
+    fn fetch(
+        &self,
+        who: Principal<'_>,
+        p: &DataPathRef<'_>,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), DataError> {
+        self.check_readable_ref(who, p)?;
+        let key = p.key();
+        let mut got = self
+            .store
+            .get_many(&[(Table::FILES, key), (Table::FILE_DATA, key)])?
+            .into_iter();
+        match (got.next().flatten(), got.next().flatten()) {
+            (Some(rec), data) => Ok((rec, data)),
+            (None, _) => Err(not_found_file_ref(p)),
+        }
+    }
+
+    /// The content of a fetched file, after the checks every read makes: gone
+    /// if it is a folder marker or expired, too large for the reader, and the
+    /// blob present for large files.
+    #[allow(clippy::too_many_arguments)]
+    fn content(
+        &self,
+        p: &DataPathRef<'_>,
+        size: u64,
+        folder: bool,
+        expires: Option<u64>,
+        blob: Option<&str>,
+        inline: Option<Vec<u8>>,
+        max_size: u64,
+    ) -> Result<Content, DataError> {
+        if folder || expires.is_some_and(|e| e <= unix_now()) {
+            return Err(not_found_file_ref(p));
+        }
+        if size > max_size {
+            return Err(DataError::TooLarge(format!(
+                "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
+                p.uri()
+            )));
+        }
+        match blob {
+            None => Ok(Content::Inline(inline.unwrap_or_default().into())),
+            Some(id) => Ok(Content::Blob(self.store.open_blob(id)?.ok_or_else(
+                || {
+                    DataError::Unavailable(format!(
+                        "the content of {} is missing from the blob store",
+                        p.uri()
+                    ))
+                },
+            )?)),
+        }
+    }
+
+    /// Reads a whole file into memory.
+    pub fn read_all(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        max_size: u64,
+    ) -> Result<(FileRecord, bytes::Bytes), DataError> {
+        let (rec, content) = self.read(who, p, max_size)?;
+        let bytes = match content {
+            Content::Inline(b) => b,
+            Content::Blob(mut f) => {
+                use std::io::Read;
+                let mut buf = Vec::with_capacity(rec.size as usize);
+                f.read_to_end(&mut buf)
+                    .map_err(|e| DataError::Unavailable(format!("reading {}: {e}", p.uri())))?;
+                buf.into()
+            }
+        };
+        Ok((rec, bytes))
+    }
+
+    /// Writes a small file (inline) or, if it is larger than [`INLINE_MAX`],
+    /// through a blob.
+    pub fn put(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<FileRecord, DataError> {
+        use sha2::Digest;
+        let etag = etag_of(&sha2::Sha256::digest(body));
+        if body.len() <= INLINE_MAX {
+            return self.commit_file(
+                who,
+                p,
+                content_type,
+                body.len() as u64,
+                etag,
+                Some(body),
+                None,
+            );
+        }
+        let mut w = self.store.create_blob()?;
+        std::io::Write::write_all(&mut w, body)
+            .map_err(|e| DataError::Unavailable(format!("writing a blob: {e}")))?;
+        let id = w.finish()?;
+        self.commit_blob(who, p, content_type, body.len() as u64, etag, id)
+    }
+
+    /// Records a file whose content was streamed into blob `blob_id`. On failure
+    /// the blob is deleted.
+    pub fn commit_blob(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        size: u64,
+        etag: String,
+        blob_id: String,
+    ) -> Result<FileRecord, DataError> {
+        let result = self.commit_file(
+            who,
+            p,
+            content_type,
+            size,
+            etag,
+            None,
+            Some(blob_id.clone()),
+        );
+        match &result {
+            Ok(_) => self.store.blob_recorded(&blob_id),
+            Err(_) => {
+                let _ = self.store.delete_blob(&blob_id);
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_file(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        size: u64,
+        etag: String,
+        inline: Option<&[u8]>,
+        blob: Option<String>,
+    ) -> Result<FileRecord, DataError> {
+        if p.path.is_empty() {
+            return Err(DataError::InvalidUri(format!(
+                "{} is a collection, not a file: add a file path",
+                p.uri()
+            )));
+        }
+        self.check_writable(who, p)?;
+        let staged = self.staged(
+            p,
+            content_type,
+            size,
+            etag,
+            inline.map(bytes::Bytes::copy_from_slice),
+            blob,
+            who.hops(),
+        );
+        let mut outcome = None;
+        self.store
+            .transact(&mut |txn| {
+                outcome = Some(staged.apply(txn)?);
+                match &outcome {
+                    // Nothing was written; end the transaction without committing.
+                    Some(Err(_)) => Err(StoreError::Backend("aborted".into())),
+                    _ => Ok(()),
+                }
+            })
+            .or_else(|e| match &outcome {
+                Some(Err(_)) => Ok(()),
+                _ => Err(e),
+            })?;
+        match outcome {
+            Some(Ok(replaced)) => {
+                if let Some(old) = replaced {
+                    let _ = self.store.delete_blob(&old);
+                }
+                Ok(staged.record)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(DataError::Unavailable(
+                "the write transaction did not run".into(),
+            )),
+        }
+    }
+
+    /// A write of `p` with its record and change event encoded, ready to be
+    /// applied inside a transaction (no access check: callers check first).
+    #[allow(clippy::too_many_arguments)]
+    fn staged(
+        &self,
+        p: &DataPath,
+        content_type: &str,
+        size: u64,
+        etag: String,
+        inline: Option<bytes::Bytes>,
+        blob: Option<String>,
+        hops: u32,
+    ) -> StagedWrite {
+        let now = now_rfc3339();
+        let event = (!p.is_temp()).then(|| {
+            change_event_json(
+                "FileCreated",
+                (&p.owner, &p.collection, &p.path),
+                (size, content_type, &etag),
+                &now,
+                hops,
+            )
+        });
+        let record = FileRecord {
+            size,
+            content_type: content_type.to_string(),
+            etag,
+            last_modified: now,
+            blob,
+            folder: false,
+            expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
+        };
+        StagedWrite {
+            path: p.view(),
+            record_bytes: record::encode(&record),
+            event,
+            record,
+            inline: inline.unwrap_or_default(),
+        }
+    }
+
+    /// Prepares a file write to be applied later inside a transaction of the
+    /// caller's (see [`StagedWrite::apply`]), so that many writes, and records of
+    /// the caller's own, commit together with one fsync. Checks write access now;
+    /// content above [`INLINE_MAX`] goes into a blob now (blocking: call from a
+    /// blocking thread for large bodies). Call [`DataService::discard`] if the
+    /// write is never applied, so that its blob is removed.
+    pub fn stage_write(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        content_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<StagedWrite, DataError> {
+        use sha2::Digest;
+        if p.path.is_empty() {
+            return Err(DataError::InvalidUri(format!(
+                "{} is a collection, not a file: add a file path",
+                p.uri()
+            )));
+        }
+        self.check_writable(who, p)?;
+        let etag = etag_of(&sha2::Sha256::digest(&body));
+        let size = body.len() as u64;
+        if body.len() <= INLINE_MAX {
+            return Ok(self.staged(p, content_type, size, etag, Some(body), None, who.hops()));
+        }
+        let mut w = self.store.create_blob()?;
+        std::io::Write::write_all(&mut w, &body)
+            .map_err(|e| DataError::Unavailable(format!("writing a blob: {e}")))?;
+        let id = w.finish()?;
+        Ok(self.staged(p, content_type, size, etag, None, Some(id), who.hops()))
+    }
+
+    /// Forgets a staged write that was not applied (or whose transaction
+    /// failed), deleting its blob if it has one.
+    pub fn discard(&self, staged: StagedWrite) {
+        if let Some(id) = &staged.record.blob {
+            let _ = self.store.delete_blob(id);
+        }
+    }
+
+    /// Deletes a file; `false` if it did not exist.
+    pub fn delete(&self, who: Principal<'_>, p: &DataPath) -> Result<bool, DataError> {
+        self.check_writable(who, p)?;
+        let key = p.key();
+        let mut removed: Option<FileRecord> = None;
+        self.store.transact(&mut |txn| {
+            removed = None;
+            if let Some(b) = txn.get(Table::FILES, &key)? {
+                let rec = record::decode(&b)
+                    .map_err(StoreError::Backend)?
+                    .into_owned();
+                txn.delete(Table::FILES, &key)?;
+                txn.delete(Table::FILE_DATA, &key)?;
+                if !p.is_temp() && !rec.folder {
+                    txn.append(
+                        Table::OUTBOX,
+                        &change_event("FileDeleted", p, &rec, who.hops()),
+                    )?;
+                }
+                removed = Some(rec);
+            }
+            Ok(())
+        })?;
+        match removed {
+            Some(rec) => {
+                if let Some(id) = &rec.blob {
+                    let _ = self.store.delete_blob(id);
+                }
+                Ok(!rec.expired(unix_now()))
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes everything under a folder (or the whole collection when `p.path`
+    /// is empty, including the collection itself). Without `force`, only empty
+    /// folders/collections are deleted. Returns the number of files deleted.
+    pub fn delete_tree(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        force: bool,
+    ) -> Result<u64, DataError> {
+        self.check_writable(who, p)?;
+        let exists_coll = self.collection(&p.owner, &p.collection)?.is_some();
+        if !exists_coll {
+            return Err(not_found_collection(p));
+        }
+        let prefix = p.folder_prefix();
+        let first = self.store.scan(Table::FILES, &prefix, None, 2)?;
+        let only_marker = first.iter().all(|(k, _)| *k == prefix);
+        if !p.path.is_empty() && first.is_empty() {
+            return Err(not_found_file(p));
+        }
+        if !force && !only_marker {
+            return Err(DataError::Conflict(format!(
+                "{} is not empty: delete with ?force=true (CLI: --force) to remove everything in it",
+                p.uri()
+            )));
+        }
+        let mut deleted = 0u64;
+        loop {
+            let page = self.store.scan(Table::FILES, &prefix, None, 500)?;
+            if page.is_empty() {
+                break;
+            }
+            let mut blobs = Vec::new();
+            self.store.transact(&mut |txn| {
+                blobs.clear();
+                let mut scope = ApplyScope::default();
+                for (key, bytes) in &page {
+                    let rec = record::decode(bytes)
+                        .map_err(StoreError::Backend)?
+                        .into_owned();
+                    txn.delete(Table::FILES, key)?;
+                    txn.delete(Table::FILE_DATA, key)?;
+                    if !rec.folder
+                        && let Some(fp) = DataPath::from_key(key)
+                        && !fp.is_temp()
+                    {
+                        scope
+                            .push_event(txn, &change_event("FileDeleted", &fp, &rec, who.hops()))?;
+                    }
+                    if let Some(b) = rec.blob.clone() {
+                        blobs.push(b);
+                    }
+                }
+                scope.finish(txn)
+            })?;
+            deleted += page.iter().filter(|(k, _)| !k.ends_with('/')).count() as u64;
+            for b in &blobs {
+                let _ = self.store.delete_blob(b);
+            }
+        }
+        if p.path.is_empty() {
+            let key = p.collection_key();
+            self.store
+                .transact(&mut |txn| txn.delete(Table::COLLECTIONS, &key))?;
+            self.invalidate(p);
+        }
+        Ok(deleted)
+    }
+
+    /// One level of a folder (Algorithmia's listing): sub-folders and files, up to
+    /// `limit` entries per page.
+    pub fn list_level(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing, DataError> {
+        self.readable(who, p)?;
+        let prefix = p.folder_prefix();
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut start = match marker {
+            Some(m) => decode_marker(m, &prefix)?,
+            None => prefix.clone(),
+        };
+        let now = unix_now();
+        let mut listing = Listing {
+            folders: vec![],
+            files: vec![],
+            marker: None,
+        };
+        let mut any = false;
+        'pages: loop {
+            let page = self
+                .store
+                .scan(Table::FILES, &prefix, Some(Cursor::From(&start)), 256)?;
+            if page.is_empty() {
+                break;
+            }
+            let last_key = page.last().map(|(k, _)| k.clone()).unwrap_or_default();
+            for (key, bytes) in page {
+                any = true;
+                let rest = &key[prefix.len()..];
+                if rest.is_empty() {
+                    continue; // this folder's own marker
+                }
+                if listing.folders.len() + listing.files.len() >= limit {
+                    listing.marker = Some(encode_marker(&key));
+                    break 'pages;
+                }
+                if let Some(i) = rest.find('/') {
+                    let name = &rest[..i];
+                    listing.folders.push(FolderEntry {
+                        name: name.to_string(),
+                    });
+                    // Skip the folder's subtree: every key in it starts with
+                    // `name/`, and `0` is the byte after `/`.
+                    start = format!("{prefix}{name}0");
+                    continue 'pages;
+                }
+                let rec = decode_file(&key, &bytes)?;
+                if rec.expired(now) {
+                    continue;
+                }
+                listing.files.push(FileEntry {
+                    filename: rest.to_string(),
+                    size: rec.size,
+                    last_modified: rec.last_modified,
+                    content_type: rec.content_type,
+                    etag: rec.etag,
+                });
+            }
+            start = format!("{last_key}\u{0}");
+        }
+        if !any && !p.path.is_empty() {
+            return Err(not_found_file(p));
+        }
+        Ok(listing)
+    }
+
+    /// Files under a prefix, recursively (the guest `list`): `(path, record)`
+    /// pairs and the marker of the next page.
+    pub fn list_files(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<FilePage, DataError> {
+        self.readable(who, p)?;
+        let prefix = format!("{}/{}/{}", p.owner, p.collection, p.path);
+        let limit = limit.clamp(1, MAX_PAGE);
+        let now = unix_now();
+        let mut after = marker.map(|m| format!("{}/{}/{m}", p.owner, p.collection));
+        let mut out = Vec::new();
+        loop {
+            let page = self.store.scan(
+                Table::FILES,
+                &prefix,
+                after.as_deref().map(Cursor::After),
+                limit + 1,
+            )?;
+            let done = page.len() <= limit;
+            for (key, bytes) in page {
+                let rec = decode_file(&key, &bytes)?;
+                after = Some(key.clone());
+                if rec.folder || rec.expired(now) {
+                    continue;
+                }
+                if out.len() == limit {
+                    let last = out
+                        .last()
+                        .map(|(fp, _): &(DataPath, FileRecord)| fp.path.clone());
+                    return Ok((out, last));
+                }
+                if let Some(fp) = DataPath::from_key(&key) {
+                    out.push((fp, rec));
+                }
+            }
+            if done {
+                return Ok((out, None));
+            }
+        }
+    }
+
+    /// Files under a folder, recursively, in key order, with their sizes (batch
+    /// jobs page through inputs with it): up to `limit` files after the file at
+    /// collection path `after`, and where the next page starts (a collection
+    /// path), absent on the last page. A page may hold fewer than `limit` files
+    /// (folder markers and expired files are skipped) and still have a
+    /// successor.
+    pub fn list_tree(
+        &self,
+        who: Principal<'_>,
+        folder: &DataPath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<TreePage, DataError> {
+        self.readable(who, folder)?;
+        let prefix = folder.folder_prefix();
+        let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
+        let limit = limit.clamp(1, MAX_PAGE);
+        let page = self.store.scan(
+            Table::FILES,
+            &prefix,
+            after.as_deref().map(Cursor::After),
+            limit,
+        )?;
+        let next = if page.len() == limit {
+            page.last()
+                .and_then(|(k, _)| DataPath::from_key(k))
+                .map(|p| p.path)
+        } else {
+            None
+        };
+        let now = unix_now();
+        let mut out = Vec::with_capacity(page.len());
+        for (key, bytes) in page {
+            let view =
+                record::decode_for_read(&bytes).map_err(|e| corrupt(Table::FILES, &key, e))?;
+            if view.folder || view.expires.is_some_and(|e| e <= now) {
+                continue;
+            }
+            if let Some(fp) = DataPath::from_key(&key) {
+                out.push((fp, view.size));
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// How many files [`list_tree`](Self::list_tree) would list under
+    /// `folder` over all its pages, counted from one snapshot without
+    /// building the listing.
+    pub fn count_tree(&self, who: Principal<'_>, folder: &DataPath) -> Result<u64, DataError> {
+        self.readable(who, folder)?;
+        let now = unix_now();
+        let mut corrupt_key: Option<String> = None;
+        let n = self
+            .store
+            .count(Table::FILES, &folder.folder_prefix(), &mut |key, bytes| {
+                match record::decode_for_read(bytes) {
+                    Ok(view) => !(view.folder || view.expires.is_some_and(|e| e <= now)),
+                    Err(e) => {
+                        corrupt_key.get_or_insert_with(|| format!("{key}: {e}"));
+                        false
+                    }
+                }
+            })?;
+        match corrupt_key {
+            Some(what) => Err(DataError::Unavailable(format!(
+                "stored file record {what} is unreadable"
+            ))),
+            None => Ok(n),
+        }
+    }
+
+    /// [`list_tree`](Self::list_tree), reading along, from the same snapshot,
+    /// the content of the small (inline) files from the start of the page
+    /// while their sizes add up to at most `budget` bytes: what a batch job
+    /// needs to feed its workers, in one pass over the store instead of a
+    /// lookup per file. Files that are not read along (large ones, and those
+    /// after the budget ran out) have no content; read them with
+    /// [`read_for_guest`](Self::read_for_guest). Contents are checked as
+    /// `read_for_guest` checks them (`max_size`).
+    pub fn list_tree_with_content(
+        &self,
+        who: Principal<'_>,
+        folder: &DataPath,
+        after: Option<&str>,
+        limit: usize,
+        budget: u64,
+        max_size: u64,
+    ) -> Result<(Vec<ListedFile>, Option<String>), DataError> {
+        self.readable(who, folder)?;
+        let prefix = folder.folder_prefix();
+        let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
+        let limit = limit.clamp(1, MAX_PAGE);
+        let now = unix_now();
+        let mut left = budget;
+        let mut reading = true;
+        let page = self.store.scan_joined(
+            Table::FILES,
+            &prefix,
+            after.as_deref().map(Cursor::After),
+            limit,
+            Table::FILE_DATA,
+            &mut |_, bytes| {
+                if !reading {
+                    return false;
+                }
+                let Ok(view) = record::decode_for_read(bytes) else {
+                    return false;
+                };
+                if view.folder || view.expires.is_some_and(|e| e <= now) {
+                    return false;
+                }
+                if view.blob.is_none() && view.size <= left {
+                    left -= view.size;
+                    true
+                } else {
+                    // Read in order: the first file that is not read along
+                    // ends the read-ahead.
+                    reading = false;
+                    false
+                }
+            },
+        )?;
+        let next = if page.len() == limit {
+            page.last()
+                .and_then(|(k, _, _)| DataPath::from_key(k))
+                .map(|p| p.path)
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(page.len());
+        for (key, bytes, data) in page {
+            let view =
+                record::decode_for_read(&bytes).map_err(|e| corrupt(Table::FILES, &key, e))?;
+            if view.folder || view.expires.is_some_and(|e| e <= now) {
+                continue;
+            }
+            let size = view.size;
+            let Some(path) = DataPathRef::from_key(key) else {
+                continue;
+            };
+            let content = match data {
+                Some(d) if view.blob.is_none() => Some(if size > max_size {
+                    Err(DataError::TooLarge(format!(
+                        "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
+                        path.uri()
+                    )))
+                } else {
+                    Ok((view.content_type.into_owned(), Content::Inline(d.into())))
+                }),
+                _ => None,
+            };
+            out.push(ListedFile {
+                path,
+                size,
+                content,
+            });
+        }
+        Ok((out, next))
+    }
+
+    /// Adds `delta` to a decimal counter file (wasi:keyvalue `increment`) in one
+    /// transaction, creating it at 0.
+    pub fn increment(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        delta: u64,
+    ) -> Result<u64, DataError> {
+        self.check_writable(who, p)?;
+        let key = p.key();
+        let mut value = 0u64;
+        let mut bad = None;
+        self.store
+            .transact(&mut |txn| {
+                let current = match (
+                    txn.get(Table::FILES, &key)?,
+                    txn.get(Table::FILE_DATA, &key)?,
+                ) {
+                    (Some(_), Some(data)) => match std::str::from_utf8(&data)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                    {
+                        Some(v) => v,
+                        None => {
+                            bad = Some(format!("{} does not hold a decimal counter", p.uri()));
+                            return Err(StoreError::Backend("bad counter".into()));
+                        }
+                    },
+                    _ => 0,
+                };
+                value = match current.checked_add(delta) {
+                    Some(v) => v,
+                    None => {
+                        bad = Some(format!("incrementing {} overflows u64", p.uri()));
+                        return Err(StoreError::Backend("overflow".into()));
+                    }
+                };
+                let body = value.to_string();
+                use sha2::Digest;
+                let rec = FileRecord {
+                    size: body.len() as u64,
+                    content_type: "text/plain".into(),
+                    etag: etag_of(&sha2::Sha256::digest(body.as_bytes())),
+                    last_modified: now_rfc3339(),
+                    blob: None,
+                    folder: false,
+                    expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
+                };
+                if Self::collection_in(txn, p)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                    .is_none()
+                {
+                    txn.put(
+                        Table::COLLECTIONS,
+                        &p.collection_key(),
+                        &encode(&Self::implicit_collection(&p.owner, &p.collection)),
+                    )?;
+                }
+                txn.put(Table::FILES, &key, &record::encode(&rec))?;
+                txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
+                if !p.is_temp() {
+                    txn.append(
+                        Table::OUTBOX,
+                        &change_event("FileCreated", p, &rec, who.hops()),
+                    )?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match bad.take() {
+                Some(m) => DataError::Invalid(m),
+                None => e.into(),
+            })?;
+        Ok(value)
+    }
+
+    /// Deletes expired temp files; returns how many.
+    pub fn sweep_expired(&self) -> Result<u64, DataError> {
+        let now = unix_now();
+        let mut removed = 0;
+        for (_, coll) in self
+            .store
+            .scan_json::<CollectionRecord>(Table::COLLECTIONS, "")?
+        {
+            if !coll.name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let prefix = format!("{}/{}/", coll.owner, coll.name);
+            for (key, bytes) in self.store.scan(Table::FILES, &prefix, None, usize::MAX)? {
+                let rec = decode_file(&key, &bytes)?;
+                if rec.expired(now) {
+                    self.store.transact(&mut |txn| {
+                        txn.delete(Table::FILES, &key)?;
+                        txn.delete(Table::FILE_DATA, &key)
+                    })?;
+                    if let Some(b) = &rec.blob {
+                        let _ = self.store.delete_blob(b);
+                    }
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes data blobs no file record points to: left by a crash between a
+    /// file's replacement or deletion and the removal of its old blob, by an
+    /// upload that crashed before its record was written, or by a failed
+    /// delete. Blobs being uploaded right now are left alone (see
+    /// [`Store::settled_data_blobs`]). Returns how many were deleted.
+    pub fn remove_orphan_blobs(&self) -> Result<u64, DataError> {
+        // Listed first: a blob whose upload settles later is not a candidate,
+        // and one settled before is referenced by a record the scan below sees.
+        let candidates = self.store.settled_data_blobs()?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut live = std::collections::HashSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page =
+                self.store
+                    .scan(Table::FILES, "", after.as_deref().map(Cursor::After), 1000)?;
+            for (key, bytes) in &page {
+                if let Some(blob) = record::decode_for_read(bytes)
+                    .map_err(|e| corrupt(Table::FILES, key, e))?
+                    .blob
+                {
+                    live.insert(blob.into_owned());
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
+                _ => break,
+            }
+        }
+        let mut removed = 0;
+        for id in candidates.iter().filter(|id| !live.contains(*id)) {
+            self.store.delete_blob(id)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Change events recorded after sequence `after` (the outbox).
+    pub fn outbox(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, serde_json::Value)>, DataError> {
+        // Records are keyed by their last event's number: every record after
+        // `after` holds at least one event after it.
+        let start = format!("{after:020}");
+        let page = self
+            .store
+            .scan(Table::OUTBOX, "", Some(Cursor::After(&start)), limit)?;
+        let mut out = Vec::with_capacity(limit);
+        for (k, v) in page {
+            let events = outbox_record_events(k.parse().unwrap_or(0), &v).map_err(|e| {
+                StoreError::Corrupt {
+                    table: Table::OUTBOX.name(),
+                    key: k.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            for (seq, event) in events {
+                if seq > after && out.len() < limit {
+                    out.push((seq, event));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn not_found_collection(p: &DataPath) -> DataError {
+    not_found_collection_ref(&p.view())
+}
+
+fn not_found_file(p: &DataPath) -> DataError {
+    not_found_file_ref(&p.view())
+}
+
+fn not_found_file_ref(p: &DataPathRef<'_>) -> DataError {
+    DataError::NotFound(format!("{} not found", p.uri()))
+}
+
+fn not_found_collection_ref(p: &DataPathRef<'_>) -> DataError {
+    not_found_target(Target::of_ref(p))
+}
+
+/// The answer for a missing collection, and for one the caller may not see.
+fn not_found_target(p: Target<'_>) -> DataError {
+    let (owner, collection) = (p.owner, p.collection);
+    DataError::NotFound(format!(
+        "collection data://{owner}/{collection} not found: create it (wasmgrid data mk data://{owner}/{collection}) or check the name"
+    ))
+}
+
+fn encode_marker(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(marker)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|k| k.starts_with(prefix))
+        .ok_or_else(|| {
+            DataError::Invalid(format!(
+                "invalid marker {marker:?}: pass the marker of the previous page unchanged"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmgrid_store::EmbeddedStore;
+
+    #[test]
+    fn change_events_are_the_json_serde_would_write() {
+        let tricky = "a \"quoted\" \\ path\twith\u{1}controls/ünïcode\u{7f}/\n\r\u{8}\u{c}";
+        for (owner, collection, path) in [
+            ("alice", "photos", "2024/cat.jpg"),
+            ("alice", ".temp.alice.algo", "scratch.txt"),
+            ("bob", "docs", ""),
+            ("bob", "docs", tricky),
+        ] {
+            let (size, content_type, etag) = (1234u64, tricky, "\"0123abcd\"");
+            let bytes = change_event_json(
+                "FileCreated",
+                (owner, collection, path),
+                (size, content_type, etag),
+                "2024-01-02T03:04:05.678Z",
+                0,
+            );
+            let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let p = DataPath {
+                owner: owner.into(),
+                collection: collection.into(),
+                path: path.into(),
+            };
+            let expected = serde_json::json!({
+                "specversion": "1.0",
+                "id": got["id"].clone(),
+                "source": format!("/collections/{owner}/{collection}"),
+                "type": "wasmgrid.data.FileCreated",
+                "subject": format!("/collections/{owner}/{collection}/files/{path}"),
+                "time": "2024-01-02T03:04:05.678Z",
+                "datacontenttype": "application/json",
+                "data": {"uri": p.uri(), "size": size, "contentType": content_type, "etag": etag},
+            });
+            assert_eq!(got, expected);
+            // Byte for byte what serde_json writes for the same fields in order.
+            let keys: Vec<&str> = got
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut serde_bytes = b"{".to_vec();
+            for (i, k) in [
+                "specversion",
+                "id",
+                "source",
+                "type",
+                "subject",
+                "time",
+                "datacontenttype",
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                assert!(keys.contains(&k));
+                if i > 0 {
+                    serde_bytes.push(b',');
+                }
+                serde_json::to_writer(&mut serde_bytes, k).unwrap();
+                serde_bytes.push(b':');
+                serde_json::to_writer(&mut serde_bytes, &got[k]).unwrap();
+            }
+            serde_bytes.extend_from_slice(b",\"data\":{");
+            for (i, k) in ["uri", "size", "contentType", "etag"]
+                .into_iter()
+                .enumerate()
+            {
+                if i > 0 {
+                    serde_bytes.push(b',');
+                }
+                serde_json::to_writer(&mut serde_bytes, k).unwrap();
+                serde_bytes.push(b':');
+                serde_json::to_writer(&mut serde_bytes, &got["data"][k]).unwrap();
+            }
+            serde_bytes.extend_from_slice(b"}}");
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(serde_bytes).unwrap()
+            );
+            let id = got["id"].as_str().unwrap();
+            assert_eq!(id.len(), 36);
+            assert_eq!(&id[14..15], "4");
+        }
+        assert_eq!(etag_of(&[0xab; 32]), format!("\"{}\"", "ab".repeat(16)));
+    }
+
+    #[test]
+    fn acl_changes_take_effect_at_once_despite_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store);
+        let admin = Caller {
+            key_id: "k".into(),
+            owner: "admin".into(),
+            scopes: vec![Scope::Admin],
+            compat: Default::default(),
+            hops: 0,
+        };
+        let key = Principal::Key(&admin);
+        let p = DataPath::new("demo", "c", "f.txt").unwrap();
+        let coll = DataPath::new("demo", "c", "").unwrap();
+        data.create(key, &coll, Some(Acl::private())).unwrap();
+        data.put(key, &p, "text/plain", b"x").unwrap();
+        let algo = GuestIdentity {
+            owner: "demo".into(),
+            name: "a".into(),
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let guest = Principal::Algorithm(&algo);
+        let readable = |d: &DataService| d.read_for_guest(guest, &p.view(), u64::MAX).is_ok();
+        assert!(!readable(&data), "private");
+        data.set_acl(key, &coll, Acl::my_algorithms()).unwrap();
+        assert!(readable(&data), "owner's algorithms may read now");
+        assert!(readable(&data), "(cached)");
+        data.set_acl(key, &coll, Acl::private()).unwrap();
+        assert!(!readable(&data), "private again, at once");
+        data.delete_tree(key, &coll, true).unwrap();
+        assert!(matches!(
+            data.read_for_guest(guest, &p.view(), u64::MAX),
+            Err(DataError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn expired_temp_files_vanish_and_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store).with_temp_ttl(Duration::from_secs(0));
+        let id = GuestIdentity {
+            owner: "demo".into(),
+            name: "algo".into(),
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let who = Principal::Algorithm(&id);
+        let p = who.parse("data://.algo/temp/scratch.txt").unwrap();
+        data.put(who, &p, "text/plain", b"short-lived").unwrap();
+        // TTL 0: expired as soon as written.
+        assert!(matches!(
+            data.read_all(who, &p, u64::MAX),
+            Err(DataError::NotFound(_))
+        ));
+        assert_eq!(data.sweep_expired().unwrap(), 1);
+        assert_eq!(data.sweep_expired().unwrap(), 0);
+        // Temp writes are not change events.
+        assert!(data.outbox(0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn json_file_records_of_schema_1_stores_still_work() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let old_blob;
+        {
+            // What a schema-1 build left behind: JSON records.
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let mut w = store.create_blob().unwrap();
+            w.write_all(b"big content").unwrap();
+            old_blob = w.finish().unwrap();
+            let file = |size: u64, blob: Option<&str>, folder: bool| {
+                serde_json::to_vec(&FileRecord {
+                    size,
+                    content_type: "text/plain".into(),
+                    etag: "\"e1\"".into(),
+                    last_modified: "2024-01-02T03:04:05.123Z".into(),
+                    blob: blob.map(str::to_string),
+                    folder,
+                    expires: None,
+                })
+                .unwrap()
+            };
+            store
+                .transact(&mut |txn| {
+                    txn.put(Table::META, "schema_version", b"1")?;
+                    txn.put(
+                        Table::COLLECTIONS,
+                        "demo/c",
+                        &encode(&CollectionRecord {
+                            owner: "demo".into(),
+                            name: "c".into(),
+                            acl: Acl::my_algorithms(),
+                            created: "2024-01-02T03:04:05.123Z".into(),
+                        }),
+                    )?;
+                    txn.put(Table::FILES, "demo/c/old.txt", &file(5, None, false))?;
+                    txn.put(Table::FILE_DATA, "demo/c/old.txt", b"hello")?;
+                    txn.put(
+                        Table::FILES,
+                        "demo/c/big.bin",
+                        &file(11, Some(&old_blob), false),
+                    )?;
+                    txn.put(Table::FILES, "demo/c/dir/", &file(0, None, true))
+                })
+                .unwrap();
+        }
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        assert_eq!(
+            store.get(Table::META, "schema_version").unwrap().unwrap(),
+            wasmgrid_store::SCHEMA_VERSION.to_string().as_bytes(),
+            "migrated"
+        );
+        let data = DataService::new(store.clone());
+        let admin = Caller {
+            key_id: "k".into(),
+            owner: "admin".into(),
+            scopes: vec![Scope::Admin],
+            compat: Default::default(),
+            hops: 0,
+        };
+        let key = Principal::Key(&admin);
+        let old = DataPath::new("demo", "c", "old.txt").unwrap();
+        let big = DataPath::new("demo", "c", "big.bin").unwrap();
+        let (rec, bytes) = data.read_all(key, &old, u64::MAX).unwrap();
+        assert_eq!((rec.etag.as_str(), &bytes[..]), ("\"e1\"", &b"hello"[..]));
+        assert_eq!(
+            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            b"big content"
+        );
+        let algo = GuestIdentity {
+            owner: "demo".into(),
+            name: "a".into(),
+            ..Default::default()
+        };
+        let (ct, content) = data
+            .read_for_guest(Principal::Algorithm(&algo), &old.view(), u64::MAX)
+            .unwrap();
+        assert!(matches!(content, Content::Inline(b) if &b[..] == b"hello"));
+        assert_eq!(ct, "text/plain");
+        let root = DataPath::new("demo", "c", "").unwrap();
+        let listing = data.list_level(key, &root, None, 100).unwrap();
+        assert_eq!(listing.folders.len(), 1);
+        assert_eq!(listing.files.len(), 2);
+        // Replacing the blob-backed file frees its blob (found in the JSON record).
+        data.put(key, &big, "text/plain", b"small now").unwrap();
+        assert!(store.open_blob(&old_blob).unwrap().is_none());
+        let raw = store.get(Table::FILES, "demo/c/big.bin").unwrap().unwrap();
+        assert_eq!(raw[0], record::RECORD_V1, "rewritten records are binary");
+        assert_eq!(
+            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            b"small now"
+        );
+        // Deleting an old record emits its event with the old etag.
+        assert!(data.delete(key, &old).unwrap());
+        let events = data.outbox(0, 10).unwrap();
+        let last = &events.last().unwrap().1;
+        assert_eq!(last["type"], "wasmgrid.data.FileDeleted");
+        assert_eq!(last["data"]["etag"], "\"e1\"");
+        assert_eq!(data.delete_tree(key, &root, true).unwrap(), 1);
+    }
+
+    fn blob_ids(dir: &std::path::Path) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(dir.join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn admin() -> Caller {
+        Caller {
+            key_id: "k".into(),
+            owner: "admin".into(),
+            scopes: vec![Scope::Admin],
+            compat: Default::default(),
+            hops: 0,
+        }
+    }
+
+    /// A data service on a fresh store (keep the directory alive).
+    fn service() -> (tempfile::TempDir, Arc<dyn Store>, DataService) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store.clone());
+        (dir, store, data)
+    }
+
+    #[test]
+    fn batched_writes_share_outbox_records_with_one_number_per_event() {
+        let (_dir, store, data) = service();
+        let caller = admin();
+        let who = Principal::Key(&caller);
+        let path = |p: &str| DataPath::new("admin", "c", p).unwrap();
+        data.put(who, &path("first"), "text/plain", b"1").unwrap();
+        // More writes in one transaction than one record holds.
+        let n = OUTBOX_EVENTS_PER_RECORD as usize + 6;
+        let staged: Vec<_> = (0..n)
+            .map(|i| {
+                let body = bytes::Bytes::from(format!("{i}"));
+                data.stage_write(who, &path(&format!("f{i:03}")), "text/plain", body)
+                    .unwrap()
+            })
+            .collect();
+        store
+            .transact(&mut |txn| {
+                let mut scope = ApplyScope::default();
+                for w in &staged {
+                    w.apply_in(txn, &mut scope)?.unwrap();
+                }
+                scope.finish(txn)
+            })
+            .unwrap();
+        data.put(who, &path("last"), "text/plain", b"2").unwrap();
+        let records = store.scan(Table::OUTBOX, "", None, 100).unwrap();
+        assert_eq!(
+            records.len(),
+            4,
+            "single, full batch, rest of batch, single"
+        );
+        let events = data.outbox(0, 1000).unwrap();
+        assert_eq!(events.len(), n + 2);
+        let numbers: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(numbers, (1..=n as u64 + 2).collect::<Vec<_>>());
+        let subjects: Vec<String> = events
+            .iter()
+            .map(|(_, e)| {
+                e["subject"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(subjects[0], "first");
+        assert_eq!(subjects[1], "f000");
+        assert_eq!(subjects[n], format!("f{:03}", n - 1));
+        assert_eq!(subjects[n + 1], "last");
+        // Paging starts inside a record and never repeats or skips an event.
+        let mut after = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = data.outbox(after, 7).unwrap();
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            seen.extend(page.into_iter().map(|(seq, _)| seq));
+        }
+        assert_eq!(seen, numbers);
+
+        // Deleting the folder's files in one go batches their events too.
+        let before = store.scan(Table::OUTBOX, "", None, 100).unwrap().len();
+        let root = DataPath::new("admin", "c", "").unwrap();
+        assert_eq!(data.delete_tree(who, &root, true).unwrap(), n as u64 + 2);
+        assert_eq!(
+            store.scan(Table::OUTBOX, "", None, 100).unwrap().len(),
+            before + 2,
+            "72 events in records of up to 64"
+        );
+        let deleted = data.outbox(n as u64 + 2, 1000).unwrap();
+        assert_eq!(deleted.len(), n + 2);
+        assert!(
+            deleted
+                .iter()
+                .all(|(_, e)| e["type"] == "wasmgrid.data.FileDeleted")
+        );
+        let numbers: Vec<u64> = deleted.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(
+            numbers,
+            (n as u64 + 3..=2 * (n as u64 + 2)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn batched_writes_refuse_folders_and_replace_files_and_their_blobs() {
+        let (dir, store, data) = service();
+        let caller = admin();
+        let who = Principal::Key(&caller);
+        let path = |p: &str| DataPath::new("admin", "c", p).unwrap();
+        data.create(who, &DataPath::new("admin", "c", "").unwrap(), None)
+            .unwrap();
+        data.create(who, &path("dir"), None).unwrap();
+        data.put(
+            who,
+            &path("big"),
+            "application/octet-stream",
+            &vec![7u8; INLINE_MAX + 1],
+        )
+        .unwrap();
+        // Keys that sort between `crowded` and its folder marker `crowded/`:
+        // more than one walk of the probe looks at.
+        for i in 0..6 {
+            data.put(who, &path(&format!("crowded.{i}")), "text/plain", b"x")
+                .unwrap();
+        }
+        data.create(who, &path("crowded"), None).unwrap();
+        let old_blobs = blob_ids(dir.path());
+        assert_eq!(old_blobs.len(), 1);
+        let staged: Vec<StagedWrite> = [
+            ("dir", &b"into a folder"[..]),
+            ("crowded", b"into a crowded folder"),
+            ("big", b"small now"),
+            ("new", b"fresh"),
+        ]
+        .iter()
+        .map(|(p, body)| {
+            data.stage_write(
+                who,
+                &path(p),
+                "text/plain",
+                bytes::Bytes::copy_from_slice(body),
+            )
+            .unwrap()
+        })
+        .collect();
+        let mut results = Vec::new();
+        store
+            .transact(&mut |txn| {
+                results.clear();
+                let mut scope = ApplyScope::default();
+                for w in &staged {
+                    results.push(w.apply_in(txn, &mut scope)?);
+                }
+                scope.finish(txn)
+            })
+            .unwrap();
+        assert!(matches!(results[0], Err(DataError::Conflict(_))));
+        assert!(matches!(results[1], Err(DataError::Conflict(_))));
+        assert_eq!(results[2].as_ref().unwrap().as_ref(), old_blobs.first());
+        assert_eq!(results[3].as_ref().unwrap(), &None);
+        assert_eq!(
+            data.read_all(who, &path("big"), u64::MAX).unwrap().1,
+            &b"small now"[..]
+        );
+        assert_eq!(
+            data.read_all(who, &path("new"), u64::MAX).unwrap().1,
+            &b"fresh"[..]
+        );
+        assert!(data.read_all(who, &path("dir"), u64::MAX).is_err());
+    }
+
+    #[test]
+    fn orphan_blobs_are_removed_and_live_or_uploading_ones_kept() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let caller = admin();
+        let key = Principal::Key(&caller);
+        let big = vec![b'x'; INLINE_MAX + 1];
+        let live = DataPath::new("demo", "c", "live.bin").unwrap();
+        let replaced = DataPath::new("demo", "c", "replaced.bin").unwrap();
+        let component = format!("sha256:{}", "ab".repeat(32));
+        let (crashed_upload, replaced_blob);
+        {
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+            let data = DataService::new(store.clone());
+            store.put_blob(&component, b"component bytes").unwrap();
+            data.put(key, &live, "application/octet-stream", &big)
+                .unwrap();
+            // An upload that crashed after finishing its blob, before its record.
+            let mut w = store.create_blob().unwrap();
+            w.write_all(&big).unwrap();
+            crashed_upload = w.finish().unwrap();
+            // A file replaced by a process that crashed before deleting the old
+            // blob: the record no longer points at it.
+            data.put(key, &replaced, "application/octet-stream", &big)
+                .unwrap();
+            replaced_blob = data.stat(key, &replaced).unwrap().blob.unwrap();
+            let small = FileRecord {
+                size: 1,
+                content_type: "text/plain".into(),
+                etag: "\"1\"".into(),
+                last_modified: now_rfc3339(),
+                blob: None,
+                folder: false,
+                expires: None,
+            };
+            store
+                .transact(&mut |txn| {
+                    txn.put(Table::FILES, &replaced.key(), &record::encode(&small))?;
+                    txn.put(Table::FILE_DATA, &replaced.key(), b"y")
+                })
+                .unwrap();
+            // An upload that crashed mid-way: its temporary file stays behind.
+            let mut unfinished = store.create_blob().unwrap();
+            unfinished.write_all(b"partial").unwrap();
+            std::mem::forget(unfinished);
+        }
+        assert!(blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")));
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        assert!(
+            !blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")),
+            "temporary files are removed at open"
+        );
+        let data = DataService::new(store.clone());
+        // An upload in progress: finished, record not committed yet.
+        let mut w = store.create_blob().unwrap();
+        w.write_all(&big).unwrap();
+        let uploading = w.finish().unwrap();
+        let live_blob = data.stat(key, &live).unwrap().blob.unwrap();
+        assert_eq!(data.remove_orphan_blobs().unwrap(), 2);
+        let left = blob_ids(dir.path());
+        assert!(!left.contains(&crashed_upload) && !left.contains(&replaced_blob));
+        assert!(left.contains(&live_blob) && left.contains(&uploading));
+        assert!(left.contains(&format!("sha256-{}", "ab".repeat(32))));
+        // The upload completes and keeps its blob.
+        let fresh = DataPath::new("demo", "c", "fresh.bin").unwrap();
+        use sha2::Digest;
+        let etag = etag_of(&sha2::Sha256::digest(&big));
+        data.commit_blob(
+            key,
+            &fresh,
+            "application/octet-stream",
+            big.len() as u64,
+            etag,
+            uploading,
+        )
+        .unwrap();
+        assert_eq!(data.remove_orphan_blobs().unwrap(), 0);
+        for p in [&live, &fresh] {
+            assert_eq!(data.read_all(key, p, u64::MAX).unwrap().1.len(), big.len());
+        }
+        assert_eq!(
+            &data.read_all(key, &replaced, u64::MAX).unwrap().1[..],
+            b"y"
+        );
+    }
+
+    #[test]
+    fn orphan_sweeps_never_take_a_blob_from_a_concurrent_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = Arc::new(DataService::new(store));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (data, done) = (data.clone(), done.clone());
+            std::thread::spawn(move || {
+                // Old blobs of replaced files are orphans for a moment (the
+                // replacement deletes them after its commit) and may go here.
+                let mut sweeps = 0u32;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    data.remove_orphan_blobs().unwrap();
+                    sweeps += 1;
+                }
+                sweeps
+            })
+        };
+        let caller = admin();
+        let key = Principal::Key(&caller);
+        let big = vec![b'z'; INLINE_MAX + 1];
+        for i in 0..12 {
+            let p = DataPath::new("demo", "c", &format!("f{i}")).unwrap();
+            data.put(key, &p, "application/octet-stream", &big).unwrap();
+            // Replacing frees the old blob itself; the sweep must not race it
+            // into deleting the new one.
+            data.put(key, &p, "application/octet-stream", &big).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(sweeper.join().unwrap() > 0);
+        for i in 0..12 {
+            let p = DataPath::new("demo", "c", &format!("f{i}")).unwrap();
+            assert_eq!(data.read_all(key, &p, u64::MAX).unwrap().1.len(), big.len());
+        }
+        assert_eq!(data.remove_orphan_blobs().unwrap(), 0);
+        assert_eq!(blob_ids(dir.path()).len(), 12);
+    }
+}

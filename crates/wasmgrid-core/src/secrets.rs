@@ -1,0 +1,221 @@
+//! Per-algorithm secrets, encrypted at rest.
+//!
+//! Values are sealed with ChaCha20-Poly1305 under a 256-bit key kept in
+//! `<data dir>/secrets.key` (mode 0600, created on first start). Each value has a
+//! random nonce, and the secret's full name (`owner/name/key`) is the associated
+//! data, so a ciphertext cannot be moved to another secret. Values never appear in
+//! logs, listings or error messages.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use std::path::Path;
+use std::sync::Arc;
+use wasmgrid_store::{Store, StoreError, Table, WriteBatch};
+
+/// Largest secret value.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// Secret failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// A bad name or value.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such secret.
+    #[error("{0}")]
+    NotFound(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The secret store.
+pub struct SecretStore {
+    store: Arc<dyn Store>,
+    cipher: ChaCha20Poly1305,
+}
+
+/// Checks a secret name: 1–128 letters, digits, `_`, `-` or `.`, not starting with
+/// a digit or `.`.
+pub fn validate_secret_name(name: &str) -> Result<(), SecretError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.as_bytes()[0].is_ascii_digit()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SecretError::Invalid(format!(
+            "invalid secret name {name:?}: use 1-128 letters, digits, '_', '-' or '.', not starting with a digit or '.'"
+        )))
+    }
+}
+
+impl SecretStore {
+    /// Opens the store, creating `<data dir>/secrets.key` on first use.
+    pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join("secrets.key");
+        let key_bytes: [u8; 32] = match std::fs::read_to_string(&path) {
+            Ok(text) => hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} is not a 64-hex-digit key; restore it from a backup",
+                        path.display()
+                    )
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = rand::random::<[u8; 32]>();
+                crate::fsutil::write_secret_file(&path, &format!("{}\n", hex::encode(key)))?;
+                key
+            }
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        Ok(Self {
+            store,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key_bytes)),
+        })
+    }
+
+    fn id(owner: &str, name: &str, key: &str) -> String {
+        format!("{owner}/{name}/{key}")
+    }
+
+    /// Sets a secret.
+    pub fn set(&self, owner: &str, name: &str, key: &str, value: &str) -> Result<(), SecretError> {
+        validate_secret_name(key)?;
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(SecretError::Invalid(format!(
+                "secret {key} is {} bytes; the limit is {MAX_SECRET_BYTES}",
+                value.len()
+            )));
+        }
+        let id = Self::id(owner, name, key);
+        let nonce = rand::random::<[u8; 12]>();
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value.as_bytes(),
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretError::Invalid("encryption failed".into()))?;
+        let mut stored = nonce.to_vec();
+        stored.extend_from_slice(&sealed);
+        let mut batch = WriteBatch::new();
+        batch.put_raw(Table::SECRETS, id, stored);
+        self.store.commit(&batch)?;
+        Ok(())
+    }
+
+    /// Deletes a secret.
+    pub fn delete(&self, owner: &str, name: &str, key: &str) -> Result<(), SecretError> {
+        let id = Self::id(owner, name, key);
+        if self.store.get(Table::SECRETS, &id)?.is_none() {
+            return Err(SecretError::NotFound(format!(
+                "secret {key} of {owner}/{name} not found"
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(Table::SECRETS, id);
+        self.store.commit(&batch)?;
+        Ok(())
+    }
+
+    /// The names of an algorithm's secrets (never values).
+    pub fn names(&self, owner: &str, name: &str) -> Result<Vec<String>, SecretError> {
+        let prefix = format!("{owner}/{name}/");
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.scan(
+                Table::SECRETS,
+                &prefix,
+                after.as_deref().map(wasmgrid_store::Cursor::After),
+                500,
+            )?;
+            let full = page.len() == 500;
+            for (k, _) in page {
+                out.push(k[prefix.len()..].to_string());
+                after = Some(k);
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A secret's value, if set (and intact).
+    pub fn get(&self, owner: &str, name: &str, key: &str) -> Result<Option<String>, SecretError> {
+        let id = Self::id(owner, name, key);
+        let Some(stored) = self.store.get(Table::SECRETS, &id)? else {
+            return Ok(None);
+        };
+        if stored.len() < 12 {
+            return Ok(None);
+        }
+        let (nonce, sealed) = stored.split_at(12);
+        match self.cipher.decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: id.as_bytes(),
+            },
+        ) {
+            Ok(plain) => Ok(String::from_utf8(plain).ok()),
+            Err(_) => {
+                tracing::error!(secret = %id, "secret failed authentication (wrong secrets.key or tampered store)");
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmgrid_store::EmbeddedStore;
+
+    #[test]
+    fn secrets_are_sealed_and_bound_to_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let secrets = SecretStore::open(store.clone(), dir.path()).unwrap();
+        secrets
+            .set("demo", "algo", "DB_URL", "postgres://user:hunter2@db")
+            .unwrap();
+        assert_eq!(
+            secrets.get("demo", "algo", "DB_URL").unwrap().as_deref(),
+            Some("postgres://user:hunter2@db")
+        );
+        assert_eq!(secrets.names("demo", "algo").unwrap(), ["DB_URL"]);
+        // Not stored in the clear.
+        let raw = store
+            .get(Table::SECRETS, "demo/algo/DB_URL")
+            .unwrap()
+            .unwrap();
+        assert!(!raw.windows(7).any(|w| w == b"hunter2"));
+        // A ciphertext copied under another name does not decrypt.
+        let mut b = WriteBatch::new();
+        b.put_raw(Table::SECRETS, "demo/other/DB_URL", raw);
+        store.commit(&b).unwrap();
+        assert_eq!(secrets.get("demo", "other", "DB_URL").unwrap(), None);
+        // The key file is private and reused on reopen.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("secrets.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let reopened = SecretStore::open(store, dir.path()).unwrap();
+        assert!(reopened.get("demo", "algo", "DB_URL").unwrap().is_some());
+        assert!(validate_secret_name("9x").is_err());
+        assert!(reopened.delete("demo", "algo", "NOPE").is_err());
+    }
+}

@@ -1,0 +1,793 @@
+//! The delivery engine: one worker per subscription drains its durable queue.
+//!
+//! A worker pages through its queue in key (= publish) order, keeps at most
+//! `maxConcurrentDeliveries` deliveries in flight, and holds retries in an
+//! in-memory timer heap (their due time is also written to the entry, so a
+//! restart picks the schedule up again). Outcomes are written through one
+//! [`Flusher`] task that applies them in order, many per transaction:
+//! acknowledgements need no fsync of their own (a lost acknowledgement only
+//! means one more delivery, which at-least-once allows), so they are committed
+//! lazily and made durable by the next durable commit (an ingest, or the
+//! flusher's own after 50 ms of quiet); retry updates and dead letters are
+//! rare and committed durably. Keeping every
+//! write of a queue entry on one ordered path means an acknowledgement or
+//! dead-letter can never be overtaken by an older update of the same entry.
+
+use super::cloudevent::EventView;
+use super::{
+    DeadLetterRecord, Destination, Inner, SubState, SubscriptionRecord, now_ms, parse_endpoint,
+    queue_prefix, rfc3339_ms,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use wasmgrid_core::auth::{Caller, Scope};
+use wasmgrid_core::data::Principal;
+use wasmgrid_core::invoker::Call;
+use wasmgrid_core::metrics::DeadLetterLabels;
+use wasmgrid_engine::{GuestErrorKind, HOPS_ATTRIBUTE, InvokeError, Payload};
+use wasmgrid_store::{Cursor, Table};
+
+/// Event Grid's retry delays in seconds (10 s … 6 h), then 12 h for every
+/// further attempt. Scaled by [`super::EventsConfig::time_scale`], with ±20%
+/// jitter.
+pub const RETRY_SCHEDULE: [u64; 10] = [10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200];
+
+/// Entries a worker keeps loaded ahead of its deliveries.
+const LOAD_AHEAD: usize = 512;
+
+/// How a delivery failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Try again later (counts as an attempt).
+    Retryable(String),
+    /// Never retried: dead-lettered at once with `NonRetryableError`.
+    NonRetryable(String),
+    /// The destination had no free slot: try again shortly, not counted as
+    /// an attempt.
+    Busy(String),
+}
+
+/// A queued delivery as stored in `event_queue`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct QueueEntry {
+    /// Publish time (ms since the epoch): the start of the time-to-live.
+    enqueued: u64,
+    /// Attempts made so far.
+    attempts: u32,
+    /// Not before this time (ms); 0 = now.
+    next: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_attempt: Option<u64>,
+    /// The CloudEvent as published (structured JSON), kept unparsed.
+    event: Box<RawValue>,
+}
+
+struct Item {
+    key: String,
+    entry: QueueEntry,
+    /// Encoded size of the event, for batch sizing.
+    size: usize,
+    /// The event's hop count ([`HOPS_ATTRIBUTE`]), read once when loaded: the
+    /// hop limit and the delivered call's count both need it.
+    hops: u32,
+}
+
+struct Delayed {
+    due: u64,
+    item: Item,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, &self.item.key) == (o.due, &o.item.key)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.due, &self.item.key).cmp(&(o.due, &o.item.key))
+    }
+}
+
+enum FlushOp {
+    Ack(String),
+    /// Several acknowledgements at once (one channel message per worker wake-up).
+    Acks(Vec<String>),
+    Update(String, Vec<u8>),
+    DeadLetter {
+        key: String,
+        record: Vec<u8>,
+    },
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Applies queue outcomes in order, batching them into transactions.
+pub(crate) struct Flusher {
+    tx: mpsc::UnboundedSender<FlushOp>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<FlushOp>>>,
+}
+
+impl Flusher {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    pub(crate) fn start(&self, inner: Arc<Inner>) {
+        let rx = self.rx.lock().ok().and_then(|mut r| r.take());
+        if let Some(rx) = rx {
+            tokio::spawn(flush_loop(inner, rx));
+        }
+    }
+
+    fn send(&self, op: FlushOp) {
+        // The loop lives as long as the process; a send can only fail after
+        // the runtime is gone, when nothing is waiting for the write anyway.
+        let _ = self.tx.send(op);
+    }
+
+    /// Waits until every operation sent before this call is durable.
+    pub(crate) async fn barrier(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(FlushOp::Barrier(tx));
+        let _ = rx.await;
+    }
+
+    /// Flushes what is pending (shutdown).
+    pub(crate) async fn close(&self) {
+        self.barrier().await;
+    }
+}
+
+/// How long the flusher lets lazily committed outcomes wait for a durable
+/// commit by someone else before it makes one itself.
+const LAZY_FLUSH_DELAY: Duration = Duration::from_millis(50);
+
+async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>) {
+    // Acknowledgements are committed lazily (no fsync of their own; the next
+    // durable commit, usually an ingest, carries them). `dirty` says some are
+    // not known durable yet.
+    let mut dirty = false;
+    loop {
+        let mut ops = Vec::new();
+        // After LAZY_FLUSH_DELAY of quiet, one durable commit (of nothing)
+        // makes the lazy ones durable.
+        let mut quiet = false;
+        if dirty {
+            match tokio::time::timeout(LAZY_FLUSH_DELAY, rx.recv()).await {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) => break,
+                Err(_) => quiet = true,
+            }
+        } else {
+            match rx.recv().await {
+                Some(op) => ops.push(op),
+                None => break,
+            }
+        }
+        while !quiet && ops.len() < 8192 {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut barriers = Vec::new();
+        let mut writes = Vec::new();
+        for op in ops {
+            match op {
+                FlushOp::Barrier(b) => barriers.push(b),
+                other => writes.push(other),
+            }
+        }
+        // A barrier needs everything before it durable (a durable commit
+        // covers every earlier lazy one). Retry state and dead letters are
+        // rare and worth an fsync: only acknowledgements, the bulk, are lazy.
+        let durable = quiet
+            || !barriers.is_empty()
+            || writes
+                .iter()
+                .any(|w| matches!(w, FlushOp::Update(..) | FlushOp::DeadLetter { .. }));
+        let writes = Arc::new(writes);
+        loop {
+            let store = inner.store.clone();
+            let w = writes.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut apply = |txn: &mut dyn wasmgrid_store::Txn| {
+                    for op in w.iter() {
+                        match op {
+                            FlushOp::Ack(key) => txn.delete(Table::EVENT_QUEUE, key)?,
+                            FlushOp::Acks(keys) => {
+                                for key in keys {
+                                    txn.delete(Table::EVENT_QUEUE, key)?;
+                                }
+                            }
+                            FlushOp::Update(key, bytes) => {
+                                // An entry deleted meanwhile (subscription removed) stays deleted.
+                                if txn.get(Table::EVENT_QUEUE, key)?.is_some() {
+                                    txn.put(Table::EVENT_QUEUE, key, bytes)?;
+                                }
+                            }
+                            FlushOp::DeadLetter { key, record } => {
+                                txn.put(Table::DEAD_LETTERS, key, record)?;
+                                txn.delete(Table::EVENT_QUEUE, key)?;
+                            }
+                            FlushOp::Barrier(_) => {}
+                        }
+                    }
+                    Ok(())
+                };
+                if durable {
+                    store.transact(&mut apply)
+                } else {
+                    store.transact_lazy(&mut apply)
+                }
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "writing delivery outcomes failed; retrying");
+                }
+                Err(e) => tracing::error!(error = %e, "delivery outcome writer failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        dirty = !durable;
+        for b in barriers {
+            let _ = b.send(());
+        }
+    }
+}
+
+/// Starts the worker of one subscription (it stops when the subscription is
+/// deleted or the server shuts down).
+pub(crate) fn spawn_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
+    if sub.worker.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let tasks = inner.tasks.clone();
+    tasks.spawn(run_worker(inner, sub));
+}
+
+type Done = (Vec<Item>, Result<(), Failure>, u64);
+
+/// Most single-event deliveries one task makes, one after another, when the
+/// queue has a backlog of more events than `maxConcurrentDeliveries` (fewer
+/// task spawns and wake-ups per event; concurrency stays the same, and
+/// without a backlog every event gets its own task at once).
+const MAX_DELIVERIES_PER_TASK: usize = 16;
+
+async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
+    let prefix = queue_prefix(sub.id);
+    let mut cursor: Option<String> = None;
+    let mut ready: VecDeque<Item> = VecDeque::new();
+    let mut delayed: BinaryHeap<Reverse<Delayed>> = BinaryHeap::new();
+    // One task is one delivery in progress (a batch, or single events one
+    // after another): at most `maxConcurrentDeliveries` of them.
+    let mut inflight: JoinSet<Vec<Done>> = JoinSet::new();
+    let mut exhausted = false;
+    loop {
+        let stopping = sub.cancel.is_cancelled();
+        if stopping && inflight.is_empty() {
+            return;
+        }
+        let record = sub.record();
+        if !stopping {
+            if !exhausted && ready.len() < LOAD_AHEAD {
+                match load_page(&inner, &prefix, cursor.as_deref()).await {
+                    Ok((page, last, full)) => {
+                        if last.is_some() {
+                            cursor = last;
+                        }
+                        exhausted = !full;
+                        let now = now_ms();
+                        for item in page {
+                            if item.entry.next > now {
+                                delayed.push(Reverse(Delayed {
+                                    due: item.entry.next,
+                                    item,
+                                }));
+                            } else {
+                                ready.push_back(item);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(subscription = %record.label(), error = %e, "reading the event queue failed; retrying in 1 s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = sub.cancel.cancelled() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            let now = now_ms();
+            while delayed.peek().is_some_and(|d| d.0.due <= now) {
+                if let Some(Reverse(d)) = delayed.pop() {
+                    ready.push_back(d.item);
+                }
+            }
+            let limit = record.spec.max_concurrent_deliveries.max(1) as usize;
+            while inflight.len() < limit && !ready.is_empty() {
+                // With a backlog, a task delivers several single events in turn.
+                let group = if batched(&record) {
+                    take_batch(&mut ready, &record)
+                } else {
+                    let per_task = (ready.len() / (limit - inflight.len()))
+                        .clamp(1, MAX_DELIVERIES_PER_TASK)
+                        .min(ready.len());
+                    ready.drain(..per_task).collect()
+                };
+                let max_hops = inner.config.max_hops;
+                let (group, looping): (Vec<Item>, Vec<Item>) =
+                    group.into_iter().partition(|i| i.hops <= max_hops);
+                for item in looping {
+                    let hops = item.hops;
+                    let outcome = format!(
+                        "not delivered: the event has {HOPS_ATTRIBUTE}={hops}, past the limit of {max_hops}: \
+                         it is the end of a chain of {hops} algorithm runs each caused by the event before, \
+                         an event loop (e.g. an algorithm writing into the folder its subscription watches); \
+                         break the loop, e.g. by writing results elsewhere or filtering them out"
+                    );
+                    dead_letter(&inner, &sub, &record, item, "HopLimitExceeded", outcome);
+                }
+                let (live, expired): (Vec<Item>, Vec<Item>) = group
+                    .into_iter()
+                    .partition(|i| now < expiry(&inner, &record, &i.entry));
+                for item in expired {
+                    let outcome = item
+                        .entry
+                        .last_outcome
+                        .clone()
+                        .unwrap_or_else(|| "not attempted".into());
+                    dead_letter(&inner, &sub, &record, item, "TimeToLiveExceeded", outcome);
+                }
+                if live.is_empty() {
+                    continue;
+                }
+                let (inner, record) = (inner.clone(), record.clone());
+                if batched(&record) {
+                    inflight.spawn(async move { vec![deliver(&inner, &record, live).await] });
+                } else {
+                    inflight.spawn(async move { deliver_each(&inner, &record, live).await });
+                }
+            }
+            if !exhausted && ready.len() < LOAD_AHEAD {
+                continue;
+            }
+        }
+        let next_due = delayed.peek().map(|d| d.0.due);
+        let sleep = next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
+        tokio::select! {
+            biased;
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                // Settle every finished delivery now, and acknowledge them in one message.
+                let mut acks = Vec::new();
+                let mut next = Some(done);
+                while let Some(done) = next {
+                    match done {
+                        Ok(outcomes) => {
+                            for done in outcomes {
+                                settle(&inner, &sub, &record, done, &mut delayed, &mut acks);
+                            }
+                        }
+                        Err(e) => tracing::error!(subscription = %record.label(), error = %e, "a delivery task failed; its events will be delivered again after a restart"),
+                    }
+                    next = inflight.try_join_next();
+                }
+                if !acks.is_empty() {
+                    inner.flusher.send(FlushOp::Acks(acks));
+                }
+            }
+            _ = sub.notify.notified(), if !stopping => exhausted = false,
+            _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() && !stopping => {}
+            _ = sub.cancel.cancelled(), if !stopping => {}
+        }
+    }
+}
+
+async fn load_page(
+    inner: &Arc<Inner>,
+    prefix: &str,
+    after: Option<&str>,
+) -> Result<(Vec<Item>, Option<String>, bool), wasmgrid_store::StoreError> {
+    let store = inner.store.clone();
+    let prefix = prefix.to_string();
+    let after = after.map(str::to_string);
+    let page = tokio::task::spawn_blocking(move || {
+        store.scan(
+            Table::EVENT_QUEUE,
+            &prefix,
+            after.as_deref().map(Cursor::After),
+            LOAD_AHEAD,
+        )
+    })
+    .await
+    .map_err(|e| wasmgrid_store::StoreError::Backend(format!("queue reader failed: {e}")))??;
+    let full = page.len() == LOAD_AHEAD;
+    let last = page.last().map(|(k, _)| k.clone());
+    let mut items = Vec::with_capacity(page.len());
+    for (key, bytes) in page {
+        match serde_json::from_slice::<QueueEntry>(&bytes) {
+            Ok(entry) => items.push(Item {
+                size: bytes.len(),
+                hops: event_hops(&entry.event),
+                key,
+                entry,
+            }),
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "dropping an unreadable queue entry");
+                inner.flusher.send(FlushOp::Ack(key));
+            }
+        }
+    }
+    Ok((items, last, full))
+}
+
+/// Whether the subscription is in batch mode: then every delivery is a JSON
+/// array of CloudEvents, even of one.
+fn batched(record: &SubscriptionRecord) -> bool {
+    record.spec.batching.is_some()
+}
+
+fn take_batch(ready: &mut VecDeque<Item>, record: &SubscriptionRecord) -> Vec<Item> {
+    let Some(b) = record.spec.batching.filter(|_| batched(record)) else {
+        return ready.pop_front().into_iter().collect();
+    };
+    let max_events = b.max_events_per_batch.max(1) as usize;
+    let max_bytes = b.preferred_batch_size_in_kilobytes as usize * 1024;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = ready.front() {
+        if out.len() >= max_events || (!out.is_empty() && bytes + next.size > max_bytes) {
+            break;
+        }
+        bytes += next.size;
+        if let Some(item) = ready.pop_front() {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// An event's hop count ([`HOPS_ATTRIBUTE`], 0 without one). Most events
+/// have none: a substring check spares parsing those.
+fn event_hops(raw: &RawValue) -> u32 {
+    if !raw.get().contains(HOPS_ATTRIBUTE) {
+        return 0;
+    }
+    EventView::parse(raw)
+        .ok()
+        .and_then(|v| v.raw(HOPS_ATTRIBUTE))
+        .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+        .and_then(|v| super::cloudevent::hops_value(&v))
+        .unwrap_or(0)
+}
+
+fn scaled(inner: &Inner, d: Duration) -> u64 {
+    (d.as_millis() as f64 * inner.config.time_scale).max(1.0) as u64
+}
+
+fn expiry(inner: &Inner, record: &SubscriptionRecord, entry: &QueueEntry) -> u64 {
+    let ttl =
+        Duration::from_secs(record.spec.retry_policy.event_time_to_live_in_minutes as u64 * 60);
+    entry.enqueued.saturating_add(scaled(inner, ttl))
+}
+
+/// Delay before attempt `attempts + 1`, with ±20% jitter.
+fn retry_delay(inner: &Inner, attempts: u32) -> u64 {
+    let i = (attempts.max(1) as usize - 1).min(RETRY_SCHEDULE.len() - 1);
+    let base = scaled(inner, Duration::from_secs(RETRY_SCHEDULE[i])) as f64;
+    let jitter = 0.8 + 0.4 * rand::random::<f64>();
+    (base * jitter).max(1.0) as u64
+}
+
+fn settle(
+    inner: &Arc<Inner>,
+    sub: &Arc<SubState>,
+    record: &Arc<SubscriptionRecord>,
+    (items, result, attempted_at): Done,
+    delayed: &mut BinaryHeap<Reverse<Delayed>>,
+    acks: &mut Vec<String>,
+) {
+    match result {
+        Ok(()) => {
+            let n = items.len();
+            acks.extend(items.into_iter().map(|item| item.key));
+            sub.depth.dec_by(n as i64);
+            sub.delivered.inc_by(n as u64);
+        }
+        Err(Failure::Busy(_)) => {
+            let due = now_ms() + 20 + rand::random::<u64>() % 200;
+            for item in items {
+                delayed.push(Reverse(Delayed { due, item }));
+            }
+        }
+        Err(Failure::NonRetryable(outcome)) => {
+            sub.failures.inc_by(items.len() as u64);
+            for mut item in items {
+                item.entry.attempts += 1;
+                item.entry.last_attempt = Some(attempted_at);
+                dead_letter(
+                    inner,
+                    sub,
+                    record,
+                    item,
+                    "NonRetryableError",
+                    outcome.clone(),
+                );
+            }
+        }
+        Err(Failure::Retryable(outcome)) => {
+            sub.failures.inc_by(items.len() as u64);
+            let now = now_ms();
+            for mut item in items {
+                item.entry.attempts += 1;
+                item.entry.last_attempt = Some(attempted_at);
+                item.entry.last_outcome = Some(outcome.clone());
+                if item.entry.attempts >= record.spec.retry_policy.max_delivery_attempts {
+                    dead_letter(
+                        inner,
+                        sub,
+                        record,
+                        item,
+                        "MaxDeliveryAttemptsExceeded",
+                        outcome.clone(),
+                    );
+                    continue;
+                }
+                let expires = expiry(inner, record, &item.entry);
+                if now >= expires {
+                    dead_letter(
+                        inner,
+                        sub,
+                        record,
+                        item,
+                        "TimeToLiveExceeded",
+                        outcome.clone(),
+                    );
+                    continue;
+                }
+                // Past the time-to-live, the next look dead-letters it.
+                item.entry.next = (now + retry_delay(inner, item.entry.attempts)).min(expires);
+                if let Ok(bytes) = serde_json::to_vec(&item.entry) {
+                    inner.flusher.send(FlushOp::Update(item.key.clone(), bytes));
+                }
+                delayed.push(Reverse(Delayed {
+                    due: item.entry.next,
+                    item,
+                }));
+            }
+        }
+    }
+}
+
+/// Moves an entry to the dead-letter list (and, when configured, writes it as
+/// a JSON file into the subscription's dead-letter collection).
+fn dead_letter(
+    inner: &Arc<Inner>,
+    sub: &Arc<SubState>,
+    record: &Arc<SubscriptionRecord>,
+    item: Item,
+    reason: &str,
+    outcome: String,
+) {
+    let dl = DeadLetterRecord {
+        dead_letter_reason: reason.to_string(),
+        delivery_attempts: item.entry.attempts,
+        last_delivery_outcome: outcome,
+        last_delivery_attempt_time: item.entry.last_attempt.map(rfc3339_ms),
+        publish_time: rfc3339_ms(item.entry.enqueued),
+        subscription: record.label(),
+        event: serde_json::from_str(item.entry.event.get()).unwrap_or(Value::Null),
+    };
+    let Ok(bytes) = serde_json::to_vec_pretty(&dl) else {
+        return;
+    };
+    sub.depth.dec();
+    inner
+        .metrics
+        .events_dead_lettered
+        .get_or_create(&DeadLetterLabels {
+            subscription: record.label(),
+            reason: reason.to_string(),
+        })
+        .inc();
+    let event_id = dl.event.get("id").and_then(|v| v.as_str()).unwrap_or("");
+    tracing::warn!(subscription = %record.label(), reason, event = %event_id, "event dead-lettered");
+    if let Some(target) = &record.spec.dead_letter {
+        let seq = item.key.rsplit('/').next().unwrap_or("0").to_string();
+        let uri = format!(
+            "{}{}/{}/{seq}.json",
+            target.collection, record.topic, record.name
+        );
+        let data = inner.data.clone();
+        let acting = acting_caller(record);
+        let file = bytes.clone();
+        tokio::task::spawn_blocking(move || {
+            let who = Principal::Key(&acting);
+            let written = who
+                .parse(&uri)
+                .and_then(|p| data.put(who, &p, "application/json", &file));
+            if let Err(e) = written {
+                tracing::error!(uri = %uri, error = %e, "writing a dead letter into its collection failed (it stays in the dead-letter list)");
+            }
+        });
+    }
+    inner.flusher.send(FlushOp::DeadLetter {
+        key: item.key,
+        record: bytes,
+    });
+}
+
+/// The identity deliveries act with: the subscription owner's, with the
+/// rights its creating key had for data.
+fn acting_caller(record: &SubscriptionRecord) -> Caller {
+    Caller {
+        key_id: format!("subscription {}", record.label()),
+        owner: record.owner.clone(),
+        scopes: if record.admin {
+            vec![Scope::Admin]
+        } else {
+            vec![Scope::DataRead, Scope::DataWrite]
+        },
+        compat: Default::default(),
+        hops: 0,
+    }
+}
+
+/// The events as one JSON array (a CloudEvents batch), without reparsing them.
+pub(crate) fn json_array(events: &[&RawValue]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + events.iter().map(|e| e.get().len() + 1).sum::<usize>());
+    out.push(b'[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(event.get().as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
+/// Delivers `items` one event at a time, in order. Once the destination is
+/// busy, the rest are not tried now (they come back shortly, as busy).
+async fn deliver_each(
+    inner: &Arc<Inner>,
+    record: &Arc<SubscriptionRecord>,
+    items: Vec<Item>,
+) -> Vec<Done> {
+    let mut out: Vec<Done> = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some((_, Err(Failure::Busy(why)), at)) = out.last() {
+            let (why, at) = (why.clone(), *at);
+            out.push((vec![item], Err(Failure::Busy(why)), at));
+            continue;
+        }
+        out.push(deliver(inner, record, vec![item]).await);
+    }
+    out
+}
+
+async fn deliver(inner: &Arc<Inner>, record: &Arc<SubscriptionRecord>, items: Vec<Item>) -> Done {
+    let attempted_at = now_ms();
+    let events: Vec<&RawValue> = items.iter().map(|i| &*i.entry.event).collect();
+    let result = match &record.spec.destination {
+        Destination::Algorithm(endpoint) => {
+            // The call's own events are one hop past the furthest it is given.
+            let hops = items.iter().map(|i| i.hops).max().unwrap_or(0);
+            deliver_to_algorithm(inner, endpoint, &events, hops, batched(record)).await
+        }
+        Destination::Webhook(url) => {
+            let secret = record.spec.webhook_secret.as_deref().unwrap_or("");
+            inner
+                .webhooks
+                .deliver(url, secret, &events, batched(record))
+                .await
+        }
+        Destination::Job(spec) => match &inner.jobs {
+            Some(jobs) => {
+                let mut result = Ok(());
+                for ev in &events {
+                    let ev: Value = serde_json::from_str(ev.get()).unwrap_or(Value::Null);
+                    result = jobs.start(&record.owner, record.admin, spec, &ev).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            }
+            None => Err(Failure::Retryable(
+                "the batch jobs service is not running on this server".into(),
+            )),
+        },
+    };
+    (items, result, attempted_at)
+}
+
+async fn deliver_to_algorithm(
+    inner: &Arc<Inner>,
+    endpoint: &str,
+    events: &[&RawValue],
+    hops: u32,
+    batched: bool,
+) -> Result<(), Failure> {
+    let (owner, name, spec) =
+        parse_endpoint(endpoint).map_err(|e| Failure::NonRetryable(e.to_string()))?;
+    // Resolved at each delivery: `o/n/1` follows new 1.x versions, and a
+    // redrive after a fix reaches the fixed version.
+    let deployed = inner
+        .invoker
+        .resolve(owner, name, &spec)
+        .map_err(|e| Failure::Retryable(format!("NotFound: {e}")))?;
+    let hops = hops.saturating_add(1);
+    let (payload, trigger) = if batched {
+        (
+            Payload {
+                content_type: "application/json".into(),
+                body: json_array(events).into(),
+            },
+            None,
+        )
+    } else {
+        let event = events.first().copied().map(EventView::parse).transpose();
+        let event = event.map_err(|e| {
+            Failure::NonRetryable(format!("the stored event is not a JSON object: {e}"))
+        })?;
+        let (content_type, body) = event
+            .as_ref()
+            .map(EventView::data_payload)
+            .unwrap_or_else(|| ("application/json".into(), b"null".to_vec()));
+        (
+            Payload {
+                content_type,
+                body: body.into(),
+            },
+            event.as_ref().map(EventView::trigger),
+        )
+    };
+    let result = inner
+        .invoker
+        .call(Call {
+            deployed: &deployed,
+            input: payload,
+            // A batch has no single trigger, but its events' hops still count.
+            trigger,
+            timeout: None,
+            depth: 0,
+            hops,
+        })
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let outcome = format!("{}: {e}", e.kind().as_str());
+            Err(match e {
+                InvokeError::Guest {
+                    kind: GuestErrorKind::InvalidInput | GuestErrorKind::Permanent,
+                    ..
+                } => Failure::NonRetryable(outcome),
+                InvokeError::Overloaded(_) => Failure::Busy(outcome),
+                _ => Failure::Retryable(outcome),
+            })
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The assembled runtime: store, engine, registry and keys, shared by the HTTP
+//! API, `wasmgrid up` and tests.
+
+use crate::services::Services;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tokio_util::task::TaskTracker;
+use wasmgrid_core::auth::KeyStore;
+use wasmgrid_core::data::DataService;
+use wasmgrid_core::invoker::Invoker;
+use wasmgrid_core::metrics::Metrics;
+use wasmgrid_core::registry::Registry;
+use wasmgrid_core::secrets::SecretStore;
+use wasmgrid_engine::HostApi;
+use wasmgrid_engine::{Engine, EngineConfig};
+use wasmgrid_events::{EventService, EventsConfig};
+use wasmgrid_jobs::{JobService, JobsConfig};
+use wasmgrid_store::{EmbeddedStore, Store};
+
+/// Everything a running wasmgrid node holds.
+pub struct App {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// Deployed algorithms.
+    pub registry: Arc<Registry>,
+    /// Runs algorithm calls, whoever makes them.
+    pub invoker: Arc<Invoker>,
+    /// What guests reach through host calls. The node owns them: the invoker
+    /// holds them weakly (see [`Invoker`]).
+    pub services: Arc<Services>,
+    /// API keys.
+    pub keys: Arc<KeyStore>,
+    /// Hosted data collections.
+    pub data: Arc<DataService>,
+    /// Per-algorithm secrets.
+    pub secrets: Arc<SecretStore>,
+    /// Batch jobs (started by `server::serve`).
+    pub jobs: Arc<JobService>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Topics, subscriptions and event delivery.
+    pub events: EventService,
+    /// Set once shutdown begins: `/readyz` turns 503.
+    pub draining: AtomicBool,
+    /// Work that outlives its request (`output=void` calls); drained on shutdown.
+    pub background: TaskTracker,
+}
+
+impl App {
+    /// Opens the data directory (creating it on first start, with an admin key in
+    /// `admin.key`) and builds the engine.
+    pub fn open(
+        data_dir: &Path,
+        engine: EngineConfig,
+        events: EventsConfig,
+    ) -> anyhow::Result<Arc<App>> {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(data_dir)?);
+        let engine = Arc::new(Engine::new(engine)?);
+        let registry = Arc::new(Registry::open(
+            store.clone(),
+            engine,
+            data_dir,
+            wasmgrid_core::server_paths::RESERVED_PATHS,
+        )?);
+        let keys = Arc::new(KeyStore::open(store.clone())?);
+        let data = Arc::new(DataService::new(store.clone()));
+        let secrets = Arc::new(SecretStore::open(store.clone(), data_dir)?);
+
+        if let Some(path) = keys.bootstrap_admin(data_dir)? {
+            tracing::info!(path = %path.display(), "first start: wrote the admin key");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
+        let jobs = Arc::new(JobService::new(
+            store.clone(),
+            data.clone(),
+            invoker.clone(),
+            metrics.clone(),
+            JobsConfig::default(),
+        ));
+        jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(store.clone())));
+        let events = EventService::open(
+            store.clone(),
+            invoker.clone(),
+            data.clone(),
+            metrics.clone(),
+            events,
+            Some(Arc::new(crate::bridge::JobDeliveries::new(jobs.clone()))),
+        )?;
+        let services = Arc::new(Services::new(
+            data.clone(),
+            secrets.clone(),
+            events.clone(),
+            invoker.clone(),
+        ));
+        // The one binding after construction (see `Invoker`): the services
+        // publish to events and call through the invoker, which events and
+        // jobs use too.
+        let host: Arc<dyn HostApi> = services.clone();
+        invoker.bind_host(&host)?;
+        Ok(Arc::new(App {
+            data_dir: data_dir.to_path_buf(),
+            store,
+            registry,
+            invoker,
+            services,
+            keys,
+            data,
+            secrets,
+            metrics,
+            events,
+            jobs,
+            draining: AtomicBool::new(false),
+            background: TaskTracker::new(),
+        }))
+    }
+}
