@@ -36,6 +36,8 @@ pub enum ErrorKind {
     CrashError,
     /// No instance slot or concurrency permit free.
     Overloaded,
+    /// The store or the cluster backend cannot take the write now (retry).
+    Unavailable,
     /// A host failure, not the caller's fault.
     InternalError,
 }
@@ -58,6 +60,7 @@ impl ErrorKind {
             ErrorKind::StackOverflowError => "StackOverflowError",
             ErrorKind::CrashError => "CrashError",
             ErrorKind::Overloaded => "Overloaded",
+            ErrorKind::Unavailable => "Unavailable",
             ErrorKind::InternalError => "InternalError",
         }
     }

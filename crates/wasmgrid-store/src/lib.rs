@@ -1,11 +1,20 @@
-//! Durable storage for wasmgrid's metadata and blobs, behind a trait.
+//! Durable storage for wasmgrid: the storage contracts, one per concern, and the
+//! embedded backend that implements them.
 //!
-//! Everything above this module (registry, auth, data, events, jobs) talks to a
-//! [`Store`]: a small transactional key/value interface plus a content-addressed blob
-//! store. The embedded backend ([`EmbeddedStore`]) keeps metadata in one
+//! The contracts (docs/STORAGE.md gives each one's guarantees and its mapping
+//! onto redb and onto NATS JetStream 2.9): [`records`] (versioned metadata with
+//! compare-and-set and a watch), [`changelog`] (the system feeds), [`files`]
+//! (`data://` files, folders, listings and their change events), [`queues`]
+//! (one delivery queue per subscription), [`blobs`] (component bytes, large
+//! contents as streams) and [`leases`] (singletons). Each promises only what
+//! both backends can give: no multi-key atomicity, create-once for exclusive
+//! outcomes.
+//!
+//! The embedded backend ([`EmbeddedStore`]) keeps metadata in one
 //! [redb](https://docs.rs/redb) database file and blobs as files in the data
-//! directory; a distributed backend (NATS JetStream key/value and object store) can
-//! implement the same trait later without touching the layers above.
+//! directory. Its lower-level interface, [`Store`] (multi-table transactions,
+//! ordered scans), is what the contracts are built on inside this crate; the
+//! domain crates are moving off it, contract by contract (issue 14).
 //!
 //! Values are JSON documents (see [`Table`] for what each table holds), so records
 //! can grow fields without a migration, except file records, which every file
@@ -15,7 +24,28 @@
 
 mod embedded;
 
+pub mod blobs;
+pub mod changelog;
+pub mod files;
+pub mod leases;
+pub mod queues;
+pub mod records;
+
 pub use embedded::{EmbeddedStore, sync_dir, tempfile_in};
+
+/// A record's revision: strictly increasing per key, never reused, never 0
+/// for a stored record (docs/STORAGE.md, "Shared types").
+pub type Rev = u64;
+
+/// One page of a listing, and where the next one starts (`None`: this was the
+/// last page). The marker is opaque to callers and backend-specific.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The entries of this page, in the listing's order.
+    pub items: Vec<T>,
+    /// Pass to the next call to continue after the last item.
+    pub next: Option<String>,
+}
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -103,9 +133,43 @@ impl Table {
     }
 }
 
-/// Errors from a storage backend.
+/// Errors from a storage backend. Free of HTTP meaning: the API maps them to a
+/// status and an `error_type` in one place (`api::error`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// A create found the key present (or once present: tombstones count).
+    #[error("{bucket}/{key} already exists")]
+    Exists {
+        /// The bucket (or table) of the key.
+        bucket: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// An update or delete found the record at another revision than expected:
+    /// a concurrent write came first. Re-read and decide again.
+    #[error("{bucket}/{key} changed (expected revision {expected}, found {found:?})")]
+    Changed {
+        /// The bucket of the key.
+        bucket: &'static str,
+        /// The key.
+        key: String,
+        /// The revision the caller read.
+        expected: Rev,
+        /// The revision found (`None`: the record is gone).
+        found: Option<Rev>,
+    },
+    /// The backend cannot take the request now (cluster backend unreachable, no
+    /// quorum, a stream at its byte limit): retry later. Nothing was written.
+    #[error("storage unavailable: {0}; retry shortly")]
+    Unavailable(String),
+    /// A key or value larger than the backend accepts.
+    #[error("{what} is larger than the storage limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A write batch asked for a key to be absent and it was present. Nothing in
     /// the batch was written.
     #[error("{table}/{key} already exists")]

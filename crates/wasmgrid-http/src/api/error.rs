@@ -19,7 +19,7 @@ pub struct ApiError {
     pub kind: ErrorKind,
     /// Human-readable message.
     pub message: String,
-    /// Seconds for a `Retry-After` header (with `Overloaded`).
+    /// Seconds for a `Retry-After` header (with `Overloaded` and `Unavailable`).
     pub retry_after: Option<u32>,
 }
 
@@ -35,7 +35,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
             StatusCode::CONFLICT
         }
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::TransientAlgorithmError | ErrorKind::Overloaded => {
+        ErrorKind::TransientAlgorithmError | ErrorKind::Overloaded | ErrorKind::Unavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ErrorKind::TimeoutError => StatusCode::GATEWAY_TIMEOUT,
@@ -48,13 +48,14 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 impl ApiError {
     /// An error of class `kind` with its usual status (and `Retry-After` for
-    /// `Overloaded`).
+    /// `Overloaded` and `Unavailable`).
     pub fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             status: status_of(kind),
             kind,
             message: message.into(),
-            retry_after: (kind == ErrorKind::Overloaded).then_some(1),
+            retry_after: matches!(kind, ErrorKind::Overloaded | ErrorKind::Unavailable)
+                .then_some(1),
         }
     }
     /// An error of class `kind` answered with another status than its usual
@@ -147,7 +148,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage error");
         match e {
-            StoreError::Conflict { .. } => Self::of(ErrorKind::Conflict, e.to_string()),
+            StoreError::Conflict { .. } | StoreError::Changed { .. } => {
+                Self::of(ErrorKind::Conflict, e.to_string())
+            }
+            StoreError::Exists { .. } => Self::of(ErrorKind::AlreadyExists, e.to_string()),
+            StoreError::Unavailable(_) => Self::of(ErrorKind::Unavailable, e.to_string()),
+            StoreError::TooLarge { .. } => Self::of(ErrorKind::PayloadTooLarge, e.to_string()),
             other => Self::internal(other.to_string()),
         }
     }
@@ -210,12 +216,16 @@ mod tests {
             (ErrorKind::StackOverflowError, "StackOverflowError", 500),
             (ErrorKind::CrashError, "CrashError", 500),
             (ErrorKind::Overloaded, "Overloaded", 503),
+            (ErrorKind::Unavailable, "Unavailable", 503),
             (ErrorKind::InternalError, "InternalError", 500),
         ];
         for (kind, name, status) in table {
             let e = ApiError::of(kind, "m");
             assert_eq!((kind.as_str(), e.status.as_u16()), (name, status));
-            assert_eq!(e.retry_after.is_some(), kind == ErrorKind::Overloaded);
+            assert_eq!(
+                e.retry_after.is_some(),
+                matches!(kind, ErrorKind::Overloaded | ErrorKind::Unavailable)
+            );
         }
         assert_eq!(
             ApiError::unauthenticated("m").status,
