@@ -4,6 +4,7 @@ mod client;
 mod data;
 mod events;
 mod jobs;
+mod output;
 pub mod up;
 
 pub use client::Client;
