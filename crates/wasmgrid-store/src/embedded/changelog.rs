@@ -179,3 +179,93 @@ impl ChangeLog for EmbeddedQueues {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EmbeddedStore;
+    use std::sync::Arc;
+
+    fn queues(dir: &std::path::Path) -> EmbeddedQueues {
+        EmbeddedQueues::new(Arc::new(EmbeddedStore::open(dir).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn batched_records_give_one_number_per_event_and_feeds_by_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queues(dir.path());
+        // What a data write batch and a deploy store, inside their own txns.
+        q.store
+            .transact(&mut |txn| {
+                txn.append_many(
+                    Table::OUTBOX,
+                    br#"[{"id":"1","type":"wasmgrid.data.FileCreated"},{"id":"2","type":"wasmgrid.data.FileDeleted"},{"id":"3"}]"#,
+                    3,
+                )?;
+                txn.append(
+                    Table::OUTBOX,
+                    br#"{"id":"4","type":"wasmgrid.algorithms.VersionDeployed"}"#,
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let seq = q
+            .append(
+                Feed::Jobs,
+                "j/JobFailed",
+                Bytes::from_static(br#"{"id":"5","type":"wasmgrid.jobs.JobFailed"}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(seq, 5);
+        let all = q.read(100).await.unwrap();
+        let got: Vec<(u64, Feed)> = all.iter().map(|l| (l.seq, l.feed)).collect();
+        assert_eq!(
+            got,
+            [
+                (1, Feed::Data),
+                (2, Feed::Data),
+                (3, Feed::Data),
+                (4, Feed::Algorithms),
+                (5, Feed::Jobs)
+            ]
+        );
+        assert_eq!(
+            &all[1].event[..],
+            br#"{"id":"2","type":"wasmgrid.data.FileDeleted"}"#
+        );
+        // Whole records, stopping once `max` is reached.
+        assert_eq!(q.read(1).await.unwrap().len(), 3);
+        // Inspection starts inside a record and stops at the limit.
+        let seqs: Vec<u64> = q
+            .inspect(1, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(seqs, [2, 3]);
+        q.ack(3).await.unwrap();
+        let seqs: Vec<u64> = q.read(100).await.unwrap().iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+        // Routed entries are kept for inspection.
+        assert_eq!(q.inspect(0, 100).await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn routed_entries_past_the_retention_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queues(dir.path());
+        q.store
+            .transact(&mut |txn| {
+                txn.append(Table::OUTBOX, br#"{"id":"old"}"#)?;
+                // Numbers jump past the retention (one record for many events).
+                txn.append_many(Table::OUTBOX, b"[]", LOG_RETENTION + 10)?;
+                Ok(())
+            })
+            .unwrap();
+        q.ack(LOG_RETENTION + 11).await.unwrap();
+        let left = q.inspect(0, 10).await.unwrap();
+        assert!(left.iter().all(|l| l.seq > 1), "{left:?}");
+    }
+}

@@ -806,3 +806,332 @@ fn sweep_dedup(store: &dyn Store, older_than: u64) -> Result<(), StoreError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EmbeddedStore;
+    use crate::changelog::{ChangeLog, Feed};
+    use crate::queues::Dedup;
+    use std::path::Path;
+
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    /// A runtime per "process": shutting it down ends the queue tasks, so
+    /// the store can be opened again (what a restart sees).
+    fn run<T>(dir: &Path, f: impl AsyncFnOnce(Arc<EmbeddedQueues>) -> T) -> T {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir).unwrap());
+        let q = Arc::new(EmbeddedQueues::new(store));
+        let out = rt.block_on(f(q));
+        rt.shutdown_timeout(Duration::from_secs(5));
+        out
+    }
+
+    fn ev(id: &str) -> String {
+        format!(r#"{{"id":"{id}","source":"/s","type":"t","specversion":"1.0"}}"#)
+    }
+
+    fn enq<'a>(event: &'a str, subs: &'a [SubId], id: &'a str) -> Enqueue<'a> {
+        Enqueue {
+            event,
+            subs,
+            dedup: Some(Dedup {
+                topic: "orders",
+                source: "/s",
+                id,
+            }),
+            log_seq: None,
+        }
+    }
+
+    fn ids(leased: &[Leased]) -> Vec<String> {
+        leased
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l.event.get()).unwrap();
+                v["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ingest_is_durable_on_return_and_fans_out_per_subscription() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (ev("a"), ev("b"));
+        let report = run(dir.path(), async |q| {
+            let both = [SubId(1), SubId(2)];
+            let one = [SubId(1)];
+            q.ingest(&[enq(&a, &both, "a"), enq(&b, &one, "b")], WINDOW)
+                .await
+                .unwrap()
+        });
+        assert_eq!(
+            (report.accepted, report.deliveries, report.dropped),
+            (2, 3, 0)
+        );
+        let mut per_sub = report.per_sub.clone();
+        per_sub.sort();
+        assert_eq!(per_sub, vec![(SubId(1), 2), (SubId(2), 1)]);
+        // Reopened: the entries are there, in order, with no attempts.
+        let (one, two, counts) = run(dir.path(), async |q| {
+            (
+                q.lease(SubId(1), 10).await.unwrap(),
+                q.lease(SubId(2), 10).await.unwrap(),
+                q.counts(SubId(1)).await.unwrap(),
+            )
+        });
+        assert_eq!(ids(&one), ["a", "b"]);
+        assert_eq!(ids(&two), ["a"]);
+        assert!(one.iter().all(|l| l.attempts == 0 && l.not_before_ms == 0));
+        assert!(one[0].token < one[1].token);
+        assert_eq!(counts.depth(), 2);
+    }
+
+    #[test]
+    fn duplicates_within_the_window_queue_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ev("a");
+        run(dir.path(), async |q| {
+            let subs = [SubId(7)];
+            let first = q.ingest(&[enq(&a, &subs, "a")], WINDOW).await.unwrap();
+            assert_eq!((first.accepted, first.duplicates), (1, 0));
+            let again = q
+                .ingest(&[enq(&a, &subs, "a"), enq(&a, &subs, "a")], WINDOW)
+                .await
+                .unwrap();
+            assert_eq!((again.accepted, again.duplicates), (0, 2));
+            // Outside the window (0 ms), the same identity is accepted.
+            let late = q
+                .ingest(&[enq(&a, &subs, "a")], Duration::ZERO)
+                .await
+                .unwrap();
+            assert_eq!(late.accepted, 1);
+            // No subscriptions: accepted and dropped.
+            let none = q.ingest(&[enq(&a, &[], "z")], WINDOW).await.unwrap();
+            assert_eq!((none.accepted, none.dropped, none.deliveries), (1, 1, 0));
+            assert_eq!(q.counts(SubId(7)).await.unwrap().ready, 2);
+        });
+    }
+
+    #[test]
+    fn concurrent_ingests_all_land_with_distinct_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), async |q| {
+            let mut tasks = Vec::new();
+            for i in 0..50 {
+                let q = q.clone();
+                tasks.push(tokio::spawn(async move {
+                    let e = ev(&format!("e{i}"));
+                    let id = format!("e{i}");
+                    q.ingest(&[enq(&e, &[SubId(3)], &id)], WINDOW)
+                        .await
+                        .unwrap()
+                }));
+            }
+            for t in tasks {
+                assert_eq!(t.await.unwrap().deliveries, 1);
+            }
+            let leased = q.lease(SubId(3), 100).await.unwrap();
+            assert_eq!(leased.len(), 50);
+        });
+    }
+
+    #[test]
+    fn lease_pages_forward_and_sees_later_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), async |q| {
+            let subs = [SubId(1)];
+            let (a, b, c) = (ev("a"), ev("b"), ev("c"));
+            q.ingest(&[enq(&a, &subs, "a"), enq(&b, &subs, "b")], WINDOW)
+                .await
+                .unwrap();
+            assert_eq!(ids(&q.lease(SubId(1), 1).await.unwrap()), ["a"]);
+            assert_eq!(ids(&q.lease(SubId(1), 5).await.unwrap()), ["b"]);
+            assert!(q.lease(SubId(1), 5).await.unwrap().is_empty());
+            q.ingest(&[enq(&c, &subs, "c")], WINDOW).await.unwrap();
+            assert_eq!(ids(&q.lease(SubId(1), 5).await.unwrap()), ["c"]);
+        });
+    }
+
+    #[test]
+    fn acks_retries_and_dead_letters_are_kept_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (ev("a"), ev("b"), ev("c"));
+        run(dir.path(), async |q| {
+            let subs = [SubId(1)];
+            q.ingest(
+                &[
+                    enq(&a, &subs, "a"),
+                    enq(&b, &subs, "b"),
+                    enq(&c, &subs, "c"),
+                ],
+                WINDOW,
+            )
+            .await
+            .unwrap();
+            let mut leased = q.lease(SubId(1), 10).await.unwrap();
+            let lc = leased.pop().unwrap();
+            let mut lb = leased.pop().unwrap();
+            let la = leased.pop().unwrap();
+            DeliveryQueues::ack(&*q, SubId(1), vec![la.token])
+                .await
+                .unwrap();
+            lb.attempts = 1;
+            lb.not_before_ms = 4_000_000_000_000;
+            lb.last_outcome = Some("HTTP 500".into());
+            lb.last_attempt_ms = Some(123);
+            q.retry(SubId(1), &lb).await.unwrap();
+            q.dead_letter(
+                SubId(1),
+                lc.token.clone(),
+                br#"{"event":{"id":"c"}}"#.to_vec(),
+            )
+            .await
+            .unwrap();
+            q.flush().await.unwrap();
+        });
+        let (leased, dead) = run(dir.path(), async |q| {
+            (
+                q.lease(SubId(1), 10).await.unwrap(),
+                q.dead_letters(SubId(1), None, 10).await.unwrap(),
+            )
+        });
+        assert_eq!(ids(&leased), ["b"]);
+        let b = &leased[0];
+        assert_eq!(
+            (
+                b.attempts,
+                b.not_before_ms,
+                b.last_outcome.as_deref(),
+                b.last_attempt_ms
+            ),
+            (1, 4_000_000_000_000, Some("HTTP 500"), Some(123))
+        );
+        assert_eq!(dead.items.len(), 1);
+        assert_eq!(dead.next, None);
+        assert_eq!(dead.items[0].1, br#"{"event":{"id":"c"}}"#);
+    }
+
+    #[test]
+    fn redrive_moves_chosen_dead_letters_back_with_fresh_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), async |q| {
+            let subs = [SubId(1)];
+            let (a, b) = (ev("a"), ev("b"));
+            q.ingest(&[enq(&a, &subs, "a"), enq(&b, &subs, "b")], WINDOW)
+                .await
+                .unwrap();
+            for mut l in q.lease(SubId(1), 10).await.unwrap() {
+                l.attempts = 3;
+                let record = format!(r#"{{"deadLetterReason":"x","event":{}}}"#, l.event.get());
+                q.dead_letter(SubId(1), l.token, record.into_bytes())
+                    .await
+                    .unwrap();
+            }
+            q.flush().await.unwrap();
+            let page = q.dead_letters(SubId(1), None, 1).await.unwrap();
+            assert_eq!(page.items.len(), 1);
+            let after: u64 = page.next.unwrap().parse().unwrap();
+            let rest = q.dead_letters(SubId(1), Some(after), 10).await.unwrap();
+            assert_eq!((rest.items.len(), rest.next), (1, None));
+
+            let moved = q.redrive(SubId(1), Some(&["b".to_string()])).await.unwrap();
+            assert_eq!(moved, 1);
+            let counts = q.counts(SubId(1)).await.unwrap();
+            assert_eq!((counts.ready, counts.dead), (1, 1));
+            let back = q.lease(SubId(1), 10).await.unwrap();
+            assert_eq!(ids(&back), ["b"]);
+            assert_eq!(back[0].attempts, 0);
+            assert_eq!(q.redrive(SubId(1), None).await.unwrap(), 1);
+            assert_eq!(q.counts(SubId(1)).await.unwrap().dead, 0);
+        });
+    }
+
+    #[test]
+    fn drop_queue_purges_entries_and_dead_letters_of_that_queue_only() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), async |q| {
+            let a = ev("a");
+            q.ingest(&[enq(&a, &[SubId(1), SubId(2)], "a")], WINDOW)
+                .await
+                .unwrap();
+            let l = q.lease(SubId(1), 1).await.unwrap().remove(0);
+            q.dead_letter(SubId(1), l.token, b"{}".to_vec())
+                .await
+                .unwrap();
+            let b = ev("b");
+            q.ingest(&[enq(&b, &[SubId(1)], "b")], WINDOW)
+                .await
+                .unwrap();
+            q.drop_queue(SubId(1)).await.unwrap();
+            assert_eq!(q.counts(SubId(1)).await.unwrap(), QueueCounts::default());
+            assert_eq!(q.counts(SubId(2)).await.unwrap().ready, 1);
+        });
+    }
+
+    #[test]
+    fn expired_dedup_marks_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), async |q| {
+            let a = ev("a");
+            q.ingest(&[enq(&a, &[SubId(1)], "a")], WINDOW)
+                .await
+                .unwrap();
+            q.expire_dedup(WINDOW).await.unwrap();
+            assert_eq!(
+                q.store
+                    .count(Table::EVENT_DEDUP, "", &mut |_, _| true)
+                    .unwrap(),
+                2
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            q.expire_dedup(Duration::ZERO).await.unwrap();
+            assert_eq!(
+                q.store
+                    .count(Table::EVENT_DEDUP, "", &mut |_, _| true)
+                    .unwrap(),
+                0
+            );
+        });
+    }
+
+    #[test]
+    fn routing_queues_and_acknowledges_the_log_together() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), async |q| {
+            let e1 = ev("j1");
+            let s1 = q
+                .append(Feed::Jobs, "j1/JobCompleted", e1.clone().into())
+                .await
+                .unwrap();
+            let s2 = q
+                .append(Feed::Jobs, "j2/JobCompleted", ev("j2").into())
+                .await
+                .unwrap();
+            assert!(s2 > s1);
+            let read = q.read(100).await.unwrap();
+            assert_eq!(read.iter().map(|l| l.seq).collect::<Vec<_>>(), [s1, s2]);
+            let subs = [SubId(9)];
+            let batch = [Enqueue {
+                event: &e1,
+                subs: &subs,
+                dedup: None,
+                log_seq: Some(s1),
+            }];
+            let report = q.ingest_routed(&batch, s1).await.unwrap();
+            assert_eq!(report.deliveries, 1);
+            // Only what follows the acknowledged position is read again.
+            let read = q.read(100).await.unwrap();
+            assert_eq!(read.iter().map(|l| l.seq).collect::<Vec<_>>(), [s2]);
+            assert_eq!(ids(&q.lease(SubId(9), 10).await.unwrap()), ["j1"]);
+        });
+        // The position is durable.
+        let read = run(dir.path(), async |q| q.read(100).await.unwrap());
+        assert_eq!(read.len(), 1);
+    }
+}
