@@ -1097,6 +1097,10 @@ impl EventService {
                 },
             },
         };
+        if existing.is_none() {
+            // The queue before the record (docs/STORAGE.md 2.1, Subscriptions).
+            self.inner.queues.create_queue(SubId(record.id)).await?;
+        }
         let mut batch = WriteBatch::new();
         batch.put_json(Table::SUBSCRIPTIONS, format!("{topic}/{name}"), &record);
         self.commit(batch).await?;
@@ -1506,9 +1510,10 @@ fn per_sub_states(routed: &Routed, report: &IngestReport) -> Vec<(Arc<SubState>,
         .collect()
 }
 
-/// Feeds the system topics from the outbox: each page of change records is
-/// routed and the cursor advanced in one transaction, so every change is
-/// routed exactly once even across crashes.
+/// Feeds the system topics from the change log: each batch of entries is
+/// queued and the log acknowledged in one step (`ingest_routed`: one
+/// transaction in the embedded backend, so every change is routed exactly
+/// once even across crashes; at least once, deduplicated, in a cluster).
 async fn outbox_feed(inner: Arc<Inner>) {
     let svc = EventService {
         inner: inner.clone(),
