@@ -1547,11 +1547,13 @@ async fn feed_once(svc: &EventService) -> Result<usize, EventError> {
     // Events routed in one transaction, about: a stored record of a batch of
     // writes holds up to 64 events.
     const EVENTS: usize = 2000;
-    let logged = svc.inner.log.read(EVENTS).await?;
-    let Some(last) = logged.last().map(|l| l.seq) else {
+    let read = svc.inner.log.read(EVENTS).await?;
+    let Some(last) = read.upto else {
         return Ok(0);
     };
-    let n = logged.len();
+    let logged = read.entries;
+    // An unreadable record alone still counts, so the feed goes on at once.
+    let n = logged.len().max(1);
     let mut by_feed: HashMap<Feed, (Vec<u64>, Vec<Value>)> = HashMap::new();
     for l in logged {
         match serde_json::from_slice::<Value>(&l.event) {

@@ -62,6 +62,17 @@ pub struct Logged {
     pub event: Bytes,
 }
 
+/// What [`ChangeLog::read`] found after the router's position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// The entries, in log order.
+    pub entries: Vec<Logged>,
+    /// The position to acknowledge once they are routed: the number of the
+    /// last entry read, past any unreadable stored record met on the way
+    /// (skipped with an error in the log). `None`: nothing new.
+    pub upto: Option<u64>,
+}
+
 /// The system feeds (docs/STORAGE.md 2.2).
 ///
 /// Guarantees (both backends): numbers increase in append order; an entry
@@ -84,9 +95,9 @@ pub trait ChangeLog: Send + Sync {
 
     /// The next entries after the router's acknowledged position, in log
     /// order: whole stored records, stopping once `max` events are reached
-    /// (so slightly more may come back). Reads nothing durable-side: the
-    /// same entries come back until they are acknowledged.
-    async fn read(&self, max: usize) -> Result<Vec<Logged>, StoreError>;
+    /// (so slightly more may come back). The same entries come back until
+    /// they are acknowledged (up to [`LogRead::upto`]).
+    async fn read(&self, max: usize) -> Result<LogRead, StoreError>;
 
     /// Everything up to `upto` is routed and is not read again; durable on
     /// return. Routed entries past the retention are pruned afterwards.

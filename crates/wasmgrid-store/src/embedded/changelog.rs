@@ -8,7 +8,7 @@
 //! last event, each event having its own number. Reading is done only here.
 
 use super::queues::EmbeddedQueues;
-use crate::changelog::{ChangeLog, Feed, LOG_RETENTION, Logged};
+use crate::changelog::{ChangeLog, Feed, LOG_RETENTION, LogRead, Logged};
 use crate::{Cursor, Store, StoreError, Table, WriteBatch};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -112,7 +112,7 @@ impl ChangeLog for EmbeddedQueues {
         .map_err(worker_failed)?
     }
 
-    async fn read(&self, max: usize) -> Result<Vec<Logged>, StoreError> {
+    async fn read(&self, max: usize) -> Result<LogRead, StoreError> {
         let cursor = self
             .store
             .get(Table::META, CURSOR_KEY)?
@@ -127,15 +127,16 @@ impl ChangeLog for EmbeddedQueues {
             Some(Cursor::After(&format!("{cursor:020}"))),
             READ_RECORDS,
         )?;
-        let mut out = Vec::new();
+        let mut out = LogRead::default();
         for (key, bytes) in page {
-            if out.len() >= max {
+            if out.entries.len() >= max {
                 break;
             }
             let last: u64 = key.parse().unwrap_or(cursor);
+            out.upto = Some(last);
             match decode_record(last, bytes) {
-                Ok(events) => out.extend(events),
-                // Skipped: the router's next acknowledgement passes it.
+                Ok(events) => out.entries.extend(events),
+                // Skipped: acknowledging `upto` passes it.
                 Err(e) => {
                     tracing::error!(key = %key, error = %e, "skipping an unreadable outbox record")
                 }
@@ -218,7 +219,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seq, 5);
-        let all = q.read(100).await.unwrap();
+        let all = q.read(100).await.unwrap().entries;
         let got: Vec<(u64, Feed)> = all.iter().map(|l| (l.seq, l.feed)).collect();
         assert_eq!(
             got,
@@ -235,7 +236,7 @@ mod tests {
             br#"{"id":"2","type":"wasmgrid.data.FileDeleted"}"#
         );
         // Whole records, stopping once `max` is reached.
-        assert_eq!(q.read(1).await.unwrap().len(), 3);
+        assert_eq!(q.read(1).await.unwrap().entries.len(), 3);
         // Inspection starts inside a record and stops at the limit.
         let seqs: Vec<u64> = q
             .inspect(1, 2)
@@ -246,10 +247,35 @@ mod tests {
             .collect();
         assert_eq!(seqs, [2, 3]);
         q.ack(3).await.unwrap();
-        let seqs: Vec<u64> = q.read(100).await.unwrap().iter().map(|l| l.seq).collect();
+        let seqs: Vec<u64> = q
+            .read(100)
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .map(|l| l.seq)
+            .collect();
         assert_eq!(seqs, [4, 5]);
         // Routed entries are kept for inspection.
         assert_eq!(q.inspect(0, 100).await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_passed_by_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queues(dir.path());
+        q.store
+            .transact(&mut |txn| {
+                txn.append(Table::OUTBOX, br#"{"id":"1"}"#)?;
+                txn.append(Table::OUTBOX, b"not json")?;
+                Ok(())
+            })
+            .unwrap();
+        let read = q.read(100).await.unwrap();
+        assert_eq!(read.entries.len(), 1);
+        assert_eq!(read.upto, Some(2));
+        q.ack(2).await.unwrap();
+        assert_eq!(q.read(100).await.unwrap(), LogRead::default());
     }
 
     #[tokio::test]
