@@ -29,7 +29,7 @@ use wasmgrid::metrics::Metrics;
 use wasmgrid::registry::Registry;
 use wasmgrid::secrets::SecretStore;
 use wasmgrid::services::Services;
-use wasmgrid::store::{EmbeddedStore, Store, Table};
+use wasmgrid::store::{EmbeddedQueues, EmbeddedStore, Store, Table};
 
 fn guest(name: &str) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
@@ -72,8 +72,11 @@ fn main() {
     );
     let metrics = Arc::new(Metrics::new());
     let invoker = Arc::new(Invoker::new(registry, metrics.clone()));
+    let queues = Arc::new(EmbeddedQueues::new(store.clone()));
     let events = EventService::open(
         store.clone(),
+        queues.clone(),
+        queues,
         invoker.clone(),
         data.clone(),
         metrics,

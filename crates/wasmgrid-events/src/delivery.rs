@@ -3,36 +3,29 @@
 //! A worker pages through its queue in key (= publish) order, keeps at most
 //! `maxConcurrentDeliveries` deliveries in flight, and holds retries in an
 //! in-memory timer heap (their due time is also written to the entry, so a
-//! restart picks the schedule up again). Outcomes are written through one
-//! [`Flusher`] task that applies them in order, many per transaction:
-//! acknowledgements need no fsync of their own (a lost acknowledgement only
-//! means one more delivery, which at-least-once allows), so they are committed
-//! lazily and made durable by the next durable commit (an ingest, or the
-//! flusher's own after 50 ms of quiet); retry updates and dead letters are
-//! rare and committed durably. Keeping every
-//! write of a queue entry on one ordered path means an acknowledgement or
-//! dead-letter can never be overtaken by an older update of the same entry.
+//! restart picks the schedule up again). Entries and outcomes go through the
+//! [`DeliveryQueues`] contract: `lease` pages through the queue, `ack`,
+//! `retry` and `dead_letter` record outcomes (in order, so an acknowledgement
+//! or dead letter is never overtaken by an older update of the same entry).
 
 use super::cloudevent::EventView;
 use super::{
     DeadLetterRecord, Destination, Inner, SubState, SubscriptionRecord, now_ms, parse_endpoint,
-    queue_prefix, rfc3339_ms,
+    rfc3339_ms,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use wasmgrid_core::auth::{Caller, Scope};
 use wasmgrid_core::data::Principal;
 use wasmgrid_core::invoker::Call;
 use wasmgrid_core::metrics::DeadLetterLabels;
 use wasmgrid_engine::{GuestErrorKind, HOPS_ATTRIBUTE, InvokeError, Payload};
-use wasmgrid_store::{Cursor, Table};
+use wasmgrid_store::queues::{Leased, SubId, Token};
 
 /// Event Grid's retry delays in seconds (10 s … 6 h), then 12 h for every
 /// further attempt. Scaled by [`super::EventsConfig::time_scale`], with ±20%
@@ -54,28 +47,9 @@ pub enum Failure {
     Busy(String),
 }
 
-/// A queued delivery as stored in `event_queue`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct QueueEntry {
-    /// Publish time (ms since the epoch): the start of the time-to-live.
-    enqueued: u64,
-    /// Attempts made so far.
-    attempts: u32,
-    /// Not before this time (ms); 0 = now.
-    next: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_outcome: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_attempt: Option<u64>,
-    /// The CloudEvent as published (structured JSON), kept unparsed.
-    event: Box<RawValue>,
-}
-
 struct Item {
-    key: String,
-    entry: QueueEntry,
-    /// Encoded size of the event, for batch sizing.
-    size: usize,
+    /// The entry with its attempt state, as leased.
+    entry: Leased,
     /// The event's hop count ([`HOPS_ATTRIBUTE`]), read once when loaded: the
     /// hop limit and the delivered call's count both need it.
     hops: u32,
@@ -88,7 +62,7 @@ struct Delayed {
 
 impl PartialEq for Delayed {
     fn eq(&self, o: &Self) -> bool {
-        (self.due, &self.item.key) == (o.due, &o.item.key)
+        (self.due, &self.item.entry.token) == (o.due, &o.item.entry.token)
     }
 }
 impl Eq for Delayed {}
@@ -99,160 +73,7 @@ impl PartialOrd for Delayed {
 }
 impl Ord for Delayed {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.due, &self.item.key).cmp(&(o.due, &o.item.key))
-    }
-}
-
-enum FlushOp {
-    Ack(String),
-    /// Several acknowledgements at once (one channel message per worker wake-up).
-    Acks(Vec<String>),
-    Update(String, Vec<u8>),
-    DeadLetter {
-        key: String,
-        record: Vec<u8>,
-    },
-    Barrier(oneshot::Sender<()>),
-}
-
-/// Applies queue outcomes in order, batching them into transactions.
-pub(crate) struct Flusher {
-    tx: mpsc::UnboundedSender<FlushOp>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<FlushOp>>>,
-}
-
-impl Flusher {
-    pub(crate) fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-
-    pub(crate) fn start(&self, inner: Arc<Inner>) {
-        let rx = self.rx.lock().ok().and_then(|mut r| r.take());
-        if let Some(rx) = rx {
-            tokio::spawn(flush_loop(inner, rx));
-        }
-    }
-
-    fn send(&self, op: FlushOp) {
-        // The loop lives as long as the process; a send can only fail after
-        // the runtime is gone, when nothing is waiting for the write anyway.
-        let _ = self.tx.send(op);
-    }
-
-    /// Waits until every operation sent before this call is durable.
-    pub(crate) async fn barrier(&self) {
-        let (tx, rx) = oneshot::channel();
-        self.send(FlushOp::Barrier(tx));
-        let _ = rx.await;
-    }
-
-    /// Flushes what is pending (shutdown).
-    pub(crate) async fn close(&self) {
-        self.barrier().await;
-    }
-}
-
-/// How long the flusher lets lazily committed outcomes wait for a durable
-/// commit by someone else before it makes one itself.
-const LAZY_FLUSH_DELAY: Duration = Duration::from_millis(50);
-
-async fn flush_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FlushOp>) {
-    // Acknowledgements are committed lazily (no fsync of their own; the next
-    // durable commit, usually an ingest, carries them). `dirty` says some are
-    // not known durable yet.
-    let mut dirty = false;
-    loop {
-        let mut ops = Vec::new();
-        // After LAZY_FLUSH_DELAY of quiet, one durable commit (of nothing)
-        // makes the lazy ones durable.
-        let mut quiet = false;
-        if dirty {
-            match tokio::time::timeout(LAZY_FLUSH_DELAY, rx.recv()).await {
-                Ok(Some(op)) => ops.push(op),
-                Ok(None) => break,
-                Err(_) => quiet = true,
-            }
-        } else {
-            match rx.recv().await {
-                Some(op) => ops.push(op),
-                None => break,
-            }
-        }
-        while !quiet && ops.len() < 8192 {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        let mut barriers = Vec::new();
-        let mut writes = Vec::new();
-        for op in ops {
-            match op {
-                FlushOp::Barrier(b) => barriers.push(b),
-                other => writes.push(other),
-            }
-        }
-        // A barrier needs everything before it durable (a durable commit
-        // covers every earlier lazy one). Retry state and dead letters are
-        // rare and worth an fsync: only acknowledgements, the bulk, are lazy.
-        let durable = quiet
-            || !barriers.is_empty()
-            || writes
-                .iter()
-                .any(|w| matches!(w, FlushOp::Update(..) | FlushOp::DeadLetter { .. }));
-        let writes = Arc::new(writes);
-        loop {
-            let store = inner.store.clone();
-            let w = writes.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let mut apply = |txn: &mut dyn wasmgrid_store::Txn| {
-                    for op in w.iter() {
-                        match op {
-                            FlushOp::Ack(key) => txn.delete(Table::EVENT_QUEUE, key)?,
-                            FlushOp::Acks(keys) => {
-                                for key in keys {
-                                    txn.delete(Table::EVENT_QUEUE, key)?;
-                                }
-                            }
-                            FlushOp::Update(key, bytes) => {
-                                // An entry deleted meanwhile (subscription removed) stays deleted.
-                                if txn.get(Table::EVENT_QUEUE, key)?.is_some() {
-                                    txn.put(Table::EVENT_QUEUE, key, bytes)?;
-                                }
-                            }
-                            FlushOp::DeadLetter { key, record } => {
-                                txn.put(Table::DEAD_LETTERS, key, record)?;
-                                txn.delete(Table::EVENT_QUEUE, key)?;
-                            }
-                            FlushOp::Barrier(_) => {}
-                        }
-                    }
-                    Ok(())
-                };
-                if durable {
-                    store.transact(&mut apply)
-                } else {
-                    store.transact_lazy(&mut apply)
-                }
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "writing delivery outcomes failed; retrying");
-                }
-                Err(e) => tracing::error!(error = %e, "delivery outcome writer failed; retrying"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        dirty = !durable;
-        for b in barriers {
-            let _ = b.send(());
-        }
+        (self.due, &self.item.entry.token).cmp(&(o.due, &o.item.entry.token))
     }
 }
 
@@ -275,8 +96,7 @@ type Done = (Vec<Item>, Result<(), Failure>, u64);
 const MAX_DELIVERIES_PER_TASK: usize = 16;
 
 async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
-    let prefix = queue_prefix(sub.id);
-    let mut cursor: Option<String> = None;
+    let queue = SubId(sub.id);
     let mut ready: VecDeque<Item> = VecDeque::new();
     let mut delayed: BinaryHeap<Reverse<Delayed>> = BinaryHeap::new();
     // One task is one delivery in progress (a batch, or single events one
@@ -291,17 +111,18 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
         let record = sub.record();
         if !stopping {
             if !exhausted && ready.len() < LOAD_AHEAD {
-                match load_page(&inner, &prefix, cursor.as_deref()).await {
-                    Ok((page, last, full)) => {
-                        if last.is_some() {
-                            cursor = last;
-                        }
-                        exhausted = !full;
+                match inner.queues.lease(queue, LOAD_AHEAD).await {
+                    Ok(page) => {
+                        exhausted = page.len() < LOAD_AHEAD;
                         let now = now_ms();
-                        for item in page {
-                            if item.entry.next > now {
+                        for entry in page {
+                            let item = Item {
+                                hops: event_hops(&entry.event),
+                                entry,
+                            };
+                            if item.entry.not_before_ms > now {
                                 delayed.push(Reverse(Delayed {
-                                    due: item.entry.next,
+                                    due: item.entry.not_before_ms,
                                     item,
                                 }));
                             } else {
@@ -347,7 +168,7 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                          an event loop (e.g. an algorithm writing into the folder its subscription watches); \
                          break the loop, e.g. by writing results elsewhere or filtering them out"
                     );
-                    dead_letter(&inner, &sub, &record, item, "HopLimitExceeded", outcome);
+                    dead_letter(&inner, &sub, &record, item, "HopLimitExceeded", outcome).await;
                 }
                 let (live, expired): (Vec<Item>, Vec<Item>) = group
                     .into_iter()
@@ -358,7 +179,7 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                         .last_outcome
                         .clone()
                         .unwrap_or_else(|| "not attempted".into());
-                    dead_letter(&inner, &sub, &record, item, "TimeToLiveExceeded", outcome);
+                    dead_letter(&inner, &sub, &record, item, "TimeToLiveExceeded", outcome).await;
                 }
                 if live.is_empty() {
                     continue;
@@ -386,15 +207,17 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                     match done {
                         Ok(outcomes) => {
                             for done in outcomes {
-                                settle(&inner, &sub, &record, done, &mut delayed, &mut acks);
+                                settle(&inner, &sub, &record, done, &mut delayed, &mut acks).await;
                             }
                         }
                         Err(e) => tracing::error!(subscription = %record.label(), error = %e, "a delivery task failed; its events will be delivered again after a restart"),
                     }
                     next = inflight.try_join_next();
                 }
-                if !acks.is_empty() {
-                    inner.flusher.send(FlushOp::Acks(acks));
+                if !acks.is_empty()
+                    && let Err(e) = inner.queues.ack(queue, acks).await
+                {
+                    tracing::error!(subscription = %record.label(), error = %e, "acknowledging deliveries failed; they will be delivered again after a restart");
                 }
             }
             _ = sub.notify.notified(), if !stopping => exhausted = false,
@@ -402,44 +225,6 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
             _ = sub.cancel.cancelled(), if !stopping => {}
         }
     }
-}
-
-async fn load_page(
-    inner: &Arc<Inner>,
-    prefix: &str,
-    after: Option<&str>,
-) -> Result<(Vec<Item>, Option<String>, bool), wasmgrid_store::StoreError> {
-    let store = inner.store.clone();
-    let prefix = prefix.to_string();
-    let after = after.map(str::to_string);
-    let page = tokio::task::spawn_blocking(move || {
-        store.scan(
-            Table::EVENT_QUEUE,
-            &prefix,
-            after.as_deref().map(Cursor::After),
-            LOAD_AHEAD,
-        )
-    })
-    .await
-    .map_err(|e| wasmgrid_store::StoreError::Backend(format!("queue reader failed: {e}")))??;
-    let full = page.len() == LOAD_AHEAD;
-    let last = page.last().map(|(k, _)| k.clone());
-    let mut items = Vec::with_capacity(page.len());
-    for (key, bytes) in page {
-        match serde_json::from_slice::<QueueEntry>(&bytes) {
-            Ok(entry) => items.push(Item {
-                size: bytes.len(),
-                hops: event_hops(&entry.event),
-                key,
-                entry,
-            }),
-            Err(e) => {
-                tracing::error!(key = %key, error = %e, "dropping an unreadable queue entry");
-                inner.flusher.send(FlushOp::Ack(key));
-            }
-        }
-    }
-    Ok((items, last, full))
 }
 
 /// Whether the subscription is in batch mode: then every delivery is a JSON
@@ -457,10 +242,10 @@ fn take_batch(ready: &mut VecDeque<Item>, record: &SubscriptionRecord) -> Vec<It
     let mut out = Vec::new();
     let mut bytes = 0;
     while let Some(next) = ready.front() {
-        if out.len() >= max_events || (!out.is_empty() && bytes + next.size > max_bytes) {
+        if out.len() >= max_events || (!out.is_empty() && bytes + next.entry.size > max_bytes) {
             break;
         }
-        bytes += next.size;
+        bytes += next.entry.size;
         if let Some(item) = ready.pop_front() {
             out.push(item);
         }
@@ -486,10 +271,10 @@ fn scaled(inner: &Inner, d: Duration) -> u64 {
     (d.as_millis() as f64 * inner.config.time_scale).max(1.0) as u64
 }
 
-fn expiry(inner: &Inner, record: &SubscriptionRecord, entry: &QueueEntry) -> u64 {
+fn expiry(inner: &Inner, record: &SubscriptionRecord, entry: &Leased) -> u64 {
     let ttl =
         Duration::from_secs(record.spec.retry_policy.event_time_to_live_in_minutes as u64 * 60);
-    entry.enqueued.saturating_add(scaled(inner, ttl))
+    entry.enqueued_ms.saturating_add(scaled(inner, ttl))
 }
 
 /// Delay before attempt `attempts + 1`, with ±20% jitter.
@@ -500,18 +285,18 @@ fn retry_delay(inner: &Inner, attempts: u32) -> u64 {
     (base * jitter).max(1.0) as u64
 }
 
-fn settle(
+async fn settle(
     inner: &Arc<Inner>,
     sub: &Arc<SubState>,
     record: &Arc<SubscriptionRecord>,
     (items, result, attempted_at): Done,
     delayed: &mut BinaryHeap<Reverse<Delayed>>,
-    acks: &mut Vec<String>,
+    acks: &mut Vec<Token>,
 ) {
     match result {
         Ok(()) => {
             let n = items.len();
-            acks.extend(items.into_iter().map(|item| item.key));
+            acks.extend(items.into_iter().map(|item| item.entry.token));
             sub.depth.dec_by(n as i64);
             sub.delivered.inc_by(n as u64);
         }
@@ -525,7 +310,7 @@ fn settle(
             sub.failures.inc_by(items.len() as u64);
             for mut item in items {
                 item.entry.attempts += 1;
-                item.entry.last_attempt = Some(attempted_at);
+                item.entry.last_attempt_ms = Some(attempted_at);
                 dead_letter(
                     inner,
                     sub,
@@ -533,7 +318,8 @@ fn settle(
                     item,
                     "NonRetryableError",
                     outcome.clone(),
-                );
+                )
+                .await;
             }
         }
         Err(Failure::Retryable(outcome)) => {
@@ -541,7 +327,7 @@ fn settle(
             let now = now_ms();
             for mut item in items {
                 item.entry.attempts += 1;
-                item.entry.last_attempt = Some(attempted_at);
+                item.entry.last_attempt_ms = Some(attempted_at);
                 item.entry.last_outcome = Some(outcome.clone());
                 if item.entry.attempts >= record.spec.retry_policy.max_delivery_attempts {
                     dead_letter(
@@ -551,7 +337,8 @@ fn settle(
                         item,
                         "MaxDeliveryAttemptsExceeded",
                         outcome.clone(),
-                    );
+                    )
+                    .await;
                     continue;
                 }
                 let expires = expiry(inner, record, &item.entry);
@@ -563,16 +350,18 @@ fn settle(
                         item,
                         "TimeToLiveExceeded",
                         outcome.clone(),
-                    );
+                    )
+                    .await;
                     continue;
                 }
                 // Past the time-to-live, the next look dead-letters it.
-                item.entry.next = (now + retry_delay(inner, item.entry.attempts)).min(expires);
-                if let Ok(bytes) = serde_json::to_vec(&item.entry) {
-                    inner.flusher.send(FlushOp::Update(item.key.clone(), bytes));
+                item.entry.not_before_ms =
+                    (now + retry_delay(inner, item.entry.attempts)).min(expires);
+                if let Err(e) = inner.queues.retry(SubId(sub.id), &item.entry).await {
+                    tracing::error!(subscription = %record.label(), error = %e, "recording a retry failed; the event is retried from its earlier state after a restart");
                 }
                 delayed.push(Reverse(Delayed {
-                    due: item.entry.next,
+                    due: item.entry.not_before_ms,
                     item,
                 }));
             }
@@ -582,7 +371,7 @@ fn settle(
 
 /// Moves an entry to the dead-letter list (and, when configured, writes it as
 /// a JSON file into the subscription's dead-letter collection).
-fn dead_letter(
+async fn dead_letter(
     inner: &Arc<Inner>,
     sub: &Arc<SubState>,
     record: &Arc<SubscriptionRecord>,
@@ -594,8 +383,8 @@ fn dead_letter(
         dead_letter_reason: reason.to_string(),
         delivery_attempts: item.entry.attempts,
         last_delivery_outcome: outcome,
-        last_delivery_attempt_time: item.entry.last_attempt.map(rfc3339_ms),
-        publish_time: rfc3339_ms(item.entry.enqueued),
+        last_delivery_attempt_time: item.entry.last_attempt_ms.map(rfc3339_ms),
+        publish_time: rfc3339_ms(item.entry.enqueued_ms),
         subscription: record.label(),
         event: serde_json::from_str(item.entry.event.get()).unwrap_or(Value::Null),
     };
@@ -614,7 +403,7 @@ fn dead_letter(
     let event_id = dl.event.get("id").and_then(|v| v.as_str()).unwrap_or("");
     tracing::warn!(subscription = %record.label(), reason, event = %event_id, "event dead-lettered");
     if let Some(target) = &record.spec.dead_letter {
-        let seq = item.key.rsplit('/').next().unwrap_or("0").to_string();
+        let seq = format!("{:020}", item.entry.token.seq());
         let uri = format!(
             "{}{}/{}/{seq}.json",
             target.collection, record.topic, record.name
@@ -632,10 +421,13 @@ fn dead_letter(
             }
         });
     }
-    inner.flusher.send(FlushOp::DeadLetter {
-        key: item.key,
-        record: bytes,
-    });
+    if let Err(e) = inner
+        .queues
+        .dead_letter(SubId(sub.id), item.entry.token, bytes)
+        .await
+    {
+        tracing::error!(subscription = %record.label(), error = %e, "recording a dead letter failed; the event is delivered again after a restart");
+    }
 }
 
 /// The identity deliveries act with: the subscription owner's, with the

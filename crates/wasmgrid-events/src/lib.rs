@@ -5,18 +5,19 @@
 //!   mode, Event Grid schema) into one canonical form.
 //! - [`filter`] compiles subscription filters and indexes them per topic.
 //! - This module keeps topics and subscriptions ([`EventService`]) and ingests
-//!   events: one transaction per publish request records the deduplication
-//!   marks and one queue entry per matching subscription, so a 2xx means every
-//!   delivery the event owes is durable (group commit keeps that cheap).
+//!   events through the [`DeliveryQueues`] contract: the deduplication marks
+//!   and one queue entry per matching subscription are durable before a 2xx
+//!   (the embedded backend combines concurrent publishes into one
+//!   transaction).
 //! - `delivery` drains each subscription's durable queue with bounded
 //!   concurrency, retries on Event Grid's schedule, dead-letters, batches.
-//! - The data outbox (and the registry's lifecycle records in it) feed the
-//!   system topics `system.data`, `system.algorithms` and `system.jobs`.
+//! - The [`ChangeLog`] (data changes, the registry's lifecycle events, job
+//!   ends) feeds the system topics `system.data`, `system.algorithms` and
+//!   `system.jobs`.
 
 pub use wasmgrid_cloudevents::event as cloudevent;
 mod delivery;
 pub use wasmgrid_cloudevents::filter;
-mod ingest;
 mod webhook;
 
 use filter::{CompiledFilter, Filter, SubscriptionIndex};
@@ -35,7 +36,9 @@ use wasmgrid_core::data::{DataService, Principal};
 use wasmgrid_core::invoker::Invoker;
 use wasmgrid_core::metrics::{Metrics, SubscriptionLabel, TopicLabel};
 use wasmgrid_core::registry::VersionSpec;
-use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table, WriteBatch};
+use wasmgrid_store::changelog::{ChangeLog, Feed};
+use wasmgrid_store::queues::{Dedup, DeliveryQueues, Enqueue, IngestReport, SubId};
+use wasmgrid_store::{Store, StoreError, StoreExt, Table, WriteBatch};
 
 pub use delivery::{Failure, RETRY_SCHEDULE};
 
@@ -381,14 +384,15 @@ impl TopicState {
 
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
+    /// Delivery queues, dead letters and the dedup window.
+    queues: Arc<dyn DeliveryQueues>,
+    /// The system feeds, routed into the queues by the feed task.
+    log: Arc<dyn ChangeLog>,
     invoker: Arc<Invoker>,
     data: Arc<DataService>,
     metrics: Arc<Metrics>,
     config: EventsConfig,
     topics: RwLock<HashMap<String, TopicState>>,
-    flusher: delivery::Flusher,
-    /// Publish requests waiting for the combined ingest transaction.
-    ingest: ingest::Combiner,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     webhooks: webhook::WebhookClient,
@@ -417,19 +421,8 @@ pub(crate) fn rfc3339_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-const SEQ_KEY: &str = "event_seq";
-const OUTBOX_CURSOR_KEY: &str = "event_outbox_cursor";
-
 fn lock_err() -> EventError {
     EventError::Internal("event state lock poisoned".into())
-}
-
-fn queue_prefix(id: u64) -> String {
-    format!("{id:016x}/")
-}
-
-fn queue_key(id: u64, seq: u64) -> String {
-    format!("{id:016x}/{seq:020}")
 }
 
 /// Topic names: 1–128 of letters, digits, `.`, `_`, `-`, starting with a
@@ -473,18 +466,6 @@ fn system_event_owner(event: &Value) -> Option<&str> {
         .and_then(|s| s.split('/').nth(2))
 }
 
-/// The system topic an outbox record belongs to, by its event type.
-fn system_topic_of(event: &Value) -> &'static str {
-    let ty = event.get("type").and_then(Value::as_str).unwrap_or("");
-    if ty.starts_with("wasmgrid.algorithms.") {
-        "system.algorithms"
-    } else if ty.starts_with("wasmgrid.jobs.") {
-        "system.jobs"
-    } else {
-        "system.data"
-    }
-}
-
 /// A topic or webhook key: `wgt_` + 256 random bits (base64url). The prefix
 /// makes leaked keys recognisable and keeps them from starting with `-` (which
 /// command lines would take for a flag).
@@ -503,11 +484,16 @@ fn sha256_hex(s: &str) -> String {
 
 impl EventService {
     /// Loads topics and subscriptions. Call [`EventService::start`] inside a
-    /// tokio runtime to run deliveries and the system-topic feed. Deliveries
-    /// to algorithms call through `invoker`; `jobs` starts the jobs of
-    /// `{"job": …}` destinations (none: such subscriptions are refused).
+    /// tokio runtime to run deliveries and the system-topic feed. Queues,
+    /// dead letters and deduplication live in `queues`; the system topics
+    /// are fed from `log`. Deliveries to algorithms call through `invoker`;
+    /// `jobs` starts the jobs of `{"job": …}` destinations (none: such
+    /// subscriptions are refused).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         store: Arc<dyn Store>,
+        queues: Arc<dyn DeliveryQueues>,
+        log: Arc<dyn ChangeLog>,
         invoker: Arc<Invoker>,
         data: Arc<DataService>,
         metrics: Arc<Metrics>,
@@ -523,9 +509,9 @@ impl EventService {
         }
         let webhooks = webhook::WebhookClient::new(config.allow_private_webhooks)?;
         let inner = Arc::new(Inner {
-            flusher: delivery::Flusher::new(),
-            ingest: ingest::Combiner::default(),
             store: store.clone(),
+            queues: queues.clone(),
+            log,
             invoker,
             data,
             metrics,
@@ -545,14 +531,15 @@ impl EventService {
                     record.label()
                 ))
             })?;
-            let depth = count_prefix(&*store, Table::EVENT_QUEUE, &queue_prefix(record.id))?;
+            // Before anything is served, and the embedded backend counts
+            // inline, so waiting here blocks nothing else.
+            let depth = futures::executor::block_on(queues.counts(SubId(record.id)))?.depth();
             svc.install(record, compiled, depth as i64)?;
         }
         Ok(svc)
     }
 
-    /// Starts the background work: the acknowledgement flusher, one delivery
-    /// worker per subscription, the outbox feed of the system topics and the
+    /// Starts the background work: one delivery worker per subscription, the outbox feed of the system topics and the
     /// deduplication sweeper. Subscriptions created before this call start
     /// delivering now; those created after it start at once.
     pub fn start(&self) {
@@ -560,7 +547,6 @@ impl EventService {
         inner
             .started
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        inner.flusher.start(inner.clone());
         let subs: Vec<Arc<SubState>> = match inner.topics.read() {
             Ok(t) => t.values().flat_map(|t| t.subs.values().cloned()).collect(),
             Err(_) => Vec::new(),
@@ -580,7 +566,9 @@ impl EventService {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
-        self.inner.flusher.close().await;
+        if let Err(e) = self.inner.queues.flush().await {
+            tracing::error!(error = %e, "flushing delivery outcomes at shutdown failed; some events will be delivered again");
+        }
     }
 
     fn install(
@@ -959,31 +947,40 @@ impl EventService {
         dedup: bool,
     ) -> Result<PublishReport, EventError> {
         let routed = self.route(topic, &events)?;
-        let now = now_ms();
-        let window = self.inner.config.dedup_window.as_millis() as u64;
-        // Prepared here, on the publisher's task, so the writer only inserts.
-        let entries = events
+        let window = self.inner.config.dedup_window;
+        // Serialized here, on the publisher's task, so the writer only inserts.
+        let texts: Vec<String> = events
             .iter()
-            .map(|ev| {
-                format!(
-                    "{{\"enqueued\":{now},\"attempts\":0,\"next\":0,\"event\":{}}}",
-                    serde_json::to_string(ev).unwrap_or_else(|_| "null".into())
-                )
+            .map(|ev| serde_json::to_string(ev).unwrap_or_else(|_| "null".into()))
+            .collect();
+        let subs: Vec<Vec<SubId>> = routed
+            .iter()
+            .map(|r| r.iter().map(|(id, _)| SubId(*id)).collect())
+            .collect();
+        let batch: Vec<Enqueue<'_>> = events
+            .iter()
+            .zip(&texts)
+            .zip(&subs)
+            .map(|((ev, text), subs)| Enqueue {
+                event: text,
+                subs,
+                dedup: dedup.then(|| Dedup {
+                    topic,
+                    source: ev.get("source").and_then(Value::as_str).unwrap_or(""),
+                    id: ev.get("id").and_then(Value::as_str).unwrap_or(""),
+                }),
+                log_seq: None,
             })
             .collect();
-        let dedup_keys = dedup.then(|| {
-            events
-                .iter()
-                .map(|ev| {
-                    let source = ev.get("source").and_then(Value::as_str).unwrap_or("");
-                    let id = ev.get("id").and_then(Value::as_str).unwrap_or("");
-                    format!("k/{topic}\n{source}\n{id}")
-                })
-                .collect()
-        });
-        let request = ingest::Request::new(now, entries, dedup_keys, routed, window);
-        let (report, dup_flags) = ingest::Combiner::submit(&self.inner, request).await?;
-        self.after_ingest(topic, &dup_flags, report);
+        let report = self.inner.queues.ingest(&batch, window).await?;
+        let per_sub = per_sub_states(&routed, &report);
+        let report = PublishReport {
+            accepted: report.accepted,
+            duplicates: report.duplicates,
+            deliveries: report.deliveries,
+            dropped: report.dropped,
+        };
+        self.after_ingest(topic, &per_sub, report);
         Ok(report)
     }
 
@@ -1100,6 +1097,10 @@ impl EventService {
                 },
             },
         };
+        if existing.is_none() {
+            // The queue before the record (docs/STORAGE.md 2.1, Subscriptions).
+            self.inner.queues.create_queue(SubId(record.id)).await?;
+        }
         let mut batch = WriteBatch::new();
         batch.put_json(Table::SUBSCRIPTIONS, format!("{topic}/{name}"), &record);
         self.commit(batch).await?;
@@ -1342,19 +1343,11 @@ impl EventService {
             }
         }
         sub.cancel.cancel();
-        // Let queued acknowledgements of its worker land before purging, so
-        // none re-creates an entry afterwards.
-        self.inner.flusher.barrier().await;
         let mut batch = WriteBatch::new();
         batch.delete(Table::SUBSCRIPTIONS, format!("{topic}/{name}"));
         self.commit(batch).await?;
-        for table in [Table::EVENT_QUEUE, Table::DEAD_LETTERS] {
-            let store = self.inner.store.clone();
-            let prefix = queue_prefix(sub.id);
-            tokio::task::spawn_blocking(move || purge_prefix(&*store, table, &prefix))
-                .await
-                .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))??;
-        }
+        // After its worker's last outcomes (the queue waits for them).
+        self.inner.queues.drop_queue(SubId(sub.id)).await?;
         self.inner.metrics.queue_depth.remove(&SubscriptionLabel {
             subscription: format!("{topic}/{name}"),
         });
@@ -1364,7 +1357,7 @@ impl EventService {
     // ----- dead letters -----
 
     /// Dead letters of a subscription, oldest first, a page at a time.
-    pub fn dead_letters(
+    pub async fn dead_letters(
         &self,
         caller: &Caller,
         topic: &str,
@@ -1373,33 +1366,23 @@ impl EventService {
         limit: usize,
     ) -> Result<(Vec<Value>, Option<u64>), EventError> {
         let sub = self.visible_subscription(caller, topic, name)?;
-        let prefix = queue_prefix(sub.id);
-        let start = after.map(|s| queue_key(sub.id, s));
-        let page = self.inner.store.scan(
-            Table::DEAD_LETTERS,
-            &prefix,
-            start.as_deref().map(Cursor::After),
-            limit + 1,
-        )?;
-        let more = page.len() > limit;
-        let mut out = Vec::new();
-        let mut last = None;
-        for (key, bytes) in page.into_iter().take(limit) {
-            let seq = key
-                .rsplit('/')
-                .next()
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
+        let page = self
+            .inner
+            .queues
+            .dead_letters(SubId(sub.id), after, limit)
+            .await?;
+        let mut out = Vec::with_capacity(page.items.len());
+        for (seq, bytes) in page.items {
             let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                 table: Table::DEAD_LETTERS.name(),
-                key: key.clone(),
+                key: format!("{:016x}/{seq:020}", sub.id),
                 reason: e.to_string(),
             })?;
             v["sequence"] = seq.into();
             out.push(v);
-            last = Some(seq);
         }
-        Ok((out, if more { last } else { None }))
+        let next = page.next.and_then(|n| n.parse().ok());
+        Ok((out, next))
     }
 
     /// Moves dead letters back into the subscription's queue with fresh
@@ -1413,14 +1396,31 @@ impl EventService {
         ids: Option<Vec<String>>,
     ) -> Result<usize, EventError> {
         let sub = self.visible_subscription(caller, topic, name)?;
-        let store = self.inner.store.clone();
-        let id = sub.id;
-        let moved = tokio::task::spawn_blocking(move || redrive_txn(&*store, id, ids.as_deref()))
-            .await
-            .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))??;
+        let moved = self
+            .inner
+            .queues
+            .redrive(SubId(sub.id), ids.as_deref())
+            .await?;
         sub.depth.inc_by(moved as i64);
         sub.notify.notify_one();
         Ok(moved)
+    }
+
+    /// System-feed events numbered after `after`, at most `limit`, routed or
+    /// not (`GET /v1/events/outbox`, admin).
+    pub async fn outbox(&self, after: u64, limit: usize) -> Result<Vec<(u64, Value)>, EventError> {
+        let logged = self.inner.log.inspect(after, limit).await?;
+        logged
+            .into_iter()
+            .map(|l| {
+                let event = serde_json::from_slice(&l.event).map_err(|e| StoreError::Corrupt {
+                    table: Table::OUTBOX.name(),
+                    key: format!("{:020}", l.seq),
+                    reason: e.to_string(),
+                })?;
+                Ok((l.seq, event))
+            })
+            .collect()
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), EventError> {
@@ -1497,98 +1497,23 @@ fn topic_json(r: &TopicRecord, keys: Option<&[(String, String)]>) -> Value {
 /// Per event, the subscriptions it goes to.
 type Routed = Vec<Vec<(u64, Arc<SubState>)>>;
 
-fn read_counter(txn: &dyn wasmgrid_store::Txn, key: &str) -> Result<u64, StoreError> {
-    Ok(txn
-        .get(Table::META, key)?
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0))
-}
-
-fn redrive_txn(
-    store: &dyn Store,
-    sub_id: u64,
-    ids: Option<&[String]>,
-) -> Result<usize, EventError> {
-    let prefix = queue_prefix(sub_id);
-    let mut moved = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scan(
-            Table::DEAD_LETTERS,
-            &prefix,
-            after.as_deref().map(Cursor::After),
-            500,
-        )?;
-        let full = page.len() == 500;
-        after = page.last().map(|(k, _)| k.clone());
-        let now = now_ms();
-        let mut chosen = Vec::new();
-        for (key, bytes) in page {
-            let Ok(dl) = serde_json::from_slice::<DeadLetterRecord>(&bytes) else {
-                continue;
-            };
-            let event_id = dl.event.get("id").and_then(Value::as_str).unwrap_or("");
-            if ids.is_none_or(|ids| ids.iter().any(|i| i == event_id)) {
-                chosen.push((key, dl.event));
-            }
-        }
-        if !chosen.is_empty() {
-            store.transact(&mut |txn| {
-                let mut seq = read_counter(txn, SEQ_KEY)?;
-                for (key, event) in &chosen {
-                    seq += 1;
-                    let entry = format!(
-                        "{{\"enqueued\":{now},\"attempts\":0,\"next\":0,\"event\":{}}}",
-                        serde_json::to_string(event).unwrap_or_else(|_| "null".into())
-                    );
-                    txn.put(
-                        Table::EVENT_QUEUE,
-                        &queue_key(sub_id, seq),
-                        entry.as_bytes(),
-                    )?;
-                    txn.delete(Table::DEAD_LETTERS, key)?;
-                }
-                txn.put(Table::META, SEQ_KEY, seq.to_string().as_bytes())
-            })?;
-            moved += chosen.len();
-        }
-        if !full {
-            return Ok(moved);
-        }
+/// Per subscription, the entries an ingest queued for it, with its state.
+fn per_sub_states(routed: &Routed, report: &IngestReport) -> Vec<(Arc<SubState>, u64)> {
+    let mut states: HashMap<u64, &Arc<SubState>> = HashMap::new();
+    for (id, sub) in routed.iter().flatten() {
+        states.entry(*id).or_insert(sub);
     }
+    report
+        .per_sub
+        .iter()
+        .filter_map(|(id, n)| states.get(&id.0).map(|s| ((*s).clone(), *n)))
+        .collect()
 }
 
-fn count_prefix(store: &dyn Store, table: Table, prefix: &str) -> Result<u64, StoreError> {
-    let mut n = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scan(table, prefix, after.as_deref().map(Cursor::After), 1000)?;
-        n += page.len() as u64;
-        if page.len() < 1000 {
-            return Ok(n);
-        }
-        after = page.last().map(|(k, _)| k.clone());
-    }
-}
-
-fn purge_prefix(store: &dyn Store, table: Table, prefix: &str) -> Result<(), StoreError> {
-    loop {
-        let page = store.scan(table, prefix, None, 1000)?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        let mut batch = WriteBatch::new();
-        for (k, _) in &page {
-            batch.delete(table, k.clone());
-        }
-        store.commit(&batch)?;
-    }
-}
-
-/// Feeds the system topics from the outbox: each page of change records is
-/// routed and the cursor advanced in one transaction, so every change is
-/// routed exactly once even across crashes.
+/// Feeds the system topics from the change log: each batch of entries is
+/// queued and the log acknowledged in one step (`ingest_routed`: one
+/// transaction in the embedded backend, so every change is routed exactly
+/// once even across crashes; at least once, deduplicated, in a cluster).
 async fn outbox_feed(inner: Arc<Inner>) {
     let svc = EventService {
         inner: inner.clone(),
@@ -1619,137 +1544,74 @@ async fn outbox_feed(inner: Arc<Inner>) {
 }
 
 async fn feed_once(svc: &EventService) -> Result<usize, EventError> {
-    const PAGE: usize = 500;
-    let store = svc.inner.store.clone();
-    let cursor = store
-        .get(Table::META, OUTBOX_CURSOR_KEY)?
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    // Events routed in one transaction, about: a record of a batch of writes
-    // holds up to `OUTBOX_EVENTS_PER_RECORD` events.
+    // Events routed in one transaction, about: a stored record of a batch of
+    // writes holds up to 64 events.
     const EVENTS: usize = 2000;
-    let page = store.scan(
-        Table::OUTBOX,
-        "",
-        Some(Cursor::After(&format!("{cursor:020}"))),
-        PAGE,
-    )?;
-    if page.is_empty() {
+    let read = svc.inner.log.read(EVENTS).await?;
+    let Some(last) = read.upto else {
         return Ok(0);
-    }
-    let mut last = cursor;
-    let mut n = 0;
-    let mut by_topic: HashMap<&'static str, Vec<Value>> = HashMap::new();
-    for (key, bytes) in &page {
-        if n >= EVENTS {
-            break;
-        }
-        let record_last: u64 = key.parse().unwrap_or(last);
-        last = record_last;
-        match wasmgrid_core::data::outbox_record_events(record_last, bytes) {
-            Ok(events) => {
-                for (_, ev) in events {
-                    n += 1;
-                    by_topic.entry(system_topic_of(&ev)).or_default().push(ev);
-                }
+    };
+    let logged = read.entries;
+    // An unreadable record alone still counts, so the feed goes on at once.
+    let n = logged.len().max(1);
+    let mut by_feed: HashMap<Feed, (Vec<u64>, Vec<Value>)> = HashMap::new();
+    for l in logged {
+        match serde_json::from_slice::<Value>(&l.event) {
+            Ok(ev) => {
+                let (seqs, events) = by_feed.entry(l.feed).or_default();
+                seqs.push(l.seq);
+                events.push(ev);
             }
             Err(e) => {
-                tracing::error!(key = %key, error = %e, "skipping an unreadable outbox record")
+                tracing::error!(seq = l.seq, error = %e, "skipping an unreadable outbox event")
             }
         }
     }
-    let mut routed_all = Vec::new();
-    for (topic, events) in by_topic {
-        let routed = svc.route(topic, &events)?;
-        routed_all.push((topic, events, routed));
+    let mut topics = Vec::new();
+    for (feed, (seqs, events)) in by_feed {
+        let routed = svc.route(feed.topic(), &events)?;
+        topics.push((feed.topic(), seqs, events, routed));
     }
-    let results = tokio::task::spawn_blocking(move || outbox_txn(&*store, routed_all, last))
-        .await
-        .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))??;
-    for (topic, report, per_sub) in results {
-        svc.after_ingest(topic, &per_sub, report);
+    let mut texts = Vec::new();
+    let mut subs = Vec::new();
+    for (_, _, events, routed) in &topics {
+        for (ev, r) in events.iter().zip(routed) {
+            texts.push(serde_json::to_string(ev).unwrap_or_else(|_| "null".into()));
+            subs.push(r.iter().map(|(id, _)| SubId(*id)).collect::<Vec<_>>());
+        }
     }
-    if last > OUTBOX_RETENTION {
-        let store = svc.inner.store.clone();
-        tokio::task::spawn_blocking(move || prune_outbox(&*store, last - OUTBOX_RETENTION))
-            .await
-            .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))??;
-    }
-    Ok(n)
-}
-
-/// Routed outbox records kept for inspection (`GET /v1/events/outbox`);
-/// older ones are deleted.
-const OUTBOX_RETENTION: u64 = 100_000;
-
-/// Deletes routed outbox records up to sequence `upto` (a page per call).
-fn prune_outbox(store: &dyn Store, upto: u64) -> Result<(), StoreError> {
-    let limit = format!("{upto:020}");
-    let page = store.scan(Table::OUTBOX, "", None, 1000)?;
-    let mut batch = WriteBatch::new();
-    for (key, _) in page
+    let seqs = topics
         .iter()
-        .take_while(|(k, _)| k.as_str() <= limit.as_str())
-    {
-        batch.delete(Table::OUTBOX, key.clone());
-    }
-    if !batch.ops().is_empty() {
-        store.commit(&batch)?;
-    }
-    Ok(())
-}
-
-type OutboxResult = Vec<(&'static str, PublishReport, Vec<(Arc<SubState>, u64)>)>;
-
-#[allow(clippy::type_complexity)]
-fn outbox_txn(
-    store: &dyn Store,
-    routed: Vec<(&'static str, Vec<Value>, Routed)>,
-    last: u64,
-) -> Result<OutboxResult, EventError> {
-    let now = now_ms();
-    let entries: Vec<Vec<String>> = routed
+        .flat_map(|(_, seqs, _, _)| seqs.iter().copied());
+    let batch: Vec<Enqueue<'_>> = texts
         .iter()
-        .map(|(_, events, _)| {
-            events
-                .iter()
-                .map(|ev| {
-                    format!(
-                        "{{\"enqueued\":{now},\"attempts\":0,\"next\":0,\"event\":{}}}",
-                        serde_json::to_string(ev).unwrap_or_else(|_| "null".into())
-                    )
-                })
-                .collect()
+        .zip(&subs)
+        .zip(seqs)
+        .map(|((text, subs), seq)| Enqueue {
+            event: text,
+            subs,
+            dedup: None,
+            log_seq: Some(seq),
         })
         .collect();
-    let mut out: OutboxResult = Vec::new();
-    store.transact(&mut |txn| {
-        out.clear();
-        let mut seq = read_counter(txn, SEQ_KEY)?;
-        for (t, (topic, events, subs)) in routed.iter().enumerate() {
-            let mut report = PublishReport::default();
-            let mut per_sub: HashMap<u64, (Arc<SubState>, u64)> = HashMap::new();
-            for i in 0..events.len() {
-                report.accepted += 1;
-                report.dropped += usize::from(subs[i].is_empty());
-                for (id, sub) in &subs[i] {
-                    seq += 1;
-                    txn.put(
-                        Table::EVENT_QUEUE,
-                        &queue_key(*id, seq),
-                        entries[t][i].as_bytes(),
-                    )?;
-                    per_sub.entry(*id).or_insert_with(|| (sub.clone(), 0)).1 += 1;
-                    report.deliveries += 1;
-                }
+    // Queued and acknowledged together (embedded: one transaction).
+    svc.inner.queues.ingest_routed(&batch, last).await?;
+    for (topic, _, _, routed) in &topics {
+        // Router entries are never duplicates: the report follows from the routes.
+        let mut report = PublishReport::default();
+        let mut per_sub: HashMap<u64, (Arc<SubState>, u64)> = HashMap::new();
+        for r in routed {
+            report.accepted += 1;
+            report.dropped += usize::from(r.is_empty());
+            for (id, sub) in r {
+                per_sub.entry(*id).or_insert_with(|| (sub.clone(), 0)).1 += 1;
+                report.deliveries += 1;
             }
-            out.push((topic, report, per_sub.into_values().collect()));
         }
-        txn.put(Table::META, SEQ_KEY, seq.to_string().as_bytes())?;
-        txn.put(Table::META, OUTBOX_CURSOR_KEY, last.to_string().as_bytes())
-    })?;
-    Ok(out)
+        let per_sub: Vec<(Arc<SubState>, u64)> = per_sub.into_values().collect();
+        svc.after_ingest(topic, &per_sub, report);
+    }
+    Ok(n)
 }
 
 /// Forgets `(source, id)` marks older than the dedup window, every few seconds.
@@ -1759,48 +1621,9 @@ async fn dedup_sweeper(inner: Arc<Inner>) {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = inner.shutdown.cancelled() => return,
         }
-        let store = inner.store.clone();
-        let window = inner.config.dedup_window.as_millis() as u64;
-        let swept = tokio::task::spawn_blocking(move || {
-            sweep_dedup(&*store, now_ms().saturating_sub(window))
-        })
-        .await;
-        if let Ok(Err(e)) = swept {
+        let swept = inner.queues.expire_dedup(inner.config.dedup_window).await;
+        if let Err(e) = swept {
             tracing::warn!(error = %e, "sweeping the event dedup window failed");
-        }
-    }
-}
-
-fn sweep_dedup(store: &dyn Store, older_than: u64) -> Result<(), StoreError> {
-    let limit = format!("t/{older_than:020}");
-    loop {
-        let page = store.scan(Table::EVENT_DEDUP, "t/", None, 1000)?;
-        let expired: Vec<&(String, Vec<u8>)> = page
-            .iter()
-            .take_while(|(k, _)| k.as_str() < limit.as_str())
-            .collect();
-        if expired.is_empty() {
-            return Ok(());
-        }
-        let mut batch = WriteBatch::new();
-        for (k, _) in &expired {
-            batch.delete(Table::EVENT_DEDUP, k.clone());
-            // `t/{ms}/{ident}` → `k/{ident}`, unless the mark was renewed later.
-            if let Some((ms, ident)) = k[2..].split_once('/') {
-                let key = format!("k/{ident}");
-                let current = store.get(Table::EVENT_DEDUP, &key)?;
-                let renewed = current
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|t| format!("{t:020}").as_str() > ms);
-                if !renewed {
-                    batch.delete(Table::EVENT_DEDUP, key);
-                }
-            }
-        }
-        store.commit(&batch)?;
-        if expired.len() < page.len() || page.len() < 1000 {
-            return Ok(());
         }
     }
 }

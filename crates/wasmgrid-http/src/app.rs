@@ -16,7 +16,7 @@ use wasmgrid_engine::HostApi;
 use wasmgrid_engine::{Engine, EngineConfig};
 use wasmgrid_events::{EventService, EventsConfig};
 use wasmgrid_jobs::{JobService, JobsConfig};
-use wasmgrid_store::{EmbeddedStore, Store};
+use wasmgrid_store::{EmbeddedQueues, EmbeddedStore, Store};
 
 /// Everything a running wasmgrid node holds.
 pub struct App {
@@ -58,6 +58,9 @@ impl App {
         events: EventsConfig,
     ) -> anyhow::Result<Arc<App>> {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(data_dir)?);
+        // Queues and the change log of the same store (one object: it owns
+        // the ingest writer and the outcome writer).
+        let queues = Arc::new(EmbeddedQueues::new(store.clone()));
         let engine = Arc::new(Engine::new(engine)?);
         let registry = Arc::new(Registry::open(
             store.clone(),
@@ -81,9 +84,11 @@ impl App {
             metrics.clone(),
             JobsConfig::default(),
         ));
-        jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(store.clone())));
+        jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(queues.clone())));
         let events = EventService::open(
             store.clone(),
+            queues.clone(),
+            queues,
             invoker.clone(),
             data.clone(),
             metrics.clone(),

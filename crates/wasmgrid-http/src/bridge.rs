@@ -10,18 +10,18 @@ use wasmgrid_core::auth::{Caller, Scope};
 use wasmgrid_core::data::DataError;
 use wasmgrid_events::{EventError, Failure, JobStarter};
 use wasmgrid_jobs::{JobError, JobObserver, JobOptions, JobRecord, JobService, JobSpec, JobStatus};
-use wasmgrid_store::{Store, Table, WriteBatch};
+use wasmgrid_store::changelog::{ChangeLog, Feed};
 
 /// Records `wasmgrid.jobs.JobCompleted` / `JobFailed` / `JobCanceled` in the
-/// outbox when a job ends; the outbox feed routes them to `system.jobs`.
+/// change log when a job ends; the feed routes them to `system.jobs`.
 pub struct JobEvents {
-    store: Arc<dyn Store>,
+    log: Arc<dyn ChangeLog>,
 }
 
 impl JobEvents {
-    /// Writes into `store`'s outbox.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    /// Appends to `log`.
+    pub fn new(log: Arc<dyn ChangeLog>) -> Self {
+        Self { log }
     }
 }
 
@@ -47,9 +47,17 @@ impl JobObserver for JobEvents {
             "datacontenttype": "application/json",
             "data": job.view(),
         });
-        let mut batch = WriteBatch::new();
-        batch.append_json(Table::OUTBOX, &event);
-        if let Err(e) = self.store.commit(&batch) {
+        let dedup = format!("{}/{kind}", job.id);
+        let bytes = serde_json::to_vec(&event).unwrap_or_default();
+        // Called on a blocking thread (see `JobObserver`), and the job is
+        // marked announced only after this returns: wait for the append.
+        let appended = tokio::runtime::Handle::try_current()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(self.log.append(Feed::Jobs, &dedup, bytes.into()))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = appended {
             tracing::error!(job = %job.id, error = %e, "recording the job's system.jobs event failed");
         }
     }

@@ -664,8 +664,7 @@ pub async fn outbox(
         .number::<usize>("limit", "a number from 1 to 1000")?
         .unwrap_or(100)
         .clamp(1, 1000);
-    let data = app.data.clone();
-    let events = blocking(move || data.outbox(after, limit)).await?;
+    let events = app.events.outbox(after, limit).await?;
     let events: Vec<serde_json::Value> = events
         .into_iter()
         .map(|(seq, ev)| serde_json::json!({"sequence": seq, "event": ev}))

@@ -237,7 +237,8 @@ pub async fn dead_letters(
     let marker = q.number::<u64>("marker", "the marker of the previous page")?;
     let (items, next) = app
         .events
-        .dead_letters(&caller, &topic, &name, marker, limit)?;
+        .dead_letters(&caller, &topic, &name, marker, limit)
+        .await?;
     let mut body = json!({ "deadLetters": items });
     if let Some(next) = next {
         body["marker"] = next.to_string().into();

@@ -6,6 +6,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod changelog;
+mod queues;
+pub use queues::EmbeddedQueues;
+
 /// Metadata in `<data dir>/store.redb` (one ACID database, crash-safe, fsync on
 /// every commit) and blobs in `<data dir>/blobs/`, one file per content digest,
 /// written to a temporary file and renamed into place so a crash never leaves a
