@@ -115,6 +115,7 @@ fn main() {
         let limits = CallLimits {
             timeout: Duration::from_secs(600),
             memory_bytes: 256 << 20,
+            init_timeout: Duration::from_secs(600),
         };
         let payload = Payload {
             content_type: "application/json".into(),

@@ -47,6 +47,7 @@ fn limits() -> CallLimits {
     CallLimits {
         timeout: Duration::from_secs(10),
         memory_bytes: 64 << 20,
+        init_timeout: Duration::from_secs(10),
     }
 }
 

@@ -12,6 +12,7 @@
 //! timeout = 10                     # optional deploy settings
 //! memory = 64
 //! concurrency = 16
+//! reuse = 1000                     # calls per warm instance (default 0: fresh per call)
 //! grants = ["data://demo/uploads:read"]
 //! # wasi:http components only (see README): no key needed, outgoing HTTP
 //! # allowed to these hosts, and a path prefix served as-is
@@ -114,6 +115,8 @@ pub struct AlgorithmSection {
     pub memory: Option<u64>,
     /// Concurrency limit.
     pub concurrency: Option<u32>,
+    /// Calls per warm instance (0 or absent: a fresh instance per call).
+    pub reuse: Option<u32>,
     /// Grants.
     #[serde(default)]
     pub grants: Vec<String>,
@@ -343,6 +346,7 @@ impl AlgorithmSection {
             public: self.public,
             allow_outbound: self.allow_outbound.clone(),
             route: self.route.clone(),
+            reuse: self.reuse.unwrap_or(d.reuse),
         }
     }
 }

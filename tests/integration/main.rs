@@ -19,3 +19,4 @@ mod sec_authz;
 mod sec_http;
 mod sec_input;
 mod sec_invoke;
+mod warm;

@@ -69,18 +69,13 @@ impl Server {
         let _ = std::fs::remove_file(data_dir.join("server.json"));
         let log = std::fs::File::create(data_dir.with_extension("log")).ok();
         let mut cmd = Command::new(bin());
-        cmd.args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--instance-slots",
-            "64",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+        // 64 instance slots unless the test sets its own.
+        if !extra.contains(&"--instance-slots") {
+            cmd.args(["--instance-slots", "64"]);
+        }
+        cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::null());
         match log {
             Some(f) => cmd.stderr(f),
             None => cmd.stderr(Stdio::null()),

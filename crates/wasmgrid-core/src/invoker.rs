@@ -211,10 +211,23 @@ impl Invoker {
             host: self.host()?,
             depth,
         };
-        self.registry
-            .engine()
-            .invoke(prepared, context, input, trigger, deployed.limits(timeout))
-            .await
+        let engine = self.registry.engine();
+        let limits = deployed.limits(timeout);
+        match self.registry.warm_pool(deployed) {
+            None => {
+                engine
+                    .invoke(prepared, context, input, trigger, limits)
+                    .await
+            }
+            Some(pool) => {
+                let (start, result) = engine
+                    .invoke_warm(prepared, pool, context, input, trigger, limits)
+                    .await;
+                self.metrics
+                    .instance_started(deployed.endpoint_label(), start);
+                result
+            }
+        }
     }
 
     fn host(&self) -> Result<Arc<dyn HostApi>, InvokeError> {

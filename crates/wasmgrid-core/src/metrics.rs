@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use wasmgrid_engine::{InvokeError, Outcome};
+use wasmgrid_engine::{InstanceStart, InvokeError, Outcome};
 
 /// Labels of per-algorithm series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +23,16 @@ pub struct CallLabels {
 pub struct AlgorithmLabel {
     /// `owner/name/version`.
     pub algorithm: String,
+}
+
+/// Labels of instance-start series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceStartLabels {
+    /// `owner/name/version`.
+    pub algorithm: String,
+    /// `warm` (an idle warm instance served the call) or `cold` (a new
+    /// instance was started, and `init` run).
+    pub start: &'static str,
 }
 
 /// Labels of per-topic event series.
@@ -59,6 +69,8 @@ pub struct Metrics {
     pub compilations: Gauge<u64, AtomicU64>,
     /// Calls running now.
     pub in_flight: Gauge,
+    /// Calls of versions deployed with `reuse`, by how their instance started.
+    pub instance_starts: Family<InstanceStartLabels, Counter>,
     /// Events accepted by ingress (after deduplication), by topic.
     pub events_published: Family<TopicLabel, Counter>,
     /// Re-published duplicates acknowledged but not enqueued, by topic.
@@ -115,6 +127,12 @@ impl Metrics {
             "Algorithm calls running now",
             in_flight.clone(),
         );
+        let instance_starts = Family::<InstanceStartLabels, Counter>::default();
+        registry.register(
+            "instance_starts",
+            "Calls of versions deployed with reuse, by instance start: warm (an idle instance) or cold (a new one)",
+            instance_starts.clone(),
+        );
         let events_published = Family::<TopicLabel, Counter>::default();
         registry.register(
             "events_published",
@@ -169,6 +187,7 @@ impl Metrics {
             invocation_seconds,
             compilations,
             in_flight,
+            instance_starts,
             events_published,
             events_duplicates,
             events_dropped,
@@ -213,6 +232,20 @@ impl Metrics {
         };
         guard.finish(outcome);
         result
+    }
+
+    /// Counts one call of a version deployed with `reuse` by how its
+    /// instance started.
+    pub fn instance_started(&self, endpoint: &str, start: InstanceStart) {
+        self.instance_starts
+            .get_or_create(&InstanceStartLabels {
+                algorithm: endpoint.to_string(),
+                start: match start {
+                    InstanceStart::Warm => "warm",
+                    InstanceStart::Cold => "cold",
+                },
+            })
+            .inc();
     }
 
     /// Counts a call of `endpoint` as in flight until the guard is dropped; a

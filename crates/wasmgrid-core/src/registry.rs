@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 use wasmgrid_engine::{
     CallLimits, ComponentKind, Engine, GuestIdentity, InvokeError, OutboundAllowList, Prepared,
+    WarmPool, WarmSettings,
 };
 use wasmgrid_store::{Store, StoreError, StoreExt, Table, WriteBatch};
 
@@ -60,7 +61,18 @@ pub struct VersionSettings {
     /// `/http/owner/name/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// Algorithms: calls one warm instance serves, one at a time, before it is
+    /// discarded (`0`: a fresh instance per call).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reuse: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The most calls one warm instance may serve (`reuse`).
+pub const MAX_REUSE: u32 = 1_000_000;
 
 impl Default for VersionSettings {
     fn default() -> Self {
@@ -72,6 +84,7 @@ impl Default for VersionSettings {
             public: false,
             allow_outbound: Vec::new(),
             route: None,
+            reuse: 0,
         }
     }
 }
@@ -192,6 +205,9 @@ pub struct Deployed {
     pub version: Version,
     permits: Arc<Semaphore>,
     loaded: OnceCell<Prepared>,
+    /// The version's warm instances (versions deployed with `reuse`), made
+    /// on first use.
+    warm: std::sync::OnceLock<Arc<WarmPool>>,
     identity: Arc<GuestIdentity>,
     outbound: OutboundAllowList,
     /// `owner/name/version`, formatted once: every call's metrics use it.
@@ -234,6 +250,7 @@ impl Deployed {
         CallLimits {
             timeout: timeout.map_or(max, |t| t.min(max)),
             memory_bytes: self.record.settings.memory << 20,
+            init_timeout: max,
         }
     }
 }
@@ -662,6 +679,22 @@ impl Registry {
         Ok((permit, prepared))
     }
 
+    /// The warm-instance pool of a version deployed with `reuse` (`None`: a
+    /// fresh instance per call).
+    pub fn warm_pool<'a>(&self, deployed: &'a Deployed) -> Option<&'a Arc<WarmPool>> {
+        let reuse = deployed.record.settings.reuse;
+        if reuse == 0 || deployed.record.kind != ComponentKind::Algorithm {
+            return None;
+        }
+        Some(deployed.warm.get_or_init(|| {
+            self.engine.warm_pool(WarmSettings {
+                reuse,
+                memory_bytes: deployed.record.settings.memory << 20,
+                init_timeout: Duration::from_secs(deployed.record.settings.timeout),
+            })
+        }))
+    }
+
     /// The linked component of a version, loading or recompiling it on first use.
     pub async fn prepared<'a>(
         &self,
@@ -722,6 +755,7 @@ impl Deployed {
             version,
             permits,
             loaded,
+            warm: std::sync::OnceLock::new(),
             identity,
             outbound,
             endpoint,
@@ -823,6 +857,11 @@ fn validate_route(route: &str, reserved: &[&str]) -> Result<(), RegistryError> {
 /// for algorithms rather than silently ignoring them.
 fn check_settings_fit_kind(s: &VersionSettings, kind: ComponentKind) -> Result<(), RegistryError> {
     if kind == ComponentKind::Http {
+        if s.reuse > 0 {
+            return Err(RegistryError::Invalid(
+                "reuse applies to algorithms only: a wasi:http component gets a fresh instance per request; deploy it without reuse".into(),
+            ));
+        }
         return Ok(());
     }
     let mut given = Vec::new();
@@ -867,6 +906,12 @@ fn validate_settings(
         return Err(RegistryError::Invalid(format!(
             "concurrency={} is out of range: use 1 to 10000",
             s.concurrency
+        )));
+    }
+    if s.reuse > MAX_REUSE {
+        return Err(RegistryError::Invalid(format!(
+            "reuse={} is out of range: use 0 (a fresh instance per call) to {MAX_REUSE} calls per warm instance",
+            s.reuse
         )));
     }
     OutboundAllowList::parse(&s.allow_outbound).map_err(RegistryError::Invalid)?;

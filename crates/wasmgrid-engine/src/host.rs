@@ -342,6 +342,9 @@ impl store::Host for HostState {
             collection_uri,
             markers: Vec::new(),
         })?;
+        // Opened under this call's grants: dropped when the call ends, even if
+        // the instance stays warm (see `HostState::end_call`).
+        self.call_buckets.push(bucket.rep());
         Ok(Ok(bucket))
     }
 }
@@ -454,7 +457,9 @@ impl store::HostBucket for HostState {
     }
 
     async fn drop(&mut self, bucket: Resource<KvBucket>) -> wasmtime::Result<()> {
+        let rep = bucket.rep();
         self.table.delete(bucket)?;
+        self.call_buckets.retain(|r| *r != rep);
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ mod http;
 pub mod identity;
 mod output;
 mod pipeline;
+mod warm;
 
 // Re-exported because [`HostApi`] and [`TriggerEvent`] use them; they live
 // below the engine so the data layer can use them without depending on the
@@ -29,12 +30,16 @@ pub use host::{CallContext, GuestDataError, GuestFileInfo, HostApi, KvBucket, No
 pub use http::{HttpBodyError, HttpCall, HttpResponse, HttpState, OutboundAllowList};
 pub use output::CapturedOutput;
 pub use pipeline::{CallScope, GuestCallError, OutgoingEvent};
+pub use warm::{WarmPool, WarmSettings};
 pub use wasmgrid_cloudevents::TriggerEvent;
 
 use crate::error_kind::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::component::{
+    Component, ComponentExportIndex, Instance, InstancePre, Linker, Resource, ResourceTable,
+    types::ComponentItem,
+};
 use wasmtime::{
     Config, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
     UpdateDeadline, WasmBacktrace,
@@ -43,6 +48,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Export that makes a component an algorithm (any 0.1.x minor release).
 pub const HANDLER_EXPORT_PREFIX: &str = "wasmgrid:algorithm/handler@0.1.";
+/// Export of `algorithm-with-init` components: `lifecycle.init`, run once per
+/// instance (any 0.1.x minor release).
+pub const LIFECYCLE_EXPORT_PREFIX: &str = "wasmgrid:algorithm/lifecycle@0.1.";
 /// Export that makes a component a `wasi:http/proxy` handler.
 pub const HTTP_EXPORT_PREFIX: &str = "wasi:http/incoming-handler@0.2.";
 
@@ -62,6 +70,10 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Bytes of stdout (and, separately, stderr) kept per call.
     pub output_limit: usize,
+    /// Idle warm instances kept per version (versions deployed with `reuse`).
+    pub warm_pool_size: usize,
+    /// An idle warm instance unused for this long is dropped.
+    pub warm_idle_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +83,8 @@ impl Default for EngineConfig {
             max_memory_bytes: 4 << 30,
             epoch_tick: Duration::from_millis(5),
             output_limit: 1 << 20,
+            warm_pool_size: 8,
+            warm_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -192,6 +206,18 @@ pub struct CallLimits {
     pub timeout: Duration,
     /// Linear memory cap, in bytes, summed over the instance's memories.
     pub memory_bytes: u64,
+    /// Wall-clock budget of a new instance's `lifecycle.init` (the version's
+    /// own timeout: a caller's lower `timeout` does not shorten it).
+    pub init_timeout: Duration,
+}
+
+/// How a call got its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStart {
+    /// A new instance: instantiated, and `init` run if the component exports it.
+    Cold,
+    /// An idle warm instance of the version.
+    Warm,
 }
 
 /// A successful call.
@@ -216,12 +242,21 @@ pub struct Prepared {
 /// The pre-instance of either kind of component.
 #[derive(Clone)]
 enum PreparedKind {
-    Algorithm(bindings::AlgorithmPre<HostState>),
+    Algorithm(PreparedAlgorithm),
     Http(http::HttpPre),
 }
 
+/// An algorithm's pre-instance and, for `algorithm-with-init` components, where
+/// its `lifecycle.init` export is.
+#[derive(Clone)]
+struct PreparedAlgorithm {
+    instance_pre: InstancePre<HostState>,
+    indices: bindings::AlgorithmIndices,
+    init: Option<ComponentExportIndex>,
+}
+
 impl Prepared {
-    fn algorithm(&self) -> Option<&bindings::AlgorithmPre<HostState>> {
+    fn algorithm(&self) -> Option<&PreparedAlgorithm> {
         match &self.pre {
             PreparedKind::Algorithm(pre) => Some(pre),
             PreparedKind::Http(_) => None,
@@ -234,15 +269,47 @@ impl Prepared {
             PreparedKind::Algorithm(_) => None,
         }
     }
+
+    /// Whether the component exports `lifecycle.init` (world
+    /// `algorithm-with-init`).
+    pub fn has_init(&self) -> bool {
+        self.algorithm().is_some_and(|a| a.init.is_some())
+    }
 }
 
-/// Store data of one call.
+/// Store data of one instance: of one call, or of the calls of a warm
+/// instance, one at a time.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// The running call's identity and host services.
     call: CallContext,
+    /// The running call's depth, deadline and trigger.
     scope: CallScope,
+    /// `wasi:keyvalue` buckets the running call opened (their table reps).
+    call_buckets: Vec<u32>,
+}
+
+impl HostState {
+    /// Installs a call's identity, services, deadline and trigger.
+    fn begin_call(&mut self, call: CallContext, scope: CallScope) {
+        self.call = call;
+        self.scope = scope;
+    }
+
+    /// Takes away everything of the call that just ended: the buckets it
+    /// opened under its grants, its identity and host services, its trigger.
+    /// What is left is the guest's own state.
+    fn end_call(&mut self) {
+        for rep in self.call_buckets.drain(..) {
+            // Already gone if the guest dropped it (then `drop` removed the
+            // rep too); a different type at that rep is not ours to delete.
+            let _ = self.table.delete(Resource::<host::KvBucket>::new_own(rep));
+        }
+        self.call = CallContext::standalone(GuestIdentity::default());
+        self.scope.trigger = None;
+    }
 }
 
 impl WasiView for HostState {
@@ -313,6 +380,8 @@ pub struct Engine {
     config: EngineConfig,
     compat_hash: String,
     ticker_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Every version's idle warm instances.
+    warm: Arc<warm::Pools>,
 }
 
 impl Drop for Engine {
@@ -403,18 +472,30 @@ impl Engine {
         };
 
         let ticker_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let warm = Arc::new(warm::Pools::default());
         {
             let weak = engine.weak();
             let stop = ticker_stop.clone();
             let tick = config.epoch_tick;
+            let pools = Arc::downgrade(&warm);
+            // Idle warm instances past their timeout are dropped about once a
+            // second, on this thread (a drop resets the instance's slot).
+            let sweep_every = (Duration::from_secs(1).as_nanos() / tick.as_nanos().max(1)).max(1);
             std::thread::Builder::new()
                 .name("wasmgrid-epoch".into())
                 .spawn(move || {
+                    let mut ticks: u128 = 0;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         std::thread::sleep(tick);
                         match weak.upgrade() {
                             Some(engine) => engine.increment_epoch(),
                             None => return,
+                        }
+                        ticks += 1;
+                        if ticks.is_multiple_of(sweep_every)
+                            && let Some(pools) = pools.upgrade()
+                        {
+                            pools.sweep_expired();
                         }
                     }
                 })
@@ -427,6 +508,7 @@ impl Engine {
             config,
             compat_hash,
             ticker_stop,
+            warm,
         })
     }
 
@@ -522,63 +604,140 @@ impl Engine {
                  WASI 0.2 and wasmgrid:algorithm interfaces only"
             ))
         })?;
-        let pre = bindings::AlgorithmPre::new(instance_pre).map_err(|e| {
+        let indices = bindings::AlgorithmIndices::new(&instance_pre).map_err(|e| {
             InvalidComponent(format!(
                 "the component's handler export has the wrong shape: {e:#}"
             ))
         })?;
+        let init = lifecycle_init(&self.engine, component, &exports)?;
         Ok((
             kind,
             Some(Prepared {
-                pre: PreparedKind::Algorithm(pre),
+                pre: PreparedKind::Algorithm(PreparedAlgorithm {
+                    instance_pre,
+                    indices,
+                    init,
+                }),
             }),
         ))
     }
 
-    /// Runs one call on a fresh instance.
-    pub async fn invoke(
+    /// A pool for the warm instances of one version (deployed with `reuse`),
+    /// kept until it is dropped. Its idle instances count against the
+    /// instance slots and are evicted before a call is told `Overloaded`.
+    pub fn warm_pool(&self, settings: WarmSettings) -> Arc<WarmPool> {
+        self.warm.create(
+            settings,
+            self.config.warm_pool_size,
+            self.config.warm_idle_timeout,
+        )
+    }
+
+    /// A store for a new instance, with the call's context installed.
+    fn new_store(
         &self,
-        prepared: &Prepared,
+        memory_bytes: u64,
         call: CallContext,
-        input: Payload,
-        trigger: Option<TriggerEvent>,
-        limits: CallLimits,
-    ) -> Result<Outcome, InvokeError> {
-        let Some(pre) = prepared.algorithm() else {
-            return Err(InvokeError::Host(
-                "this version is a wasi:http component: send it HTTP requests at /http/OWNER/NAME/"
-                    .into(),
-            ));
-        };
-        let started = Instant::now();
-        let deadline = started + limits.timeout;
+        scope: CallScope,
+    ) -> (Store<HostState>, CapturedOutput, CapturedOutput) {
         let (wasi, stdout, stderr) = self.guest_wasi();
-        let scope = CallScope {
-            depth: call.depth,
-            deadline,
-            trigger: trigger.clone().map(Arc::new),
-        };
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
-                limit: limits.memory_bytes,
+                limit: memory_bytes,
                 used: 0,
             },
             call,
             scope,
+            call_buckets: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::Error::new(DeadlineExceeded))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        (store, stdout, stderr)
+    }
 
+    /// Instantiates, evicting idle warm instances and trying once more when
+    /// every instance slot is taken: an idle instance never makes a call
+    /// `Overloaded`.
+    async fn instantiate(
+        &self,
+        pre: &PreparedAlgorithm,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<(Instance, bindings::Algorithm)> {
+        let instance = match pre.instance_pre.instantiate_async(&mut *store).await {
+            Err(e) if is_slot_exhaustion(&e) && self.warm.evict_idle() > 0 => {
+                pre.instance_pre.instantiate_async(&mut *store).await?
+            }
+            other => other?,
+        };
+        let algorithm = pre.indices.load(&mut *store, &instance)?;
+        Ok((instance, algorithm))
+    }
+
+    /// Instantiates and runs `init` (if exported) under the init budget.
+    /// The store has the call's context installed: `init` runs with the
+    /// algorithm's identity and services (it may read data and secrets).
+    async fn start_instance(
+        &self,
+        pre: &PreparedAlgorithm,
+        store: &mut Store<HostState>,
+        stderr: &CapturedOutput,
+        limits: CallLimits,
+    ) -> Result<bindings::Algorithm, InvokeError> {
+        let Some(init) = &pre.init else {
+            // No init: instantiation counts against the call's own deadline,
+            // which the caller has set.
+            return match tokio::time::timeout(limits.timeout, self.instantiate(pre, store)).await {
+                Err(_elapsed) => Err(InvokeError::Timeout {
+                    timeout: limits.timeout,
+                }),
+                Ok(Err(trap)) => Err(classify_trap(&trap, limits, stderr)),
+                Ok(Ok((_, algorithm))) => Ok(algorithm),
+            };
+        };
+        // `init` runs under its own budget, and so does the instantiation
+        // before it (start-up code runs there too).
+        let init_limits = CallLimits {
+            timeout: limits.init_timeout,
+            ..limits
+        };
+        set_deadline(store, Instant::now() + limits.init_timeout);
+        let run = async {
+            let (instance, algorithm) = self.instantiate(pre, store).await?;
+            let func = instance
+                .get_typed_func::<(), (Result<(), bindings::GuestError>,)>(&mut *store, init)?;
+            let (result,) = func.call_async(&mut *store, ()).await?;
+            Ok::<_, wasmtime::Error>((algorithm, result))
+        };
+        match tokio::time::timeout(limits.init_timeout, run).await {
+            Err(_elapsed) => Err(InvokeError::Timeout {
+                timeout: limits.init_timeout,
+            }),
+            Ok(Err(trap)) => Err(classify_trap(&trap, init_limits, stderr)),
+            Ok(Ok((_, Err(guest)))) => {
+                let InvokeError::Guest { kind, message } = guest_error(guest) else {
+                    unreachable!("guest_error always returns InvokeError::Guest")
+                };
+                Err(InvokeError::Guest {
+                    kind,
+                    message: format!("init failed: {message}"),
+                })
+            }
+            Ok(Ok((algorithm, Ok(())))) => Ok(algorithm),
+        }
+    }
+
+    /// Runs `apply` on an instance whose store has the call's context and
+    /// deadline installed.
+    async fn apply(
+        store: &mut Store<HostState>,
+        algorithm: &bindings::Algorithm,
+        input: Payload,
+        trigger: Option<TriggerEvent>,
+        limits: CallLimits,
+        stderr: &CapturedOutput,
+    ) -> Result<Payload, InvokeError> {
         let input = bindings::Payload {
             content_type: input.content_type,
             body: input.body.to_vec(),
@@ -592,43 +751,280 @@ impl Engine {
             data_content_type: t.data_content_type,
             extensions: t.extensions,
         });
-        let run = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance
-                .wasmgrid_algorithm_handler()
-                .call_apply(&mut store, &input, trigger.as_ref())
-                .await
-        };
-        let result = match tokio::time::timeout(limits.timeout, run).await {
-            Err(_elapsed) => {
-                return Err(InvokeError::Timeout {
-                    timeout: limits.timeout,
-                });
-            }
-            Ok(result) => result,
-        };
-        let duration = started.elapsed();
-        match result {
-            Ok(Ok(out)) => Ok(Outcome {
-                output: Payload {
-                    content_type: out.content_type,
-                    body: out.body.into(),
-                },
-                stdout,
-                stderr,
-                duration,
+        let run = algorithm.wasmgrid_algorithm_handler().call_apply(
+            &mut *store,
+            &input,
+            trigger.as_ref(),
+        );
+        match tokio::time::timeout(limits.timeout, run).await {
+            Err(_elapsed) => Err(InvokeError::Timeout {
+                timeout: limits.timeout,
             }),
-            Ok(Err(guest)) => {
-                let (kind, message) = match guest {
-                    bindings::GuestError::InvalidInput(m) => (GuestErrorKind::InvalidInput, m),
-                    bindings::GuestError::Permanent(m) => (GuestErrorKind::Permanent, m),
-                    bindings::GuestError::Transient(m) => (GuestErrorKind::Transient, m),
-                };
-                Err(InvokeError::Guest { kind, message })
-            }
-            Err(trap) => Err(classify_trap(&trap, limits, &stderr)),
+            Ok(Ok(Ok(out))) => Ok(Payload {
+                content_type: out.content_type,
+                body: out.body.into(),
+            }),
+            Ok(Ok(Err(guest))) => Err(guest_error(guest)),
+            Ok(Err(trap)) => Err(classify_trap(&trap, limits, stderr)),
         }
     }
+
+    /// Runs one call on a fresh instance (instantiated, `init` run if the
+    /// component exports it, called once, dropped).
+    pub async fn invoke(
+        &self,
+        prepared: &Prepared,
+        call: CallContext,
+        input: Payload,
+        trigger: Option<TriggerEvent>,
+        limits: CallLimits,
+    ) -> Result<Outcome, InvokeError> {
+        let pre = algorithm_of(prepared)?;
+        let started = Instant::now();
+        let depth = call.depth;
+        let (mut store, stdout, stderr) = self.new_store(
+            limits.memory_bytes,
+            call,
+            CallScope {
+                depth,
+                deadline: started + limits.timeout,
+                trigger: None,
+            },
+        );
+        set_deadline(&mut store, started + limits.timeout);
+        let algorithm = self
+            .start_instance(pre, &mut store, &stderr, limits)
+            .await?;
+        // The call's clock starts after `init` (which has its own budget);
+        // without init, instantiation counts against the call, as always.
+        let call_start = if pre.init.is_some() {
+            Instant::now()
+        } else {
+            started
+        };
+        let deadline = call_start + limits.timeout;
+        store.data_mut().scope = CallScope {
+            depth,
+            deadline,
+            trigger: trigger.clone().map(Arc::new),
+        };
+        set_deadline(&mut store, deadline);
+        let remaining = CallLimits {
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            ..limits
+        };
+        let output = Self::apply(&mut store, &algorithm, input, trigger, remaining, &stderr)
+            .await
+            .map_err(|e| report_full_timeout(e, limits))?;
+        Ok(Outcome {
+            output,
+            stdout,
+            stderr,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Runs one call on a warm instance of `pool`'s version: an idle one if
+    /// there is one, else a new one (instantiated, `init` run), which goes back
+    /// to the pool after the call unless the call trapped, timed out, ran out
+    /// of memory or stack, was cancelled, or the instance has served its
+    /// `reuse` calls. See [`WarmPool`] for what is and is not kept.
+    pub async fn invoke_warm(
+        &self,
+        prepared: &Prepared,
+        pool: &WarmPool,
+        call: CallContext,
+        input: Payload,
+        trigger: Option<TriggerEvent>,
+        limits: CallLimits,
+    ) -> (InstanceStart, Result<Outcome, InvokeError>) {
+        let pre = match algorithm_of(prepared) {
+            Ok(pre) => pre,
+            Err(e) => return (InstanceStart::Cold, Err(e)),
+        };
+        let started = Instant::now();
+        let depth = call.depth;
+        let (start, mut instance) = match pool.checkout() {
+            Some(mut instance) => {
+                instance.store.data_mut().begin_call(
+                    call,
+                    CallScope {
+                        depth,
+                        deadline: started + limits.timeout,
+                        trigger: None,
+                    },
+                );
+                (InstanceStart::Warm, instance)
+            }
+            None => {
+                let settings = pool.settings();
+                let (mut store, stdout, stderr) = self.new_store(
+                    settings.memory_bytes,
+                    call,
+                    CallScope {
+                        depth,
+                        deadline: started + limits.timeout,
+                        trigger: None,
+                    },
+                );
+                set_deadline(&mut store, started + limits.timeout);
+                let limits = CallLimits {
+                    init_timeout: settings.init_timeout,
+                    memory_bytes: settings.memory_bytes,
+                    ..limits
+                };
+                match self.start_instance(pre, &mut store, &stderr, limits).await {
+                    Ok(algorithm) => (
+                        InstanceStart::Cold,
+                        warm::WarmInstance {
+                            store,
+                            algorithm,
+                            stdout,
+                            stderr,
+                            calls: 0,
+                        },
+                    ),
+                    Err(e) => return (InstanceStart::Cold, Err(e)),
+                }
+            }
+        };
+        let call_start = if start == InstanceStart::Cold && pre.init.is_some() {
+            Instant::now()
+        } else {
+            started
+        };
+        let deadline = call_start + limits.timeout;
+        {
+            let state = instance.store.data_mut();
+            state.scope.deadline = deadline;
+            state.scope.trigger = trigger.clone().map(Arc::new);
+        }
+        set_deadline(&mut instance.store, deadline);
+        let remaining = CallLimits {
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            ..limits
+        };
+        let warm::WarmInstance {
+            store,
+            algorithm,
+            stdout,
+            stderr,
+            ..
+        } = &mut instance;
+        let result = Self::apply(store, algorithm, input, trigger, remaining, stderr)
+            .await
+            .map_err(|e| report_full_timeout(e, limits));
+        // This call's output only; the streams stay with the instance.
+        let (call_stdout, call_stderr) = (stdout.take(), stderr.take());
+        instance.calls += 1;
+        let keep = match &result {
+            Ok(_) | Err(InvokeError::Guest { .. }) => true,
+            Err(_) => false,
+        };
+        if keep {
+            instance.store.data_mut().end_call();
+            pool.checkin(instance);
+        }
+        (
+            start,
+            result.map(|output| Outcome {
+                output,
+                stdout: call_stdout,
+                stderr: call_stderr,
+                duration: started.elapsed(),
+            }),
+        )
+    }
+}
+
+/// The algorithm side of a prepared component, or the error for an HTTP one.
+fn algorithm_of(prepared: &Prepared) -> Result<&PreparedAlgorithm, InvokeError> {
+    prepared.algorithm().ok_or_else(|| {
+        InvokeError::Host(
+            "this version is a wasi:http component: send it HTTP requests at /http/OWNER/NAME/"
+                .into(),
+        )
+    })
+}
+
+/// Arms a store's epoch deadline: at every tick the guest yields, and past
+/// `deadline` it traps with [`DeadlineExceeded`]. Set again for each call of a
+/// warm instance.
+fn set_deadline(store: &mut Store<HostState>, deadline: Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Error::new(DeadlineExceeded))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+/// A guest's WIT error as the caller sees it.
+fn guest_error(guest: bindings::GuestError) -> InvokeError {
+    let (kind, message) = match guest {
+        bindings::GuestError::InvalidInput(m) => (GuestErrorKind::InvalidInput, m),
+        bindings::GuestError::Permanent(m) => (GuestErrorKind::Permanent, m),
+        bindings::GuestError::Transient(m) => (GuestErrorKind::Transient, m),
+    };
+    InvokeError::Guest { kind, message }
+}
+
+/// A timeout names the call's whole timeout, not what was left of it when
+/// `apply` started.
+fn report_full_timeout(e: InvokeError, limits: CallLimits) -> InvokeError {
+    match e {
+        InvokeError::Timeout { .. } => InvokeError::Timeout {
+            timeout: limits.timeout,
+        },
+        other => other,
+    }
+}
+
+/// Whether instantiation failed because every pooled instance slot is taken.
+fn is_slot_exhaustion(err: &wasmtime::Error) -> bool {
+    err.chain()
+        .any(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
+}
+
+/// Where a component's `lifecycle.init` export is, if it has one; an
+/// `init` of another shape is refused at deploy.
+fn lifecycle_init(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    exports: &[String],
+) -> Result<Option<ComponentExportIndex>, InvalidComponent> {
+    let Some(name) = exports
+        .iter()
+        .find(|e| e.starts_with(LIFECYCLE_EXPORT_PREFIX))
+    else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        InvalidComponent(format!(
+            "the component exports {name}, but {why}: it must be `init: func() -> result<_, error>` \
+             (world algorithm-with-init of wit/algorithm.wit)"
+        ))
+    };
+    let (item, interface) = component
+        .get_export(None, name)
+        .ok_or_else(|| bad("it cannot be found"))?;
+    let ComponentItem::ComponentInstance(instance_ty) = item else {
+        return Err(bad("it is not an interface"));
+    };
+    let Some(ComponentItem::ComponentFunc(func)) =
+        instance_ty.get_export(engine, "init").map(|e| e.ty)
+    else {
+        return Err(bad("it has no function `init`"));
+    };
+    if func.params().len() != 0 || func.results().len() != 1 {
+        return Err(bad("`init` has the wrong signature"));
+    }
+    component
+        .get_export_index(Some(&interface), "init")
+        .map(Some)
+        .ok_or_else(|| bad("its `init` cannot be found"))
 }
 
 /// Imports that the linker provides (for the "what is missing" hint).

@@ -59,6 +59,18 @@ impl CapturedOutput {
         c.bytes.is_empty() && c.dropped == 0
     }
 
+    /// Moves what was captured so far into a new capture of its own and empties
+    /// this one: a warm instance keeps writing to the same stream, and each call
+    /// takes only its own output.
+    pub fn take(&self) -> CapturedOutput {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = std::mem::take(&mut *c);
+        CapturedOutput {
+            inner: Arc::new(Mutex::new(taken)),
+            limit: self.limit,
+        }
+    }
+
     /// Whether output past the limit was dropped.
     pub fn truncated(&self) -> bool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).dropped > 0

@@ -59,6 +59,12 @@ struct ServeArgs {
     /// Wasm instances that may run at once (pooling allocator slots).
     #[arg(long, default_value_t = 1000)]
     instance_slots: u32,
+    /// Idle warm instances kept per version deployed with --reuse.
+    #[arg(long, default_value_t = 8)]
+    warm_pool_size: usize,
+    /// Seconds an idle warm instance is kept before it is dropped.
+    #[arg(long, default_value_t = 300)]
+    warm_idle_timeout: u64,
     /// Allow webhook subscriptions to loopback and private addresses.
     #[arg(long)]
     allow_private_webhooks: bool,
@@ -169,6 +175,11 @@ enum Command {
         /// Calls that may run at once.
         #[arg(long)]
         concurrency: Option<u32>,
+        /// Algorithms: calls one warm instance serves, one at a time, before it
+        /// is discarded (memory such as a loaded model persists between them;
+        /// default 0: a fresh instance per call).
+        #[arg(long)]
+        reuse: Option<u32>,
         /// Capability grants (data://owner/collection:read|write, topic:NAME); repeatable.
         #[arg(long = "grant")]
         grants: Vec<String>,
@@ -314,6 +325,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let engine = EngineConfig {
                 instance_slots: args.instance_slots,
+                warm_pool_size: args.warm_pool_size,
+                warm_idle_timeout: Duration::from_secs(args.warm_idle_timeout),
                 ..EngineConfig::default()
             };
             if !(args.event_time_scale > 0.0 && args.event_time_scale <= 1000.0) {
@@ -360,6 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
             memory,
             concurrency,
+            reuse,
             grants,
             public,
             allow_outbound,
@@ -379,6 +393,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(c) = concurrency {
                 query.push(("concurrency", c.to_string()));
+            }
+            if let Some(r) = reuse {
+                query.push(("reuse", r.to_string()));
             }
             for gr in grants {
                 query.push(("grant", gr));

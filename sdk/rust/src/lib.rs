@@ -532,8 +532,70 @@ impl std::error::Error for Error {}
 ///
 /// The argument is a path to the function, e.g. `algorithm!(handlers::apply)`.
 /// The macro defines a type named `__WasmgridAlgorithm` in the calling module.
+///
+/// # Set up once per instance: `init`
+///
+/// `algorithm!(apply, init = load)` also registers `fn() -> Result<(), Error>`
+/// as `lifecycle.init` (the component then has the world
+/// `algorithm-with-init`). The host runs it once per instance, before the
+/// first call: load a model or build a table there, keep it in a static, and
+/// deploy the version with `--reuse N` so that one instance serves N calls
+/// (with the default fresh instance per call, `init` runs before every call).
+/// An `init` error fails the call that started the instance.
+///
+/// ```no_run
+/// use std::sync::OnceLock;
+/// use wasmgrid_sdk::{Error, Input};
+///
+/// static TABLE: OnceLock<Vec<u64>> = OnceLock::new();
+///
+/// fn load() -> Result<(), Error> {
+///     TABLE.get_or_init(|| (0..1_000_000).map(|i| i * i).collect());
+///     Ok(())
+/// }
+///
+/// fn apply(input: Input) -> Result<String, Error> {
+///     let table = TABLE.get().ok_or_else(|| Error::permanent("init did not run"))?;
+///     let i: usize = input.text()?.trim().parse().map_err(|_| Error::invalid_input("send an index"))?;
+///     Ok(table.get(i).map(u64::to_string).unwrap_or_default())
+/// }
+///
+/// wasmgrid_sdk::algorithm!(apply, init = load);
+/// ```
 #[macro_export]
 macro_rules! algorithm {
+    ($apply:path, init = $init:path) => {
+        #[doc(hidden)]
+        struct __WasmgridAlgorithm;
+
+        impl $crate::__private::Guest for __WasmgridAlgorithm {
+            fn apply(
+                input: $crate::__private::Payload,
+                trigger: ::core::option::Option<$crate::__private::WitEvent>,
+            ) -> ::core::result::Result<$crate::__private::Payload, $crate::__private::WitError>
+            {
+                $crate::__private::run($apply, input, trigger)
+            }
+        }
+
+        impl $crate::__private::init_bindings::exports::wasmgrid::algorithm::lifecycle::Guest
+            for __WasmgridAlgorithm
+        {
+            fn init() -> ::core::result::Result<(), $crate::__private::WitError> {
+                $crate::__private::run_init($init)
+            }
+        }
+
+        // Two exports, two macros: `handler` (the `algorithm` world) and
+        // `lifecycle`; together the component has the world
+        // `algorithm-with-init`.
+        $crate::__private::bindings::__wasmgrid_export!(
+            __WasmgridAlgorithm with_types_in $crate::__private::bindings
+        );
+        $crate::__private::init_bindings::__wasmgrid_export_init!(
+            __WasmgridAlgorithm with_types_in $crate::__private::init_bindings
+        );
+    };
     ($apply:path) => {
         #[doc(hidden)]
         struct __WasmgridAlgorithm;
@@ -582,6 +644,44 @@ pub mod __private {
             // place; exports and results use owned types (`PayloadResult`).
             ownership: Borrowing { duplicate_if_necessary: true },
         });
+    }
+
+    /// Bindings of the `lifecycle` export alone (a world of its own, so its
+    /// export macro does not repeat `handler`'s), with its types taken from
+    /// [`bindings`]. A component that uses both export macros has the world
+    /// `algorithm-with-init`: `wit-component` unions the worlds the two
+    /// macros describe.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod init_bindings {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            inline: "
+                package wasmgrid:sdk-internal;
+                world init-export {
+                    export wasmgrid:algorithm/lifecycle@0.1.0;
+                }
+            ",
+            world: "wasmgrid:sdk-internal/init-export",
+            pub_export_macro: true,
+            export_macro_name: "__wasmgrid_export_init",
+            default_bindings_module: "wasmgrid_sdk::__private::init_bindings",
+            with: {
+                "wasmgrid:algorithm/types@0.1.0": crate::__private::bindings::wasmgrid::algorithm::types,
+            },
+            ownership: Borrowing { duplicate_if_necessary: true },
+        });
+    }
+
+    /// Runs the algorithm's `init` and converts its error.
+    pub fn run_init<F>(init: F) -> Result<(), WitError>
+    where
+        F: FnOnce() -> Result<(), Error>,
+    {
+        init().map_err(|Error { kind, message }| match kind {
+            ErrorKind::InvalidInput => WitError::InvalidInput(message),
+            ErrorKind::Permanent => WitError::Permanent(message),
+            ErrorKind::Transient => WitError::Transient(message),
+        })
     }
 
     /// Calls the algorithm with the WIT arguments converted to SDK types and

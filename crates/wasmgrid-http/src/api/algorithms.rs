@@ -11,8 +11,9 @@ use wasmgrid_core::names::validate_name;
 use wasmgrid_core::registry::{DeployRequest, VersionSettings};
 
 /// Parses deploy settings from the query: `timeout`, `memory`, `concurrency`,
-/// repeated `grant`, and for wasi:http components `public`, `route` and
-/// `allow_outbound` (comma-separated and/or repeated).
+/// repeated `grant`, `reuse` (algorithms: calls per warm instance), and for
+/// wasi:http components `public`, `route` and `allow_outbound`
+/// (comma-separated and/or repeated).
 fn settings_from_query(q: &QueryParams, owner: &str) -> Result<VersionSettings, ApiError> {
     let mut s = VersionSettings::default();
     if let Some(t) = q.number::<u64>("timeout", "whole seconds, e.g. timeout=60")? {
@@ -23,6 +24,12 @@ fn settings_from_query(q: &QueryParams, owner: &str) -> Result<VersionSettings, 
     }
     if let Some(c) = q.number::<u32>("concurrency", "a whole number, e.g. concurrency=8")? {
         s.concurrency = c;
+    }
+    if let Some(r) = q.number::<u32>(
+        "reuse",
+        "a whole number of calls per warm instance, e.g. reuse=1000 (0: a fresh instance per call)",
+    )? {
+        s.reuse = r;
     }
     s.grants = q.all("grant");
     for g in &s.grants {
@@ -117,6 +124,7 @@ pub async fn deploy(
         "timeout": r.settings.timeout,
         "memory": r.settings.memory,
         "concurrency": r.settings.concurrency,
+        "reuse": r.settings.reuse,
         "grants": r.settings.grants,
         "public": r.settings.public,
         "allow_outbound": r.settings.allow_outbound,
