@@ -35,7 +35,8 @@ use wasmgrid_core::data::{DataService, Principal};
 use wasmgrid_core::invoker::Invoker;
 use wasmgrid_core::metrics::{Metrics, SubscriptionLabel, TopicLabel};
 use wasmgrid_core::registry::VersionSpec;
-use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table, WriteBatch};
+use wasmgrid_store::records::{Bucket, Records, RecordsExt};
+use wasmgrid_store::{Cursor, Store, StoreError, Table, WriteBatch};
 
 pub use delivery::{Failure, RETRY_SCHEDULE};
 
@@ -381,6 +382,8 @@ impl TopicState {
 
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
+    /// Topic and subscription records, subscription ids.
+    records: Arc<dyn Records>,
     invoker: Arc<Invoker>,
     data: Arc<DataService>,
     metrics: Arc<Metrics>,
@@ -506,8 +509,12 @@ impl EventService {
     /// tokio runtime to run deliveries and the system-topic feed. Deliveries
     /// to algorithms call through `invoker`; `jobs` starts the jobs of
     /// `{"job": …}` destinations (none: such subscriptions are refused).
-    pub fn open(
+    /// Topic and subscription records come from `records`; the tables are
+    /// written through by this service (issue 15 feeds them from watches).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
         store: Arc<dyn Store>,
+        records: Arc<dyn Records>,
         invoker: Arc<Invoker>,
         data: Arc<DataService>,
         metrics: Arc<Metrics>,
@@ -518,14 +525,17 @@ impl EventService {
             .iter()
             .map(|t| (t.to_string(), TopicState::new(None)))
             .collect();
-        for (name, record) in store.scan_json::<TopicRecord>(Table::TOPICS, "")? {
-            topics.insert(name, TopicState::new(Some(record)));
+        for entry in records.list_all(Bucket::Topics, "").await? {
+            let record: TopicRecord = wasmgrid_store::records::decode(Bucket::Topics, &entry)?;
+            topics.insert(entry.key, TopicState::new(Some(record)));
         }
+        let subscriptions = records.list_all(Bucket::Subscriptions, "").await?;
         let webhooks = webhook::WebhookClient::new(config.allow_private_webhooks)?;
         let inner = Arc::new(Inner {
             flusher: delivery::Flusher::new(),
             ingest: ingest::Combiner::default(),
             store: store.clone(),
+            records,
             invoker,
             data,
             metrics,
@@ -538,7 +548,9 @@ impl EventService {
             started: std::sync::atomic::AtomicBool::new(false),
         });
         let svc = EventService { inner };
-        for (_, record) in store.scan_json::<SubscriptionRecord>(Table::SUBSCRIPTIONS, "")? {
+        for entry in subscriptions {
+            let record: SubscriptionRecord =
+                wasmgrid_store::records::decode(Bucket::Subscriptions, &entry)?;
             let compiled = record.spec.filter.compile().map_err(|e| {
                 EventError::Internal(format!(
                     "stored subscription {} has an invalid filter: {e}",
@@ -662,19 +674,16 @@ impl EventService {
                 .map(|(n, k)| (n.clone(), sha256_hex(k)))
                 .collect(),
         };
-        let mut batch = WriteBatch::new();
-        batch
-            .require_absent(Table::TOPICS, name)
-            .put_json(Table::TOPICS, name, &record);
-        let store = self.inner.store.clone();
-        let committed = tokio::task::spawn_blocking(move || store.commit(&batch))
-            .await
-            .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))?;
+        let committed = self
+            .inner
+            .records
+            .create_json(Bucket::Topics, name, &record)
+            .await;
         match committed {
-            Ok(()) => {}
-            Err(StoreError::Conflict { .. }) => {
+            Ok(_) => {}
+            Err(StoreError::Exists { .. }) => {
                 // Lost a race with a concurrent create: answer as for an existing topic.
-                let existing = self.load_topic(name)?;
+                let existing = self.load_topic(name).await?;
                 Self::check_name_taken(caller, &existing)?;
                 return Ok((false, topic_json(&existing, None)));
             }
@@ -689,10 +698,12 @@ impl EventService {
         Ok((true, topic_json(&record, Some(&keys))))
     }
 
-    fn load_topic(&self, name: &str) -> Result<TopicRecord, EventError> {
+    async fn load_topic(&self, name: &str) -> Result<TopicRecord, EventError> {
         self.inner
-            .store
-            .get_json::<TopicRecord>(Table::TOPICS, name)?
+            .records
+            .get_json::<TopicRecord>(Bucket::Topics, name)
+            .await?
+            .map(|t| t.value)
             .ok_or_else(|| EventError::Internal(format!("topic {name} vanished")))
     }
 
@@ -838,9 +849,10 @@ impl EventService {
         for sub in subs {
             self.remove_subscription(name, &sub).await?;
         }
-        let mut batch = WriteBatch::new();
-        batch.delete(Table::TOPICS, name);
-        self.commit(batch).await?;
+        self.inner
+            .records
+            .delete(Bucket::Topics, name, None)
+            .await?;
         self.inner
             .topics
             .write()
@@ -860,24 +872,42 @@ impl EventService {
         if SYSTEM_TOPICS.contains(&topic) {
             return Err(Self::system_topic_has_no_keys(topic));
         }
-        let mut record = self
+        let cached = self
             .topic_record(topic)?
             .ok_or_else(|| Self::not_found_topic(topic))?;
-        self.check_topic_owner(caller, &record)?;
+        self.check_topic_owner(caller, &cached)?;
         let key = random_key();
-        let slot = record
-            .key_hashes
-            .iter_mut()
-            .find(|(n, _)| n == key_name)
-            .ok_or_else(|| {
-                EventError::Invalid(format!(
-                    "keyName {key_name:?} is not a key of this topic: use \"key1\" or \"key2\""
-                ))
-            })?;
-        slot.1 = sha256_hex(&key);
-        let mut batch = WriteBatch::new();
-        batch.put_json(Table::TOPICS, topic, &record);
-        self.commit(batch).await?;
+        // Read, change one key, write at the revision read; a concurrent
+        // change of the other key is re-read, not overwritten.
+        let record = loop {
+            let stored = self
+                .inner
+                .records
+                .get_json::<TopicRecord>(Bucket::Topics, topic)
+                .await?
+                .ok_or_else(|| Self::not_found_topic(topic))?;
+            let mut record = stored.value;
+            let slot = record
+                .key_hashes
+                .iter_mut()
+                .find(|(n, _)| n == key_name)
+                .ok_or_else(|| {
+                    EventError::Invalid(format!(
+                        "keyName {key_name:?} is not a key of this topic: use \"key1\" or \"key2\""
+                    ))
+                })?;
+            slot.1 = sha256_hex(&key);
+            match self
+                .inner
+                .records
+                .update_json(Bucket::Topics, topic, &record, stored.rev)
+                .await
+            {
+                Ok(_) => break record,
+                Err(StoreError::Changed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let mut topics = self.inner.topics.write().map_err(|_| lock_err())?;
         if let Some(t) = topics.get_mut(topic) {
             t.record = Some(record);
@@ -1100,9 +1130,10 @@ impl EventService {
                 },
             },
         };
-        let mut batch = WriteBatch::new();
-        batch.put_json(Table::SUBSCRIPTIONS, format!("{topic}/{name}"), &record);
-        self.commit(batch).await?;
+        self.inner
+            .records
+            .put_json(Bucket::Subscriptions, &format!("{topic}/{name}"), &record)
+            .await?;
         match existing {
             Some(sub) => {
                 let depth = sub.depth.get();
@@ -1243,23 +1274,7 @@ impl EventService {
     }
 
     async fn next_subscription_id(&self) -> Result<u64, EventError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut id = 0;
-            store.transact(&mut |txn| {
-                let cur = txn
-                    .get(Table::META, "subscription_id")?
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .unwrap_or(0);
-                id = cur + 1;
-                txn.put(Table::META, "subscription_id", id.to_string().as_bytes())
-            })?;
-            Ok::<_, StoreError>(id)
-        })
-        .await
-        .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))?
-        .map_err(Into::into)
+        Ok(self.inner.records.next_id("subscription").await?)
     }
 
     fn subscription_state(&self, topic: &str, name: &str) -> Result<Arc<SubState>, EventError> {
@@ -1345,9 +1360,10 @@ impl EventService {
         // Let queued acknowledgements of its worker land before purging, so
         // none re-creates an entry afterwards.
         self.inner.flusher.barrier().await;
-        let mut batch = WriteBatch::new();
-        batch.delete(Table::SUBSCRIPTIONS, format!("{topic}/{name}"));
-        self.commit(batch).await?;
+        self.inner
+            .records
+            .delete(Bucket::Subscriptions, &format!("{topic}/{name}"), None)
+            .await?;
         for table in [Table::EVENT_QUEUE, Table::DEAD_LETTERS] {
             let store = self.inner.store.clone();
             let prefix = queue_prefix(sub.id);
@@ -1421,14 +1437,6 @@ impl EventService {
         sub.depth.inc_by(moved as i64);
         sub.notify.notify_one();
         Ok(moved)
-    }
-
-    async fn commit(&self, batch: WriteBatch) -> Result<(), EventError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&batch))
-            .await
-            .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))?
-            .map_err(Into::into)
     }
 }
 
