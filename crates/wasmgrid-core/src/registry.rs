@@ -1007,6 +1007,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_tombstones_are_told_from_records() {
+        // What the registry writes, and what the embedded store reads back.
+        assert!(is_version_tombstone(
+            br#"{"deleted":"2026-01-01T00:00:00Z","record":{"digest":"sha256:x"}}"#
+        ));
+        assert!(is_version_tombstone(
+            br#"{"published":"2026-01-01T00:00:00Z"}"#
+        ));
+        assert!(!is_version_tombstone(
+            br#"{"owner":"o","name":"n","version":"1.0.0","digest":"sha256:x"}"#
+        ));
+        assert!(!is_version_tombstone(b"not json"));
+    }
+
+    #[test]
     fn version_specs() {
         let v = |s: &str| Version::parse(s).unwrap();
         assert_eq!(VersionSpec::parse(None).unwrap(), VersionSpec::Latest);
