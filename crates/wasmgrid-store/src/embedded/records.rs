@@ -847,6 +847,58 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_of_one_key_are_watched_in_revision_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut w = s.watch(Bucket::Topics, "").await.unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap(), Change::Synced);
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut last = 0;
+                    for i in 0..5 {
+                        last = s
+                            .put(Bucket::Topics, "k", b(&format!("{t}.{i}")))
+                            .await
+                            .unwrap();
+                    }
+                    last
+                })
+            })
+            .collect();
+        let mut newest = 0;
+        for writer in writers {
+            newest = newest.max(writer.await.unwrap());
+        }
+        // Every report of `k` is newer than the one before (a fresh snapshot
+        // after a reset may repeat the newest), ending at the newest write.
+        let mut seen = 0;
+        let mut after_reset = false;
+        while seen < newest {
+            match w.next().await.unwrap().unwrap() {
+                Change::Put(e) => {
+                    assert!(
+                        e.rev > seen || (after_reset && e.rev == seen),
+                        "{} after {seen}",
+                        e.rev
+                    );
+                    seen = e.rev;
+                }
+                Change::Reset => after_reset = true,
+                Change::Synced => after_reset = false,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen, newest);
+        let last = Records::get(&s, Bucket::Topics, "k")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.rev, newest);
+    }
+
     #[tokio::test]
     async fn next_id_continues_the_stored_counter_and_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
