@@ -57,33 +57,42 @@ fn rate(n: u64, d: Duration) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let embedded = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let store: Arc<dyn Store> = embedded.clone();
+    let records: Arc<dyn wasmgrid::store::records::Records> = embedded;
     let data = Arc::new(DataService::new(store.clone()));
-    let secrets = Arc::new(SecretStore::open(store.clone(), dir.path()).expect("secrets"));
+    let secrets = Arc::new(SecretStore::open(records.clone(), dir.path()).expect("secrets"));
     let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
     let registry = Arc::new(
-        Registry::open(
-            store.clone(),
-            engine.clone(),
-            dir.path(),
-            wasmgrid::server_paths::RESERVED_PATHS,
-        )
-        .expect("registry"),
+        setup
+            .block_on(Registry::open(
+                store.clone(),
+                records.clone(),
+                engine.clone(),
+                dir.path(),
+                wasmgrid::server_paths::RESERVED_PATHS,
+            ))
+            .expect("registry"),
     );
     let metrics = Arc::new(Metrics::new());
     let invoker = Arc::new(Invoker::new(registry, metrics.clone()));
     let queues = Arc::new(EmbeddedQueues::new(store.clone()));
-    let events = EventService::open(
-        store.clone(),
-        queues.clone(),
-        queues,
-        invoker.clone(),
-        data.clone(),
-        metrics,
-        EventsConfig::default(),
-        None,
-    )
-    .expect("events");
+    let events = setup
+        .block_on(EventService::open(
+            records,
+            queues.clone(),
+            queues,
+            invoker.clone(),
+            data.clone(),
+            metrics,
+            EventsConfig::default(),
+            None,
+        ))
+        .expect("events");
     // The guest calls here go to the engine directly, with these services as
     // host: the invoker needs no binding.
     let services = Arc::new(Services::new(data.clone(), secrets, events, invoker));

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
-use wasmgrid_store::{Store, StoreError, StoreExt, Table, WriteBatch};
+use wasmgrid_store::StoreError;
+use wasmgrid_store::records::{Bucket, Records, RecordsExt};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -282,7 +283,7 @@ pub fn is_wasmgrid_credential(value: &[u8]) -> bool {
 
 /// The key registry.
 pub struct KeyStore {
-    store: Arc<dyn Store>,
+    records: Arc<dyn Records>,
     keys: RwLock<HashMap<String, KeyRecord>>,
 }
 
@@ -291,14 +292,17 @@ fn hash_key(key: &str) -> String {
 }
 
 impl KeyStore {
-    /// Loads all keys from the store.
-    pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let keys = store
-            .scan_json::<KeyRecord>(Table::KEYS, "")?
-            .into_iter()
-            .collect();
+    /// Loads all keys from the store. The cache is written through by
+    /// [`create`](Self::create) and [`revoke`](Self::revoke) (issue 15 feeds
+    /// it from a watch of [`Bucket::Keys`] instead).
+    pub async fn open(records: Arc<dyn Records>) -> Result<Self, StoreError> {
+        let mut keys = HashMap::new();
+        for entry in records.list_all(Bucket::Keys, "").await? {
+            let record: KeyRecord = wasmgrid_store::records::decode(Bucket::Keys, &entry)?;
+            keys.insert(entry.key, record);
+        }
         Ok(Self {
-            store,
+            records,
             keys: RwLock::new(keys),
         })
     }
@@ -332,7 +336,7 @@ impl KeyStore {
     }
 
     /// Creates a key; returns its record and the secret key string (shown once).
-    pub fn create(
+    pub async fn create(
         &self,
         owner: &str,
         scopes: Vec<Scope>,
@@ -354,11 +358,8 @@ impl KeyStore {
             compat,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        let mut batch = WriteBatch::new();
-        batch
-            .require_absent(Table::KEYS, id.clone())
-            .put_json(Table::KEYS, id.clone(), &record);
-        self.store.commit(&batch)?;
+        // Create-once: a colliding random id fails instead of replacing a key.
+        self.records.create_json(Bucket::Keys, &id, &record).await?;
         if let Ok(mut keys) = self.keys.write() {
             keys.insert(id, record.clone());
         }
@@ -366,7 +367,7 @@ impl KeyStore {
     }
 
     /// Revokes a key; `false` if there was no such key.
-    pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
         if !self
             .keys
             .read()
@@ -375,9 +376,7 @@ impl KeyStore {
         {
             return Ok(false);
         }
-        let mut batch = WriteBatch::new();
-        batch.delete(Table::KEYS, id);
-        self.store.commit(&batch)?;
+        self.records.delete(Bucket::Keys, id, None).await?;
         if let Ok(mut keys) = self.keys.write() {
             keys.remove(id);
         }
@@ -397,16 +396,21 @@ impl KeyStore {
 
     /// On first start (no keys at all), creates an admin key and writes it to
     /// `<data dir>/admin.key` (one line, mode 0600). Returns the path if it wrote one.
-    pub fn bootstrap_admin(&self, data_dir: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    pub async fn bootstrap_admin(
+        &self,
+        data_dir: &Path,
+    ) -> anyhow::Result<Option<std::path::PathBuf>> {
         if !self.keys.read().map(|k| k.is_empty()).unwrap_or(false) {
             return Ok(None);
         }
-        let (_, key) = self.create(
-            ADMIN_OWNER,
-            vec![Scope::Admin],
-            Some("bootstrap admin key".into()),
-            None,
-        )?;
+        let (_, key) = self
+            .create(
+                ADMIN_OWNER,
+                vec![Scope::Admin],
+                Some("bootstrap admin key".into()),
+                None,
+            )
+            .await?;
         let path = data_dir.join("admin.key");
         crate::fsutil::write_secret_file(&path, &format!("{key}\n"))?;
         Ok(Some(path))
@@ -418,12 +422,12 @@ mod tests {
     use super::*;
     use wasmgrid_store::EmbeddedStore;
 
-    #[test]
-    fn keys_verify_scope_and_revoke() {
+    #[tokio::test]
+    async fn keys_verify_scope_and_revoke() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let keys = KeyStore::open(store.clone()).unwrap();
-        let admin_file = keys.bootstrap_admin(dir.path()).unwrap().unwrap();
+        let store: Arc<dyn Records> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let keys = KeyStore::open(store.clone()).await.unwrap();
+        let admin_file = keys.bootstrap_admin(dir.path()).await.unwrap().unwrap();
         let admin = std::fs::read_to_string(&admin_file).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -432,12 +436,13 @@ mod tests {
         );
         assert!(keys.verify(admin.trim()).unwrap().is_admin());
         assert!(
-            keys.bootstrap_admin(dir.path()).unwrap().is_none(),
+            keys.bootstrap_admin(dir.path()).await.unwrap().is_none(),
             "only on first start"
         );
 
         let (rec, key) = keys
             .create("alice", vec![Scope::Invoke], None, None)
+            .await
             .unwrap();
         let caller = keys.verify(&key).unwrap();
         assert!(caller.require(Scope::Invoke, "alice").is_ok());
@@ -455,11 +460,11 @@ mod tests {
         tampered.push(if key.ends_with('A') { 'B' } else { 'A' });
         assert!(keys.verify(&tampered).is_none());
         // Survives a reload; revocation sticks.
-        let reloaded = KeyStore::open(store.clone()).unwrap();
+        let reloaded = KeyStore::open(store.clone()).await.unwrap();
         assert!(reloaded.verify(&key).is_some());
-        assert!(reloaded.revoke(&rec.id).unwrap());
+        assert!(reloaded.revoke(&rec.id).await.unwrap());
         assert!(reloaded.verify(&key).is_none());
-        assert!(KeyStore::open(store).unwrap().verify(&key).is_none());
+        assert!(KeyStore::open(store).await.unwrap().verify(&key).is_none());
     }
 
     #[test]

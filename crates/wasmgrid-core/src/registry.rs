@@ -27,7 +27,8 @@ use wasmgrid_engine::{
     CallLimits, ComponentKind, Engine, GuestIdentity, InvokeError, OutboundAllowList, Prepared,
     WarmPool, WarmSettings,
 };
-use wasmgrid_store::{Store, StoreError, StoreExt, Table, WriteBatch};
+use wasmgrid_store::records::{Bucket, Records, RecordsExt};
+use wasmgrid_store::{Store, StoreError};
 
 /// Default per-call timeout (Algorithmia's).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
@@ -294,6 +295,9 @@ pub struct DeployRequest {
 /// The registry of deployed algorithms.
 pub struct Registry {
     store: Arc<dyn Store>,
+    /// Version records ([`Bucket::Versions`]); `store` keeps the component
+    /// blobs.
+    records: Arc<dyn Records>,
     engine: Arc<Engine>,
     compiled_dir: PathBuf,
     algorithms: RwLock<HashMap<(String, String), AlgorithmEntry>>,
@@ -343,12 +347,16 @@ fn lock_err() -> RegistryError {
 }
 
 impl Registry {
-    /// Opens the registry over `store`, loading every version's metadata.
-    /// `reserved_paths` are the server's own path prefixes
-    /// ([`crate::server_paths::RESERVED_PATHS`]): a route prefix that overlaps
-    /// one is refused at deploy.
-    pub fn open(
+    /// Opens the registry over `records` (version records) and `store`
+    /// (component blobs), loading every version's metadata. The in-memory
+    /// state is written through by [`deploy`](Self::deploy) and
+    /// [`delete`](Self::delete) (issue 15 feeds it from a watch of
+    /// [`Bucket::Versions`]). `reserved_paths` are the server's own path
+    /// prefixes ([`crate::server_paths::RESERVED_PATHS`]): a route prefix that
+    /// overlaps one is refused at deploy.
+    pub async fn open(
         store: Arc<dyn Store>,
+        records: Arc<dyn Records>,
         engine: Arc<Engine>,
         data_dir: &std::path::Path,
         reserved_paths: &'static [&'static str],
@@ -358,19 +366,28 @@ impl Registry {
             RegistryError::Internal(format!("cannot create {}: {e}", compiled_dir.display()))
         })?;
         let mut algorithms: HashMap<(String, String), AlgorithmEntry> = HashMap::new();
-        for (key, _) in store.scan_json::<serde_json::Value>(Table::TAKEN_VERSIONS, "")? {
-            let mut parts = key.splitn(3, '/');
-            if let (Some(o), Some(n), Some(v)) = (parts.next(), parts.next(), parts.next())
-                && let Ok(v) = Version::parse(v)
-            {
-                algorithms
-                    .entry((o.into(), n.into()))
-                    .or_default()
-                    .taken
-                    .insert(v);
+        let mut live = Vec::new();
+        for entry in records.list_all(Bucket::Versions, "").await? {
+            if is_version_tombstone(&entry.value) {
+                // Deleted: the number stays taken.
+                let mut parts = entry.key.splitn(3, '/');
+                if let (Some(o), Some(n), Some(v)) = (parts.next(), parts.next(), parts.next())
+                    && let Ok(v) = Version::parse(v)
+                {
+                    algorithms
+                        .entry((o.into(), n.into()))
+                        .or_default()
+                        .taken
+                        .insert(v);
+                }
+            } else {
+                live.push(wasmgrid_store::records::decode::<VersionRecord>(
+                    Bucket::Versions,
+                    &entry,
+                )?);
             }
         }
-        for (_, record) in store.scan_json::<VersionRecord>(Table::VERSIONS, "")? {
+        for record in live {
             let Ok(version) = Version::parse(&record.version) else {
                 continue;
             };
@@ -386,6 +403,7 @@ impl Registry {
         let routes = route_table(&algorithms);
         Ok(Self {
             store,
+            records,
             engine,
             compiled_dir,
             algorithms: RwLock::new(algorithms),
@@ -469,22 +487,19 @@ impl Registry {
             source_hash: req.source_hash.clone(),
         };
         let key = format!("{}/{}/{}", req.owner, req.name, version);
-        let mut batch = WriteBatch::new();
-        batch
-            .require_absent(Table::TAKEN_VERSIONS, key.clone())
-            .put_json(
-                Table::TAKEN_VERSIONS,
-                key.clone(),
-                &serde_json::json!({"published": record.created}),
+        // Create-once keeps the number taken for good; the embedded store
+        // writes the taken mark and the `system.algorithms` event with it.
+        let event = wasmgrid_store::records::encode(&lifecycle_event("VersionDeployed", &record))?;
+        self.records
+            .create_announced(
+                Bucket::Versions,
+                &key,
+                wasmgrid_store::records::encode(&record)?,
+                event,
             )
-            .put_json(Table::VERSIONS, key, &record)
-            .append_json(Table::OUTBOX, &lifecycle_event("VersionDeployed", &record));
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&batch))
             .await
-            .map_err(|e| RegistryError::Internal(format!("store worker failed: {e}")))?
             .map_err(|e| match e {
-                StoreError::Conflict { .. } => taken_msg(),
+                StoreError::Exists { .. } => taken_msg(),
                 other => other.into(),
             })?;
 
@@ -600,21 +615,33 @@ impl Registry {
                 )));
             }
         }
-        let record = {
-            let map = self.algorithms.read().map_err(|_| lock_err())?;
-            map.get(&(owner.to_string(), name.to_string()))
-                .and_then(|e| e.live.get(&v))
-                .map(|d| d.record.clone())
-        };
-        let mut batch = WriteBatch::new();
-        batch.delete(Table::VERSIONS, format!("{owner}/{name}/{v}"));
-        if let Some(record) = &record {
-            batch.append_json(Table::OUTBOX, &lifecycle_event("VersionDeleted", record));
-        }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&batch))
+        // A tombstone at the revision read, with its `VersionDeleted` event:
+        // the number stays taken. A concurrent delete that came first leaves
+        // nothing to delete.
+        let gone = || RegistryError::NotFound(format!("version {owner}/{name}/{v} not found"));
+        let key = format!("{owner}/{name}/{v}");
+        let entry = self
+            .records
+            .get(Bucket::Versions, &key)
+            .await?
+            .filter(|e| !is_version_tombstone(&e.value))
+            .ok_or_else(gone)?;
+        let record: VersionRecord = wasmgrid_store::records::decode(Bucket::Versions, &entry)?;
+        let tombstone = serde_json::json!({"deleted": now_rfc3339(), "record": record});
+        let event = wasmgrid_store::records::encode(&lifecycle_event("VersionDeleted", &record))?;
+        self.records
+            .update_announced(
+                Bucket::Versions,
+                &key,
+                wasmgrid_store::records::encode(&tombstone)?,
+                entry.rev,
+                event,
+            )
             .await
-            .map_err(|e| RegistryError::Internal(format!("store worker failed: {e}")))??;
+            .map_err(|e| match e {
+                StoreError::Changed { .. } => gone(),
+                other => other.into(),
+            })?;
         let mut map = self.algorithms.write().map_err(|_| lock_err())?;
         if let Some(entry) = map.get_mut(&(owner.to_string(), name.to_string())) {
             entry.live.remove(&v);
@@ -975,6 +1002,18 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Registry
 /// The `system.algorithms` CloudEvent for a version being deployed or deleted,
 /// recorded in the outbox in the same transaction as the change. Each version
 /// number is deployed and deleted at most once, so the id is deterministic.
+/// Whether a [`Bucket::Versions`] value is a deleted version's tombstone: the
+/// registry writes `{"deleted": …, "record": …}`; the embedded store keeps
+/// only the taken mark, `{"published": …}`, and returns that.
+fn is_version_tombstone(value: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(value)
+        .ok()
+        .is_some_and(|v| {
+            v.get("digest").is_none()
+                && (v.get("deleted").is_some() || v.get("published").is_some())
+        })
+}
+
 fn lifecycle_event(kind: &str, record: &VersionRecord) -> serde_json::Value {
     let (owner, name, version) = (&record.owner, &record.name, &record.version);
     serde_json::json!({
@@ -1011,6 +1050,21 @@ fn take_permit(deployed: &Deployed) -> Result<tokio::sync::OwnedSemaphorePermit,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_tombstones_are_told_from_records() {
+        // What the registry writes, and what the embedded store reads back.
+        assert!(is_version_tombstone(
+            br#"{"deleted":"2026-01-01T00:00:00Z","record":{"digest":"sha256:x"}}"#
+        ));
+        assert!(is_version_tombstone(
+            br#"{"published":"2026-01-01T00:00:00Z"}"#
+        ));
+        assert!(!is_version_tombstone(
+            br#"{"owner":"o","name":"n","version":"1.0.0","digest":"sha256:x"}"#
+        ));
+        assert!(!is_version_tombstone(b"not json"));
+    }
 
     #[test]
     fn version_specs() {

@@ -10,7 +10,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use std::path::Path;
 use std::sync::Arc;
-use wasmgrid_store::{Store, StoreError, Table, WriteBatch};
+use wasmgrid_store::StoreError;
+use wasmgrid_store::records::{Bucket, Records};
 
 /// Largest secret value.
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -31,7 +32,7 @@ pub enum SecretError {
 
 /// The secret store.
 pub struct SecretStore {
-    store: Arc<dyn Store>,
+    records: Arc<dyn Records>,
     cipher: ChaCha20Poly1305,
 }
 
@@ -56,7 +57,7 @@ pub fn validate_secret_name(name: &str) -> Result<(), SecretError> {
 
 impl SecretStore {
     /// Opens the store, creating `<data dir>/secrets.key` on first use.
-    pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(records: Arc<dyn Records>, data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join("secrets.key");
         let key_bytes: [u8; 32] = match std::fs::read_to_string(&path) {
             Ok(text) => hex::decode(text.trim())
@@ -76,7 +77,7 @@ impl SecretStore {
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
         Ok(Self {
-            store,
+            records,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key_bytes)),
         })
     }
@@ -86,7 +87,13 @@ impl SecretStore {
     }
 
     /// Sets a secret.
-    pub fn set(&self, owner: &str, name: &str, key: &str, value: &str) -> Result<(), SecretError> {
+    pub async fn set(
+        &self,
+        owner: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), SecretError> {
         validate_secret_name(key)?;
         if value.len() > MAX_SECRET_BYTES {
             return Err(SecretError::Invalid(format!(
@@ -108,55 +115,56 @@ impl SecretStore {
             .map_err(|_| SecretError::Invalid("encryption failed".into()))?;
         let mut stored = nonce.to_vec();
         stored.extend_from_slice(&sealed);
-        let mut batch = WriteBatch::new();
-        batch.put_raw(Table::SECRETS, id, stored);
-        self.store.commit(&batch)?;
+        self.records
+            .put(Bucket::Secrets, &id, stored.into())
+            .await?;
         Ok(())
     }
 
     /// Deletes a secret.
-    pub fn delete(&self, owner: &str, name: &str, key: &str) -> Result<(), SecretError> {
+    pub async fn delete(&self, owner: &str, name: &str, key: &str) -> Result<(), SecretError> {
         let id = Self::id(owner, name, key);
-        if self.store.get(Table::SECRETS, &id)?.is_none() {
+        if self.records.get(Bucket::Secrets, &id).await?.is_none() {
             return Err(SecretError::NotFound(format!(
                 "secret {key} of {owner}/{name} not found"
             )));
         }
-        let mut batch = WriteBatch::new();
-        batch.delete(Table::SECRETS, id);
-        self.store.commit(&batch)?;
+        self.records.delete(Bucket::Secrets, &id, None).await?;
         Ok(())
     }
 
     /// The names of an algorithm's secrets (never values).
-    pub fn names(&self, owner: &str, name: &str) -> Result<Vec<String>, SecretError> {
+    pub async fn names(&self, owner: &str, name: &str) -> Result<Vec<String>, SecretError> {
         let prefix = format!("{owner}/{name}/");
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = self.store.scan(
-                Table::SECRETS,
-                &prefix,
-                after.as_deref().map(wasmgrid_store::Cursor::After),
-                500,
-            )?;
-            let full = page.len() == 500;
-            for (k, _) in page {
-                out.push(k[prefix.len()..].to_string());
-                after = Some(k);
+            let page = self
+                .records
+                .list(Bucket::Secrets, &prefix, after.as_deref(), 500)
+                .await?;
+            for entry in page.items {
+                out.push(entry.key[prefix.len()..].to_string());
             }
-            if !full {
-                return Ok(out);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
             }
         }
     }
 
     /// A secret's value, if set (and intact).
-    pub fn get(&self, owner: &str, name: &str, key: &str) -> Result<Option<String>, SecretError> {
+    pub async fn get(
+        &self,
+        owner: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<String>, SecretError> {
         let id = Self::id(owner, name, key);
-        let Some(stored) = self.store.get(Table::SECRETS, &id)? else {
+        let Some(entry) = self.records.get(Bucket::Secrets, &id).await? else {
             return Ok(None);
         };
+        let stored = entry.value;
         if stored.len() < 12 {
             return Ok(None);
         }
@@ -180,21 +188,27 @@ impl SecretStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmgrid_store::EmbeddedStore;
+    use wasmgrid_store::{EmbeddedStore, Store, Table, WriteBatch};
 
-    #[test]
-    fn secrets_are_sealed_and_bound_to_their_name() {
+    #[tokio::test]
+    async fn secrets_are_sealed_and_bound_to_their_name() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let secrets = SecretStore::open(store.clone(), dir.path()).unwrap();
+        let embedded = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = embedded.clone();
+        let secrets = SecretStore::open(embedded.clone(), dir.path()).unwrap();
         secrets
             .set("demo", "algo", "DB_URL", "postgres://user:hunter2@db")
+            .await
             .unwrap();
         assert_eq!(
-            secrets.get("demo", "algo", "DB_URL").unwrap().as_deref(),
+            secrets
+                .get("demo", "algo", "DB_URL")
+                .await
+                .unwrap()
+                .as_deref(),
             Some("postgres://user:hunter2@db")
         );
-        assert_eq!(secrets.names("demo", "algo").unwrap(), ["DB_URL"]);
+        assert_eq!(secrets.names("demo", "algo").await.unwrap(), ["DB_URL"]);
         // Not stored in the clear.
         let raw = store
             .get(Table::SECRETS, "demo/algo/DB_URL")
@@ -205,7 +219,7 @@ mod tests {
         let mut b = WriteBatch::new();
         b.put_raw(Table::SECRETS, "demo/other/DB_URL", raw);
         store.commit(&b).unwrap();
-        assert_eq!(secrets.get("demo", "other", "DB_URL").unwrap(), None);
+        assert_eq!(secrets.get("demo", "other", "DB_URL").await.unwrap(), None);
         // The key file is private and reused on reopen.
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("secrets.key"))
@@ -213,9 +227,17 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let reopened = SecretStore::open(store, dir.path()).unwrap();
-        assert!(reopened.get("demo", "algo", "DB_URL").unwrap().is_some());
+        let reopened = SecretStore::open(embedded, dir.path()).unwrap();
+        assert!(
+            reopened
+                .get("demo", "algo", "DB_URL")
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(validate_secret_name("9x").is_err());
-        assert!(reopened.delete("demo", "algo", "NOPE").is_err());
+        assert!(reopened.delete("demo", "algo", "NOPE").await.is_err());
+        reopened.delete("demo", "algo", "DB_URL").await.unwrap();
+        assert!(secrets.names("demo", "algo").await.unwrap().is_empty());
     }
 }

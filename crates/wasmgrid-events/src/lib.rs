@@ -38,7 +38,8 @@ use wasmgrid_core::metrics::{Metrics, SubscriptionLabel, TopicLabel};
 use wasmgrid_core::registry::VersionSpec;
 use wasmgrid_store::changelog::{ChangeLog, Feed};
 use wasmgrid_store::queues::{Dedup, DeliveryQueues, Enqueue, IngestReport, SubId};
-use wasmgrid_store::{Store, StoreError, StoreExt, Table, WriteBatch};
+use wasmgrid_store::records::{Bucket, Records, RecordsExt};
+use wasmgrid_store::{StoreError, Table};
 
 pub use delivery::{Failure, RETRY_SCHEDULE};
 
@@ -383,7 +384,8 @@ impl TopicState {
 }
 
 pub(crate) struct Inner {
-    store: Arc<dyn Store>,
+    /// Topic and subscription records, subscription ids.
+    records: Arc<dyn Records>,
     /// Delivery queues, dead letters and the dedup window.
     queues: Arc<dyn DeliveryQueues>,
     /// The system feeds, routed into the queues by the feed task.
@@ -484,14 +486,16 @@ fn sha256_hex(s: &str) -> String {
 
 impl EventService {
     /// Loads topics and subscriptions. Call [`EventService::start`] inside a
-    /// tokio runtime to run deliveries and the system-topic feed. Queues,
-    /// dead letters and deduplication live in `queues`; the system topics
-    /// are fed from `log`. Deliveries to algorithms call through `invoker`;
-    /// `jobs` starts the jobs of `{"job": …}` destinations (none: such
-    /// subscriptions are refused).
+    /// tokio runtime to run deliveries and the system-topic feed. Topic and
+    /// subscription records come from `records` (written through by this
+    /// service; issue 15 feeds its tables from watches). Queues, dead letters
+    /// and deduplication live in `queues`; the system topics are fed from
+    /// `log`. Deliveries to algorithms call through `invoker`; `jobs` starts
+    /// the jobs of `{"job": …}` destinations (none: such subscriptions are
+    /// refused).
     #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        store: Arc<dyn Store>,
+    pub async fn open(
+        records: Arc<dyn Records>,
         queues: Arc<dyn DeliveryQueues>,
         log: Arc<dyn ChangeLog>,
         invoker: Arc<Invoker>,
@@ -504,12 +508,14 @@ impl EventService {
             .iter()
             .map(|t| (t.to_string(), TopicState::new(None)))
             .collect();
-        for (name, record) in store.scan_json::<TopicRecord>(Table::TOPICS, "")? {
-            topics.insert(name, TopicState::new(Some(record)));
+        for entry in records.list_all(Bucket::Topics, "").await? {
+            let record: TopicRecord = wasmgrid_store::records::decode(Bucket::Topics, &entry)?;
+            topics.insert(entry.key, TopicState::new(Some(record)));
         }
+        let subscriptions = records.list_all(Bucket::Subscriptions, "").await?;
         let webhooks = webhook::WebhookClient::new(config.allow_private_webhooks)?;
         let inner = Arc::new(Inner {
-            store: store.clone(),
+            records,
             queues: queues.clone(),
             log,
             invoker,
@@ -524,16 +530,16 @@ impl EventService {
             started: std::sync::atomic::AtomicBool::new(false),
         });
         let svc = EventService { inner };
-        for (_, record) in store.scan_json::<SubscriptionRecord>(Table::SUBSCRIPTIONS, "")? {
+        for entry in subscriptions {
+            let record: SubscriptionRecord =
+                wasmgrid_store::records::decode(Bucket::Subscriptions, &entry)?;
             let compiled = record.spec.filter.compile().map_err(|e| {
                 EventError::Internal(format!(
                     "stored subscription {} has an invalid filter: {e}",
                     record.label()
                 ))
             })?;
-            // Before anything is served, and the embedded backend counts
-            // inline, so waiting here blocks nothing else.
-            let depth = futures::executor::block_on(queues.counts(SubId(record.id)))?.depth();
+            let depth = queues.counts(SubId(record.id)).await?.depth();
             svc.install(record, compiled, depth as i64)?;
         }
         Ok(svc)
@@ -650,19 +656,16 @@ impl EventService {
                 .map(|(n, k)| (n.clone(), sha256_hex(k)))
                 .collect(),
         };
-        let mut batch = WriteBatch::new();
-        batch
-            .require_absent(Table::TOPICS, name)
-            .put_json(Table::TOPICS, name, &record);
-        let store = self.inner.store.clone();
-        let committed = tokio::task::spawn_blocking(move || store.commit(&batch))
-            .await
-            .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))?;
+        let committed = self
+            .inner
+            .records
+            .create_json(Bucket::Topics, name, &record)
+            .await;
         match committed {
-            Ok(()) => {}
-            Err(StoreError::Conflict { .. }) => {
+            Ok(_) => {}
+            Err(StoreError::Exists { .. }) => {
                 // Lost a race with a concurrent create: answer as for an existing topic.
-                let existing = self.load_topic(name)?;
+                let existing = self.load_topic(name).await?;
                 Self::check_name_taken(caller, &existing)?;
                 return Ok((false, topic_json(&existing, None)));
             }
@@ -677,10 +680,12 @@ impl EventService {
         Ok((true, topic_json(&record, Some(&keys))))
     }
 
-    fn load_topic(&self, name: &str) -> Result<TopicRecord, EventError> {
+    async fn load_topic(&self, name: &str) -> Result<TopicRecord, EventError> {
         self.inner
-            .store
-            .get_json::<TopicRecord>(Table::TOPICS, name)?
+            .records
+            .get_json::<TopicRecord>(Bucket::Topics, name)
+            .await?
+            .map(|t| t.value)
             .ok_or_else(|| EventError::Internal(format!("topic {name} vanished")))
     }
 
@@ -826,9 +831,10 @@ impl EventService {
         for sub in subs {
             self.remove_subscription(name, &sub).await?;
         }
-        let mut batch = WriteBatch::new();
-        batch.delete(Table::TOPICS, name);
-        self.commit(batch).await?;
+        self.inner
+            .records
+            .delete(Bucket::Topics, name, None)
+            .await?;
         self.inner
             .topics
             .write()
@@ -848,24 +854,42 @@ impl EventService {
         if SYSTEM_TOPICS.contains(&topic) {
             return Err(Self::system_topic_has_no_keys(topic));
         }
-        let mut record = self
+        let cached = self
             .topic_record(topic)?
             .ok_or_else(|| Self::not_found_topic(topic))?;
-        self.check_topic_owner(caller, &record)?;
+        self.check_topic_owner(caller, &cached)?;
         let key = random_key();
-        let slot = record
-            .key_hashes
-            .iter_mut()
-            .find(|(n, _)| n == key_name)
-            .ok_or_else(|| {
-                EventError::Invalid(format!(
-                    "keyName {key_name:?} is not a key of this topic: use \"key1\" or \"key2\""
-                ))
-            })?;
-        slot.1 = sha256_hex(&key);
-        let mut batch = WriteBatch::new();
-        batch.put_json(Table::TOPICS, topic, &record);
-        self.commit(batch).await?;
+        // Read, change one key, write at the revision read; a concurrent
+        // change of the other key is re-read, not overwritten.
+        let record = loop {
+            let stored = self
+                .inner
+                .records
+                .get_json::<TopicRecord>(Bucket::Topics, topic)
+                .await?
+                .ok_or_else(|| Self::not_found_topic(topic))?;
+            let mut record = stored.value;
+            let slot = record
+                .key_hashes
+                .iter_mut()
+                .find(|(n, _)| n == key_name)
+                .ok_or_else(|| {
+                    EventError::Invalid(format!(
+                        "keyName {key_name:?} is not a key of this topic: use \"key1\" or \"key2\""
+                    ))
+                })?;
+            slot.1 = sha256_hex(&key);
+            match self
+                .inner
+                .records
+                .update_json(Bucket::Topics, topic, &record, stored.rev)
+                .await
+            {
+                Ok(_) => break record,
+                Err(StoreError::Changed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let mut topics = self.inner.topics.write().map_err(|_| lock_err())?;
         if let Some(t) = topics.get_mut(topic) {
             t.record = Some(record);
@@ -1101,9 +1125,10 @@ impl EventService {
             // The queue before the record (docs/STORAGE.md 2.1, Subscriptions).
             self.inner.queues.create_queue(SubId(record.id)).await?;
         }
-        let mut batch = WriteBatch::new();
-        batch.put_json(Table::SUBSCRIPTIONS, format!("{topic}/{name}"), &record);
-        self.commit(batch).await?;
+        self.inner
+            .records
+            .put_json(Bucket::Subscriptions, &format!("{topic}/{name}"), &record)
+            .await?;
         match existing {
             Some(sub) => {
                 let depth = sub.depth.get();
@@ -1244,23 +1269,7 @@ impl EventService {
     }
 
     async fn next_subscription_id(&self) -> Result<u64, EventError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut id = 0;
-            store.transact(&mut |txn| {
-                let cur = txn
-                    .get(Table::META, "subscription_id")?
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .unwrap_or(0);
-                id = cur + 1;
-                txn.put(Table::META, "subscription_id", id.to_string().as_bytes())
-            })?;
-            Ok::<_, StoreError>(id)
-        })
-        .await
-        .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))?
-        .map_err(Into::into)
+        Ok(self.inner.records.next_id("subscription").await?)
     }
 
     fn subscription_state(&self, topic: &str, name: &str) -> Result<Arc<SubState>, EventError> {
@@ -1343,9 +1352,10 @@ impl EventService {
             }
         }
         sub.cancel.cancel();
-        let mut batch = WriteBatch::new();
-        batch.delete(Table::SUBSCRIPTIONS, format!("{topic}/{name}"));
-        self.commit(batch).await?;
+        self.inner
+            .records
+            .delete(Bucket::Subscriptions, &format!("{topic}/{name}"), None)
+            .await?;
         // After its worker's last outcomes (the queue waits for them).
         self.inner.queues.drop_queue(SubId(sub.id)).await?;
         self.inner.metrics.queue_depth.remove(&SubscriptionLabel {
@@ -1421,14 +1431,6 @@ impl EventService {
                 Ok((l.seq, event))
             })
             .collect()
-    }
-
-    async fn commit(&self, batch: WriteBatch) -> Result<(), EventError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&batch))
-            .await
-            .map_err(|e| EventError::Internal(format!("store worker failed: {e}")))?
-            .map_err(Into::into)
     }
 }
 

@@ -16,6 +16,7 @@ use wasmgrid_engine::HostApi;
 use wasmgrid_engine::{Engine, EngineConfig};
 use wasmgrid_events::{EventService, EventsConfig};
 use wasmgrid_jobs::{JobService, JobsConfig};
+use wasmgrid_store::records::Records;
 use wasmgrid_store::{EmbeddedQueues, EmbeddedStore, Store};
 
 /// Everything a running wasmgrid node holds.
@@ -57,22 +58,28 @@ impl App {
         engine: EngineConfig,
         events: EventsConfig,
     ) -> anyhow::Result<Arc<App>> {
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(data_dir)?);
+        let embedded = Arc::new(EmbeddedStore::open(data_dir)?);
+        let store: Arc<dyn Store> = embedded.clone();
+        let records: Arc<dyn Records> = embedded;
         // Queues and the change log of the same store (one object: it owns
         // the ingest writer and the outcome writer).
         let queues = Arc::new(EmbeddedQueues::new(store.clone()));
         let engine = Arc::new(Engine::new(engine)?);
-        let registry = Arc::new(Registry::open(
+        // `open` is called before any runtime exists (and by tests without
+        // one): the loads run here, on this thread, as they always have.
+        use futures::executor::block_on as wait;
+        let registry = Arc::new(wait(Registry::open(
             store.clone(),
+            records.clone(),
             engine,
             data_dir,
             wasmgrid_core::server_paths::RESERVED_PATHS,
-        )?);
-        let keys = Arc::new(KeyStore::open(store.clone())?);
+        ))?);
+        let keys = Arc::new(wait(KeyStore::open(records.clone()))?);
         let data = Arc::new(DataService::new(store.clone()));
-        let secrets = Arc::new(SecretStore::open(store.clone(), data_dir)?);
+        let secrets = Arc::new(SecretStore::open(records.clone(), data_dir)?);
 
-        if let Some(path) = keys.bootstrap_admin(data_dir)? {
+        if let Some(path) = wait(keys.bootstrap_admin(data_dir))? {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
         let metrics = Arc::new(Metrics::new());
@@ -85,8 +92,8 @@ impl App {
             JobsConfig::default(),
         ));
         jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(queues.clone())));
-        let events = EventService::open(
-            store.clone(),
+        let events = wait(EventService::open(
+            records,
             queues.clone(),
             queues,
             invoker.clone(),
@@ -94,7 +101,7 @@ impl App {
             metrics.clone(),
             events,
             Some(Arc::new(crate::bridge::JobDeliveries::new(jobs.clone()))),
-        )?;
+        ))?;
         let services = Arc::new(Services::new(
             data.clone(),
             secrets.clone(),

@@ -295,6 +295,7 @@ impl HostApi for Services {
     async fn secret(&self, who: &GuestIdentity, name: String) -> Option<String> {
         self.secrets
             .get(&who.owner, &who.name, &name)
+            .await
             .ok()
             .flatten()
     }

@@ -73,8 +73,10 @@ pub async fn create(
         })?),
     };
     let keys = app.keys.clone();
+    // A task of its own: once started, the create finishes (cache included)
+    // even if the client goes away.
     let (record, key) =
-        tokio::task::spawn_blocking(move || keys.create(&req.owner, scopes, req.name, compat))
+        tokio::spawn(async move { keys.create(&req.owner, scopes, req.name, compat).await })
             .await
             .map_err(|e| ApiError::internal(format!("key worker failed: {e}")))??;
     let body = serde_json::json!({
@@ -108,7 +110,7 @@ pub async fn revoke(
     caller.require_admin()?;
     let keys = app.keys.clone();
     let id2 = id.clone();
-    let found = tokio::task::spawn_blocking(move || keys.revoke(&id2))
+    let found = tokio::spawn(async move { keys.revoke(&id2).await })
         .await
         .map_err(|e| ApiError::internal(format!("key worker failed: {e}")))??;
     if found {

@@ -21,15 +21,6 @@ impl From<SecretError> for ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("secret worker failed: {e}")))?
-        .map_err(ApiError::from)
-}
-
 /// Sets a secret. The body is the value (text), or `{"value": "..."}` with
 /// `Content-Type: application/json`.
 pub async fn set(
@@ -84,7 +75,7 @@ pub async fn set(
     }
     let secrets = app.secrets.clone();
     let key2 = key.clone();
-    blocking(move || secrets.set(&owner, &name, &key2, &value)).await?;
+    secrets.set(&owner, &name, &key2, &value).await?;
     Ok(axum::Json(serde_json::json!({"name": key})).into_response())
 }
 
@@ -98,7 +89,7 @@ pub async fn remove(
         super::algorithms::hidden(&owner, &name)
     })?;
     let secrets = app.secrets.clone();
-    blocking(move || secrets.delete(&owner, &name, &key)).await?;
+    secrets.delete(&owner, &name, &key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -112,7 +103,7 @@ pub async fn list(
         super::algorithms::hidden(&owner, &name)
     })?;
     let secrets = app.secrets.clone();
-    let names = blocking(move || secrets.names(&owner, &name)).await?;
+    let names = secrets.names(&owner, &name).await?;
     let list: Vec<serde_json::Value> = names
         .into_iter()
         .map(|n| serde_json::json!({"name": n}))

@@ -7,20 +7,28 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod changelog;
+mod leases;
 mod queues;
+mod records;
 pub use queues::EmbeddedQueues;
 
 /// Metadata in `<data dir>/store.redb` (one ACID database, crash-safe, fsync on
 /// every commit) and blobs in `<data dir>/blobs/`, one file per content digest,
 /// written to a temporary file and renamed into place so a crash never leaves a
 /// partial blob under a digest's name.
+///
+/// Clones share the one database (the contracts' async methods move a clone
+/// onto a blocking thread).
+#[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Database,
+    db: std::sync::Arc<Database>,
     blob_dir: PathBuf,
-    flush: GroupCommit,
+    flush: std::sync::Arc<GroupCommit>,
     /// Data blobs finished but not yet recorded (see [`Store::blob_recorded`]):
     /// the orphan sweep leaves them alone.
     pending: PendingBlobs,
+    /// The records contract's change broadcast (see `records`).
+    records: std::sync::Arc<records::RecordsState>,
 }
 
 /// Ids of finished data blobs whose file record is not committed yet.
@@ -92,10 +100,11 @@ impl EmbeddedStore {
         // temporary file left in the blob folder is from a crash.
         remove_temp_files(&blob_dir);
         let store = Self {
-            db,
+            db: std::sync::Arc::new(db),
             blob_dir,
-            flush: GroupCommit::default(),
+            flush: Default::default(),
             pending: Default::default(),
+            records: Default::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -108,6 +117,8 @@ impl EmbeddedStore {
             for table in Table::ALL {
                 txn.open_table(definition(*table)).map_err(backend)?;
             }
+            txn.open_table(definition(records::REVISIONS))
+                .map_err(backend)?;
             let mut meta = txn.open_table(definition(Table::META)).map_err(backend)?;
             let found = match meta.get("schema_version").map_err(backend)? {
                 Some(v) => {
