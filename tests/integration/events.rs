@@ -405,10 +405,17 @@ fn ingress_formats_auth_and_dedup() {
         .send()
         .unwrap();
     assert_error(anon, 401, "AuthError", "aeg-sas-key");
-    let admin_owner = json(s.req(Method::GET, "/v1/topics/orders").send().unwrap(), 200)["owner"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let shown = json(s.req(Method::GET, "/v1/topics/orders").send().unwrap(), 200);
+    assert_eq!(shown["endpoint"], "/v1/topics/orders/events", "{shown}");
+    let system = json(
+        s.req(Method::GET, "/v1/topics/system.data").send().unwrap(),
+        200,
+    );
+    assert!(
+        system.get("endpoint").is_none(),
+        "system topics take no publishes: {system}"
+    );
+    let admin_owner = shown["owner"].as_str().unwrap().to_string();
     let publisher = json(
         s.req(Method::POST, "/v1/keys")
             .json(&json!({"owner": admin_owner, "scopes": ["publish"]}))

@@ -1484,7 +1484,6 @@ fn topic_json(r: &TopicRecord, keys: Option<&[(String, String)]>) -> Value {
         "name": r.name,
         "owner": r.owner,
         "createdAt": r.created,
-        "endpoint": format!("/v1/topics/{}/events", r.name),
     });
     if let Some(keys) = keys {
         v["keys"] = keys

@@ -45,7 +45,7 @@ impl JobObserver for JobEvents {
             "subject": format!("/jobs/{}", job.id),
             "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "datacontenttype": "application/json",
-            "data": job.view(),
+            "data": crate::api::jobs::job_view(job),
         });
         let dedup = format!("{}/{kind}", job.id);
         let bytes = serde_json::to_vec(&event).unwrap_or_default();

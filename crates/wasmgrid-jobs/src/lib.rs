@@ -385,8 +385,8 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// The job as the API shows it: the record without internals, plus
-    /// `duration` (seconds running so far, or in total) and `links`.
+    /// The job without internals, plus `duration` (seconds running so far, or
+    /// in total) and the output's `summary` file; the API adds its `links`.
     pub fn view(&self) -> serde_json::Value {
         let duration = self.started.as_deref().and_then(|s| {
             let start = humantime::parse_rfc3339(s).ok()?;
@@ -414,9 +414,6 @@ impl JobRecord {
             "runs": self.runs,
             "owner": self.submitter.owner,
             "links": {
-                "self": format!("/v1/jobs/{}", self.id),
-                "cancel": format!("/v1/jobs/{}/cancel", self.id),
-                "files": format!("/v1/jobs/{}/files", self.id),
                 "output": self.output,
                 "summary": format!("{}{SUMMARY_FILE}", self.output),
             },

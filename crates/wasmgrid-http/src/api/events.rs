@@ -36,12 +36,28 @@ fn created_or_ok(created: bool, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A topic as the API shows it: the service's view plus, for a custom
+/// topic, the URL to publish to (system topics take no publishes).
+fn topic_view(mut topic: serde_json::Value) -> serde_json::Value {
+    if topic["system"] != true
+        && let Some(name) = topic["name"].as_str()
+    {
+        topic["endpoint"] = format!("/v1/topics/{name}/events").into();
+    }
+    topic
+}
+
 /// `GET /v1/topics`
 pub async fn list_topics(
     State(app): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let topics = app.events.topics(&caller)?;
+    let topics: Vec<_> = app
+        .events
+        .topics(&caller)?
+        .into_iter()
+        .map(topic_view)
+        .collect();
     Ok(axum::Json(json!({ "topics": topics })).into_response())
 }
 
@@ -53,7 +69,7 @@ pub async fn put_topic(
     Path(topic): Path<String>,
 ) -> Result<Response, ApiError> {
     let (created, body) = app.events.create_topic(&caller, &topic).await?;
-    Ok(created_or_ok(created, body))
+    Ok(created_or_ok(created, topic_view(body)))
 }
 
 /// `GET /v1/topics/{topic}`
@@ -62,7 +78,7 @@ pub async fn get_topic(
     caller: Caller,
     Path(topic): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(app.events.topic(&caller, &topic)?).into_response())
+    Ok(axum::Json(topic_view(app.events.topic(&caller, &topic)?)).into_response())
 }
 
 /// `DELETE /v1/topics/{topic}`: with its subscriptions and their queues.
@@ -94,11 +110,11 @@ pub async fn regenerate_key(
         &bytes,
         "regenerateKey request (send {\"keyName\": \"key1\"})",
     )?;
-    Ok(axum::Json(
+    Ok(axum::Json(topic_view(
         app.events
             .regenerate_key(&caller, &topic, &req.key_name)
             .await?,
-    )
+    ))
     .into_response())
 }
 

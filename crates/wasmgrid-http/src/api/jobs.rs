@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use wasmgrid_core::auth::{Caller, Scope};
-use wasmgrid_jobs::{FileStatus, JobError, JobOptions, JobSpec, JobStatus};
+use wasmgrid_jobs::{FileStatus, JobError, JobOptions, JobRecord, JobSpec, JobStatus};
 
 impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
@@ -24,6 +24,19 @@ impl From<JobError> for ApiError {
             JobError::Unavailable(m) => ApiError::internal(m),
         }
     }
+}
+
+/// A job as the API shows it (and as `system.jobs` events carry it): the
+/// service's view plus the links to this job's endpoints.
+pub(crate) fn job_view(job: &JobRecord) -> serde_json::Value {
+    let mut v = job.view();
+    let id = &job.id;
+    if let Some(links) = v["links"].as_object_mut() {
+        links.insert("self".into(), format!("/v1/jobs/{id}").into());
+        links.insert("cancel".into(), format!("/v1/jobs/{id}/cancel").into());
+        links.insert("files".into(), format!("/v1/jobs/{id}/files").into());
+    }
+    v
 }
 
 /// The body of a submission.
@@ -99,7 +112,7 @@ async fn submit(
     };
     let job = app.jobs.submit(&caller, spec).await?;
     let location = format!("/v1/jobs/{}", job.id);
-    let mut resp = (StatusCode::ACCEPTED, axum::Json(job.view())).into_response();
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(job_view(&job))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -147,7 +160,7 @@ pub async fn list(
     let (page, next) =
         blocking(move || jobs.list(&caller, status, marker.as_deref(), limit)).await?;
     let mut body = serde_json::json!({
-        "jobs": page.iter().map(|j| j.view()).collect::<Vec<_>>(),
+        "jobs": page.iter().map(job_view).collect::<Vec<_>>(),
     });
     if let Some(m) = next {
         body["marker"] = m.into();
@@ -163,7 +176,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let jobs = app.jobs.clone();
     let job = blocking(move || jobs.get(&caller, &id)).await?;
-    Ok(axum::Json(job.view()).into_response())
+    Ok(axum::Json(job_view(&job)).into_response())
 }
 
 /// `GET /v1/jobs/{id}/files?status=succeeded|failed&limit=&marker=`: finished
@@ -241,5 +254,5 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = app.jobs.cancel(&caller, &id).await?;
-    Ok(axum::Json(job.view()).into_response())
+    Ok(axum::Json(job_view(&job)).into_response())
 }

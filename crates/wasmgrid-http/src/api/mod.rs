@@ -7,7 +7,7 @@ pub mod error;
 mod events;
 mod http;
 mod invoke;
-mod jobs;
+pub(crate) mod jobs;
 mod keys;
 mod secrets;
 
