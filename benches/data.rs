@@ -57,13 +57,19 @@ fn rate(n: u64, d: Duration) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let data = Arc::new(DataService::new(store.clone()));
+    let embedded = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let store: Arc<dyn Store> = embedded.clone();
+    let data = Arc::new(DataService::new(
+        store.clone(),
+        embedded.clone(),
+        embedded.clone(),
+    ));
     let secrets = Arc::new(SecretStore::open(store.clone(), dir.path()).expect("secrets"));
     let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
     let registry = Arc::new(
         Registry::open(
             store.clone(),
+            embedded.clone(),
             engine.clone(),
             dir.path(),
             wasmgrid::server_paths::RESERVED_PATHS,

@@ -57,16 +57,22 @@ impl App {
         engine: EngineConfig,
         events: EventsConfig,
     ) -> anyhow::Result<Arc<App>> {
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(data_dir)?);
+        let embedded = Arc::new(EmbeddedStore::open(data_dir)?);
+        let store: Arc<dyn Store> = embedded.clone();
         let engine = Arc::new(Engine::new(engine)?);
         let registry = Arc::new(Registry::open(
             store.clone(),
+            embedded.clone(),
             engine,
             data_dir,
             wasmgrid_core::server_paths::RESERVED_PATHS,
         )?);
         let keys = Arc::new(KeyStore::open(store.clone())?);
-        let data = Arc::new(DataService::new(store.clone()));
+        let data = Arc::new(DataService::new(
+            store.clone(),
+            embedded.clone(),
+            embedded.clone(),
+        ));
         let secrets = Arc::new(SecretStore::open(store.clone(), data_dir)?);
 
         if let Some(path) = keys.bootstrap_admin(data_dir)? {

@@ -67,6 +67,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Backend(format!("blob worker failed: {e}")))?
 }
 
+/// What an upload's writer thread ends with: the finished blob's id and size,
+/// or `None` when the sink was dropped unfinished.
+type WriterResult = Result<Option<(String, u64)>, StoreError>;
+
 /// What the upload's writer thread is told.
 enum Chunk {
     Data(Bytes),
@@ -78,7 +82,7 @@ enum Chunk {
 /// chunks, and no chunk write blocks an async thread).
 struct EmbeddedSink {
     tx: tokio::sync::mpsc::Sender<Chunk>,
-    writer: Option<tokio::task::JoinHandle<Result<Option<(String, u64)>, StoreError>>>,
+    writer: Option<tokio::task::JoinHandle<WriterResult>>,
 }
 
 impl EmbeddedSink {
@@ -127,7 +131,7 @@ impl BlobSink for EmbeddedSink {
 fn write_blob(
     mut w: Box<dyn BlobWriter>,
     mut rx: tokio::sync::mpsc::Receiver<Chunk>,
-) -> Result<Option<(String, u64)>, StoreError> {
+) -> WriterResult {
     let mut size = 0u64;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
@@ -316,7 +320,10 @@ mod tests {
             "finished but not recorded: still an upload"
         );
         store.recorded(&id).await;
-        assert_eq!(store.settled(Duration::ZERO).await.unwrap(), vec![id.clone()]);
+        assert_eq!(
+            store.settled(Duration::ZERO).await.unwrap(),
+            vec![id.clone()]
+        );
         // Finished just now: not older than an hour's grace.
         assert!(
             store

@@ -7,6 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod blobs;
+mod files;
+
+pub use files::{ApplyScope, apply_file_write};
 
 /// Metadata in `<data dir>/store.redb` (one ACID database, crash-safe, fsync on
 /// every commit) and blobs in `<data dir>/blobs/`, one file per content digest,
