@@ -4,10 +4,8 @@
 //! Keys are logical, plain strings: a file is `owner/collection/path`, a folder
 //! marker `owner/collection/path/`, and a folder's prefix ends in `/`. The data
 //! domain validates paths, checks access and builds the change events before
-//! it calls; this contract stores. This round it covers reads, listings and
-//! file writes; deletes and increments still go through the data domain's
-//! transactions over the old `Store` interface (docs/STORAGE.md, section 5,
-//! step 4).
+//! it calls; this contract stores. Collections are not part of it: their
+//! records stay on the old `Store` interface until they move to `Records`.
 
 pub mod record;
 
@@ -130,6 +128,33 @@ impl FileWrite {
     }
 }
 
+/// Builds the change event of a file removed by a delete from its key and its
+/// last record (`FileDeleted`); `None` for files that have none (folder
+/// markers, temp collections). The data domain's one change-event builder.
+pub type DeleteEvents<'a> = &'a (dyn Fn(&str, &FileRecord) -> Option<Vec<u8>> + Send + Sync);
+
+/// What [`DataFiles::delete_tree`] and [`DataFiles::delete_expired`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Files removed (folder markers not counted).
+    pub files: u64,
+    /// The blobs the removed files named, to delete now that nothing names them.
+    pub blobs: Vec<String>,
+}
+
+/// Builds a counter file's record (encoded) and change event for its new
+/// value: the data domain's part of [`DataFiles::increment`].
+pub type CounterWrite<'a> = &'a (dyn Fn(u64) -> (Vec<u8>, Option<Vec<u8>>) + Send + Sync);
+
+/// Why an increment did not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCounted {
+    /// The file holds something other than a decimal `u64`.
+    NotACounter,
+    /// The sum does not fit a `u64`.
+    Overflow,
+}
+
 /// What became of one [`FileWrite`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
@@ -206,6 +231,49 @@ pub trait DataFiles: Send + Sync {
     /// transaction on the calling thread: call it from a blocking thread, as
     /// the data domain does (no second thread hop for a write).
     async fn write(&self, batch: &[FileWrite]) -> Result<Vec<Written>, StoreError>;
+
+    /// Deletes one file (or folder marker) with its change event (`events`),
+    /// together; the removed record, `None` if there was none. Durable on
+    /// return. Runs on the calling thread in the embedded backend (as `write`).
+    async fn delete(
+        &self,
+        key: &str,
+        events: DeleteEvents<'_>,
+    ) -> Result<Option<FileRecord>, StoreError>;
+
+    /// Deletes every key under `prefix` (a folder prefix: files, markers, the
+    /// folder's own marker), each with its change event, in steps of a few
+    /// hundred files; each step is durable when the next starts. A crash or an
+    /// error leaves part of the tree: calling again finishes it.
+    async fn delete_tree(
+        &self,
+        prefix: &str,
+        events: DeleteEvents<'_>,
+    ) -> Result<Removed, StoreError>;
+
+    /// Deletes the files under `prefix` that expired at Unix time `now`, without
+    /// change events (temp files vanish silently). Each file's removal is
+    /// durable on its own.
+    async fn delete_expired(&self, prefix: &str, now: u64) -> Result<Removed, StoreError>;
+
+    /// Adds `delta` to the decimal counter file `key` (created at 0), writing
+    /// the record and event `write` builds for the new value and creating the
+    /// collection from `new_collection` if it is missing: a read-modify-write
+    /// in which concurrent increments are never lost. The new value, or why it
+    /// did not count (then nothing was written). Durable on return; runs on
+    /// the calling thread in the embedded backend (as `write`).
+    async fn increment(
+        &self,
+        key: &str,
+        delta: u64,
+        new_collection: Bytes,
+        write: CounterWrite<'_>,
+    ) -> Result<Result<u64, NotCounted>, StoreError>;
+
+    /// Creates the empty folder marker `key` (ending in `/`) with `record`
+    /// (encoded). [`StoreError::Exists`] if the marker, or a file of the same
+    /// name (`key` without its `/`), is there. Durable on return.
+    async fn create_folder(&self, key: &str, record: Vec<u8>) -> Result<(), StoreError>;
 }
 
 /// Unix time now, in seconds (0 if the clock is before 1970).

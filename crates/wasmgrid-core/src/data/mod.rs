@@ -23,7 +23,7 @@ use wasmgrid_engine::error_kind::ErrorKind;
 use wasmgrid_engine::identity::GuestIdentity;
 use wasmgrid_store::blobs::{BlobId, Blobs};
 pub use wasmgrid_store::files::FileRecord;
-use wasmgrid_store::files::{DataFiles, FileWrite, Listed, Written, record};
+use wasmgrid_store::files::{DataFiles, FileWrite, Listed, NotCounted, Written, record};
 use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
 
 /// Largest file kept inline in the store; larger files become blobs.
@@ -807,57 +807,54 @@ impl DataService {
         if let Some(acl) = &acl {
             acl.validate()?;
         }
-        let mut abort: Option<DataError> = None;
+        if !p.path.is_empty() {
+            // A folder marker, in a collection that exists.
+            if self.collection(&p.owner, &p.collection)?.is_none() {
+                return Err(not_found_collection(p));
+            }
+            let rec = FileRecord {
+                size: 0,
+                content_type: "application/x-directory".into(),
+                etag: "\"0\"".into(),
+                last_modified: now_rfc3339(),
+                blob: None,
+                folder: true,
+                expires: None,
+            };
+            let marker = format!("{}/", p.key());
+            return wait(self.files.create_folder(&marker, record::encode(&rec))).map_err(
+                |e| match e {
+                    StoreError::Exists { .. } => {
+                        DataError::Conflict(format!("{} already exists", p.uri()))
+                    }
+                    other => other.into(),
+                },
+            );
+        }
         self.store
             .transact(&mut |txn| {
-                let existing =
-                    Self::collection_in(txn, p).map_err(|e| StoreError::Backend(e.to_string()))?;
-                if p.path.is_empty() {
-                    if existing.is_some() {
-                        return Err(StoreError::Conflict {
-                            table: "collections",
-                            key: p.collection_key(),
-                        });
-                    }
-                    let rec = CollectionRecord {
-                        owner: p.owner.clone(),
-                        name: p.collection.clone(),
-                        acl: acl.clone().unwrap_or_else(Acl::my_algorithms),
-                        created: now_rfc3339(),
-                    };
-                    txn.put(Table::COLLECTIONS, &p.collection_key(), &encode(&rec))
-                } else {
-                    if existing.is_none() {
-                        abort = Some(not_found_collection(p));
-                        return Err(StoreError::Backend("aborted".into()));
-                    }
-                    let marker = format!("{}/", p.key());
-                    if txn.get(Table::FILES, &marker)?.is_some()
-                        || txn.get(Table::FILES, &p.key())?.is_some()
-                    {
-                        return Err(StoreError::Conflict {
-                            table: "files",
-                            key: marker,
-                        });
-                    }
-                    let rec = FileRecord {
-                        size: 0,
-                        content_type: "application/x-directory".into(),
-                        etag: "\"0\"".into(),
-                        last_modified: now_rfc3339(),
-                        blob: None,
-                        folder: true,
-                        expires: None,
-                    };
-                    txn.put(Table::FILES, &marker, &record::encode(&rec))
+                if Self::collection_in(txn, p)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                    .is_some()
+                {
+                    return Err(StoreError::Conflict {
+                        table: "collections",
+                        key: p.collection_key(),
+                    });
                 }
+                let rec = CollectionRecord {
+                    owner: p.owner.clone(),
+                    name: p.collection.clone(),
+                    acl: acl.clone().unwrap_or_else(Acl::my_algorithms),
+                    created: now_rfc3339(),
+                };
+                txn.put(Table::COLLECTIONS, &p.collection_key(), &encode(&rec))
             })
-            .map_err(|e| match (abort.take(), e) {
-                (Some(reason), _) => reason,
-                (None, StoreError::Conflict { .. }) => {
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => {
                     DataError::Conflict(format!("{} already exists", p.uri()))
                 }
-                (None, other) => other.into(),
+                other => other.into(),
             })
     }
 
@@ -1375,30 +1372,14 @@ impl DataService {
     /// Deletes a file; `false` if it did not exist.
     pub fn delete(&self, who: Principal<'_>, p: &DataPath) -> Result<bool, DataError> {
         self.check_writable(who, p)?;
-        let key = p.key();
-        let mut removed: Option<FileRecord> = None;
-        self.store.transact(&mut |txn| {
-            removed = None;
-            if let Some(b) = txn.get(Table::FILES, &key)? {
-                let rec = record::decode(&b)
-                    .map_err(StoreError::Backend)?
-                    .into_owned();
-                txn.delete(Table::FILES, &key)?;
-                txn.delete(Table::FILE_DATA, &key)?;
-                if !p.is_temp() && !rec.folder {
-                    txn.append(
-                        Table::OUTBOX,
-                        &change_event("FileDeleted", p, &rec, who.hops()),
-                    )?;
-                }
-                removed = Some(rec);
-            }
-            Ok(())
-        })?;
-        match removed {
+        let hops = who.hops();
+        let events = |_: &str, rec: &FileRecord| {
+            (!p.is_temp() && !rec.folder).then(|| change_event("FileDeleted", p, rec, hops))
+        };
+        match wait(self.files.delete(&p.key(), &events))? {
             Some(rec) => {
                 if let Some(id) = &rec.blob {
-                    let _ = self.store.delete_blob(id);
+                    let _ = wait(self.blobs.delete(&BlobId(id.clone())));
                 }
                 Ok(!rec.expired(unix_now()))
             }
@@ -1432,40 +1413,19 @@ impl DataService {
                 p.uri()
             )));
         }
-        let mut deleted = 0u64;
-        loop {
-            let page = self.store.scan(Table::FILES, &prefix, None, 500)?;
-            if page.is_empty() {
-                break;
+        let hops = who.hops();
+        let events = |key: &str, rec: &FileRecord| {
+            if rec.folder {
+                return None;
             }
-            let mut blobs = Vec::new();
-            self.store.transact(&mut |txn| {
-                blobs.clear();
-                let mut scope = ApplyScope::default();
-                for (key, bytes) in &page {
-                    let rec = record::decode(bytes)
-                        .map_err(StoreError::Backend)?
-                        .into_owned();
-                    txn.delete(Table::FILES, key)?;
-                    txn.delete(Table::FILE_DATA, key)?;
-                    if !rec.folder
-                        && let Some(fp) = DataPath::from_key(key)
-                        && !fp.is_temp()
-                    {
-                        scope
-                            .push_event(txn, &change_event("FileDeleted", &fp, &rec, who.hops()))?;
-                    }
-                    if let Some(b) = rec.blob.clone() {
-                        blobs.push(b);
-                    }
-                }
-                scope.finish(txn)
-            })?;
-            deleted += page.iter().filter(|(k, _)| !k.ends_with('/')).count() as u64;
-            for b in &blobs {
-                let _ = self.store.delete_blob(b);
-            }
+            let fp = DataPath::from_key(key)?;
+            (!fp.is_temp()).then(|| change_event("FileDeleted", &fp, rec, hops))
+        };
+        let removed = wait(self.files.delete_tree(&prefix, &events))?;
+        for b in removed.blobs {
+            let _ = wait(self.blobs.delete(&BlobId(b)));
         }
+        let deleted = removed.files;
         if p.path.is_empty() {
             let key = p.collection_key();
             self.store
@@ -1665,70 +1625,38 @@ impl DataService {
         delta: u64,
     ) -> Result<u64, DataError> {
         self.check_writable(who, p)?;
-        let key = p.key();
-        let mut value = 0u64;
-        let mut bad = None;
-        self.store
-            .transact(&mut |txn| {
-                let current = match (
-                    txn.get(Table::FILES, &key)?,
-                    txn.get(Table::FILE_DATA, &key)?,
-                ) {
-                    (Some(_), Some(data)) => match std::str::from_utf8(&data)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                    {
-                        Some(v) => v,
-                        None => {
-                            bad = Some(format!("{} does not hold a decimal counter", p.uri()));
-                            return Err(StoreError::Backend("bad counter".into()));
-                        }
-                    },
-                    _ => 0,
-                };
-                value = match current.checked_add(delta) {
-                    Some(v) => v,
-                    None => {
-                        bad = Some(format!("incrementing {} overflows u64", p.uri()));
-                        return Err(StoreError::Backend("overflow".into()));
-                    }
-                };
-                let body = value.to_string();
-                use sha2::Digest;
-                let rec = FileRecord {
-                    size: body.len() as u64,
-                    content_type: "text/plain".into(),
-                    etag: etag_of(&sha2::Sha256::digest(body.as_bytes())),
-                    last_modified: now_rfc3339(),
-                    blob: None,
-                    folder: false,
-                    expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
-                };
-                if Self::collection_in(txn, p)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?
-                    .is_none()
-                {
-                    txn.put(
-                        Table::COLLECTIONS,
-                        &p.collection_key(),
-                        &encode(&Self::implicit_collection(&p.owner, &p.collection)),
-                    )?;
-                }
-                txn.put(Table::FILES, &key, &record::encode(&rec))?;
-                txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
-                if !p.is_temp() {
-                    txn.append(
-                        Table::OUTBOX,
-                        &change_event("FileCreated", p, &rec, who.hops()),
-                    )?;
-                }
-                Ok(())
-            })
-            .map_err(|e| match bad.take() {
-                Some(m) => DataError::Invalid(m),
-                None => e.into(),
-            })?;
-        Ok(value)
+        let hops = who.hops();
+        let expires = p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs());
+        let write = |value: u64| {
+            use sha2::Digest;
+            let body = value.to_string();
+            let rec = FileRecord {
+                size: body.len() as u64,
+                content_type: "text/plain".into(),
+                etag: etag_of(&sha2::Sha256::digest(body.as_bytes())),
+                last_modified: now_rfc3339(),
+                blob: None,
+                folder: false,
+                expires,
+            };
+            let event = (!p.is_temp()).then(|| change_event("FileCreated", p, &rec, hops));
+            (record::encode(&rec), event)
+        };
+        let new_collection = encode(&Self::implicit_collection(&p.owner, &p.collection));
+        match wait(
+            self.files
+                .increment(&p.key(), delta, new_collection.into(), &write),
+        )? {
+            Ok(value) => Ok(value),
+            Err(NotCounted::NotACounter) => Err(DataError::Invalid(format!(
+                "{} does not hold a decimal counter",
+                p.uri()
+            ))),
+            Err(NotCounted::Overflow) => Err(DataError::Invalid(format!(
+                "incrementing {} overflows u64",
+                p.uri()
+            ))),
+        }
     }
 
     /// Deletes expired temp files; returns how many.
@@ -1743,19 +1671,11 @@ impl DataService {
                 continue;
             }
             let prefix = format!("{}/{}/", coll.owner, coll.name);
-            for (key, bytes) in self.store.scan(Table::FILES, &prefix, None, usize::MAX)? {
-                let rec = decode_file(&key, &bytes)?;
-                if rec.expired(now) {
-                    self.store.transact(&mut |txn| {
-                        txn.delete(Table::FILES, &key)?;
-                        txn.delete(Table::FILE_DATA, &key)
-                    })?;
-                    if let Some(b) = &rec.blob {
-                        let _ = self.store.delete_blob(b);
-                    }
-                    removed += 1;
-                }
+            let gone = wait(self.files.delete_expired(&prefix, now))?;
+            for b in gone.blobs {
+                let _ = wait(self.blobs.delete(&BlobId(b)));
             }
+            removed += gone.files;
         }
         Ok(removed)
     }

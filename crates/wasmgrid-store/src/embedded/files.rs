@@ -3,8 +3,8 @@
 
 use super::EmbeddedStore;
 use crate::files::{
-    DataFiles, FileRecord, FileWrite, Level, Listed, OUTBOX_EVENTS_PER_RECORD, StoredFile,
-    TreeItem, Written, record, unix_now,
+    CounterWrite, DataFiles, DeleteEvents, FileRecord, FileWrite, Level, Listed, NotCounted,
+    OUTBOX_EVENTS_PER_RECORD, Removed, StoredFile, TreeItem, Written, record, unix_now,
 };
 use crate::{Cursor, Page, Store, StoreError, Table, Txn};
 
@@ -164,7 +164,157 @@ pub fn apply_file_write(
     Ok(Written::Done { replaced_blob })
 }
 
+/// The collection part (`owner/collection`) of a file key.
+fn collection_of(key: &str) -> &str {
+    let mut slashes = key.match_indices('/').map(|(i, _)| i);
+    match (slashes.next(), slashes.next()) {
+        (Some(_), Some(end)) => &key[..end],
+        _ => key,
+    }
+}
+
+/// Keys a step of [`DataFiles::delete_tree`] removes in one transaction.
+const DELETE_PAGE: usize = 500;
+
 impl EmbeddedStore {
+    fn files_delete(
+        &self,
+        key: &str,
+        events: DeleteEvents<'_>,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        let mut removed: Option<FileRecord> = None;
+        self.transact(&mut |txn| {
+            removed = None;
+            if let Some(b) = txn.get(Table::FILES, key)? {
+                let rec = record::decode(&b)
+                    .map_err(StoreError::Backend)?
+                    .into_owned();
+                txn.delete(Table::FILES, key)?;
+                txn.delete(Table::FILE_DATA, key)?;
+                if let Some(event) = events(key, &rec) {
+                    txn.append(Table::OUTBOX, &event)?;
+                }
+                removed = Some(rec);
+            }
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    fn files_delete_tree(
+        &self,
+        prefix: &str,
+        events: DeleteEvents<'_>,
+    ) -> Result<Removed, StoreError> {
+        let mut removed = Removed::default();
+        loop {
+            let page = self.scan(Table::FILES, prefix, None, DELETE_PAGE)?;
+            if page.is_empty() {
+                return Ok(removed);
+            }
+            let mut blobs = Vec::new();
+            self.transact(&mut |txn| {
+                blobs.clear();
+                let mut scope = ApplyScope::default();
+                for (key, bytes) in &page {
+                    let rec = record::decode(bytes)
+                        .map_err(StoreError::Backend)?
+                        .into_owned();
+                    txn.delete(Table::FILES, key)?;
+                    txn.delete(Table::FILE_DATA, key)?;
+                    if let Some(event) = events(key, &rec) {
+                        scope.push_event(txn, &event)?;
+                    }
+                    if let Some(b) = rec.blob {
+                        blobs.push(b);
+                    }
+                }
+                scope.finish(txn)
+            })?;
+            removed.files += page.iter().filter(|(k, _)| !k.ends_with('/')).count() as u64;
+            removed.blobs.append(&mut blobs);
+        }
+    }
+
+    fn files_increment(
+        &self,
+        key: &str,
+        delta: u64,
+        new_collection: &[u8],
+        write: CounterWrite<'_>,
+    ) -> Result<Result<u64, NotCounted>, StoreError> {
+        let mut value = 0u64;
+        let mut refused = None;
+        let outcome = self.transact(&mut |txn| {
+            refused = None;
+            let current = match (txn.get(Table::FILES, key)?, txn.get(Table::FILE_DATA, key)?) {
+                (Some(_), Some(data)) => match std::str::from_utf8(&data)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                {
+                    Some(v) => v,
+                    None => {
+                        refused = Some(NotCounted::NotACounter);
+                        return Err(StoreError::Backend("not a counter".into()));
+                    }
+                },
+                _ => 0,
+            };
+            value = match current.checked_add(delta) {
+                Some(v) => v,
+                None => {
+                    refused = Some(NotCounted::Overflow);
+                    return Err(StoreError::Backend("overflow".into()));
+                }
+            };
+            let collection_key = collection_of(key);
+            if txn.get(Table::COLLECTIONS, collection_key)?.is_none() {
+                txn.put(Table::COLLECTIONS, collection_key, new_collection)?;
+            }
+            let (record, event) = write(value);
+            txn.put(Table::FILES, key, &record)?;
+            txn.put(Table::FILE_DATA, key, value.to_string().as_bytes())?;
+            if let Some(event) = event {
+                txn.append(Table::OUTBOX, &event)?;
+            }
+            Ok(())
+        });
+        match (outcome, refused) {
+            (_, Some(why)) => Ok(Err(why)),
+            (Err(e), None) => Err(e),
+            (Ok(()), None) => Ok(Ok(value)),
+        }
+    }
+
+    fn files_create_folder(&self, key: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.transact(&mut |txn| {
+            let file = key.strip_suffix('/').unwrap_or(key);
+            if txn.get(Table::FILES, key)?.is_some() || txn.get(Table::FILES, file)?.is_some() {
+                return Err(StoreError::Exists {
+                    bucket: Table::FILES.name(),
+                    key: key.to_string(),
+                });
+            }
+            txn.put(Table::FILES, key, record)
+        })
+    }
+
+    fn files_delete_expired(&self, prefix: &str, now: u64) -> Result<Removed, StoreError> {
+        let mut removed = Removed::default();
+        for (key, bytes) in self.scan(Table::FILES, prefix, None, usize::MAX)? {
+            let rec = decode(&key, &bytes)?;
+            if rec.expired(now) {
+                self.transact(&mut |txn| {
+                    txn.delete(Table::FILES, &key)?;
+                    txn.delete(Table::FILE_DATA, &key)
+                })?;
+                removed.files += 1;
+                removed.blobs.extend(rec.blob);
+            }
+        }
+        Ok(removed)
+    }
+
     fn files_write(&self, batch: &[FileWrite]) -> Result<Vec<Written>, StoreError> {
         let mut results = Vec::with_capacity(batch.len());
         let outcome = self.transact(&mut |txn| {
@@ -383,6 +533,40 @@ impl DataFiles for EmbeddedStore {
         // Inline (see the trait): the caller is on a blocking thread already.
         self.files_write(batch)
     }
+
+    async fn delete(
+        &self,
+        key: &str,
+        events: DeleteEvents<'_>,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        self.files_delete(key, events)
+    }
+
+    async fn delete_tree(
+        &self,
+        prefix: &str,
+        events: DeleteEvents<'_>,
+    ) -> Result<Removed, StoreError> {
+        self.files_delete_tree(prefix, events)
+    }
+
+    async fn delete_expired(&self, prefix: &str, now: u64) -> Result<Removed, StoreError> {
+        self.files_delete_expired(prefix, now)
+    }
+
+    async fn increment(
+        &self,
+        key: &str,
+        delta: u64,
+        new_collection: bytes::Bytes,
+        write: CounterWrite<'_>,
+    ) -> Result<Result<u64, NotCounted>, StoreError> {
+        self.files_increment(key, delta, &new_collection, write)
+    }
+
+    async fn create_folder(&self, key: &str, record: Vec<u8>) -> Result<(), StoreError> {
+        self.files_create_folder(key, &record)
+    }
 }
 
 #[cfg(test)]
@@ -574,7 +758,98 @@ mod tests {
     }
 
     #[test]
+    fn deletes_remove_record_content_and_log_their_events() {
+        let (dir, store) = store();
+        let events = |key: &str, rec: &FileRecord| {
+            (!rec.folder).then(|| format!("{{\"deleted\":\"{key}\"}}").into_bytes())
+        };
+        let gone = block_on(store.delete("o/c/a", &events)).unwrap().unwrap();
+        assert_eq!(gone.size, 1);
+        assert!(block_on(store.delete("o/c/a", &events)).unwrap().is_none());
+        assert_eq!(outbox(&store).len(), 1);
+        // A folder marker goes without an event.
+        assert!(
+            block_on(store.delete("o/c/m/", &events))
+                .unwrap()
+                .unwrap()
+                .folder
+        );
+        assert_eq!(outbox(&store).len(), 1);
+        let removed = block_on(store.delete_tree("o/c/b/", &events)).unwrap();
+        assert_eq!(
+            removed,
+            Removed {
+                files: 2,
+                blobs: vec![]
+            }
+        );
+        // Two events, one outbox record.
+        assert_eq!(outbox(&store).len(), 2);
+        let expired = block_on(store.delete_expired("o/c/", 2)).unwrap();
+        assert_eq!(expired.files, 1, "only `old` had expired");
+        let removed = block_on(store.delete_tree("o/c/", &events)).unwrap();
+        assert_eq!(removed.files, 2);
+        assert_eq!(removed.blobs, [format!("data-{}", "ab".repeat(16))]);
+        // Durable on return.
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(block_on(store.count_tree("o/c/")).unwrap(), 0);
+        assert!(
+            store
+                .scan(Table::FILE_DATA, "o/c/", None, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn increments_count_from_zero_and_refuse_non_counters() {
+        let (dir, store) = store();
+        let make = |v: u64| {
+            (
+                rec(v.to_string().len() as u64, false, None, false),
+                Some(b"{}".to_vec()),
+            )
+        };
+        let coll = bytes::Bytes::from_static(b"{}");
+        assert_eq!(
+            block_on(store.increment("o/k/n", 2, coll.clone(), &make)).unwrap(),
+            Ok(2)
+        );
+        assert_eq!(
+            block_on(store.increment("o/k/n", 3, coll.clone(), &make)).unwrap(),
+            Ok(5)
+        );
+        assert!(store.get(Table::COLLECTIONS, "o/k").unwrap().is_some());
+        assert_eq!(
+            block_on(store.increment("o/k/n", u64::MAX, coll.clone(), &make)).unwrap(),
+            Err(NotCounted::Overflow)
+        );
+        assert_eq!(
+            block_on(store.increment("o/c/a", 1, coll.clone(), &make)).unwrap(),
+            Err(NotCounted::NotACounter)
+        );
+        assert_eq!(outbox(&store).len(), 2, "one event per counted increment");
+        // Folder markers: created once, and never over a file.
+        block_on(store.create_folder("o/c/new/", rec(0, true, None, false))).unwrap();
+        assert!(matches!(
+            block_on(store.create_folder("o/c/new/", rec(0, true, None, false))),
+            Err(StoreError::Exists { .. })
+        ));
+        assert!(matches!(
+            block_on(store.create_folder("o/c/a/", rec(0, true, None, false))),
+            Err(StoreError::Exists { .. })
+        ));
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let n = block_on(store.read("o/k/n")).unwrap().unwrap();
+        assert_eq!(n.inline.as_deref(), Some(&b"5"[..]));
+        assert!(block_on(store.stat("o/c/new/")).unwrap().unwrap().folder);
+    }
+
+    #[test]
     fn collection_keys_are_the_first_two_segments() {
+        assert_eq!(collection_of("o/c/a/b"), "o/c");
         assert_eq!(write("o/c/a/b", b"", None, false).collection_key(), "o/c");
         assert_eq!(write("o/c/a", b"", None, false).collection_key(), "o/c");
     }
