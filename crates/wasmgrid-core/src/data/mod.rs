@@ -1235,10 +1235,11 @@ impl DataService {
             None,
             Some(blob_id.clone()),
         );
+        let id = BlobId(blob_id);
         match &result {
-            Ok(_) => self.store.blob_recorded(&blob_id),
+            Ok(_) => wait(self.blobs.recorded(&id)),
             Err(_) => {
-                let _ = self.store.delete_blob(&blob_id);
+                let _ = wait(self.blobs.delete(&id));
             }
         }
         result
@@ -1364,8 +1365,8 @@ impl DataService {
     /// Forgets a staged write that was not applied (or whose transaction
     /// failed), deleting its blob if it has one.
     pub fn discard(&self, staged: StagedWrite) {
-        if let Some(id) = &staged.record.blob {
-            let _ = self.store.delete_blob(id);
+        if let Some(id) = staged.record.blob {
+            let _ = wait(self.blobs.delete(&BlobId(id)));
         }
     }
 
