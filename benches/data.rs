@@ -63,15 +63,19 @@ fn main() {
         .expect("runtime");
     let embedded = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let store: Arc<dyn Store> = embedded.clone();
-    let records: Arc<dyn wasmgrid::store::records::Records> = embedded;
-    let data = Arc::new(DataService::new(store.clone()));
+    let records: Arc<dyn wasmgrid::store::records::Records> = embedded.clone();
+    let data = Arc::new(DataService::new(
+        store.clone(),
+        embedded.clone(),
+        embedded.clone(),
+    ));
     let secrets = Arc::new(SecretStore::open(records.clone(), dir.path()).expect("secrets"));
     let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
     let registry = Arc::new(
         setup
             .block_on(Registry::open(
-                store.clone(),
                 records.clone(),
+                embedded.clone(),
                 engine.clone(),
                 dir.path(),
                 wasmgrid::server_paths::RESERVED_PATHS,

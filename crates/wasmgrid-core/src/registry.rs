@@ -27,8 +27,9 @@ use wasmgrid_engine::{
     CallLimits, ComponentKind, Engine, GuestIdentity, InvokeError, OutboundAllowList, Prepared,
     WarmPool, WarmSettings,
 };
+use wasmgrid_store::StoreError;
+use wasmgrid_store::blobs::{Blobs, Digest as BlobDigest};
 use wasmgrid_store::records::{Bucket, Records, RecordsExt};
-use wasmgrid_store::{Store, StoreError};
 
 /// Default per-call timeout (Algorithmia's).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
@@ -294,10 +295,10 @@ pub struct DeployRequest {
 
 /// The registry of deployed algorithms.
 pub struct Registry {
-    store: Arc<dyn Store>,
-    /// Version records ([`Bucket::Versions`]); `store` keeps the component
-    /// blobs.
+    /// Version records ([`Bucket::Versions`]).
     records: Arc<dyn Records>,
+    /// Component bytes by digest.
+    blobs: Arc<dyn Blobs>,
     engine: Arc<Engine>,
     compiled_dir: PathBuf,
     algorithms: RwLock<HashMap<(String, String), AlgorithmEntry>>,
@@ -355,8 +356,8 @@ impl Registry {
     /// prefixes ([`crate::server_paths::RESERVED_PATHS`]): a route prefix that
     /// overlaps one is refused at deploy.
     pub async fn open(
-        store: Arc<dyn Store>,
         records: Arc<dyn Records>,
+        blobs: Arc<dyn Blobs>,
         engine: Arc<Engine>,
         data_dir: &std::path::Path,
         reserved_paths: &'static [&'static str],
@@ -402,8 +403,8 @@ impl Registry {
         }
         let routes = route_table(&algorithms);
         Ok(Self {
-            store,
             records,
+            blobs,
             engine,
             compiled_dir,
             algorithms: RwLock::new(algorithms),
@@ -455,14 +456,12 @@ impl Registry {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let artifact = self.artifact_path(&digest);
         let engine = self.engine.clone();
-        let store = self.store.clone();
-        let digest2 = digest.clone();
+        let compile_bytes = bytes.clone();
         let (kind, prepared, compile_ms) = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let component = engine.compile(&bytes)?;
+            let component = engine.compile(&compile_bytes)?;
             let compile_ms = started.elapsed().as_millis() as u64;
             let (kind, prepared) = engine.prepare(&component)?;
-            store.put_blob(&digest2, &bytes)?;
             let serialized = engine
                 .serialize(&component)
                 .map_err(|e| RegistryError::Internal(format!("{e:#}")))?;
@@ -471,6 +470,11 @@ impl Registry {
         })
         .await
         .map_err(|e| RegistryError::Internal(format!("compile worker failed: {e}")))??;
+        // The original bytes before the version record (a crash between leaves
+        // an unreferenced component, never a version without its bytes).
+        self.blobs
+            .put_component(&BlobDigest(digest.clone()), bytes)
+            .await?;
         self.compilations.fetch_add(1, Ordering::Relaxed);
         check_settings_fit_kind(&req.settings, kind)?;
 
@@ -731,11 +735,11 @@ impl Registry {
             .loaded
             .get_or_try_init(|| async {
                 let engine = self.engine.clone();
-                let store = self.store.clone();
+                let blobs = self.blobs.clone();
                 let artifact = self.artifact_path(&deployed.record.digest);
                 let digest = deployed.record.digest.clone();
                 let (prepared, recompiled) = tokio::task::spawn_blocking(move || {
-                    load_or_recompile(&engine, &*store, &artifact, &digest)
+                    load_or_recompile(&engine, &*blobs, &artifact, &digest)
                 })
                 .await
                 .map_err(|e| RegistryError::Internal(format!("load worker failed: {e}")))??;
@@ -953,7 +957,7 @@ fn validate_settings(
 /// it recompiled.
 fn load_or_recompile(
     engine: &Engine,
-    store: &dyn Store,
+    blobs: &dyn Blobs,
     artifact: &std::path::Path,
     digest: &str,
 ) -> Result<(Prepared, bool), RegistryError> {
@@ -970,7 +974,10 @@ fn load_or_recompile(
             }
         }
     }
-    let bytes = store.get_blob(digest)?.ok_or_else(|| {
+    // On a blocking thread already (the caller's): waiting here holds no async
+    // thread, and this path runs once per version and engine build.
+    let got = futures::executor::block_on(blobs.get_component(&BlobDigest(digest.to_string())))?;
+    let bytes = got.ok_or_else(|| {
         RegistryError::Internal(format!(
             "the original component {digest} is missing from the data directory"
         ))

@@ -60,7 +60,7 @@ impl App {
     ) -> anyhow::Result<Arc<App>> {
         let embedded = Arc::new(EmbeddedStore::open(data_dir)?);
         let store: Arc<dyn Store> = embedded.clone();
-        let records: Arc<dyn Records> = embedded;
+        let records: Arc<dyn Records> = embedded.clone();
         // Queues and the change log of the same store (one object: it owns
         // the ingest writer and the outcome writer).
         let queues = Arc::new(EmbeddedQueues::new(store.clone()));
@@ -69,14 +69,18 @@ impl App {
         // one): the loads run here, on this thread, as they always have.
         use futures::executor::block_on as wait;
         let registry = Arc::new(wait(Registry::open(
-            store.clone(),
             records.clone(),
+            embedded.clone(),
             engine,
             data_dir,
             wasmgrid_core::server_paths::RESERVED_PATHS,
         ))?);
         let keys = Arc::new(wait(KeyStore::open(records.clone()))?);
-        let data = Arc::new(DataService::new(store.clone()));
+        let data = Arc::new(DataService::new(
+            store.clone(),
+            embedded.clone(),
+            embedded.clone(),
+        ));
         let secrets = Arc::new(SecretStore::open(records.clone(), data_dir)?);
 
         if let Some(path) = wait(keys.bootstrap_admin(data_dir))? {

@@ -19,7 +19,7 @@
 //! Values are JSON documents (see [`Table`] for what each table holds), so records
 //! can grow fields without a migration, except file records, which every file
 //! read decodes and which have a compact versioned binary form (see
-//! `data::record`). Structural changes bump [`SCHEMA_VERSION`] and add a step
+//! `files::record`). Structural changes bump [`SCHEMA_VERSION`] and add a step
 //! to the embedded backend's migration list.
 
 mod embedded;
@@ -31,6 +31,7 @@ pub mod leases;
 pub mod queues;
 pub mod records;
 
+pub use embedded::{ApplyScope, apply_file_write};
 pub use embedded::{EmbeddedQueues, EmbeddedStore, sync_dir, tempfile_in};
 
 /// A record's revision: strictly increasing per key, never reused, never 0
@@ -76,7 +77,7 @@ impl Table {
     pub const KEYS: Table = Table("keys");
     /// `owner/collection` → `wasmgrid_core::data::CollectionRecord`.
     pub const COLLECTIONS: Table = Table("collections");
-    /// `owner/collection/path` → `wasmgrid_core::data::FileRecord` (folder markers end
+    /// `owner/collection/path` → [`files::FileRecord`] (folder markers end
     /// in `/`), binary since schema version 2 (JSON before).
     pub const FILES: Table = Table("files");
     /// `owner/collection/path` → raw bytes of a small file (large files live in

@@ -10,7 +10,6 @@
 //! Algorithmia's `dir.create()` works).
 
 mod path;
-mod record;
 
 pub use path::{DataPath, DataPathRef, TEMP_PREFIX, validate_path};
 
@@ -18,11 +17,13 @@ use crate::auth::{Caller, Scope};
 use crate::clock::now_rfc3339;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmgrid_engine::error_kind::ErrorKind;
 use wasmgrid_engine::identity::GuestIdentity;
+use wasmgrid_store::blobs::{BlobId, Blobs};
+pub use wasmgrid_store::files::FileRecord;
+use wasmgrid_store::files::{DataFiles, FileWrite, Listed, NotCounted, Written, record};
 use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
 
 /// Largest file kept inline in the store; larger files become blobs.
@@ -89,34 +90,6 @@ pub struct CollectionRecord {
     pub acl: Acl,
     /// Creation time (RFC 3339).
     pub created: String,
-}
-
-/// A file (or folder marker), as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileRecord {
-    /// Size in bytes.
-    pub size: u64,
-    /// Media type given at write time.
-    pub content_type: String,
-    /// Quoted entity tag (a SHA-256 prefix of the content).
-    pub etag: String,
-    /// Last write, RFC 3339 with milliseconds, UTC (`2024-01-02T03:04:05.123Z`).
-    pub last_modified: String,
-    /// Blob holding the content, for files above [`INLINE_MAX`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blob: Option<String>,
-    /// An empty folder marker rather than a file.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub folder: bool,
-    /// Unix time after which the file is gone (temp collections).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires: Option<u64>,
-}
-
-impl FileRecord {
-    fn expired(&self, now: u64) -> bool {
-        self.expires.is_some_and(|e| e <= now)
-    }
 }
 
 /// Why a data operation failed.
@@ -400,81 +373,17 @@ pub type FilePage = (Vec<(DataPath, FileRecord)>, Option<String>);
 
 /// A file write prepared by [`DataService::stage_write`]: access checked, the
 /// record and change event encoded, large content already in a blob. Applying it
-/// inside a transaction is all that remains.
+/// (inside a transaction, for batch jobs) is all that remains.
 pub struct StagedWrite {
     /// Where the file goes (owns its store key).
     path: DataPathRef<'static>,
     record: FileRecord,
-    record_bytes: Vec<u8>,
-    inline: bytes::Bytes,
-    event: Option<Vec<u8>>,
+    /// What the store is handed.
+    write: FileWrite,
 }
 
-/// Change events written to the outbox as one record, at most: one record
-/// per event costs a B-tree insert each (the largest value a small file's
-/// write stores), one per batch a share of one.
-pub const OUTBOX_EVENTS_PER_RECORD: u64 = 64;
-
-/// What the writes applied so far in one transaction have checked and the
-/// change events they have not yet written, so that a batch of writes into
-/// one collection (a job's outputs) checks the collection once and writes its
-/// events as a few outbox records: pass the same one to every
-/// [`StagedWrite::apply_in`] of a transaction, then call
-/// [`finish`](Self::finish) in that transaction; a new one for the next.
-pub struct ApplyScope {
-    /// Collection keys known to exist in this transaction.
-    collections: Vec<String>,
-    /// Reused for the folder-marker key.
-    scratch: String,
-    /// Pending change events: `[` and the events joined by commas.
-    events: Vec<u8>,
-    /// How many events `events` holds.
-    event_count: u64,
-}
-
-impl Default for ApplyScope {
-    fn default() -> Self {
-        ApplyScope {
-            collections: Vec::new(),
-            scratch: String::new(),
-            events: vec![b'['],
-            event_count: 0,
-        }
-    }
-}
-
-impl ApplyScope {
-    fn push_event(&mut self, txn: &mut dyn Txn, event: &[u8]) -> Result<(), StoreError> {
-        if self.event_count > 0 {
-            self.events.push(b',');
-        }
-        self.events.extend_from_slice(event);
-        self.event_count += 1;
-        if self.event_count >= OUTBOX_EVENTS_PER_RECORD {
-            self.finish(txn)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the pending change events to the outbox: one event as it is, more
-    /// as one record holding a JSON array of them (see [`outbox_record_events`]).
-    /// Call it before the transaction commits, or the events are lost.
-    pub fn finish(&mut self, txn: &mut dyn Txn) -> Result<(), StoreError> {
-        match self.event_count {
-            0 => return Ok(()),
-            1 => {
-                txn.append(Table::OUTBOX, &self.events[1..])?;
-            }
-            n => {
-                self.events.push(b']');
-                txn.append_many(Table::OUTBOX, &self.events, n)?;
-            }
-        }
-        self.events.truncate(1);
-        self.event_count = 0;
-        Ok(())
-    }
-}
+pub use wasmgrid_store::ApplyScope;
+pub use wasmgrid_store::files::OUTBOX_EVENTS_PER_RECORD;
 
 /// The change events of the outbox record stored under sequence number `last`,
 /// each with its own number: a record holds one event (a JSON object) or,
@@ -526,72 +435,36 @@ impl StagedWrite {
     /// [`apply`](Self::apply) as one of several writes in a transaction, which
     /// share `scope`; its change event is written by `scope` (at the latest by
     /// [`ApplyScope::finish`], which the caller must call before committing).
+    /// The embedded backend's entry point for batch jobs, which commit their
+    /// outputs with their progress in one transaction until the JobQueue
+    /// contract takes that over.
     pub fn apply_in(
         &self,
         txn: &mut dyn Txn,
         scope: &mut ApplyScope,
     ) -> Result<Result<Option<String>, DataError>, StoreError> {
-        let p = &self.path;
-        let key = p.key();
-        let collection_key = p.collection_key();
-        if !scope.collections.iter().any(|c| c == collection_key) {
-            if txn.get(Table::COLLECTIONS, collection_key)?.is_none() {
-                // Writing into a collection that does not exist creates it, private.
-                txn.put(
-                    Table::COLLECTIONS,
-                    collection_key,
-                    &encode(&DataService::implicit_collection(p.owner(), p.collection())),
-                )?;
-            }
-            scope.collections.push(collection_key.to_string());
+        Ok(self.outcome(wasmgrid_store::apply_file_write(txn, &self.write, scope)?))
+    }
+
+    /// What a write's result means to the data domain.
+    fn outcome(&self, written: Written) -> Result<Option<String>, DataError> {
+        match written {
+            Written::Done { replaced_blob } => Ok(replaced_blob),
+            Written::IsFolder => Err(DataError::Conflict(format!(
+                "{} is a folder",
+                self.path.uri()
+            ))),
         }
-        // The file's own record and its folder marker (`key/`) are near
-        // neighbours: one walk finds both unless many keys sort between them.
-        const PROBE: usize = 4;
-        scope.scratch.clear();
-        scope.scratch.push_str(key);
-        scope.scratch.push('/');
-        let marker = scope.scratch.as_str();
-        let mut near = txn.range(Table::FILES, key, marker, PROBE)?;
-        let (is_folder, previous) = if near.len() < PROBE {
-            let is_folder = near.last().is_some_and(|(k, _)| k == marker);
-            let previous = match near.first_mut() {
-                Some((k, v)) if k == key => Some(std::mem::take(v)),
-                _ => None,
-            };
-            (is_folder, previous)
-        } else {
-            (
-                txn.get(Table::FILES, marker)?.is_some(),
-                txn.get(Table::FILES, key)?,
-            )
-        };
-        if is_folder {
-            return Ok(Err(DataError::Conflict(format!("{} is a folder", p.uri()))));
-        }
-        let replaced_blob = match previous {
-            Some(b) => record::decode(&b)
-                .ok()
-                .and_then(|r| r.blob.map(Cow::into_owned))
-                .filter(|old| Some(old) != self.record.blob.as_ref()),
-            None => None,
-        };
-        txn.put(Table::FILES, key, &self.record_bytes)?;
-        if self.record.blob.is_none() {
-            txn.put(Table::FILE_DATA, key, &self.inline)?;
-        } else {
-            txn.delete(Table::FILE_DATA, key)?;
-        }
-        if let Some(event) = &self.event {
-            scope.push_event(txn, event)?;
-        }
-        Ok(Ok(replaced_blob))
     }
 }
 
 /// The data service.
 pub struct DataService {
     store: Arc<dyn Store>,
+    /// Large contents (the orphan sweep and streamed downloads go through it).
+    blobs: Arc<dyn Blobs>,
+    /// File records and small contents: reads and listings go through it.
+    files: Arc<dyn DataFiles>,
     temp_ttl: Duration,
     /// Collection records by `owner/collection`: every file read checks its
     /// collection's ACL, and collections change rarely. Entries are dropped after
@@ -628,6 +501,13 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Drives a [`DataFiles`] read from this thread. The service's reads run on
+/// blocking threads and guest threads, and the embedded backend answers them
+/// inline: one poll, no thread hop, nothing an async thread waits for.
+fn wait<T>(read: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(read)
 }
 
 /// Decodes a stored record (owned, or a view borrowing from `bytes`).
@@ -812,10 +692,13 @@ pub fn uuid_v4() -> String {
 }
 
 impl DataService {
-    /// A data service over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// A data service over `store`, with large contents in `blobs` and files
+    /// read through `files`.
+    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn Blobs>, files: Arc<dyn DataFiles>) -> Self {
         Self {
             store,
+            blobs,
+            files,
             temp_ttl: DEFAULT_TEMP_TTL,
             collections: Default::default(),
             generation: Default::default(),
@@ -832,6 +715,11 @@ impl DataService {
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Where large contents live: uploads stream into it, downloads stream out.
+    pub fn blobs(&self) -> &Arc<dyn Blobs> {
+        &self.blobs
     }
 
     fn collection_in(txn: &dyn Txn, p: &DataPath) -> Result<Option<CollectionRecord>, DataError> {
@@ -919,57 +807,54 @@ impl DataService {
         if let Some(acl) = &acl {
             acl.validate()?;
         }
-        let mut abort: Option<DataError> = None;
+        if !p.path.is_empty() {
+            // A folder marker, in a collection that exists.
+            if self.collection(&p.owner, &p.collection)?.is_none() {
+                return Err(not_found_collection(p));
+            }
+            let rec = FileRecord {
+                size: 0,
+                content_type: "application/x-directory".into(),
+                etag: "\"0\"".into(),
+                last_modified: now_rfc3339(),
+                blob: None,
+                folder: true,
+                expires: None,
+            };
+            let marker = format!("{}/", p.key());
+            return wait(self.files.create_folder(&marker, record::encode(&rec))).map_err(
+                |e| match e {
+                    StoreError::Exists { .. } => {
+                        DataError::Conflict(format!("{} already exists", p.uri()))
+                    }
+                    other => other.into(),
+                },
+            );
+        }
         self.store
             .transact(&mut |txn| {
-                let existing =
-                    Self::collection_in(txn, p).map_err(|e| StoreError::Backend(e.to_string()))?;
-                if p.path.is_empty() {
-                    if existing.is_some() {
-                        return Err(StoreError::Conflict {
-                            table: "collections",
-                            key: p.collection_key(),
-                        });
-                    }
-                    let rec = CollectionRecord {
-                        owner: p.owner.clone(),
-                        name: p.collection.clone(),
-                        acl: acl.clone().unwrap_or_else(Acl::my_algorithms),
-                        created: now_rfc3339(),
-                    };
-                    txn.put(Table::COLLECTIONS, &p.collection_key(), &encode(&rec))
-                } else {
-                    if existing.is_none() {
-                        abort = Some(not_found_collection(p));
-                        return Err(StoreError::Backend("aborted".into()));
-                    }
-                    let marker = format!("{}/", p.key());
-                    if txn.get(Table::FILES, &marker)?.is_some()
-                        || txn.get(Table::FILES, &p.key())?.is_some()
-                    {
-                        return Err(StoreError::Conflict {
-                            table: "files",
-                            key: marker,
-                        });
-                    }
-                    let rec = FileRecord {
-                        size: 0,
-                        content_type: "application/x-directory".into(),
-                        etag: "\"0\"".into(),
-                        last_modified: now_rfc3339(),
-                        blob: None,
-                        folder: true,
-                        expires: None,
-                    };
-                    txn.put(Table::FILES, &marker, &record::encode(&rec))
+                if Self::collection_in(txn, p)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                    .is_some()
+                {
+                    return Err(StoreError::Conflict {
+                        table: "collections",
+                        key: p.collection_key(),
+                    });
                 }
+                let rec = CollectionRecord {
+                    owner: p.owner.clone(),
+                    name: p.collection.clone(),
+                    acl: acl.clone().unwrap_or_else(Acl::my_algorithms),
+                    created: now_rfc3339(),
+                };
+                txn.put(Table::COLLECTIONS, &p.collection_key(), &encode(&rec))
             })
-            .map_err(|e| match (abort.take(), e) {
-                (Some(reason), _) => reason,
-                (None, StoreError::Conflict { .. }) => {
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => {
                     DataError::Conflict(format!("{} already exists", p.uri()))
                 }
-                (None, other) => other.into(),
+                other => other.into(),
             })
     }
 
@@ -1101,17 +986,9 @@ impl DataService {
     }
 
     fn file_record(&self, p: &DataPath) -> Result<FileRecord, DataError> {
-        let key = p.key();
-        match self.store.get(Table::FILES, &key)? {
-            Some(b) => {
-                let rec = decode_file(&key, &b)?;
-                if rec.expired(unix_now()) {
-                    Err(not_found_file(p))
-                } else {
-                    Ok(rec)
-                }
-            }
-            None => Err(not_found_file(p)),
+        match wait(self.files.stat(&p.key()))? {
+            Some(rec) if !rec.expired(unix_now()) => Ok(rec),
+            _ => Err(not_found_file(p)),
         }
     }
 
@@ -1137,6 +1014,26 @@ impl DataService {
             max_size,
         )?;
         Ok((rec, content))
+    }
+
+    /// Reads a file to serve it as a download: its record, and its content when
+    /// it is small (inline); a large file's content is streamed from
+    /// [`DataService::blobs`] by the caller, from the offset it needs.
+    pub fn read_record(
+        &self,
+        who: Principal<'_>,
+        p: &DataPath,
+        max_size: u64,
+    ) -> Result<(FileRecord, Option<bytes::Bytes>), DataError> {
+        let p = p.view();
+        let (rec_bytes, data) = self.fetch(who, &p)?;
+        let rec = decode_file(p.key(), &rec_bytes)?;
+        Self::readable_content(&p, rec.size, rec.folder, rec.expires, max_size)?;
+        let inline = match rec.blob {
+            None => Some(data.unwrap_or_default().into()),
+            Some(_) => None,
+        };
+        Ok((rec, inline))
     }
 
     /// Reads a file for a guest: only what a guest gets back (content type and
@@ -1170,16 +1067,14 @@ impl DataService {
             }
         }
         let keys: Vec<String> = paths.iter().map(DataPath::key).collect();
-        let reads: Vec<(Table, &str)> = keys
-            .iter()
-            .flat_map(|k| [(Table::FILES, k.as_str()), (Table::FILE_DATA, k.as_str())])
-            .collect();
-        let mut got = self.store.get_many(&reads)?.into_iter();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let got = wait(self.files.read_many(&keys))?;
         Ok(paths
             .iter()
-            .map(|p| match (got.next().flatten(), got.next().flatten()) {
-                (Some(rec), data) => self.guest_content(&p.view(), &rec, data, max_size),
-                (None, _) => Err(not_found_file(p)),
+            .zip(got)
+            .map(|(p, got)| match got {
+                Some(f) => self.guest_content(&p.view(), &f.record, f.inline, max_size),
+                None => Err(not_found_file(p)),
             })
             .collect())
     }
@@ -1215,14 +1110,9 @@ impl DataService {
         p: &DataPathRef<'_>,
     ) -> Result<(Vec<u8>, Option<Vec<u8>>), DataError> {
         self.check_readable_ref(who, p)?;
-        let key = p.key();
-        let mut got = self
-            .store
-            .get_many(&[(Table::FILES, key), (Table::FILE_DATA, key)])?
-            .into_iter();
-        match (got.next().flatten(), got.next().flatten()) {
-            (Some(rec), data) => Ok((rec, data)),
-            (None, _) => Err(not_found_file_ref(p)),
+        match wait(self.files.read(p.key()))? {
+            Some(f) => Ok((f.record, f.inline)),
+            None => Err(not_found_file_ref(p)),
         }
     }
 
@@ -1240,15 +1130,7 @@ impl DataService {
         inline: Option<Vec<u8>>,
         max_size: u64,
     ) -> Result<Content, DataError> {
-        if folder || expires.is_some_and(|e| e <= unix_now()) {
-            return Err(not_found_file_ref(p));
-        }
-        if size > max_size {
-            return Err(DataError::TooLarge(format!(
-                "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
-                p.uri()
-            )));
-        }
+        Self::readable_content(p, size, folder, expires, max_size)?;
         match blob {
             None => Ok(Content::Inline(inline.unwrap_or_default().into())),
             Some(id) => Ok(Content::Blob(self.store.open_blob(id)?.ok_or_else(
@@ -1260,6 +1142,27 @@ impl DataService {
                 },
             )?)),
         }
+    }
+
+    /// The checks every read of a file's content makes: gone if it is a folder
+    /// marker or expired, refused if too large for the reader.
+    fn readable_content(
+        p: &DataPathRef<'_>,
+        size: u64,
+        folder: bool,
+        expires: Option<u64>,
+        max_size: u64,
+    ) -> Result<(), DataError> {
+        if folder || expires.is_some_and(|e| e <= unix_now()) {
+            return Err(not_found_file_ref(p));
+        }
+        if size > max_size {
+            return Err(DataError::TooLarge(format!(
+                "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
+                p.uri()
+            )));
+        }
+        Ok(())
     }
 
     /// Reads a whole file into memory.
@@ -1332,10 +1235,11 @@ impl DataService {
             None,
             Some(blob_id.clone()),
         );
+        let id = BlobId(blob_id);
         match &result {
-            Ok(_) => self.store.blob_recorded(&blob_id),
+            Ok(_) => wait(self.blobs.recorded(&id)),
             Err(_) => {
-                let _ = self.store.delete_blob(&blob_id);
+                let _ = wait(self.blobs.delete(&id));
             }
         }
         result
@@ -1368,32 +1272,14 @@ impl DataService {
             blob,
             who.hops(),
         );
-        let mut outcome = None;
-        self.store
-            .transact(&mut |txn| {
-                outcome = Some(staged.apply(txn)?);
-                match &outcome {
-                    // Nothing was written; end the transaction without committing.
-                    Some(Err(_)) => Err(StoreError::Backend("aborted".into())),
-                    _ => Ok(()),
-                }
-            })
-            .or_else(|e| match &outcome {
-                Some(Err(_)) => Ok(()),
-                _ => Err(e),
-            })?;
-        match outcome {
-            Some(Ok(replaced)) => {
-                if let Some(old) = replaced {
-                    let _ = self.store.delete_blob(&old);
-                }
-                Ok(staged.record)
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(DataError::Unavailable(
-                "the write transaction did not run".into(),
-            )),
+        let written = wait(self.files.write(std::slice::from_ref(&staged.write)))?
+            .pop()
+            .ok_or_else(|| DataError::Unavailable("the write returned no result".into()))?;
+        let replaced = staged.outcome(written)?;
+        if let Some(old) = replaced {
+            let _ = wait(self.blobs.delete(&BlobId(old)));
         }
+        Ok(staged.record)
     }
 
     /// A write of `p` with its record and change event encoded, ready to be
@@ -1428,12 +1314,18 @@ impl DataService {
             folder: false,
             expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
         };
+        let new_collection = encode(&Self::implicit_collection(&p.owner, &p.collection));
         StagedWrite {
             path: p.view(),
-            record_bytes: record::encode(&record),
-            event,
+            write: FileWrite {
+                key: p.key(),
+                record: record::encode(&record),
+                blob: record.blob.clone(),
+                inline: inline.unwrap_or_default(),
+                event,
+                new_collection: new_collection.into(),
+            },
             record,
-            inline: inline.unwrap_or_default(),
         }
     }
 
@@ -1473,38 +1365,22 @@ impl DataService {
     /// Forgets a staged write that was not applied (or whose transaction
     /// failed), deleting its blob if it has one.
     pub fn discard(&self, staged: StagedWrite) {
-        if let Some(id) = &staged.record.blob {
-            let _ = self.store.delete_blob(id);
+        if let Some(id) = staged.record.blob {
+            let _ = wait(self.blobs.delete(&BlobId(id)));
         }
     }
 
     /// Deletes a file; `false` if it did not exist.
     pub fn delete(&self, who: Principal<'_>, p: &DataPath) -> Result<bool, DataError> {
         self.check_writable(who, p)?;
-        let key = p.key();
-        let mut removed: Option<FileRecord> = None;
-        self.store.transact(&mut |txn| {
-            removed = None;
-            if let Some(b) = txn.get(Table::FILES, &key)? {
-                let rec = record::decode(&b)
-                    .map_err(StoreError::Backend)?
-                    .into_owned();
-                txn.delete(Table::FILES, &key)?;
-                txn.delete(Table::FILE_DATA, &key)?;
-                if !p.is_temp() && !rec.folder {
-                    txn.append(
-                        Table::OUTBOX,
-                        &change_event("FileDeleted", p, &rec, who.hops()),
-                    )?;
-                }
-                removed = Some(rec);
-            }
-            Ok(())
-        })?;
-        match removed {
+        let hops = who.hops();
+        let events = |_: &str, rec: &FileRecord| {
+            (!p.is_temp() && !rec.folder).then(|| change_event("FileDeleted", p, rec, hops))
+        };
+        match wait(self.files.delete(&p.key(), &events))? {
             Some(rec) => {
                 if let Some(id) = &rec.blob {
-                    let _ = self.store.delete_blob(id);
+                    let _ = wait(self.blobs.delete(&BlobId(id.clone())));
                 }
                 Ok(!rec.expired(unix_now()))
             }
@@ -1538,40 +1414,19 @@ impl DataService {
                 p.uri()
             )));
         }
-        let mut deleted = 0u64;
-        loop {
-            let page = self.store.scan(Table::FILES, &prefix, None, 500)?;
-            if page.is_empty() {
-                break;
+        let hops = who.hops();
+        let events = |key: &str, rec: &FileRecord| {
+            if rec.folder {
+                return None;
             }
-            let mut blobs = Vec::new();
-            self.store.transact(&mut |txn| {
-                blobs.clear();
-                let mut scope = ApplyScope::default();
-                for (key, bytes) in &page {
-                    let rec = record::decode(bytes)
-                        .map_err(StoreError::Backend)?
-                        .into_owned();
-                    txn.delete(Table::FILES, key)?;
-                    txn.delete(Table::FILE_DATA, key)?;
-                    if !rec.folder
-                        && let Some(fp) = DataPath::from_key(key)
-                        && !fp.is_temp()
-                    {
-                        scope
-                            .push_event(txn, &change_event("FileDeleted", &fp, &rec, who.hops()))?;
-                    }
-                    if let Some(b) = rec.blob.clone() {
-                        blobs.push(b);
-                    }
-                }
-                scope.finish(txn)
-            })?;
-            deleted += page.iter().filter(|(k, _)| !k.ends_with('/')).count() as u64;
-            for b in &blobs {
-                let _ = self.store.delete_blob(b);
-            }
+            let fp = DataPath::from_key(key)?;
+            (!fp.is_temp()).then(|| change_event("FileDeleted", &fp, rec, hops))
+        };
+        let removed = wait(self.files.delete_tree(&prefix, &events))?;
+        for b in removed.blobs {
+            let _ = wait(self.blobs.delete(&BlobId(b)));
         }
+        let deleted = removed.files;
         if p.path.is_empty() {
             let key = p.collection_key();
             self.store
@@ -1593,58 +1448,28 @@ impl DataService {
         self.readable(who, p)?;
         let prefix = p.folder_prefix();
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut start = match marker {
+        let start = match marker {
             Some(m) => decode_marker(m, &prefix)?,
             None => prefix.clone(),
         };
-        let now = unix_now();
+        let level = wait(self.files.list_level(&prefix, &start, limit))?;
         let mut listing = Listing {
             folders: vec![],
             files: vec![],
-            marker: None,
+            marker: level.next.as_deref().map(encode_marker),
         };
-        let mut any = false;
-        'pages: loop {
-            let page = self
-                .store
-                .scan(Table::FILES, &prefix, Some(Cursor::From(&start)), 256)?;
-            if page.is_empty() {
-                break;
-            }
-            let last_key = page.last().map(|(k, _)| k.clone()).unwrap_or_default();
-            for (key, bytes) in page {
-                any = true;
-                let rest = &key[prefix.len()..];
-                if rest.is_empty() {
-                    continue; // this folder's own marker
-                }
-                if listing.folders.len() + listing.files.len() >= limit {
-                    listing.marker = Some(encode_marker(&key));
-                    break 'pages;
-                }
-                if let Some(i) = rest.find('/') {
-                    let name = &rest[..i];
-                    listing.folders.push(FolderEntry {
-                        name: name.to_string(),
-                    });
-                    // Skip the folder's subtree: every key in it starts with
-                    // `name/`, and `0` is the byte after `/`.
-                    start = format!("{prefix}{name}0");
-                    continue 'pages;
-                }
-                let rec = decode_file(&key, &bytes)?;
-                if rec.expired(now) {
-                    continue;
-                }
-                listing.files.push(FileEntry {
-                    filename: rest.to_string(),
+        let any = level.exists;
+        for entry in level.entries {
+            match entry {
+                Listed::Folder(name) => listing.folders.push(FolderEntry { name }),
+                Listed::File(filename, rec) => listing.files.push(FileEntry {
+                    filename,
                     size: rec.size,
                     last_modified: rec.last_modified,
                     content_type: rec.content_type,
                     etag: rec.etag,
-                });
+                }),
             }
-            start = format!("{last_key}\u{0}");
         }
         if !any && !p.path.is_empty() {
             return Err(not_found_file(p));
@@ -1664,35 +1489,28 @@ impl DataService {
         self.readable(who, p)?;
         let prefix = format!("{}/{}/{}", p.owner, p.collection, p.path);
         let limit = limit.clamp(1, MAX_PAGE);
-        let now = unix_now();
         let mut after = marker.map(|m| format!("{}/{}/{m}", p.owner, p.collection));
         let mut out = Vec::new();
         loop {
-            let page = self.store.scan(
-                Table::FILES,
-                &prefix,
-                after.as_deref().map(Cursor::After),
-                limit + 1,
+            let page = wait(
+                self.files
+                    .list_tree(&prefix, after.as_deref(), limit + 1, 0),
             )?;
-            let done = page.len() <= limit;
-            for (key, bytes) in page {
-                let rec = decode_file(&key, &bytes)?;
-                after = Some(key.clone());
-                if rec.folder || rec.expired(now) {
-                    continue;
-                }
+            for item in page.items {
                 if out.len() == limit {
                     let last = out
                         .last()
                         .map(|(fp, _): &(DataPath, FileRecord)| fp.path.clone());
                     return Ok((out, last));
                 }
-                if let Some(fp) = DataPath::from_key(&key) {
+                let rec = decode_file(&item.key, &item.record)?;
+                if let Some(fp) = DataPath::from_key(&item.key) {
                     out.push((fp, rec));
                 }
             }
-            if done {
-                return Ok((out, None));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok((out, None)),
             }
         }
     }
@@ -1714,28 +1532,17 @@ impl DataService {
         let prefix = folder.folder_prefix();
         let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
         let limit = limit.clamp(1, MAX_PAGE);
-        let page = self.store.scan(
-            Table::FILES,
-            &prefix,
-            after.as_deref().map(Cursor::After),
-            limit,
-        )?;
-        let next = if page.len() == limit {
-            page.last()
-                .and_then(|(k, _)| DataPath::from_key(k))
-                .map(|p| p.path)
-        } else {
-            None
-        };
-        let now = unix_now();
-        let mut out = Vec::with_capacity(page.len());
-        for (key, bytes) in page {
-            let view =
-                record::decode_for_read(&bytes).map_err(|e| corrupt(Table::FILES, &key, e))?;
-            if view.folder || view.expires.is_some_and(|e| e <= now) {
-                continue;
-            }
-            if let Some(fp) = DataPath::from_key(&key) {
+        let page = wait(self.files.list_tree(&prefix, after.as_deref(), limit, 0))?;
+        let next = page
+            .next
+            .as_deref()
+            .and_then(DataPath::from_key)
+            .map(|p| p.path);
+        let mut out = Vec::with_capacity(page.items.len());
+        for item in page.items {
+            let view = record::decode_for_read(&item.record)
+                .map_err(|e| corrupt(Table::FILES, &item.key, e))?;
+            if let Some(fp) = DataPath::from_key(&item.key) {
                 out.push((fp, view.size));
             }
         }
@@ -1747,25 +1554,7 @@ impl DataService {
     /// building the listing.
     pub fn count_tree(&self, who: Principal<'_>, folder: &DataPath) -> Result<u64, DataError> {
         self.readable(who, folder)?;
-        let now = unix_now();
-        let mut corrupt_key: Option<String> = None;
-        let n = self
-            .store
-            .count(Table::FILES, &folder.folder_prefix(), &mut |key, bytes| {
-                match record::decode_for_read(bytes) {
-                    Ok(view) => !(view.folder || view.expires.is_some_and(|e| e <= now)),
-                    Err(e) => {
-                        corrupt_key.get_or_insert_with(|| format!("{key}: {e}"));
-                        false
-                    }
-                }
-            })?;
-        match corrupt_key {
-            Some(what) => Err(DataError::Unavailable(format!(
-                "stored file record {what} is unreadable"
-            ))),
-            None => Ok(n),
-        }
+        Ok(wait(self.files.count_tree(&folder.folder_prefix()))?)
     }
 
     /// [`list_tree`](Self::list_tree), reading along, from the same snapshot,
@@ -1789,62 +1578,33 @@ impl DataService {
         let prefix = folder.folder_prefix();
         let after = after.map(|a| format!("{}/{}/{a}", folder.owner, folder.collection));
         let limit = limit.clamp(1, MAX_PAGE);
-        let now = unix_now();
-        let mut left = budget;
-        let mut reading = true;
-        let page = self.store.scan_joined(
-            Table::FILES,
-            &prefix,
-            after.as_deref().map(Cursor::After),
-            limit,
-            Table::FILE_DATA,
-            &mut |_, bytes| {
-                if !reading {
-                    return false;
-                }
-                let Ok(view) = record::decode_for_read(bytes) else {
-                    return false;
-                };
-                if view.folder || view.expires.is_some_and(|e| e <= now) {
-                    return false;
-                }
-                if view.blob.is_none() && view.size <= left {
-                    left -= view.size;
-                    true
-                } else {
-                    // Read in order: the first file that is not read along
-                    // ends the read-ahead.
-                    reading = false;
-                    false
-                }
-            },
+        let page = wait(
+            self.files
+                .list_tree(&prefix, after.as_deref(), limit, budget),
         )?;
-        let next = if page.len() == limit {
-            page.last()
-                .and_then(|(k, _, _)| DataPath::from_key(k))
-                .map(|p| p.path)
-        } else {
-            None
-        };
-        let mut out = Vec::with_capacity(page.len());
-        for (key, bytes, data) in page {
-            let view =
-                record::decode_for_read(&bytes).map_err(|e| corrupt(Table::FILES, &key, e))?;
-            if view.folder || view.expires.is_some_and(|e| e <= now) {
-                continue;
-            }
+        let next = page
+            .next
+            .as_deref()
+            .and_then(DataPath::from_key)
+            .map(|p| p.path);
+        let mut out = Vec::with_capacity(page.items.len());
+        for item in page.items {
+            let view = record::decode_for_read(&item.record)
+                .map_err(|e| corrupt(Table::FILES, &item.key, e))?;
             let size = view.size;
-            let Some(path) = DataPathRef::from_key(key) else {
+            let has_blob = view.blob.is_some();
+            let content_type = view.content_type.into_owned();
+            let Some(path) = DataPathRef::from_key(item.key) else {
                 continue;
             };
-            let content = match data {
-                Some(d) if view.blob.is_none() => Some(if size > max_size {
+            let content = match item.inline {
+                Some(d) if !has_blob => Some(if size > max_size {
                     Err(DataError::TooLarge(format!(
                         "{} is {size} bytes, more than this reader may hold ({max_size} bytes)",
                         path.uri()
                     )))
                 } else {
-                    Ok((view.content_type.into_owned(), Content::Inline(d.into())))
+                    Ok((content_type, Content::Inline(d.into())))
                 }),
                 _ => None,
             };
@@ -1866,70 +1626,38 @@ impl DataService {
         delta: u64,
     ) -> Result<u64, DataError> {
         self.check_writable(who, p)?;
-        let key = p.key();
-        let mut value = 0u64;
-        let mut bad = None;
-        self.store
-            .transact(&mut |txn| {
-                let current = match (
-                    txn.get(Table::FILES, &key)?,
-                    txn.get(Table::FILE_DATA, &key)?,
-                ) {
-                    (Some(_), Some(data)) => match std::str::from_utf8(&data)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                    {
-                        Some(v) => v,
-                        None => {
-                            bad = Some(format!("{} does not hold a decimal counter", p.uri()));
-                            return Err(StoreError::Backend("bad counter".into()));
-                        }
-                    },
-                    _ => 0,
-                };
-                value = match current.checked_add(delta) {
-                    Some(v) => v,
-                    None => {
-                        bad = Some(format!("incrementing {} overflows u64", p.uri()));
-                        return Err(StoreError::Backend("overflow".into()));
-                    }
-                };
-                let body = value.to_string();
-                use sha2::Digest;
-                let rec = FileRecord {
-                    size: body.len() as u64,
-                    content_type: "text/plain".into(),
-                    etag: etag_of(&sha2::Sha256::digest(body.as_bytes())),
-                    last_modified: now_rfc3339(),
-                    blob: None,
-                    folder: false,
-                    expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
-                };
-                if Self::collection_in(txn, p)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?
-                    .is_none()
-                {
-                    txn.put(
-                        Table::COLLECTIONS,
-                        &p.collection_key(),
-                        &encode(&Self::implicit_collection(&p.owner, &p.collection)),
-                    )?;
-                }
-                txn.put(Table::FILES, &key, &record::encode(&rec))?;
-                txn.put(Table::FILE_DATA, &key, body.as_bytes())?;
-                if !p.is_temp() {
-                    txn.append(
-                        Table::OUTBOX,
-                        &change_event("FileCreated", p, &rec, who.hops()),
-                    )?;
-                }
-                Ok(())
-            })
-            .map_err(|e| match bad.take() {
-                Some(m) => DataError::Invalid(m),
-                None => e.into(),
-            })?;
-        Ok(value)
+        let hops = who.hops();
+        let expires = p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs());
+        let write = |value: u64| {
+            use sha2::Digest;
+            let body = value.to_string();
+            let rec = FileRecord {
+                size: body.len() as u64,
+                content_type: "text/plain".into(),
+                etag: etag_of(&sha2::Sha256::digest(body.as_bytes())),
+                last_modified: now_rfc3339(),
+                blob: None,
+                folder: false,
+                expires,
+            };
+            let event = (!p.is_temp()).then(|| change_event("FileCreated", p, &rec, hops));
+            (record::encode(&rec), event)
+        };
+        let new_collection = encode(&Self::implicit_collection(&p.owner, &p.collection));
+        match wait(
+            self.files
+                .increment(&p.key(), delta, new_collection.into(), &write),
+        )? {
+            Ok(value) => Ok(value),
+            Err(NotCounted::NotACounter) => Err(DataError::Invalid(format!(
+                "{} does not hold a decimal counter",
+                p.uri()
+            ))),
+            Err(NotCounted::Overflow) => Err(DataError::Invalid(format!(
+                "incrementing {} overflows u64",
+                p.uri()
+            ))),
+        }
     }
 
     /// Deletes expired temp files; returns how many.
@@ -1944,19 +1672,11 @@ impl DataService {
                 continue;
             }
             let prefix = format!("{}/{}/", coll.owner, coll.name);
-            for (key, bytes) in self.store.scan(Table::FILES, &prefix, None, usize::MAX)? {
-                let rec = decode_file(&key, &bytes)?;
-                if rec.expired(now) {
-                    self.store.transact(&mut |txn| {
-                        txn.delete(Table::FILES, &key)?;
-                        txn.delete(Table::FILE_DATA, &key)
-                    })?;
-                    if let Some(b) = &rec.blob {
-                        let _ = self.store.delete_blob(b);
-                    }
-                    removed += 1;
-                }
+            let gone = wait(self.files.delete_expired(&prefix, now))?;
+            for b in gone.blobs {
+                let _ = wait(self.blobs.delete(&BlobId(b)));
             }
+            removed += gone.files;
         }
         Ok(removed)
     }
@@ -1965,11 +1685,15 @@ impl DataService {
     /// file's replacement or deletion and the removal of its old blob, by an
     /// upload that crashed before its record was written, or by a failed
     /// delete. Blobs being uploaded right now are left alone (see
-    /// [`Store::settled_data_blobs`]). Returns how many were deleted.
+    /// [`Blobs::settled`]). Returns how many were deleted. Runs on a blocking
+    /// thread (it scans every file record).
     pub fn remove_orphan_blobs(&self) -> Result<u64, DataError> {
+        use futures::executor::block_on;
         // Listed first: a blob whose upload settles later is not a candidate,
         // and one settled before is referenced by a record the scan below sees.
-        let candidates = self.store.settled_data_blobs()?;
+        // No grace period: this process knows its own uploads in progress (they
+        // are never listed), and no other process writes into its data directory.
+        let candidates = block_on(self.blobs.settled(Duration::ZERO))?;
         if candidates.is_empty() {
             return Ok(0);
         }
@@ -1993,8 +1717,8 @@ impl DataService {
             }
         }
         let mut removed = 0;
-        for id in candidates.iter().filter(|id| !live.contains(*id)) {
-            self.store.delete_blob(id)?;
+        for id in candidates.iter().filter(|id| !live.contains(id.as_str())) {
+            block_on(self.blobs.delete(id))?;
             removed += 1;
         }
         Ok(removed)
@@ -2166,8 +1890,8 @@ mod tests {
     #[test]
     fn acl_changes_take_effect_at_once_despite_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store);
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store.clone(), store.clone(), store);
         let admin = Caller {
             key_id: "k".into(),
             owner: "admin".into(),
@@ -2204,8 +1928,9 @@ mod tests {
     #[test]
     fn expired_temp_files_vanish_and_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store).with_temp_ttl(Duration::from_secs(0));
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store.clone(), store.clone(), store)
+            .with_temp_ttl(Duration::from_secs(0));
         let id = GuestIdentity {
             owner: "demo".into(),
             name: "algo".into(),
@@ -2273,13 +1998,13 @@ mod tests {
                 })
                 .unwrap();
         }
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         assert_eq!(
             store.get(Table::META, "schema_version").unwrap().unwrap(),
             wasmgrid_store::SCHEMA_VERSION.to_string().as_bytes(),
             "migrated"
         );
-        let data = DataService::new(store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone());
         let admin = Caller {
             key_id: "k".into(),
             owner: "admin".into(),
@@ -2350,8 +2075,8 @@ mod tests {
     /// A data service on a fresh store (keep the directory alive).
     fn service() -> (tempfile::TempDir, Arc<dyn Store>, DataService) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone());
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = DataService::new(store.clone(), store.clone(), store.clone());
         (dir, store, data)
     }
 
@@ -2521,8 +2246,8 @@ mod tests {
         let component = format!("sha256:{}", "ab".repeat(32));
         let (crashed_upload, replaced_blob);
         {
-            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-            let data = DataService::new(store.clone());
+            let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+            let data = DataService::new(store.clone(), store.clone(), store.clone());
             store.put_blob(&component, b"component bytes").unwrap();
             data.put(key, &live, "application/octet-stream", &big)
                 .unwrap();
@@ -2556,12 +2281,12 @@ mod tests {
             std::mem::forget(unfinished);
         }
         assert!(blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")));
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         assert!(
             !blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")),
             "temporary files are removed at open"
         );
-        let data = DataService::new(store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone());
         // An upload in progress: finished, record not committed yet.
         let mut w = store.create_blob().unwrap();
         w.write_all(&big).unwrap();
@@ -2598,8 +2323,8 @@ mod tests {
     #[test]
     fn orphan_sweeps_never_take_a_blob_from_a_concurrent_upload() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = Arc::new(DataService::new(store));
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let data = Arc::new(DataService::new(store.clone(), store.clone(), store));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sweeper = {
             let (data, done) = (data.clone(), done.clone());

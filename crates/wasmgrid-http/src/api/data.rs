@@ -12,10 +12,10 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use sha2::Digest;
 use wasmgrid_core::auth::{Caller, Scope};
-use wasmgrid_core::data::{
-    Acl, Content, DataError, DataPath, FileRecord, INLINE_MAX, Principal, etag_of,
-};
+use wasmgrid_core::data::{Acl, DataError, DataPath, FileRecord, INLINE_MAX, Principal, etag_of};
 use wasmgrid_engine::error_kind::ErrorKind;
+use wasmgrid_store::StoreError;
+use wasmgrid_store::blobs::BlobId;
 
 /// Longest name in a create request (collection and folder names are checked
 /// further by [`DataPath::new`]).
@@ -190,9 +190,12 @@ pub async fn get(
         let data = app.data.clone();
         let caller2 = caller.clone();
         let p2 = p.clone();
-        let file = blocking(move || data.read(Principal::Key(&caller2), &p2, u64::MAX)).await;
+        let file =
+            blocking(move || data.read_record(Principal::Key(&caller2), &p2, u64::MAX)).await;
         match file {
-            Ok((rec, content)) => return Ok(file_response(rec, content, &headers, head).await),
+            Ok((rec, inline)) => {
+                return Ok(file_response(&app, &p, rec, inline, &headers, head).await);
+            }
             Err(e) if head => return Ok(head_error(e)),
             Err(e) if e.status != StatusCode::NOT_FOUND => return Err(e),
             Err(_) => {} // not a file: try it as a folder
@@ -377,8 +380,10 @@ fn none_match(h: &HeaderMap, etag: &str) -> bool {
 }
 
 async fn file_response(
+    app: &AppState,
+    p: &DataPath,
     rec: FileRecord,
-    content: Content,
+    inline: Option<Bytes>,
     headers: &HeaderMap,
     head: bool,
 ) -> Response {
@@ -425,19 +430,25 @@ async fn file_response(
     if head {
         return builder.body(Body::empty()).unwrap_or_default();
     }
-    let body = match content {
-        Content::Inline(b) => Body::from(b.slice(start as usize..(start + len) as usize)),
-        Content::Blob(file) => {
-            use tokio::io::{AsyncReadExt, AsyncSeekExt};
-            let mut f = tokio::fs::File::from_std(file);
-            if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-                return ApiError::internal("seeking in the file failed").into_response();
+    let body = match (inline, &rec.blob) {
+        (Some(b), _) => Body::from(b.slice(start as usize..(start + len) as usize)),
+        (None, Some(id)) => {
+            use tokio::io::AsyncReadExt;
+            match app.data.blobs().open(&BlobId(id.clone()), start).await {
+                Ok(Some((_, reader))) => Body::from_stream(
+                    tokio_util::io::ReaderStream::with_capacity(reader.take(len), 256 * 1024),
+                ),
+                Ok(None) => {
+                    return ApiError::from(DataError::Unavailable(format!(
+                        "the content of {} is missing from the blob store",
+                        p.uri()
+                    )))
+                    .into_response();
+                }
+                Err(e) => return ApiError::from(DataError::from(e)).into_response(),
             }
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                f.take(len),
-                256 * 1024,
-            ))
         }
+        (None, None) => Body::empty(),
     };
     builder.body(body).unwrap_or_default()
 }
@@ -544,60 +555,42 @@ async fn stream_to_blob(
     first: Bytes,
     mut body: Body,
 ) -> Result<(u64, String, String), ApiError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let store = app.data.store().clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<(u64, String, String), String> {
-        let mut w = store.create_blob().map_err(|e| e.to_string())?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            std::io::Write::write_all(&mut w, &chunk)
-                .map_err(|e| format!("writing the upload: {e}"))?;
-        }
-        let id = w.finish().map_err(|e| e.to_string())?;
-        Ok((size, etag_of(&hasher.finalize()), id))
-    });
+    let internal = |e: StoreError| ApiError::internal(e.to_string());
+    let mut sink = app.data.blobs().create().await.map_err(internal)?;
+    let mut hasher = sha2::Sha256::new();
     let mut total = first.len() as u64;
-    let mut failure = None;
-    if tx.send(first).await.is_ok() {
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    if let Ok(chunk) = frame.into_data() {
-                        total += chunk.len() as u64;
-                        if total > FILE_BODY_LIMIT {
-                            failure = Some(ApiError::too_large(
-                                "the file is larger than the limit of 1024 MiB",
-                            ));
-                            break;
-                        }
-                        if tx.send(chunk).await.is_err() {
-                            break; // the writer failed; its error is reported below
-                        }
+    hasher.update(&first);
+    let mut failure = sink.write(first).await.err().map(internal);
+    while failure.is_none() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(chunk) = frame.into_data() {
+                    total += chunk.len() as u64;
+                    if total > FILE_BODY_LIMIT {
+                        failure = Some(ApiError::too_large(
+                            "the file is larger than the limit of 1024 MiB",
+                        ));
+                        break;
                     }
+                    hasher.update(&chunk);
+                    failure = sink.write(chunk).await.err().map(internal);
                 }
-                Err(e) => {
-                    failure = Some(ApiError::input(format!("reading the upload failed: {e}")));
-                    break;
-                }
+            }
+            Err(e) => {
+                failure = Some(ApiError::input(format!("reading the upload failed: {e}")));
             }
         }
     }
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| ApiError::internal(format!("upload writer failed: {e}")))?;
-    match (failure, written) {
-        (Some(e), Ok((_, _, id))) => {
-            let _ = app.data.store().delete_blob(&id);
-            Err(e)
-        }
-        (Some(e), Err(_)) => Err(e),
-        (None, Ok(v)) => Ok(v),
-        (None, Err(msg)) => Err(ApiError::internal(msg)),
+    if let Some(e) = failure {
+        // Dropping the sink unfinished discards what was written.
+        drop(sink);
+        return Err(e);
     }
+    let (id, size) = sink.finish().await.map_err(internal)?;
+    Ok((size, etag_of(&hasher.finalize()), id.0))
 }
 
 /// `DELETE /v1/data/{owner}/{collection}[/{path}][?force=true]`.

@@ -6,10 +6,14 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod blobs;
 mod changelog;
+mod files;
 mod leases;
 mod queues;
 mod records;
+
+pub use files::{ApplyScope, apply_file_write};
 pub use queues::EmbeddedQueues;
 
 /// Metadata in `<data dir>/store.redb` (one ACID database, crash-safe, fsync on
@@ -251,15 +255,6 @@ impl EmbeddedStore {
                 .wait(st)
                 .map_err(|_| backend("flush state poisoned"))?;
         }
-    }
-
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
-        // Digests are `sha256:<hex>`; anything else never reaches the filesystem.
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| StoreError::Backend(format!("invalid blob digest {digest:?}")))?;
-        Ok(self.blob_dir.join(format!("sha256-{hex}")))
     }
 }
 
@@ -550,26 +545,11 @@ impl Store for EmbeddedStore {
     }
 
     fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let path = self.blob_path(digest)?;
-        if path.exists() {
-            return Ok(());
-        }
-        let io = |e: std::io::Error| StoreError::Backend(format!("writing blob {digest}: {e}"));
-        let mut tmp = tempfile_in(&self.blob_dir).map_err(io)?;
-        tmp.1.write_all(bytes).map_err(io)?;
-        tmp.1.sync_all().map_err(io)?;
-        fs::rename(&tmp.0, &path).map_err(io)?;
-        sync_dir(&self.blob_dir).map_err(io)?;
-        Ok(())
+        blobs::write_component(&self.blob_dir, digest, bytes)
     }
 
     fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.blob_path(digest)?;
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Backend(format!("reading blob {digest}: {e}"))),
-        }
+        blobs::read_component(&self.blob_dir, digest)
     }
 
     fn create_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
