@@ -48,6 +48,11 @@ import wasmgrid
 import $module as _app
 
 Handler = wasmgrid.algorithm(_app.apply)
+
+# componentize-py bundles only the modules imported at build time, and the SDK
+# imports the bindings lazily (so it also imports on plain CPython): load every
+# host interface's bindings here so that they are in the component.
+from wit_world.imports import algo, atomics, batch, data, events, secrets, store, types  # noqa: E402,F401
 EOF
 # A module that defines `init` (a top-level `def init(`) is built for the world
 # `algorithm-with-init`: the host calls `init` once per instance.
