@@ -11,8 +11,14 @@
 //      algorithm(apply)`) with APP.js, the SDK and their imports into one ES
 //      module (componentize-js itself resolves only relative paths);
 //   2. componentize-js (no AOT) turns the bundle into a component of the world
-//      `algorithm` in WIT (default: the repository's wit/), with the `http` and
-//      `fetch-event` features disabled so the component imports no wasi:http.
+//      `algorithm` in WIT (default: the repository's wit/), or
+//      `algorithm-with-init` when APP.js exports `init` (then `init()` is
+//      exported as `lifecycle.init`; --world overrides the choice), with the
+//      `http` and `fetch-event` features disabled so the component imports no
+//      wasi:http.
+//
+// The entry also imports the host interfaces' bindings (data, secrets, algo,
+// events, wasi:keyvalue store/atomics/batch) and hands them to the SDK.
 //
 // Needs `npm ci` in sdk/js first (the build scripts of the examples do it).
 import { mkdtemp, mkdir, rm, writeFile, copyFile, stat } from 'node:fs/promises';
@@ -37,7 +43,7 @@ try {
     options: {
       out: { type: 'string', short: 'o' },
       wit: { type: 'string', default: process.env.WASMGRID_WIT || repoWit },
-      world: { type: 'string', default: 'algorithm' },
+      world: { type: 'string' },
       'keep-bundle': { type: 'boolean', default: false },
     },
   });
@@ -79,18 +85,7 @@ async function build() {
   // 1. One ES module: entry + app + SDK.
   const entry = join(work, 'entry.js');
   const sdkPath = join(sdkDir, 'wasmgrid.js');
-  await writeFile(
-    entry,
-    [
-      `import { algorithm } from ${JSON.stringify(sdkPath)};`,
-      `import * as app from ${JSON.stringify(app)};`,
-      'export const handler = algorithm(app.apply);',
-      '',
-    ].join('\n'),
-  );
-  const bundlePath = join(work, 'bundle.js');
-  const result = await esbuild.build({
-    entryPoints: [entry],
+  const bundleOptions = {
     bundle: true,
     format: 'esm',
     platform: 'neutral',
@@ -100,10 +95,51 @@ async function build() {
     // WIT imports (e.g. 'wasmgrid:algorithm/secrets@0.1.0') are resolved by
     // componentize-js, not bundled.
     external: ['wasmgrid:*', 'wasi:*'],
+    logLevel: 'silent',
+  };
+  // Does the app export `init`? Then the component is of the world
+  // `algorithm-with-init` and exports `lifecycle.init` too.
+  const probe = await esbuild.build({
+    ...bundleOptions,
+    entryPoints: [app],
+    write: false,
+    metafile: true,
+    absWorkingDir: dirname(app),
+    outdir: join(work, 'probe'),
+  });
+  const appExports = Object.values(probe.metafile.outputs).flatMap((o) => o.exports ?? []);
+  if (!appExports.includes('apply')) throw new Error(`${app} does not export a function \`apply\``);
+  const withInit = appExports.includes('init');
+  const world = values.world ?? (withInit ? 'algorithm-with-init' : 'algorithm');
+  // The host interfaces, handed to the SDK (see setHost in wasmgrid.js).
+  const interfaces = {
+    data: 'wasmgrid:algorithm/data@0.1.0',
+    secrets: 'wasmgrid:algorithm/secrets@0.1.0',
+    algo: 'wasmgrid:algorithm/algo@0.1.0',
+    events: 'wasmgrid:algorithm/events@0.1.0',
+    store: 'wasi:keyvalue/store@0.2.0-draft',
+    atomics: 'wasi:keyvalue/atomics@0.2.0-draft',
+    batch: 'wasi:keyvalue/batch@0.2.0-draft',
+  };
+  await writeFile(
+    entry,
+    [
+      `import { algorithm, lifecycle as wasmgridLifecycle, setHost } from ${JSON.stringify(sdkPath)};`,
+      ...Object.entries(interfaces).map(([name, spec]) => `import * as host_${name} from ${JSON.stringify(spec)};`),
+      `setHost({ ${Object.keys(interfaces).map((n) => `${n}: host_${n}`).join(', ')} });`,
+      `import * as app from ${JSON.stringify(app)};`,
+      'export const handler = algorithm(app.apply);',
+      ...(withInit ? ['export const lifecycle = wasmgridLifecycle(app.init);'] : []),
+      '',
+    ].join('\n'),
+  );
+  const bundlePath = join(work, 'bundle.js');
+  const result = await esbuild.build({
+    ...bundleOptions,
+    entryPoints: [entry],
     // Module comments in the bundle name files relative to the app's directory.
     absWorkingDir: dirname(app),
     outfile: bundlePath,
-    logLevel: 'silent',
   });
   for (const w of result.warnings) console.error(`build.mjs: warning: ${w.text}`);
   if (values['keep-bundle']) {
@@ -122,7 +158,7 @@ async function build() {
     ({ component } = await componentize({
       sourcePath: bundlePath,
       witPath: wit,
-      worldName: values.world,
+      worldName: world,
       disableFeatures: ['http', 'fetch-event'],
     }));
   } finally {

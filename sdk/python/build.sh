@@ -8,6 +8,8 @@
 # OUT.wasm (parent directories are created). Pure-Python dependencies may sit in
 # SRC_DIR, or in directories listed in WASMGRID_PY_PATH (colon-separated, e.g.
 # one made with `pip install --target DIR pkg`); see sdk/python/README.md.
+# A module that also defines `def init():` is built for the world
+# `algorithm-with-init` (the host runs `init` once per instance).
 #
 # On first use this creates the venv sdk/python/.venv with the pinned tools from
 # sdk/python/requirements.txt (setup.sh). WASMGRID_PY_VENV overrides the venv
@@ -46,7 +48,24 @@ import wasmgrid
 import $module as _app
 
 Handler = wasmgrid.algorithm(_app.apply)
+
+# componentize-py bundles only the modules imported at build time, and the SDK
+# imports the bindings lazily (so it also imports on plain CPython): load every
+# host interface's bindings here so that they are in the component.
+from wit_world.imports import algo, atomics, batch, data, events, secrets, store, types  # noqa: E402,F401
 EOF
+# A module that defines `init` (a top-level `def init(`) is built for the world
+# `algorithm-with-init`: the host calls `init` once per instance.
+world=algorithm
+if [ -f "$src/$module.py" ]; then
+  app_file=$src/$module.py
+else
+  app_file=$src/$module/__init__.py
+fi
+if grep -Eq '^(async[[:space:]]+)?def[[:space:]]+init[[:space:]]*\(' "$app_file"; then
+  world=algorithm-with-init
+  echo 'Lifecycle = wasmgrid.lifecycle(_app.init)' >>"$shim/wasmgrid_main.py"
+fi
 
 mkdir -p "$(dirname "$out")"
 # -p order: the entry shim and SDK, the app's directory, then WASMGRID_PY_PATH.
@@ -60,5 +79,5 @@ fi
 # VIRTUAL_ENV is cleared so componentize-py does not bundle the tool venv's
 # site-packages (pip, setuptools) into the component.
 env -u VIRTUAL_ENV PYTHONDONTWRITEBYTECODE=1 RUST_LIB_BACKTRACE=0 "$venv/bin/componentize-py" \
-  -d "$wit" -w algorithm \
+  -d "$wit" -w "$world" \
   componentize "${paths[@]}" wasmgrid_main -o "$out" >/dev/null

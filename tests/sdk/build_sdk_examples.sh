@@ -6,7 +6,12 @@
 #   guest-examples/python-data/out/python_data.wasm
 #   guest-examples/js-transform/out/js_transform.wasm
 #   guest-examples/js-http-hello/out/js_http_hello.wasm (wasi:http, fetch-event)
+#   guest-examples/python-pipeline/out/python_pipeline.wasm (algo.call, events, keyvalue)
+#   guest-examples/python-warm/out/python_warm.wasm (init, world algorithm-with-init)
+#   guest-examples/js-services/out/js_services.wasm (data, secrets, algo, events, keyvalue)
+#   guest-examples/js-warm/out/js_warm.wasm (init, world algorithm-with-init)
 #
+# Outputs newer than their sources are kept (WASMGRID_REBUILD=1 rebuilds all).
 # Installs what it needs first (each only when missing or out of date):
 #   sdk/python/.venv      python3 -m venv + pip install -r sdk/python/requirements.txt
 #   sdk/js/node_modules   npm ci (sdk/js/package-lock.json)
@@ -47,11 +52,6 @@ check_component() {
   fi
 }
 
-py_out=guest-examples/python-wordcount/out/python_wordcount.wasm
-pydata_out=guest-examples/python-data/out/python_data.wasm
-js_out=guest-examples/js-transform/out/js_transform.wasm
-jshttp_out=guest-examples/js-http-hello/out/js_http_hello.wasm
-
 step "Python SDK unit tests (sdk/python/tests)" \
   env PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s sdk/python/tests
 step "JavaScript SDK unit tests (sdk/js/test)" node --test sdk/js/test/
@@ -64,16 +64,50 @@ step "Python SDK tools (sdk/python/.venv, componentize-py)" bash -c '
   cp sdk/python/requirements.txt "$venv/.wasmgrid-requirements"'
 step "JavaScript SDK tools (sdk/js/node_modules, npm ci)" sdk/js/setup.sh
 
-rm -f "$py_out" "$pydata_out" "$js_out" "$jshttp_out"
-step "Build $py_out" guest-examples/python-wordcount/build.sh
-step "Check $py_out" check_component "$py_out"
-step "Build $pydata_out" guest-examples/python-data/build.sh
-step "Check $pydata_out" check_component "$pydata_out"
-step "Build $js_out" guest-examples/js-transform/build.sh
-step "Check $js_out" check_component "$js_out"
-step "Build $jshttp_out" guest-examples/js-http-hello/build.sh
-step "Check $jshttp_out" check_component "$jshttp_out"
+# Each example: its directory, the output (relative to it). An output is rebuilt
+# only when a file of its example, of its SDK (sdk/python or sdk/js, tools
+# excluded) or of wit/ is newer than it; WASMGRID_REBUILD=1 rebuilds them all.
+examples=(
+  "python-wordcount out/python_wordcount.wasm"
+  "python-data out/python_data.wasm"
+  "python-pipeline out/python_pipeline.wasm"
+  "python-warm out/python_warm.wasm"
+  "js-transform out/js_transform.wasm"
+  "js-http-hello out/js_http_hello.wasm"
+  "js-services out/js_services.wasm"
+  "js-warm out/js_warm.wasm"
+)
 
-for f in "$py_out" "$pydata_out" "$js_out" "$jshttp_out"; do
+# Succeeds when $1 exists and no source of it is newer.
+up_to_date() {
+  local out=$1 dir=$2 sdk=$3
+  [ -z "${WASMGRID_REBUILD:-}" ] || return 1
+  [ -f "$out" ] || return 1
+  [ -z "$(find "$dir" "$sdk" "${WASMGRID_WIT:-wit}" -type f -newer "$out" \
+    -not -path '*/out/*' -not -path '*/node_modules/*' -not -path '*/.venv/*' \
+    -not -path '*/__pycache__/*' -not -path '*/tests/*' -not -path '*/test/*' \
+    -print -quit)" ]
+}
+
+outs=()
+for e in "${examples[@]}"; do
+  read -r name rel <<<"$e"
+  dir=guest-examples/$name
+  out=$dir/$rel
+  outs+=("$out")
+  case $name in
+    python-*) sdk=sdk/python ;;
+    *) sdk=sdk/js ;;
+  esac
+  if up_to_date "$out" "$dir" "$sdk"; then
+    printf '==> %s is up to date\n' "$out"
+    continue
+  fi
+  rm -f "$out"
+  step "Build $out" "$dir/build.sh"
+  step "Check $out" check_component "$out"
+done
+
+for f in "${outs[@]}"; do
   printf '    %s: %s bytes\n' "$f" "$(wc -c <"$f" | tr -d ' ')"
 done

@@ -47,8 +47,16 @@ during the call. ``content_type()`` gives the raw media type of the input, and
 ``raw_input()`` its undecoded bytes.
 
 Host interfaces: ``wasmgrid.data`` (data collections: ``get``, ``get_text``,
-``get_json``, ``put``, ``delete``, ``exists``, ``list``) and
-``wasmgrid.secrets`` (``get``) wrap the generated bindings.
+``get_json``, ``put``, ``delete``, ``exists``, ``list``),
+``wasmgrid.secrets`` (``get``), ``wasmgrid.algo`` (``call``, ``call_raw``),
+``wasmgrid.events`` (``publish``) and ``wasmgrid.keyvalue`` (``open`` ->
+``Bucket``) wrap the generated bindings.
+
+One-time set-up: a module that defines ``init()`` is built for the world
+``algorithm-with-init``; the host calls ``init`` once per instance before its
+first call (per call by default, once per N calls with ``reuse=N``).
+componentize-py runs module-level code at build time and snapshots it, so
+build per-instance state (tables, models) in ``init``.
 
 This module is pure Python: it imports the generated bindings (``wit_world``)
 only inside the component, so it can be imported and unit-tested on the host.
@@ -84,8 +92,13 @@ __all__ = [
     "encode_output",
     "run",
     "host_error",
+    "lifecycle",
+    "run_init",
     "data",
     "secrets",
+    "algo",
+    "events",
+    "keyvalue",
 ]
 
 JSON = "application/json"
@@ -276,10 +289,19 @@ def host_error(exc: BaseException) -> Optional[Error]:
     (retrying may help) and ``Permanent("<case in words>: <message>")`` for
     any other, e.g. ``Permanent("not found: ...")``. The error's ``case``
     attribute holds the WIT case name (``"not-found"``, ``"access-denied"``, ...).
+    A wasmgrid ``error`` (from ``algo.call``, ``events.publish``) keeps its
+    case and message: ``Error_InvalidInput(m)`` -> ``InvalidInput(m)``,
+    ``Error_Permanent`` -> ``Permanent``, ``Error_Transient`` -> ``Transient``.
     """
     if type(exc).__name__ != "Err" or not hasattr(exc, "value"):
         return None
     case = exc.value
+    # A wasmgrid ``error`` (``algo.call``, ``events.publish``) keeps its case.
+    kind = _ERROR_CASES.get(type(case).__name__)
+    if kind is not None:
+        err = kind(str(getattr(case, "value", "")))
+        err.case = err.kind
+        return err
     name = type(case).__name__.rsplit("_", 1)[-1]  # DataError_NotFound -> NotFound
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).lower()
     detail = getattr(case, "value", None)
@@ -287,6 +309,13 @@ def host_error(exc: BaseException) -> Optional[Error]:
     err = Transient(message) if words == "store unavailable" else Permanent(message)
     err.case = words.replace(" ", "-")
     return err
+
+
+_ERROR_CASES = {
+    "Error_InvalidInput": InvalidInput,
+    "Error_Permanent": Permanent,
+    "Error_Transient": Transient,
+}
 
 
 def _wants_trigger(fn: Callable[..., Any]) -> bool:
@@ -341,6 +370,52 @@ def run(
 # --- the component export -----------------------------------------------------
 
 
+def _raise_wit(e: Error):
+    from componentize_py_types import Err  # only inside the component
+    from wit_world.imports import types as wit
+
+    case = {
+        "invalid-input": wit.Error_InvalidInput,
+        "transient": wit.Error_Transient,
+    }.get(e.kind, wit.Error_Permanent)
+    raise Err(case(e.message)) from None
+
+
+def run_init(init: Callable[[], Any]) -> None:
+    """Runs the module's ``init()`` with ``run``'s error mapping: raises
+    ``InvalidInput``, ``Permanent`` or ``Transient``; any other ``Exception``
+    becomes ``Permanent("<Type>: <text>")``. Public for unit tests."""
+    try:
+        init()
+    except Error:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the contract: anything else is permanent
+        host = host_error(e)
+        if host is not None:
+            raise host from None
+        traceback.print_exc(file=sys.stderr)
+        raise Permanent(f"{type(e).__name__}: {e}") from None
+
+
+def lifecycle(init: Callable[[], Any]) -> type:
+    """The ``Lifecycle`` class componentize-py exports for world
+    ``algorithm-with-init``: ``Lifecycle = wasmgrid.lifecycle(init)``
+    (``sdk/python/build.sh`` generates that line when the module defines
+    ``init``). The host calls it once per instance, before the first call."""
+
+    class Lifecycle:
+        def init(self):
+            try:
+                run_init(init)
+            except Error as e:
+                _raise_wit(e)
+
+    Lifecycle.__qualname__ = Lifecycle.__name__ = "Lifecycle"
+    return Lifecycle
+
+
 def algorithm(apply: Callable[..., Any]) -> type:
     """The ``Handler`` class componentize-py exports for ``apply``.
 
@@ -350,8 +425,7 @@ def algorithm(apply: Callable[..., Any]) -> type:
 
     class Handler:
         def apply(self, input, trigger):  # noqa: A002 - WIT parameter names
-            from componentize_py_types import Err  # only inside the component
-            from wit_world.imports import types as wit
+            from wit_world.imports import types as wit  # only inside the component
 
             event = None
             if trigger is not None:
@@ -367,11 +441,7 @@ def algorithm(apply: Callable[..., Any]) -> type:
             try:
                 ctype, body = run(apply, input.content_type, input.body, event)
             except Error as e:
-                case = {
-                    "invalid-input": wit.Error_InvalidInput,
-                    "transient": wit.Error_Transient,
-                }.get(e.kind, wit.Error_Permanent)
-                raise Err(case(e.message)) from None
+                _raise_wit(e)
             return wit.Payload(content_type=ctype, body=body)
 
     Handler.__qualname__ = Handler.__name__ = "Handler"
@@ -380,4 +450,4 @@ def algorithm(apply: Callable[..., Any]) -> type:
 
 
 # The host-interface wrappers (they import the bindings only when called).
-from . import data, secrets  # noqa: E402
+from . import algo, data, events, keyvalue, secrets  # noqa: E402
