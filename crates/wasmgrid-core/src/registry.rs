@@ -348,8 +348,8 @@ fn lock_err() -> RegistryError {
 }
 
 impl Registry {
-    /// Opens the registry over `records` (version records) and `store`
-    /// (component blobs), loading every version's metadata. The in-memory
+    /// Opens the registry over `records` (version records) and `blobs`
+    /// (component bytes), loading every version's metadata. The in-memory
     /// state is written through by [`deploy`](Self::deploy) and
     /// [`delete`](Self::delete) (issue 15 feeds it from a watch of
     /// [`Bucket::Versions`]). `reserved_paths` are the server's own path
