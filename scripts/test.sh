@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole wasmgrid test suite from a clean clone on a fresh machine.
 # Installs what it needs first: the wasm32-wasip2 Rust target (guest examples),
+# nats-server (Debian's package, for the NATS backend's cluster tests),
 # a Python venv with Algorithmia's official client (compatibility test), and the
 # Python/JS SDK toolchains (componentize-py from PyPI, componentize-js from npm).
 set -euo pipefail
@@ -22,6 +23,13 @@ trap 'step_end=$?; [ -n "$STEP_NAME" ] && printf "==> %s: %ds\n==> total: %ds\n"
 
 step "Rust target wasm32-wasip2"
 rustup target add wasm32-wasip2
+
+step "nats-server (Debian's; the NATS backend's tests start a 3-node cluster)"
+if ! command -v nats-server >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server
+fi
+nats-server --version
 
 step "Python venv for the Algorithmia client test (tests/.venv)"
 if [ ! -x tests/.venv/bin/python ]; then

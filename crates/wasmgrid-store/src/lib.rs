@@ -26,6 +26,8 @@ mod embedded;
 
 pub mod blobs;
 pub mod changelog;
+#[doc(hidden)]
+pub mod conformance;
 pub mod files;
 pub mod leases;
 pub mod queues;

@@ -1,0 +1,386 @@
+//! [`Records`] on key/value buckets (docs/STORAGE.md 4.1).
+
+use crate::keys::{decode_key, encode_key, encode_prefix};
+use crate::{MAX_VALUE, NatsStore, store_err};
+use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store as Kv, UpdateErrorKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use std::collections::VecDeque;
+use std::time::Duration;
+use wasmgrid_store::records::{Bucket, Change, Entry, Records};
+use wasmgrid_store::{Page, Rev, StoreError};
+
+/// How long a listing waits for the server to deliver the keys under a prefix.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn nats_key(key: &str) -> Result<String, StoreError> {
+    encode_key(key).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn check_size(value: &Bytes) -> Result<(), StoreError> {
+    if value.len() > MAX_VALUE {
+        return Err(StoreError::TooLarge {
+            what: "record",
+            limit: MAX_VALUE as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The KV operation of a message (`KV-Operation` header; none: a put).
+fn operation(message: &async_nats::Message) -> Operation {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("KV-Operation"))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(Operation::Put)
+}
+
+/// An ordered push consumer over the last message of every key under
+/// `prefix`, then every later one; and how many it has to deliver before it
+/// is live.
+pub(crate) async fn last_per_key(
+    kv: &Kv,
+    client: &async_nats::Client,
+    prefix: &str,
+    headers_only: bool,
+) -> Result<(Ordered, u64), StoreError> {
+    let filter = encode_prefix(prefix).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let consumer = kv
+        .stream
+        .create_consumer(OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: format!("{}{filter}", kv.prefix),
+            headers_only,
+            replay_policy: ReplayPolicy::Instant,
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| store_err("creating a watch consumer", e))?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| store_err("subscribing to a watch consumer", e))?;
+    Ok((messages, pending))
+}
+
+/// Every live key under `prefix` (logical, unsorted).
+pub(crate) async fn live_keys(
+    kv: &Kv,
+    client: &async_nats::Client,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let (mut messages, pending) = last_per_key(kv, client, prefix, true).await?;
+    let mut keys = Vec::new();
+    if pending == 0 {
+        return Ok(keys);
+    }
+    let collect = async {
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| store_err("listing keys", e))?;
+            let info = message
+                .info()
+                .map_err(|e| StoreError::Backend(format!("listing keys: {e}")))?;
+            let left = info.pending;
+            if operation(&message) == Operation::Put
+                && let Some(k) = message.subject.strip_prefix(kv.prefix.as_str())
+            {
+                match decode_key(k) {
+                    Ok(k) => keys.push(k),
+                    Err(e) => tracing::warn!("skipping a key this build did not write: {e}"),
+                }
+            }
+            if left == 0 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the key listing ended early".into(),
+        ))
+    };
+    tokio::time::timeout(LIST_TIMEOUT, collect)
+        .await
+        .map_err(|_| StoreError::Unavailable("listing keys timed out".into()))??;
+    Ok(keys)
+}
+
+impl NatsStore {
+    async fn changed(&self, bucket: Bucket, key: &str, expected: Rev) -> StoreError {
+        let found = match self.get(bucket, key).await {
+            Ok(entry) => entry.map(|e| e.rev),
+            Err(e) => return e,
+        };
+        StoreError::Changed {
+            bucket: bucket.name(),
+            key: key.to_string(),
+            expected,
+            found,
+        }
+    }
+}
+
+/// What a watch holds between items.
+struct WatchState {
+    kv: Kv,
+    client: async_nats::Client,
+    prefix: String,
+    messages: Option<Ordered>,
+    synced: bool,
+    queue: VecDeque<Result<Change, StoreError>>,
+    failed: bool,
+}
+
+impl WatchState {
+    /// (Re)starts the consumer; `reset`: a restart after a failure.
+    async fn start(&mut self, reset: bool) {
+        match last_per_key(&self.kv, &self.client, &self.prefix, false).await {
+            Ok((messages, pending)) => {
+                if reset {
+                    self.queue.push_back(Ok(Change::Reset));
+                }
+                self.messages = Some(messages);
+                self.synced = pending == 0;
+                if self.synced {
+                    self.queue.push_back(Ok(Change::Synced));
+                }
+            }
+            Err(e) => {
+                self.queue.push_back(Err(e));
+                self.failed = true;
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: async_nats::jetstream::Message) {
+        let (rev, left) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(e) => {
+                self.queue
+                    .push_back(Err(StoreError::Backend(format!("watch metadata: {e}"))));
+                return;
+            }
+        };
+        let op = operation(&message);
+        let key = message
+            .subject
+            .strip_prefix(self.kv.prefix.as_str())
+            .map(decode_key);
+        match key {
+            Some(Ok(key)) => match op {
+                Operation::Put => self.queue.push_back(Ok(Change::Put(Entry {
+                    key,
+                    value: message.payload.clone(),
+                    rev,
+                }))),
+                // A deleted key in the snapshot is simply absent.
+                _ if !self.synced => {}
+                _ => self.queue.push_back(Ok(Change::Deleted { key, rev })),
+            },
+            _ => {
+                tracing::warn!(subject = %message.subject, "watch: skipping a key this build did not write")
+            }
+        }
+        if !self.synced && left == 0 {
+            self.synced = true;
+            self.queue.push_back(Ok(Change::Synced));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Records for NatsStore {
+    async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Entry>, StoreError> {
+        let kv = self.kv(bucket)?;
+        let entry = kv
+            .entry(nats_key(key)?)
+            .await
+            .map_err(|e| store_err("reading a record", e))?;
+        Ok(entry.and_then(|e| {
+            (e.operation == Operation::Put).then(|| Entry {
+                key: key.to_string(),
+                value: e.value,
+                rev: e.revision,
+            })
+        }))
+    }
+
+    async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<Rev, StoreError> {
+        check_size(&value)?;
+        let kv = self.kv(bucket)?;
+        match kv.create(nats_key(key)?, value).await {
+            Ok(rev) => Ok(rev),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Err(StoreError::Exists {
+                bucket: bucket.name(),
+                key: key.to_string(),
+            }),
+            Err(e) => Err(store_err("creating a record", e)),
+        }
+    }
+
+    async fn create_announced(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        value: Bytes,
+        _event: Bytes,
+    ) -> Result<Rev, StoreError> {
+        // The versions feed derives the event from the record (STORAGE.md 4.2).
+        self.create(bucket, key, value).await
+    }
+
+    async fn update(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        value: Bytes,
+        expected: Rev,
+    ) -> Result<Rev, StoreError> {
+        check_size(&value)?;
+        let kv = self.kv(bucket)?;
+        match kv.update(nats_key(key)?, value, expected).await {
+            Ok(rev) => Ok(rev),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                Err(self.changed(bucket, key, expected).await)
+            }
+            Err(e) => Err(store_err("updating a record", e)),
+        }
+    }
+
+    async fn update_announced(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        value: Bytes,
+        expected: Rev,
+        _event: Bytes,
+    ) -> Result<Rev, StoreError> {
+        self.update(bucket, key, value, expected).await
+    }
+
+    async fn put(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<Rev, StoreError> {
+        check_size(&value)?;
+        self.kv(bucket)?
+            .put(nats_key(key)?, value)
+            .await
+            .map_err(|e| store_err("writing a record", e))
+    }
+
+    async fn delete(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        expected: Option<Rev>,
+    ) -> Result<(), StoreError> {
+        let kv = self.kv(bucket)?;
+        match kv.delete_expect_revision(nats_key(key)?, expected).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(self
+                .changed(bucket, key, expected.unwrap_or_default())
+                .await),
+            Err(e) => Err(store_err("deleting a record", e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Entry>, StoreError> {
+        let kv = self.kv(bucket)?;
+        let mut keys = live_keys(kv, &self.js.client(), prefix).await?;
+        keys.retain(|k| after.is_none_or(|a| k.as_str() > a));
+        keys.sort_unstable();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let mut items = Vec::with_capacity(keys.len());
+        for key in &keys {
+            // Deleted since the key listing: not in the page.
+            if let Some(entry) = self.get(bucket, key).await? {
+                items.push(entry);
+            }
+        }
+        let next = if more { keys.last().cloned() } else { None };
+        Ok(Page { items, next })
+    }
+
+    async fn watch(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+    ) -> Result<BoxStream<'static, Result<Change, StoreError>>, StoreError> {
+        let kv = self.kv(bucket)?.clone();
+        encode_prefix(prefix).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut state = WatchState {
+            kv,
+            client: self.js.client(),
+            prefix: prefix.to_string(),
+            messages: None,
+            synced: false,
+            queue: VecDeque::new(),
+            failed: false,
+        };
+        state.start(false).await;
+        if state.failed
+            && let Some(Err(e)) = state.queue.pop_front()
+        {
+            return Err(e);
+        }
+        let stream = futures::stream::unfold(state, |mut w| async move {
+            loop {
+                if let Some(item) = w.queue.pop_front() {
+                    return Some((item, w));
+                }
+                if w.failed {
+                    return None;
+                }
+                let next = match w.messages.as_mut() {
+                    Some(m) => m.next().await,
+                    None => None,
+                };
+                match next {
+                    Some(Ok(message)) => w.on_message(message),
+                    // The ordered consumer recreates itself after a gap; an
+                    // error or an end it could not recover from: start again
+                    // with a fresh snapshot.
+                    Some(Err(e)) => {
+                        tracing::warn!("records watch restarts after: {e}");
+                        w.messages = None;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        w.start(true).await;
+                    }
+                    None => {
+                        w.messages = None;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        w.start(true).await;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn next_id(&self, scope: &str) -> Result<u64, StoreError> {
+        loop {
+            let id: u64 = rand::random();
+            if id == 0 {
+                continue;
+            }
+            match self
+                .create(Bucket::Ids, &format!("{scope}/{id:016x}"), Bytes::new())
+                .await
+            {
+                Ok(_) => return Ok(id),
+                Err(StoreError::Exists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The contract tests of [`Records`], [`Leases`] and [`Blobs`], written once
+//! and run against every backend: the embedded one in this crate's tests
+//! (`tests/conformance.rs`), the NATS one on a real 3-node JetStream cluster
+//! in `wasmgrid-store-nats`'s tests.
+//!
+//! Each function panics on a broken guarantee (they are test code). Where a
+//! backend cannot give a guarantee, [`Backend`] says so explicitly and the
+//! check is replaced by what that backend does promise; nothing is skipped
+//! silently.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use crate::blobs::{BlobId, BlobReader, Blobs, Digest};
+use crate::leases::Leases;
+use crate::records::{Bucket, Change, Entry, Records, RecordsExt};
+use crate::{Page, StoreError};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+/// What a backend does and does not promise, for the checks that differ.
+#[derive(Debug, Clone, Copy)]
+pub struct Backend {
+    /// The backend's name, in failure messages.
+    pub name: &'static str,
+    /// Every lease is granted at once (one process: embedded). Otherwise a
+    /// held lease is refused to a second caller until released or expired.
+    pub single_process_leases: bool,
+    /// The clock-skew margin after a lease's TTL before another caller may
+    /// take it over (NATS: 5 s; embedded: none).
+    pub lease_margin: Duration,
+    /// `settled` lists only blobs the store was told are `recorded`
+    /// (embedded). Otherwise it relies on the grace period alone, so a
+    /// finished blob older than `grace` is listed recorded or not.
+    pub tracks_recorded: bool,
+    /// Two concurrent `update`s from the same revision: exactly one wins.
+    /// Not on a clustered NATS 2.9.10 stream (STORAGE.md rule 3, nats-server
+    /// #4320, fixed in 2.9.21): there both may succeed.
+    pub exact_concurrent_update: bool,
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn keys(p: &Page<Entry>) -> Vec<String> {
+    p.items.iter().map(|e| e.key.clone()).collect()
+}
+
+/// create is create-once, update and delete check the revision, a deleted
+/// record can be created again at a higher revision.
+pub async fn records_create_update_delete(r: &dyn Records) {
+    let r1 = r.create(Bucket::Topics, "t", b("{\"v\":1}")).await.unwrap();
+    assert!(r1 >= 1);
+    assert!(matches!(
+        r.create(Bucket::Topics, "t", b("{}")).await,
+        Err(StoreError::Exists {
+            bucket: "topics",
+            ..
+        })
+    ));
+    let r2 = r
+        .update(Bucket::Topics, "t", b("{\"v\":2}"), r1)
+        .await
+        .unwrap();
+    assert!(r2 > r1);
+    match r.update(Bucket::Topics, "t", b("{\"v\":3}"), r1).await {
+        Err(StoreError::Changed {
+            expected, found, ..
+        }) => assert_eq!((expected, found), (r1, Some(r2))),
+        other => panic!("stale update: {other:?}"),
+    }
+    assert!(matches!(
+        r.delete(Bucket::Topics, "t", Some(r1)).await,
+        Err(StoreError::Changed { .. })
+    ));
+    assert!(matches!(
+        r.update(Bucket::Topics, "gone", b("{}"), 1).await,
+        Err(StoreError::Changed { found: None, .. })
+    ));
+    let got = r.get(Bucket::Topics, "t").await.unwrap().unwrap();
+    assert_eq!(
+        (got.key.as_str(), got.value, got.rev),
+        ("t", b("{\"v\":2}"), r2)
+    );
+    r.delete(Bucket::Topics, "t", Some(r2)).await.unwrap();
+    assert!(r.get(Bucket::Topics, "t").await.unwrap().is_none());
+    // Deleting a missing record unconditionally does nothing.
+    r.delete(Bucket::Topics, "t", None).await.unwrap();
+    r.delete(Bucket::Topics, "never", None).await.unwrap();
+    // Re-created after a delete: a fresh, higher revision.
+    let r3 = r.create(Bucket::Topics, "t", b("{}")).await.unwrap();
+    assert!(r3 > r2);
+    // put is last-writer-wins and raises the revision.
+    let r4 = r.put(Bucket::Topics, "t", b("{\"p\":1}")).await.unwrap();
+    assert!(r4 > r3);
+    // JSON helpers over the trait object.
+    let typed = r
+        .get_json::<serde_json::Value>(Bucket::Topics, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((typed.value["p"].as_i64(), typed.rev), (Some(1), r4));
+}
+
+/// A version number is never reused: a tombstoned version cannot be
+/// created again (STORAGE.md rule 4).
+pub async fn records_versions_are_never_reused(r: &dyn Records) {
+    let key = "o/a/1.0.0";
+    let rev = r
+        .create_announced(Bucket::Versions, key, b("{\"v\":1}"), b("{\"event\":1}"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.create(Bucket::Versions, key, b("{}")).await,
+        Err(StoreError::Exists { .. })
+    ));
+    r.update_announced(
+        Bucket::Versions,
+        key,
+        b("{\"deleted\":true}"),
+        rev,
+        b("{\"event\":2}"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            r.create(Bucket::Versions, key, b("{}")).await,
+            Err(StoreError::Exists { .. })
+        ),
+        "a tombstone keeps the number taken"
+    );
+    // Another version of the same algorithm is its own key.
+    r.create(Bucket::Versions, "o/a/1.0.1", b("{}"))
+        .await
+        .unwrap();
+}
+
+/// Keys with bytes a backend must escape are stored and listed as written.
+pub async fn records_keep_any_key_part(r: &dyn Records) {
+    let odd = [
+        "o/my file.txt",
+        "o/100%",
+        "o/a_b=c",
+        "o/..env",
+        "o/résumé",
+        "my_org/x",
+    ];
+    for k in odd {
+        r.put(Bucket::Secrets, k, b(k)).await.unwrap();
+    }
+    for k in odd {
+        let e = r.get(Bucket::Secrets, k).await.unwrap().unwrap();
+        assert_eq!((e.key.as_str(), e.value), (k, b(k)));
+    }
+    let mut want: Vec<&str> = odd
+        .iter()
+        .copied()
+        .filter(|k| k.starts_with("o/"))
+        .collect();
+    want.sort_unstable();
+    let listed = r.list_all(Bucket::Secrets, "o/").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        want
+    );
+}
+
+/// Listings page in key order under a prefix of whole parts.
+pub async fn records_list_pages_in_key_order(r: &dyn Records) {
+    for k in ["a/3", "a/1", "a/2", "ab/1", "b/1"] {
+        r.put(Bucket::Subscriptions, k, b(k)).await.unwrap();
+    }
+    r.put(Bucket::Subscriptions, "a/4", b("gone"))
+        .await
+        .unwrap();
+    r.delete(Bucket::Subscriptions, "a/4", None).await.unwrap();
+    let p1 = r.list(Bucket::Subscriptions, "a/", None, 2).await.unwrap();
+    assert_eq!(keys(&p1), ["a/1", "a/2"]);
+    assert!(p1.next.is_some());
+    let p2 = r
+        .list(Bucket::Subscriptions, "a/", p1.next.as_deref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(keys(&p2), ["a/3"]);
+    assert_eq!(p2.next, None);
+    assert_eq!(
+        r.list_all(Bucket::Subscriptions, "").await.unwrap().len(),
+        5
+    );
+    assert!(
+        r.list(Bucket::Subscriptions, "zz/", None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(p1.items[0].value, b("a/1"));
+}
+
+async fn next_change(w: &mut BoxStream<'static, Result<Change, StoreError>>) -> Change {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("a watch change within 20 s")
+        .expect("the watch goes on")
+        .expect("no watch error")
+}
+
+/// A watch reports the snapshot, then Synced, then live puts and deletes
+/// under its prefix only, per key in revision order.
+pub async fn records_watch_snapshot_then_live(r: &dyn Records) {
+    // An empty prefix syncs at once.
+    let mut empty = r.watch(Bucket::Jobs, "none/").await.unwrap();
+    assert_eq!(next_change(&mut empty).await, Change::Synced);
+    r.put(Bucket::Keys, "w/a", b("1")).await.unwrap();
+    r.put(Bucket::Keys, "w/gone", b("x")).await.unwrap();
+    r.delete(Bucket::Keys, "w/gone", None).await.unwrap();
+    r.put(Bucket::Keys, "other", b("x")).await.unwrap();
+    let mut w = r.watch(Bucket::Keys, "w/").await.unwrap();
+    match next_change(&mut w).await {
+        Change::Put(e) => assert_eq!((e.key.as_str(), e.value), ("w/a", b("1"))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next_change(&mut w).await, Change::Synced);
+    r.put(Bucket::Keys, "other2", b("not watched"))
+        .await
+        .unwrap();
+    r.put(Bucket::Topics, "w/b", b("other bucket"))
+        .await
+        .unwrap();
+    let rb = r.put(Bucket::Keys, "w/b", b("2")).await.unwrap();
+    r.delete(Bucket::Keys, "w/a", None).await.unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        last = r.put(Bucket::Keys, "w/c", b(&i.to_string())).await.unwrap();
+    }
+    match next_change(&mut w).await {
+        Change::Put(e) => assert_eq!((e.key.as_str(), e.rev), ("w/b", rb)),
+        other => panic!("{other:?}"),
+    }
+    match next_change(&mut w).await {
+        Change::Deleted { key, rev } => assert!(key == "w/a" && rev > rb),
+        other => panic!("{other:?}"),
+    }
+    let mut prev = 0;
+    for i in 0..5 {
+        match next_change(&mut w).await {
+            Change::Put(e) => {
+                assert_eq!((e.key.as_str(), e.value), ("w/c", b(&i.to_string())));
+                assert!(e.rev > prev);
+                prev = e.rev;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(prev, last);
+}
+
+/// Ids are unique within a scope.
+pub async fn records_next_id_is_unique(r: &dyn Records) {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let id = r.next_id("subscription").await.unwrap();
+        assert!(id != 0 && seen.insert(id), "id {id} handed out twice");
+    }
+}
+
+/// Two updates from one revision at the same time: exactly one wins where
+/// the backend promises it; otherwise at least one does (rule 3).
+pub async fn records_concurrent_updates(r: &dyn Records, backend: Backend) {
+    let rev = r
+        .create(Bucket::Collections, "o/race", b("0"))
+        .await
+        .unwrap();
+    let (a, c) = tokio::join!(
+        r.update(Bucket::Collections, "o/race", b("a"), rev),
+        r.update(Bucket::Collections, "o/race", b("c"), rev),
+    );
+    let wins = [&a, &c].iter().filter(|x| x.is_ok()).count();
+    if backend.exact_concurrent_update {
+        assert_eq!(wins, 1, "{}: {a:?} {c:?}", backend.name);
+    } else {
+        // STORAGE.md rule 3: both may win on nats-server < 2.9.21 clustered.
+        assert!(wins >= 1, "{}: {a:?} {c:?}", backend.name);
+    }
+    for lost in [&a, &c].into_iter().filter(|x| x.is_err()) {
+        assert!(matches!(lost, Err(StoreError::Changed { .. })), "{lost:?}");
+    }
+}
+
+/// Every Records check, in sequence, on one store.
+pub async fn records_all(r: &dyn Records, backend: Backend) {
+    records_create_update_delete(r).await;
+    records_versions_are_never_reused(r).await;
+    records_keep_any_key_part(r).await;
+    records_list_pages_in_key_order(r).await;
+    records_watch_snapshot_then_live(r).await;
+    records_next_id_is_unique(r).await;
+    records_concurrent_updates(r, backend).await;
+}
+
+/// Epochs increase; a held lease goes to one holder at a time (or, in one
+/// process, to every caller); renew keeps it, release frees it, expiry
+/// frees it after the TTL and the backend's margin.
+pub async fn leases(l: &dyn Leases, backend: Backend) {
+    let ttl = Duration::from_secs(30);
+    let before = Instant::now();
+    let a = l.acquire("sweep/blobs", ttl).await.unwrap().unwrap();
+    assert_eq!(a.name, "sweep/blobs");
+    assert!(a.valid_until >= before + ttl && a.valid_until <= Instant::now() + ttl);
+    let second = l.acquire("sweep/blobs", ttl).await.unwrap();
+    let current = if backend.single_process_leases {
+        let b2 = second.expect("one process: granted at once");
+        assert!(b2.epoch > a.epoch, "a new grant is a new epoch");
+        b2
+    } else {
+        assert!(
+            second.is_none(),
+            "{}: a held lease is refused",
+            backend.name
+        );
+        // Another name is its own lease.
+        let other = l.acquire("sweep/temp", ttl).await.unwrap().unwrap();
+        l.release(other).await.unwrap();
+        a.clone()
+    };
+    let renewed = l.renew(&current, ttl).await.unwrap().unwrap();
+    assert_eq!(
+        (renewed.epoch, &renewed.name),
+        (current.epoch, &current.name)
+    );
+    assert!(renewed.valid_until >= current.valid_until);
+    l.release(renewed).await.unwrap();
+    let c = l.acquire("sweep/blobs", ttl).await.unwrap().unwrap();
+    assert!(
+        c.epoch > current.epoch,
+        "released: taken again at a higher epoch"
+    );
+    // Expiry: a short lease, not renewed, is free after its TTL and margin.
+    let short = Duration::from_millis(300);
+    let s = l.acquire("job/expiring", short).await.unwrap().unwrap();
+    tokio::time::sleep(short + backend.lease_margin + Duration::from_millis(500)).await;
+    let t = l.acquire("job/expiring", ttl).await.unwrap().unwrap();
+    assert!(t.epoch > s.epoch);
+    if !backend.single_process_leases {
+        // The old holder's renewal fails: it lost the lease.
+        assert!(l.renew(&s, ttl).await.unwrap().is_none());
+    }
+}
+
+fn digest(byte: u8) -> Digest {
+    Digest(format!("sha256:{}", hex::encode([byte; 32])))
+}
+
+async fn read_all(mut r: BlobReader) -> Vec<u8> {
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+/// Components are stored once per digest and read back whole.
+pub async fn blobs_components(s: &dyn Blobs) {
+    let d = digest(0xab);
+    assert!(s.get_component(&d).await.unwrap().is_none());
+    let big: Bytes = (0..300_000u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    s.put_component(&d, big.clone()).await.unwrap();
+    // Same digest again: the first bytes stay.
+    s.put_component(&d, Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_component(&d).await.unwrap().unwrap(), big);
+    let bad = Digest("../../etc/passwd".into());
+    assert!(s.put_component(&bad, Bytes::new()).await.is_err());
+    assert!(s.get_component(&bad).await.is_err());
+    s.delete_component(&d).await.unwrap();
+    s.delete_component(&d).await.unwrap();
+    assert!(s.get_component(&d).await.unwrap().is_none());
+}
+
+/// Data blobs stream in chunk by chunk and read from any offset.
+pub async fn blobs_stream_and_offsets(s: &dyn Blobs) {
+    let mut sink = s.create().await.unwrap();
+    let mut want = Vec::new();
+    // 40 chunks of 10 000 bytes: several 128 KiB object chunks.
+    for i in 0..40u8 {
+        let chunk = vec![i; 10_000];
+        want.extend_from_slice(&chunk);
+        sink.write(Bytes::from(chunk)).await.unwrap();
+    }
+    let (id, size) = sink.finish().await.unwrap();
+    assert_eq!(size, 400_000);
+    assert!(id.as_str().starts_with("data-") && id.as_str().len() == 37);
+    let (total, r) = s.open(&id, 0).await.unwrap().unwrap();
+    assert_eq!(total, 400_000);
+    assert_eq!(read_all(r).await, want);
+    for offset in [1, 131_072, 200_000, 399_990, 400_000] {
+        let (total, r) = s.open(&id, offset).await.unwrap().unwrap();
+        assert_eq!(total, 400_000);
+        assert_eq!(
+            read_all(r).await,
+            want[offset as usize..],
+            "offset {offset}"
+        );
+    }
+    // An empty blob.
+    let (empty, n) = s.create().await.unwrap().finish().await.unwrap();
+    assert_eq!(n, 0);
+    let (total, r) = s.open(&empty, 0).await.unwrap().unwrap();
+    assert_eq!((total, read_all(r).await.len()), (0, 0));
+    s.delete(&id).await.unwrap();
+    s.delete(&id).await.unwrap();
+    assert!(s.open(&id, 0).await.unwrap().is_none());
+    assert!(s.open(&BlobId("../store.redb".into()), 0).await.is_err());
+    s.delete(&empty).await.unwrap();
+}
+
+/// An abandoned upload never becomes a blob; `settled` lists finished blobs
+/// past the grace period (and, where tracked, only recorded ones).
+pub async fn blobs_uploads_and_settled(s: &dyn Blobs, backend: Backend) {
+    let mut dropped = s.create().await.unwrap();
+    dropped.write(Bytes::from_static(b"half")).await.unwrap();
+    drop(dropped);
+    let mut open = s.create().await.unwrap();
+    open.write(Bytes::from_static(b"x")).await.unwrap();
+    assert!(s.settled(Duration::ZERO).await.unwrap().is_empty());
+    let (id, _) = open.finish().await.unwrap();
+    if backend.tracks_recorded {
+        assert!(
+            s.settled(Duration::ZERO).await.unwrap().is_empty(),
+            "finished but not recorded: still an upload"
+        );
+    }
+    s.recorded(&id).await;
+    // A finished blob's timestamp may be a little behind this clock.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(s.settled(Duration::ZERO).await.unwrap(), vec![id.clone()]);
+    assert!(
+        s.settled(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty(),
+        "finished just now: not older than an hour's grace"
+    );
+    s.delete(&id).await.unwrap();
+    assert!(s.settled(Duration::ZERO).await.unwrap().is_empty());
+}
+
+/// Every Blobs check, in sequence, on one store.
+pub async fn blobs_all(s: &dyn Blobs, backend: Backend) {
+    blobs_components(s).await;
+    blobs_stream_and_offsets(s).await;
+    blobs_uploads_and_settled(s, backend).await;
+}

@@ -1,0 +1,39 @@
+//! The shared contract suite (`wasmgrid_store::conformance`) against the
+//! embedded backend; `wasmgrid-store-nats` runs the same functions against a
+//! 3-node JetStream cluster.
+
+use std::time::Duration;
+use wasmgrid_store::EmbeddedStore;
+use wasmgrid_store::conformance::{self as c, Backend};
+
+const EMBEDDED: Backend = Backend {
+    name: "embedded",
+    single_process_leases: true,
+    lease_margin: Duration::ZERO,
+    tracks_recorded: true,
+    exact_concurrent_update: true,
+};
+
+fn open() -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn records() {
+    let (_dir, s) = open();
+    c::records_all(&s, EMBEDDED).await;
+}
+
+#[tokio::test]
+async fn leases() {
+    let (_dir, s) = open();
+    c::leases(&s, EMBEDDED).await;
+}
+
+#[tokio::test]
+async fn blobs() {
+    let (_dir, s) = open();
+    c::blobs_all(&s, EMBEDDED).await;
+}
