@@ -37,6 +37,7 @@ fn backend(s: &NatsStore) -> Backend {
         lease_margin: wasmgrid_store_nats::SKEW_MARGIN,
         tracks_recorded: false,
         exact_concurrent_update: v.as_slice() >= [2, 9, 21].as_slice(),
+        reads_survive_delete: false,
     }
 }
 
@@ -92,5 +93,46 @@ async fn unreachable_servers_and_bad_prefixes_are_clear_errors() {
         NatsStore::connect("nats://127.0.0.1:1", "a.b", 1, None).await,
         Err(ConnectError::Prefix(_))
     ));
-    let _ = Duration::ZERO;
+}
+
+/// A server with the default `max_payload` (1 MiB) is refused, naming the
+/// setting.
+#[tokio::test]
+async fn a_server_with_a_small_max_payload_is_refused() {
+    let dir = std::env::temp_dir().join(format!("wasmgrid-nats-small-{}", std::process::id()));
+    // A free port near the cluster's range, not one of its six.
+    let port = (0..50)
+        .map(|i| 32000 - 1 - (std::process::id() % 500) as u16 - i * 7)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port");
+    let mut server = std::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server runs");
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut outcome = None;
+    for _ in 0..50 {
+        match NatsStore::connect(&url, "tsmall", 1, None).await {
+            Err(ConnectError::Unreachable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => {
+                outcome = Some(other);
+                break;
+            }
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Some(Err(e @ ConnectError::MaxPayload { found, .. })) => {
+            assert_eq!(found, 1024 * 1024);
+            assert!(e.to_string().contains("max_payload"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -39,6 +39,10 @@ pub struct Backend {
     /// Not on a clustered NATS 2.9.10 stream (STORAGE.md rule 3, nats-server
     /// #4320, fixed in 2.9.21): there both may succeed.
     pub exact_concurrent_update: bool,
+    /// A reader opened on a data blob keeps reading its content when the
+    /// blob is deleted meanwhile (embedded: the open file). Not NATS: a
+    /// delete purges the object's chunks, so a reader still going fails.
+    pub reads_survive_delete: bool,
 }
 
 fn b(s: &str) -> Bytes {
@@ -384,7 +388,7 @@ pub async fn blobs_components(s: &dyn Blobs) {
 }
 
 /// Data blobs stream in chunk by chunk and read from any offset.
-pub async fn blobs_stream_and_offsets(s: &dyn Blobs) {
+pub async fn blobs_stream_and_offsets(s: &dyn Blobs, backend: Backend) {
     let mut sink = s.create().await.unwrap();
     let mut want = Vec::new();
     // 40 chunks of 10 000 bytes: several 128 KiB object chunks.
@@ -413,6 +417,11 @@ pub async fn blobs_stream_and_offsets(s: &dyn Blobs) {
     assert_eq!(n, 0);
     let (total, r) = s.open(&empty, 0).await.unwrap().unwrap();
     assert_eq!((total, read_all(r).await.len()), (0, 0));
+    if backend.reads_survive_delete {
+        let (_, r) = s.open(&id, 0).await.unwrap().unwrap();
+        s.delete(&id).await.unwrap();
+        assert_eq!(read_all(r).await, want, "a reader outlives a delete");
+    }
     s.delete(&id).await.unwrap();
     s.delete(&id).await.unwrap();
     assert!(s.open(&id, 0).await.unwrap().is_none());
@@ -454,6 +463,6 @@ pub async fn blobs_uploads_and_settled(s: &dyn Blobs, backend: Backend) {
 /// Every Blobs check, in sequence, on one store.
 pub async fn blobs_all(s: &dyn Blobs, backend: Backend) {
     blobs_components(s).await;
-    blobs_stream_and_offsets(s).await;
+    blobs_stream_and_offsets(s, backend).await;
     blobs_uploads_and_settled(s, backend).await;
 }

@@ -12,6 +12,7 @@ const EMBEDDED: Backend = Backend {
     lease_margin: Duration::ZERO,
     tracks_recorded: true,
     exact_concurrent_update: true,
+    reads_survive_delete: true,
 };
 
 fn open() -> (tempfile::TempDir, EmbeddedStore) {
