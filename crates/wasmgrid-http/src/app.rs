@@ -78,6 +78,7 @@ impl App {
         let keys = Arc::new(wait(KeyStore::open(records.clone()))?);
         let data = Arc::new(DataService::new(
             store.clone(),
+            records.clone(),
             embedded.clone(),
             embedded.clone(),
         ));

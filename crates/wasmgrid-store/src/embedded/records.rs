@@ -207,6 +207,27 @@ fn apply(
     Ok(Some(change))
 }
 
+/// Creates `key` inside the caller's transaction unless it exists, moving
+/// the bucket's revision counter and the record's revision as every
+/// [`Records`] write does. For writes of another contract that create a
+/// record on the way (a file write creating its collection), so that the
+/// record's revisions stay those the contract hands out. The change is not
+/// broadcast to watchers: the caller's transaction does not take the
+/// records' order lock. Returns whether it created the record.
+pub(super) fn create_if_missing(
+    txn: &mut dyn Txn,
+    bucket: Bucket,
+    key: &str,
+    value: &[u8],
+) -> Result<bool, StoreError> {
+    let (table, pfx) = table_of(bucket);
+    if txn.get(table, &format!("{pfx}{key}"))?.is_some() {
+        return Ok(false);
+    }
+    apply(txn, bucket, key, Write::Create, value, None)?;
+    Ok(true)
+}
+
 fn change_rev(change: &Change) -> Rev {
     match change {
         Change::Put(e) => e.rev,
