@@ -95,8 +95,8 @@ impl App {
             invoker.clone(),
             metrics.clone(),
             JobsConfig::default(),
+            Some(Arc::new(crate::bridge::JobEvents::new(queues.clone()))),
         ));
-        jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(queues.clone())));
         let events = wait(EventService::open(
             records,
             queues.clone(),

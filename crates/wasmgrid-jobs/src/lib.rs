@@ -59,7 +59,7 @@ mod run;
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -530,7 +530,7 @@ pub(crate) struct Inner {
     invoker: Arc<Invoker>,
     metrics: Arc<Metrics>,
     config: JobsConfig,
-    observer: RwLock<Option<Arc<dyn JobObserver>>>,
+    observer: Option<Arc<dyn JobObserver>>,
     active: Mutex<HashMap<String, Active>>,
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -579,14 +579,16 @@ async fn blocking<T: Send + 'static>(
 pub type JobPage<T> = (Vec<T>, Option<String>);
 
 impl JobService {
-    /// A job service over the node's store, data, invoker and metrics. Jobs
-    /// only run after [`JobService::start`].
+    /// A job service over the node's store, data, invoker and metrics, telling
+    /// `observer` (if any) when jobs end. Jobs only run after
+    /// [`JobService::start`], which also announces ends the observer missed.
     pub fn new(
         store: Arc<dyn Store>,
         data: Arc<DataService>,
         invoker: Arc<Invoker>,
         metrics: Arc<Metrics>,
         config: JobsConfig,
+        observer: Option<Arc<dyn JobObserver>>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_running_jobs.max(1)));
         Self {
@@ -596,20 +598,12 @@ impl JobService {
                 invoker,
                 metrics,
                 config,
-                observer: RwLock::new(None),
+                observer,
                 active: Mutex::new(HashMap::new()),
                 slots,
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
-        }
-    }
-
-    /// Sets who is told when jobs end. Set it before [`JobService::start`], so
-    /// that jobs that ended unannounced before a restart are announced.
-    pub fn set_observer(&self, observer: Arc<dyn JobObserver>) {
-        if let Ok(mut o) = self.inner.observer.write() {
-            *o = Some(observer);
         }
     }
 

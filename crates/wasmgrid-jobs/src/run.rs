@@ -365,8 +365,7 @@ pub(super) async fn run(
 
 /// Tells the observer that a job ended, then records that it was told.
 pub(super) fn notify(inner: &Inner, rec: JobRecord) {
-    let observer = inner.observer.read().ok().and_then(|o| o.clone());
-    if let Some(o) = &observer {
+    if let Some(o) = &inner.observer {
         o.job_ended(&rec);
     }
     let id = rec.id.clone();
