@@ -755,6 +755,7 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
         // The service under test, built with the recorder as its observer.
         let jobs = JobService::new(
             app.store.clone(),
+            app.records.clone(),
             app.data.clone(),
             app.invoker.clone(),
             app.metrics.clone(),
@@ -832,6 +833,7 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
     *recorder.app.lock().unwrap() = Some(app.clone());
     let jobs = JobService::new(
         app.store.clone(),
+        app.records.clone(),
         app.data.clone(),
         app.invoker.clone(),
         app.metrics.clone(),

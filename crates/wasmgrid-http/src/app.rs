@@ -25,6 +25,8 @@ pub struct App {
     pub data_dir: PathBuf,
     /// Durable storage.
     pub store: Arc<dyn Store>,
+    /// Versioned records (the same store, through the Records contract).
+    pub records: Arc<dyn Records>,
     /// Deployed algorithms.
     pub registry: Arc<Registry>,
     /// Runs algorithm calls, whoever makes them.
@@ -91,6 +93,7 @@ impl App {
         let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
         let jobs = Arc::new(JobService::new(
             store.clone(),
+            records.clone(),
             data.clone(),
             invoker.clone(),
             metrics.clone(),
@@ -98,7 +101,7 @@ impl App {
             Some(Arc::new(crate::bridge::JobEvents::new(queues.clone()))),
         ));
         let events = wait(EventService::open(
-            records,
+            records.clone(),
             queues.clone(),
             queues,
             invoker.clone(),
@@ -122,6 +125,7 @@ impl App {
             data_dir: data_dir.to_path_buf(),
             store,
             registry,
+            records,
             invoker,
             services,
             keys,

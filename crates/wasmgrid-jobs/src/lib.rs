@@ -71,7 +71,8 @@ use wasmgrid_core::invoker::Invoker;
 use wasmgrid_core::metrics::Metrics;
 use wasmgrid_core::registry::{RegistryError, VersionSpec};
 use wasmgrid_engine::ComponentKind;
-use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table};
+use wasmgrid_store::records::{Bucket, Records};
+use wasmgrid_store::{Cursor, Store, StoreError, Table};
 
 /// Default `maxConcurrency`.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
@@ -526,6 +527,8 @@ struct Active {
 /// Shared state of the service and its runners.
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
+    /// Job records ([`Bucket::Jobs`]).
+    records: Arc<dyn Records>,
     data: Arc<DataService>,
     invoker: Arc<Invoker>,
     metrics: Arc<Metrics>,
@@ -579,11 +582,14 @@ async fn blocking<T: Send + 'static>(
 pub type JobPage<T> = (Vec<T>, Option<String>);
 
 impl JobService {
-    /// A job service over the node's store, data, invoker and metrics, telling
+    /// A job service over the node's store (progress and the runner's
+    /// transactions), job records, data, invoker and metrics, telling
     /// `observer` (if any) when jobs end. Jobs only run after
     /// [`JobService::start`], which also announces ends the observer missed.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
+        records: Arc<dyn Records>,
         data: Arc<DataService>,
         invoker: Arc<Invoker>,
         metrics: Arc<Metrics>,
@@ -594,6 +600,7 @@ impl JobService {
         Self {
             inner: Arc::new(Inner {
                 store,
+                records,
                 data,
                 invoker,
                 metrics,
@@ -611,14 +618,21 @@ impl JobService {
     /// observer has not been told about. Call once, inside the tokio runtime,
     /// when the node starts serving.
     pub async fn start(&self) -> Result<usize, JobError> {
-        let store = self.inner.store.clone();
+        let records = self.inner.records.clone();
         let jobs = blocking(move || {
             let mut out = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = store.scan(Table::JOBS, "", after.as_deref().map(Cursor::After), 500)?;
-                let full = page.len() == 500;
-                for (key, bytes) in page {
+                // A scan of every job: on a blocking thread, as before.
+                let page = futures::executor::block_on(records.list(
+                    Bucket::Jobs,
+                    "",
+                    after.as_deref(),
+                    500,
+                ))?;
+                let full = page.next.is_some();
+                for entry in page.items {
+                    let (key, bytes) = (entry.key, entry.value);
                     after = Some(key.clone());
                     match serde_json::from_slice::<JobRecord>(&bytes) {
                         Ok(rec) if !rec.status.is_terminal() || !rec.notified => out.push(rec),
@@ -750,18 +764,15 @@ impl JobService {
             cancel_requested: false,
             notified: false,
         };
-        let store = self.inner.store.clone();
-        let rec = record.clone();
-        blocking(move || {
-            let mut batch = wasmgrid_store::WriteBatch::new();
-            batch.require_absent(Table::JOBS, rec.id.clone()).put_json(
-                Table::JOBS,
-                rec.id.clone(),
-                &rec,
-            );
-            Ok(store.commit(&batch)?)
-        })
-        .await?;
+        let value = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
+            table: Table::JOBS.name(),
+            key: record.id.clone(),
+            reason: e.to_string(),
+        })?;
+        self.inner
+            .records
+            .create(Bucket::Jobs, &record.id, value.into())
+            .await?;
         tracing::info!(job = %record.id, algorithm = %record.algorithm, version = %record.version, input = %record.input, output = %record.output, "job submitted");
         self.spawn_runner(record.id.clone());
         Ok(record)
@@ -780,10 +791,17 @@ impl JobService {
         if !valid_job_id(id) {
             return Err(not_found(id));
         }
-        self.inner
-            .store
-            .get_json::<JobRecord>(Table::JOBS, id)?
-            .ok_or_else(|| not_found(id))
+        // A short read the embedded backend answers inline.
+        let entry = futures::executor::block_on(self.inner.records.get(Bucket::Jobs, id))?
+            .ok_or_else(|| not_found(id))?;
+        serde_json::from_slice(&entry.value).map_err(|e| {
+            StoreError::Corrupt {
+                table: Table::JOBS.name(),
+                key: id.to_string(),
+                reason: e.to_string(),
+            }
+            .into()
+        })
     }
 
     /// A job the caller may see (its owner's keys, or an admin key).
@@ -809,12 +827,15 @@ impl JobService {
         let mut out = Vec::new();
         let mut after = marker.map(str::to_string);
         loop {
-            let page =
-                self.inner
-                    .store
-                    .scan(Table::JOBS, "", after.as_deref().map(Cursor::After), 256)?;
-            let full = page.len() == 256;
-            for (key, bytes) in page {
+            let page = futures::executor::block_on(self.inner.records.list(
+                Bucket::Jobs,
+                "",
+                after.as_deref(),
+                256,
+            ))?;
+            let full = page.next.is_some();
+            for entry in page.items {
+                let (key, bytes) = (entry.key, entry.value);
                 after = Some(key.clone());
                 let Ok(rec) = serde_json::from_slice::<JobRecord>(&bytes) else {
                     continue;
