@@ -905,31 +905,34 @@ impl JobService {
         if rec.status.is_terminal() {
             return Ok(rec);
         }
-        let store = self.inner.store.clone();
-        let key = id.to_string();
-        blocking(move || {
-            Ok(store.transact(&mut |txn| {
-                let Some(bytes) = txn.get(Table::JOBS, &key)? else {
-                    return Ok(());
-                };
-                let mut rec: JobRecord =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        table: Table::JOBS.name(),
-                        key: key.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if !rec.status.is_terminal() {
-                    rec.cancel_requested = true;
-                    txn.put(
-                        Table::JOBS,
-                        &key,
-                        &serde_json::to_vec(&rec).unwrap_or_default(),
-                    )?;
-                }
-                Ok(())
-            })?)
-        })
-        .await?;
+        // Read, then update at the read revision; a runner's write in between
+        // (counts, status) makes it `Changed` and the loop reads again.
+        loop {
+            let Some(entry) = self.inner.records.get(Bucket::Jobs, id).await? else {
+                break;
+            };
+            let mut rec: JobRecord =
+                serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt {
+                    table: Table::JOBS.name(),
+                    key: id.to_string(),
+                    reason: e.to_string(),
+                })?;
+            if rec.status.is_terminal() {
+                break;
+            }
+            rec.cancel_requested = true;
+            let value = serde_json::to_vec(&rec).unwrap_or_default();
+            match self
+                .inner
+                .records
+                .update(Bucket::Jobs, id, value.into(), entry.rev)
+                .await
+            {
+                Ok(_) => break,
+                Err(StoreError::Changed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
         let tokens = self
             .inner
             .active
