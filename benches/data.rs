@@ -66,6 +66,7 @@ fn main() {
     let records: Arc<dyn wasmgrid::store::records::Records> = embedded.clone();
     let data = Arc::new(DataService::new(
         store.clone(),
+        records.clone(),
         embedded.clone(),
         embedded.clone(),
     ));

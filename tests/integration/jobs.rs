@@ -699,9 +699,13 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
     use std::sync::{Arc, Mutex};
     use wasmgrid::app::App;
     use wasmgrid::auth::{Caller, Scope};
-    use wasmgrid::jobs::{JobObserver, JobOptions, JobRecord, JobSpec, JobStatus};
+    use wasmgrid::jobs::{
+        JobObserver, JobOptions, JobRecord, JobService, JobSpec, JobStatus, JobsConfig,
+    };
     use wasmgrid::registry::{DeployRequest, VersionSettings};
 
+    // The recorder reads the job through the app's own (never started) job
+    // service, over the same store as the service under test.
     struct Recorder {
         app: Mutex<Option<Arc<App>>>,
         seen: Mutex<Vec<(String, JobStatus, JobStatus)>>,
@@ -748,7 +752,16 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
     let job_id = {
         let app = App::open(dir.path(), Default::default(), Default::default()).unwrap();
         *recorder.app.lock().unwrap() = Some(app.clone());
-        app.jobs.set_observer(recorder.clone());
+        // The service under test, built with the recorder as its observer.
+        let jobs = JobService::new(
+            app.store.clone(),
+            app.records.clone(),
+            app.data.clone(),
+            app.invoker.clone(),
+            app.metrics.clone(),
+            JobsConfig::default(),
+            Some(recorder.clone()),
+        );
         rt.block_on(async {
             app.registry
                 .deploy(
@@ -779,21 +792,17 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
                 JobSpec::for_endpoint("demo/noop", "data://demo/in/", out, JobOptions::default())
                     .unwrap()
             };
-            let job = app
-                .jobs
-                .submit(&owner, spec("data://demo/out/"))
-                .await
-                .unwrap();
-            app.jobs.start().await.unwrap();
+            let job = jobs.submit(&owner, spec("data://demo/out/")).await.unwrap();
+            jobs.start().await.unwrap();
             let deadline = Instant::now() + Duration::from_secs(60);
             while recorder.seen.lock().unwrap().is_empty() {
                 assert!(Instant::now() < deadline, "observer never called");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let done = app.jobs.get(&owner, &job.id).unwrap();
+            let done = jobs.get(&owner, &job.id).unwrap();
             assert_eq!(done.counts.succeeded, 3);
             assert_eq!(done.runs, 1, "one runner, not two");
-            app.jobs.shutdown(Duration::from_secs(5)).await;
+            jobs.shutdown(Duration::from_secs(5)).await;
             job.id
         })
     };
@@ -822,9 +831,17 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
     recorder.seen.lock().unwrap().clear();
     let app = App::open(dir.path(), Default::default(), Default::default()).unwrap();
     *recorder.app.lock().unwrap() = Some(app.clone());
-    app.jobs.set_observer(recorder.clone());
+    let jobs = JobService::new(
+        app.store.clone(),
+        app.records.clone(),
+        app.data.clone(),
+        app.invoker.clone(),
+        app.metrics.clone(),
+        JobsConfig::default(),
+        Some(recorder.clone()),
+    );
     rt.block_on(async {
-        assert_eq!(app.jobs.start().await.unwrap(), 0, "nothing to resume");
+        assert_eq!(jobs.start().await.unwrap(), 0, "nothing to resume");
         let deadline = Instant::now() + Duration::from_secs(30);
         while recorder.seen.lock().unwrap().is_empty() {
             assert!(Instant::now() < deadline, "not re-announced");

@@ -633,13 +633,21 @@ impl Engine {
         )
     }
 
-    /// A store for a new instance, with the call's context installed.
+    /// A store for a new instance, with the call's context installed and its
+    /// deadline (`started + timeout`) armed.
     fn new_store(
         &self,
         memory_bytes: u64,
         call: CallContext,
-        scope: CallScope,
+        started: Instant,
+        timeout: Duration,
     ) -> (Store<HostState>, CapturedOutput, CapturedOutput) {
+        let deadline = started + timeout;
+        let scope = CallScope {
+            depth: call.depth,
+            deadline,
+            trigger: None,
+        };
         let (wasi, stdout, stderr) = self.guest_wasi();
         let state = HostState {
             wasi,
@@ -654,6 +662,7 @@ impl Engine {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        set_deadline(&mut store, deadline);
         (store, stdout, stderr)
     }
 
@@ -782,16 +791,8 @@ impl Engine {
         let pre = algorithm_of(prepared)?;
         let started = Instant::now();
         let depth = call.depth;
-        let (mut store, stdout, stderr) = self.new_store(
-            limits.memory_bytes,
-            call,
-            CallScope {
-                depth,
-                deadline: started + limits.timeout,
-                trigger: None,
-            },
-        );
-        set_deadline(&mut store, started + limits.timeout);
+        let (mut store, stdout, stderr) =
+            self.new_store(limits.memory_bytes, call, started, limits.timeout);
         let algorithm = self
             .start_instance(pre, &mut store, &stderr, limits)
             .await?;
@@ -858,16 +859,8 @@ impl Engine {
             }
             None => {
                 let settings = pool.settings();
-                let (mut store, stdout, stderr) = self.new_store(
-                    settings.memory_bytes,
-                    call,
-                    CallScope {
-                        depth,
-                        deadline: started + limits.timeout,
-                        trigger: None,
-                    },
-                );
-                set_deadline(&mut store, started + limits.timeout);
+                let (mut store, stdout, stderr) =
+                    self.new_store(settings.memory_bytes, call, started, limits.timeout);
                 let limits = CallLimits {
                     init_timeout: settings.init_timeout,
                     memory_bytes: settings.memory_bytes,

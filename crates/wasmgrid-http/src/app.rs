@@ -25,6 +25,8 @@ pub struct App {
     pub data_dir: PathBuf,
     /// Durable storage.
     pub store: Arc<dyn Store>,
+    /// Versioned records (the same store, through the Records contract).
+    pub records: Arc<dyn Records>,
     /// Deployed algorithms.
     pub registry: Arc<Registry>,
     /// Runs algorithm calls, whoever makes them.
@@ -78,6 +80,7 @@ impl App {
         let keys = Arc::new(wait(KeyStore::open(records.clone()))?);
         let data = Arc::new(DataService::new(
             store.clone(),
+            records.clone(),
             embedded.clone(),
             embedded.clone(),
         ));
@@ -90,14 +93,15 @@ impl App {
         let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
         let jobs = Arc::new(JobService::new(
             store.clone(),
+            records.clone(),
             data.clone(),
             invoker.clone(),
             metrics.clone(),
             JobsConfig::default(),
+            Some(Arc::new(crate::bridge::JobEvents::new(queues.clone()))),
         ));
-        jobs.set_observer(Arc::new(crate::bridge::JobEvents::new(queues.clone())));
         let events = wait(EventService::open(
-            records,
+            records.clone(),
             queues.clone(),
             queues,
             invoker.clone(),
@@ -121,6 +125,7 @@ impl App {
             data_dir: data_dir.to_path_buf(),
             store,
             registry,
+            records,
             invoker,
             services,
             keys,

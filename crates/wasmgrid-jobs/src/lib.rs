@@ -59,7 +59,7 @@ mod run;
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,8 @@ use wasmgrid_core::invoker::Invoker;
 use wasmgrid_core::metrics::Metrics;
 use wasmgrid_core::registry::{RegistryError, VersionSpec};
 use wasmgrid_engine::ComponentKind;
-use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table};
+use wasmgrid_store::records::{Bucket, Records};
+use wasmgrid_store::{Cursor, Store, StoreError, Table};
 
 /// Default `maxConcurrency`.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
@@ -526,11 +527,13 @@ struct Active {
 /// Shared state of the service and its runners.
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
+    /// Job records ([`Bucket::Jobs`]).
+    records: Arc<dyn Records>,
     data: Arc<DataService>,
     invoker: Arc<Invoker>,
     metrics: Arc<Metrics>,
     config: JobsConfig,
-    observer: RwLock<Option<Arc<dyn JobObserver>>>,
+    observer: Option<Arc<dyn JobObserver>>,
     active: Mutex<HashMap<String, Active>>,
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -579,24 +582,30 @@ async fn blocking<T: Send + 'static>(
 pub type JobPage<T> = (Vec<T>, Option<String>);
 
 impl JobService {
-    /// A job service over the node's store, data, invoker and metrics. Jobs
-    /// only run after [`JobService::start`].
+    /// A job service over the node's store (progress and the runner's
+    /// transactions), job records, data, invoker and metrics, telling
+    /// `observer` (if any) when jobs end. Jobs only run after
+    /// [`JobService::start`], which also announces ends the observer missed.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
+        records: Arc<dyn Records>,
         data: Arc<DataService>,
         invoker: Arc<Invoker>,
         metrics: Arc<Metrics>,
         config: JobsConfig,
+        observer: Option<Arc<dyn JobObserver>>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_running_jobs.max(1)));
         Self {
             inner: Arc::new(Inner {
                 store,
+                records,
                 data,
                 invoker,
                 metrics,
                 config,
-                observer: RwLock::new(None),
+                observer,
                 active: Mutex::new(HashMap::new()),
                 slots,
                 tasks: TaskTracker::new(),
@@ -605,26 +614,25 @@ impl JobService {
         }
     }
 
-    /// Sets who is told when jobs end. Set it before [`JobService::start`], so
-    /// that jobs that ended unannounced before a restart are announced.
-    pub fn set_observer(&self, observer: Arc<dyn JobObserver>) {
-        if let Ok(mut o) = self.inner.observer.write() {
-            *o = Some(observer);
-        }
-    }
-
     /// Resumes every `Queued` or `Running` job and announces ended jobs the
     /// observer has not been told about. Call once, inside the tokio runtime,
     /// when the node starts serving.
     pub async fn start(&self) -> Result<usize, JobError> {
-        let store = self.inner.store.clone();
+        let records = self.inner.records.clone();
         let jobs = blocking(move || {
             let mut out = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = store.scan(Table::JOBS, "", after.as_deref().map(Cursor::After), 500)?;
-                let full = page.len() == 500;
-                for (key, bytes) in page {
+                // A scan of every job: on a blocking thread, as before.
+                let page = futures::executor::block_on(records.list(
+                    Bucket::Jobs,
+                    "",
+                    after.as_deref(),
+                    500,
+                ))?;
+                let full = page.next.is_some();
+                for entry in page.items {
+                    let (key, bytes) = (entry.key, entry.value);
                     after = Some(key.clone());
                     match serde_json::from_slice::<JobRecord>(&bytes) {
                         Ok(rec) if !rec.status.is_terminal() || !rec.notified => out.push(rec),
@@ -756,18 +764,15 @@ impl JobService {
             cancel_requested: false,
             notified: false,
         };
-        let store = self.inner.store.clone();
-        let rec = record.clone();
-        blocking(move || {
-            let mut batch = wasmgrid_store::WriteBatch::new();
-            batch.require_absent(Table::JOBS, rec.id.clone()).put_json(
-                Table::JOBS,
-                rec.id.clone(),
-                &rec,
-            );
-            Ok(store.commit(&batch)?)
-        })
-        .await?;
+        let value = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
+            table: Table::JOBS.name(),
+            key: record.id.clone(),
+            reason: e.to_string(),
+        })?;
+        self.inner
+            .records
+            .create(Bucket::Jobs, &record.id, value.into())
+            .await?;
         tracing::info!(job = %record.id, algorithm = %record.algorithm, version = %record.version, input = %record.input, output = %record.output, "job submitted");
         self.spawn_runner(record.id.clone());
         Ok(record)
@@ -786,10 +791,17 @@ impl JobService {
         if !valid_job_id(id) {
             return Err(not_found(id));
         }
-        self.inner
-            .store
-            .get_json::<JobRecord>(Table::JOBS, id)?
-            .ok_or_else(|| not_found(id))
+        // A short read the embedded backend answers inline.
+        let entry = futures::executor::block_on(self.inner.records.get(Bucket::Jobs, id))?
+            .ok_or_else(|| not_found(id))?;
+        serde_json::from_slice(&entry.value).map_err(|e| {
+            StoreError::Corrupt {
+                table: Table::JOBS.name(),
+                key: id.to_string(),
+                reason: e.to_string(),
+            }
+            .into()
+        })
     }
 
     /// A job the caller may see (its owner's keys, or an admin key).
@@ -815,12 +827,15 @@ impl JobService {
         let mut out = Vec::new();
         let mut after = marker.map(str::to_string);
         loop {
-            let page =
-                self.inner
-                    .store
-                    .scan(Table::JOBS, "", after.as_deref().map(Cursor::After), 256)?;
-            let full = page.len() == 256;
-            for (key, bytes) in page {
+            let page = futures::executor::block_on(self.inner.records.list(
+                Bucket::Jobs,
+                "",
+                after.as_deref(),
+                256,
+            ))?;
+            let full = page.next.is_some();
+            for entry in page.items {
+                let (key, bytes) = (entry.key, entry.value);
                 after = Some(key.clone());
                 let Ok(rec) = serde_json::from_slice::<JobRecord>(&bytes) else {
                     continue;
@@ -890,31 +905,34 @@ impl JobService {
         if rec.status.is_terminal() {
             return Ok(rec);
         }
-        let store = self.inner.store.clone();
-        let key = id.to_string();
-        blocking(move || {
-            Ok(store.transact(&mut |txn| {
-                let Some(bytes) = txn.get(Table::JOBS, &key)? else {
-                    return Ok(());
-                };
-                let mut rec: JobRecord =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        table: Table::JOBS.name(),
-                        key: key.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if !rec.status.is_terminal() {
-                    rec.cancel_requested = true;
-                    txn.put(
-                        Table::JOBS,
-                        &key,
-                        &serde_json::to_vec(&rec).unwrap_or_default(),
-                    )?;
-                }
-                Ok(())
-            })?)
-        })
-        .await?;
+        // Read, then update at the read revision; a runner's write in between
+        // (counts, status) makes it `Changed` and the loop reads again.
+        loop {
+            let Some(entry) = self.inner.records.get(Bucket::Jobs, id).await? else {
+                break;
+            };
+            let mut rec: JobRecord =
+                serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt {
+                    table: Table::JOBS.name(),
+                    key: id.to_string(),
+                    reason: e.to_string(),
+                })?;
+            if rec.status.is_terminal() {
+                break;
+            }
+            rec.cancel_requested = true;
+            let value = serde_json::to_vec(&rec).unwrap_or_default();
+            match self
+                .inner
+                .records
+                .update(Bucket::Jobs, id, value.into(), entry.rev)
+                .await
+            {
+                Ok(_) => break,
+                Err(StoreError::Changed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
         let tokens = self
             .inner
             .active

@@ -319,12 +319,17 @@ fn read_job(txn: &dyn Txn, id: &str) -> Result<JobRecord, StoreError> {
     serde_json::from_slice(&bytes).map_err(|e| corrupt(id, e))
 }
 
+/// Writes the job record inside a runner transaction, moving its revision
+/// like a [`Records`](wasmgrid_store::records::Records) write, so that
+/// `cancel`'s update at a read revision notices it.
 fn write_job(txn: &mut dyn Txn, rec: &JobRecord) -> Result<(), StoreError> {
-    txn.put(
-        Table::JOBS,
+    wasmgrid_store::put_record_in(
+        txn,
+        wasmgrid_store::records::Bucket::Jobs,
         &rec.id,
         &serde_json::to_vec(rec).unwrap_or_default(),
     )
+    .map(|_| ())
 }
 
 /// Runs job `id` to its end (or until shutdown), then tells the observer.
@@ -365,8 +370,7 @@ pub(super) async fn run(
 
 /// Tells the observer that a job ended, then records that it was told.
 pub(super) fn notify(inner: &Inner, rec: JobRecord) {
-    let observer = inner.observer.read().ok().and_then(|o| o.clone());
-    if let Some(o) = &observer {
+    if let Some(o) = &inner.observer {
         o.job_ended(&rec);
     }
     let id = rec.id.clone();

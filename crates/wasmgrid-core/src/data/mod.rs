@@ -24,7 +24,8 @@ use wasmgrid_engine::identity::GuestIdentity;
 use wasmgrid_store::blobs::{BlobId, Blobs};
 pub use wasmgrid_store::files::FileRecord;
 use wasmgrid_store::files::{DataFiles, FileWrite, Listed, NotCounted, Written, record};
-use wasmgrid_store::{Cursor, Store, StoreError, StoreExt, Table, Txn};
+use wasmgrid_store::records::{Bucket, Records};
+use wasmgrid_store::{Cursor, Store, StoreError, Table, Txn};
 
 /// Largest file kept inline in the store; larger files become blobs.
 pub const INLINE_MAX: usize = 256 * 1024;
@@ -461,6 +462,8 @@ impl StagedWrite {
 /// The data service.
 pub struct DataService {
     store: Arc<dyn Store>,
+    /// Collection records ([`Bucket::Collections`]).
+    records: Arc<dyn Records>,
     /// Large contents (the orphan sweep and streamed downloads go through it).
     blobs: Arc<dyn Blobs>,
     /// File records and small contents: reads and listings go through it.
@@ -692,11 +695,17 @@ pub fn uuid_v4() -> String {
 }
 
 impl DataService {
-    /// A data service over `store`, with large contents in `blobs` and files
-    /// read through `files`.
-    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn Blobs>, files: Arc<dyn DataFiles>) -> Self {
+    /// A data service over `store`, with collection records in `records`,
+    /// large contents in `blobs` and files read through `files`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        records: Arc<dyn Records>,
+        blobs: Arc<dyn Blobs>,
+        files: Arc<dyn DataFiles>,
+    ) -> Self {
         Self {
             store,
+            records,
             blobs,
             files,
             temp_ttl: DEFAULT_TEMP_TTL,
@@ -722,14 +731,6 @@ impl DataService {
         &self.blobs
     }
 
-    fn collection_in(txn: &dyn Txn, p: &DataPath) -> Result<Option<CollectionRecord>, DataError> {
-        let key = p.collection_key();
-        match txn.get(Table::COLLECTIONS, &key)? {
-            Some(b) => Ok(Some(decode(Table::COLLECTIONS, &key, &b)?)),
-            None => Ok(None),
-        }
-    }
-
     /// A collection's record.
     pub fn collection(
         &self,
@@ -752,13 +753,14 @@ impl DataService {
             return Ok(Some(c));
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let Some(rec) = self
-            .store
-            .get_json::<CollectionRecord>(Table::COLLECTIONS, key)?
-        else {
+        let Some(entry) = wait(self.records.get(Bucket::Collections, key))? else {
             return Ok(None);
         };
-        let rec = Arc::new(rec);
+        let rec = Arc::new(decode::<CollectionRecord>(
+            Table::COLLECTIONS,
+            key,
+            &entry.value,
+        )?);
         if let Ok(mut m) = self.collections.write()
             && self.generation.load(Ordering::Acquire) == generation
         {
@@ -831,54 +833,68 @@ impl DataService {
                 },
             );
         }
-        self.store
-            .transact(&mut |txn| {
-                if Self::collection_in(txn, p)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?
-                    .is_some()
-                {
-                    return Err(StoreError::Conflict {
-                        table: "collections",
-                        key: p.collection_key(),
-                    });
-                }
-                let rec = CollectionRecord {
-                    owner: p.owner.clone(),
-                    name: p.collection.clone(),
-                    acl: acl.clone().unwrap_or_else(Acl::my_algorithms),
-                    created: now_rfc3339(),
-                };
-                txn.put(Table::COLLECTIONS, &p.collection_key(), &encode(&rec))
-            })
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => {
-                    DataError::Conflict(format!("{} already exists", p.uri()))
-                }
-                other => other.into(),
-            })
+        let rec = CollectionRecord {
+            owner: p.owner.clone(),
+            name: p.collection.clone(),
+            acl: acl.unwrap_or_else(Acl::my_algorithms),
+            created: now_rfc3339(),
+        };
+        wait(self.records.create(
+            Bucket::Collections,
+            &p.collection_key(),
+            encode(&rec).into(),
+        ))
+        .map(|_| ())
+        .map_err(|e| match e {
+            StoreError::Exists { .. } => DataError::Conflict(format!("{} already exists", p.uri())),
+            other => other.into(),
+        })
     }
 
     /// Changes a collection's ACL (owner's keys with data:write only).
     pub fn set_acl(&self, who: Principal<'_>, p: &DataPath, acl: Acl) -> Result<(), DataError> {
         self.check_writable(who, p)?;
         acl.validate()?;
-        let mut found = false;
-        self.store.transact(&mut |txn| {
-            let key = p.collection_key();
-            if let Some(b) = txn.get(Table::COLLECTIONS, &key)? {
-                let mut rec: CollectionRecord =
-                    serde_json::from_slice(&b).map_err(|e| StoreError::Backend(e.to_string()))?;
-                rec.acl = acl.clone();
-                txn.put(Table::COLLECTIONS, &key, &encode(&rec))?;
-                found = true;
+        let key = p.collection_key();
+        // Read, then update at the read revision; a concurrent change makes
+        // the update `Changed` and the loop reads again (last writer wins).
+        let outcome = loop {
+            let Some(entry) = wait(self.records.get(Bucket::Collections, &key))? else {
+                break Err(not_found_collection(p));
+            };
+            let mut rec: CollectionRecord = decode(Table::COLLECTIONS, &key, &entry.value)?;
+            rec.acl = acl.clone();
+            match wait(self.records.update(
+                Bucket::Collections,
+                &key,
+                encode(&rec).into(),
+                entry.rev,
+            )) {
+                Ok(_) => break Ok(()),
+                Err(StoreError::Changed { .. }) => continue,
+                Err(e) => break Err(e.into()),
             }
-            Ok(())
-        })?;
+        };
         self.invalidate(p);
-        if found {
-            Ok(())
-        } else {
-            Err(not_found_collection(p))
+        outcome
+    }
+
+    /// Every collection record under `prefix` (`""` or `owner/`), page by page.
+    fn all_collections(&self, prefix: &str) -> Result<Vec<CollectionRecord>, DataError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = wait(
+                self.records
+                    .list(Bucket::Collections, prefix, after.as_deref(), 500),
+            )?;
+            for e in &page.items {
+                out.push(decode(Table::COLLECTIONS, &e.key, &e.value)?);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
+            }
         }
     }
 
@@ -888,12 +904,9 @@ impl DataService {
         who: Principal<'_>,
         owner: &str,
     ) -> Result<Vec<CollectionRecord>, DataError> {
-        let all = self
-            .store
-            .scan_json::<CollectionRecord>(Table::COLLECTIONS, &format!("{owner}/"))?;
+        let all = self.all_collections(&format!("{owner}/"))?;
         Ok(all
             .into_iter()
-            .map(|(_, c)| c)
             .filter(|c| !c.name.starts_with(TEMP_PREFIX))
             .filter(|c| {
                 let t = Target {
@@ -1429,8 +1442,7 @@ impl DataService {
         let deleted = removed.files;
         if p.path.is_empty() {
             let key = p.collection_key();
-            self.store
-                .transact(&mut |txn| txn.delete(Table::COLLECTIONS, &key))?;
+            wait(self.records.delete(Bucket::Collections, &key, None))?;
             self.invalidate(p);
         }
         Ok(deleted)
@@ -1664,10 +1676,7 @@ impl DataService {
     pub fn sweep_expired(&self) -> Result<u64, DataError> {
         let now = unix_now();
         let mut removed = 0;
-        for (_, coll) in self
-            .store
-            .scan_json::<CollectionRecord>(Table::COLLECTIONS, "")?
-        {
+        for coll in self.all_collections("")? {
             if !coll.name.starts_with(TEMP_PREFIX) {
                 continue;
             }
@@ -1891,7 +1900,7 @@ mod tests {
     fn acl_changes_take_effect_at_once_despite_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone(), store.clone(), store);
+        let data = DataService::new(store.clone(), store.clone(), store.clone(), store);
         let admin = Caller {
             key_id: "k".into(),
             owner: "admin".into(),
@@ -1929,7 +1938,7 @@ mod tests {
     fn expired_temp_files_vanish_and_are_swept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone(), store.clone(), store)
+        let data = DataService::new(store.clone(), store.clone(), store.clone(), store)
             .with_temp_ttl(Duration::from_secs(0));
         let id = GuestIdentity {
             owner: "demo".into(),
@@ -2000,11 +2009,13 @@ mod tests {
         }
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         assert_eq!(
-            store.get(Table::META, "schema_version").unwrap().unwrap(),
+            Store::get(&*store, Table::META, "schema_version")
+                .unwrap()
+                .unwrap(),
             wasmgrid_store::SCHEMA_VERSION.to_string().as_bytes(),
             "migrated"
         );
-        let data = DataService::new(store.clone(), store.clone(), store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
         let admin = Caller {
             key_id: "k".into(),
             owner: "admin".into(),
@@ -2038,7 +2049,9 @@ mod tests {
         // Replacing the blob-backed file frees its blob (found in the JSON record).
         data.put(key, &big, "text/plain", b"small now").unwrap();
         assert!(store.open_blob(&old_blob).unwrap().is_none());
-        let raw = store.get(Table::FILES, "demo/c/big.bin").unwrap().unwrap();
+        let raw = Store::get(&*store, Table::FILES, "demo/c/big.bin")
+            .unwrap()
+            .unwrap();
         assert_eq!(raw[0], record::RECORD_V1, "rewritten records are binary");
         assert_eq!(
             &data.read_all(key, &big, u64::MAX).unwrap().1[..],
@@ -2076,7 +2089,7 @@ mod tests {
     fn service() -> (tempfile::TempDir, Arc<dyn Store>, DataService) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone(), store.clone(), store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
         (dir, store, data)
     }
 
@@ -2247,7 +2260,7 @@ mod tests {
         let (crashed_upload, replaced_blob);
         {
             let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-            let data = DataService::new(store.clone(), store.clone(), store.clone());
+            let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
             store.put_blob(&component, b"component bytes").unwrap();
             data.put(key, &live, "application/octet-stream", &big)
                 .unwrap();
@@ -2286,7 +2299,7 @@ mod tests {
             !blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")),
             "temporary files are removed at open"
         );
-        let data = DataService::new(store.clone(), store.clone(), store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
         // An upload in progress: finished, record not committed yet.
         let mut w = store.create_blob().unwrap();
         w.write_all(&big).unwrap();
@@ -2324,7 +2337,12 @@ mod tests {
     fn orphan_sweeps_never_take_a_blob_from_a_concurrent_upload() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = Arc::new(DataService::new(store.clone(), store.clone(), store));
+        let data = Arc::new(DataService::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store,
+        ));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sweeper = {
             let (data, done) = (data.clone(), done.clone());

@@ -2,10 +2,12 @@
 //! FILE_DATA (small contents), read inline from one redb snapshot per call.
 
 use super::EmbeddedStore;
+use super::records::create_if_missing;
 use crate::files::{
     CounterWrite, DataFiles, DeleteEvents, FileRecord, FileWrite, Level, Listed, NotCounted,
     OUTBOX_EVENTS_PER_RECORD, Removed, StoredFile, TreeItem, Written, record, unix_now,
 };
+use crate::records::Bucket;
 use crate::{Cursor, Page, Store, StoreError, Table, Txn};
 
 /// Keys read per step of a level listing: a level skips each sub-folder's
@@ -115,10 +117,8 @@ pub fn apply_file_write(
     let key = w.key.as_str();
     let collection_key = w.collection_key();
     if !scope.collections.iter().any(|c| c == collection_key) {
-        if txn.get(Table::COLLECTIONS, collection_key)?.is_none() {
-            // Writing into a collection that does not exist creates it.
-            txn.put(Table::COLLECTIONS, collection_key, &w.new_collection)?;
-        }
+        // Writing into a collection that does not exist creates it.
+        create_if_missing(txn, Bucket::Collections, collection_key, &w.new_collection)?;
         scope.collections.push(collection_key.to_string());
     }
     // The file's own record and its folder marker (`key/`) are near
@@ -268,9 +268,7 @@ impl EmbeddedStore {
                 }
             };
             let collection_key = collection_of(key);
-            if txn.get(Table::COLLECTIONS, collection_key)?.is_none() {
-                txn.put(Table::COLLECTIONS, collection_key, new_collection)?;
-            }
+            create_if_missing(txn, Bucket::Collections, collection_key, new_collection)?;
             let (record, event) = write(value);
             txn.put(Table::FILES, key, &record)?;
             txn.put(Table::FILE_DATA, key, value.to_string().as_bytes())?;
@@ -719,8 +717,26 @@ mod tests {
             let events = outbox(&store);
             assert_eq!(events.len(), 1);
             assert!(events[0].1.starts_with(b"["));
-            // The missing collection was created on the way.
+            // The missing collection was created on the way, at a revision
+            // the Records contract handed out (above the implicit 1), so a
+            // `set_acl` update at the read revision finds it.
             assert!(store.get(Table::COLLECTIONS, "o/new").unwrap().is_some());
+            let entry = block_on(crate::records::Records::get(
+                &store,
+                Bucket::Collections,
+                "o/new",
+            ))
+            .unwrap()
+            .unwrap();
+            assert!(entry.rev > 1, "revision {}", entry.rev);
+            block_on(crate::records::Records::update(
+                &store,
+                Bucket::Collections,
+                "o/new",
+                bytes::Bytes::from_static(b"{}"),
+                entry.rev,
+            ))
+            .unwrap();
         }
         // Durable on return: a reopened store reads them.
         let store = EmbeddedStore::open(dir.path()).unwrap();

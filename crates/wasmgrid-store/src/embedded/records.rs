@@ -207,6 +207,46 @@ fn apply(
     Ok(Some(change))
 }
 
+/// Creates `key` inside the caller's transaction unless it exists, moving
+/// the bucket's revision counter and the record's revision as every
+/// [`Records`] write does. For writes of another contract that create a
+/// record on the way (a file write creating its collection), so that the
+/// record's revisions stay those the contract hands out. The change is not
+/// broadcast to watchers: the caller's transaction does not take the
+/// records' order lock. Returns whether it created the record.
+pub(super) fn create_if_missing(
+    txn: &mut dyn Txn,
+    bucket: Bucket,
+    key: &str,
+    value: &[u8],
+) -> Result<bool, StoreError> {
+    let (table, pfx) = table_of(bucket);
+    if txn.get(table, &format!("{pfx}{key}"))?.is_some() {
+        return Ok(false);
+    }
+    apply(txn, bucket, key, Write::Create, value, None)?;
+    Ok(true)
+}
+
+/// Writes `key` unconditionally inside the caller's transaction, moving the
+/// bucket's counter and the record's revision as [`Records::put`] does, and
+/// returns the new revision. Interim, for the job runner's transactions that
+/// update a job record together with its batch's outputs and progress (until
+/// the JobQueue contract takes them over), so that `update`s of that record
+/// by revision see those writes. Not broadcast to watchers (as
+/// [`create_if_missing`]).
+pub fn put_record_in(
+    txn: &mut dyn Txn,
+    bucket: Bucket,
+    key: &str,
+    value: &[u8],
+) -> Result<Rev, StoreError> {
+    match apply(txn, bucket, key, Write::Put, value, None)? {
+        Some(change) => Ok(change_rev(&change)),
+        None => Err(backend("a record write reported no change")),
+    }
+}
+
 fn change_rev(change: &Change) -> Rev {
     match change {
         Change::Put(e) => e.rev,
@@ -615,6 +655,33 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_write_inside_another_transaction_moves_the_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let r1 = s
+            .create(Bucket::Jobs, "job-1", b("{\"v\":1}"))
+            .await
+            .unwrap();
+        let mut r2 = 0;
+        s.transact(&mut |txn| {
+            r2 = put_record_in(txn, Bucket::Jobs, "job-1", b"{\"v\":2}")?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(r2 > r1);
+        // An update from the revision read before that write is refused.
+        assert!(matches!(
+            s.update(Bucket::Jobs, "job-1", b("{\"v\":3}"), r1).await,
+            Err(StoreError::Changed { .. })
+        ));
+        let got = Records::get(&s, Bucket::Jobs, "job-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.value, got.rev), (b("{\"v\":2}"), r2));
     }
 
     #[tokio::test]
