@@ -350,18 +350,9 @@ def run(
     _current_trigger, _current_content_type, _current_body = event, content_type, bytes(body)
     try:
         value = decode_input(content_type, body)
-        try:
-            result = apply(value, event) if _wants_trigger(apply) else apply(value)
-        except Error:
-            raise
-        except MemoryError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the contract: anything else is permanent
-            host = host_error(e)
-            if host is not None:
-                raise host from None
-            traceback.print_exc(file=sys.stderr)
-            raise Permanent(f"{type(e).__name__}: {e}") from None
+        result = _mapped(
+            lambda: apply(value, event) if _wants_trigger(apply) else apply(value)
+        )
         return encode_output(result)
     finally:
         _current_trigger, _current_content_type, _current_body = None, "", b""
@@ -385,8 +376,16 @@ def run_init(init: Callable[[], Any]) -> None:
     """Runs the module's ``init()`` with ``run``'s error mapping: raises
     ``InvalidInput``, ``Permanent`` or ``Transient``; any other ``Exception``
     becomes ``Permanent("<Type>: <text>")``. Public for unit tests."""
+    _mapped(init)
+
+
+def _mapped(call: Callable[[], Any]) -> Any:
+    """Calls ``call`` with the SDK's error mapping: ``Error``s and
+    ``MemoryError`` pass; a host call's uncaught error becomes its
+    ``Transient``/``Permanent``; any other ``Exception`` becomes
+    ``Permanent("<Type>: <text>")`` with its traceback on stderr."""
     try:
-        init()
+        return call()
     except Error:
         raise
     except MemoryError:

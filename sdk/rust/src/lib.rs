@@ -565,18 +565,10 @@ impl std::error::Error for Error {}
 #[macro_export]
 macro_rules! algorithm {
     ($apply:path, init = $init:path) => {
-        #[doc(hidden)]
-        struct __WasmgridAlgorithm;
-
-        impl $crate::__private::Guest for __WasmgridAlgorithm {
-            fn apply(
-                input: $crate::__private::Payload,
-                trigger: ::core::option::Option<$crate::__private::WitEvent>,
-            ) -> ::core::result::Result<$crate::__private::Payload, $crate::__private::WitError>
-            {
-                $crate::__private::run($apply, input, trigger)
-            }
-        }
+        // `handler` exactly as without init (the `algorithm` world's export
+        // macro), plus `lifecycle` from its own bindings: together the
+        // component has the world `algorithm-with-init`.
+        $crate::algorithm!($apply);
 
         impl $crate::__private::init_bindings::exports::wasmgrid::algorithm::lifecycle::Guest
             for __WasmgridAlgorithm
@@ -586,12 +578,6 @@ macro_rules! algorithm {
             }
         }
 
-        // Two exports, two macros: `handler` (the `algorithm` world) and
-        // `lifecycle`; together the component has the world
-        // `algorithm-with-init`.
-        $crate::__private::bindings::__wasmgrid_export!(
-            __WasmgridAlgorithm with_types_in $crate::__private::bindings
-        );
         $crate::__private::init_bindings::__wasmgrid_export_init!(
             __WasmgridAlgorithm with_types_in $crate::__private::init_bindings
         );
@@ -677,11 +663,16 @@ pub mod __private {
     where
         F: FnOnce() -> Result<(), Error>,
     {
-        init().map_err(|Error { kind, message }| match kind {
+        init().map_err(to_wit)
+    }
+
+    /// An SDK error as the WIT `error` case of the same kind.
+    fn to_wit(Error { kind, message }: Error) -> WitError {
+        match kind {
             ErrorKind::InvalidInput => WitError::InvalidInput(message),
             ErrorKind::Permanent => WitError::Permanent(message),
             ErrorKind::Transient => WitError::Transient(message),
-        })
+        }
     }
 
     /// Calls the algorithm with the WIT arguments converted to SDK types and
@@ -716,11 +707,7 @@ pub mod __private {
                     body: output.body,
                 })
             }
-            Err(Error { kind, message }) => Err(match kind {
-                ErrorKind::InvalidInput => WitError::InvalidInput(message),
-                ErrorKind::Permanent => WitError::Permanent(message),
-                ErrorKind::Transient => WitError::Transient(message),
-            }),
+            Err(e) => Err(to_wit(e)),
         }
     }
 }
