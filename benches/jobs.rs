@@ -26,7 +26,6 @@ use wasmgrid::engine::{EngineConfig, Payload};
 use wasmgrid::invoker::Call;
 use wasmgrid::jobs::{JobOptions, JobSpec, JobStatus};
 use wasmgrid::registry::{DeployRequest, Deployed, VersionSettings};
-use wasmgrid::store::Table;
 
 const FILES: usize = 10_000;
 const RUNS: usize = 5;
@@ -124,14 +123,9 @@ fn write_inputs(app: &App, caller: &Caller) {
                     .unwrap()
             })
             .collect();
-        app.store
-            .transact(&mut |txn| {
-                for s in &staged {
-                    s.apply(txn)?.expect("not a folder");
-                }
-                Ok(())
-            })
-            .unwrap();
+        for written in app.data.write_staged(staged).unwrap() {
+            written.expect("not a folder");
+        }
     }
 }
 
@@ -215,12 +209,12 @@ fn main() {
         ))
         .expect("deploy noop");
     write_inputs(&app, &caller);
-    assert!(
-        app.store
-            .scan(Table::FILES, "bench/inputs/in/", None, FILES + 1)
-            .unwrap()
-            .len()
-            == FILES
+    let input = DataPath::new("bench", "inputs", "in").unwrap();
+    assert_eq!(
+        app.data
+            .count_tree(Principal::Key(&caller), &input)
+            .unwrap(),
+        FILES as u64
     );
     let plan = Plan::from_env();
     rt.block_on(async {

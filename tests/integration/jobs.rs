@@ -754,7 +754,7 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
         *recorder.app.lock().unwrap() = Some(app.clone());
         // The service under test, built with the recorder as its observer.
         let jobs = JobService::new(
-            app.store.clone(),
+            app.job_queue.clone(),
             app.records.clone(),
             app.data.clone(),
             app.invoker.clone(),
@@ -820,19 +820,23 @@ fn the_job_observer_hears_of_every_end_after_it_is_durable() {
     // commit) is announced by the next start.
     {
         let store = wasmgrid::store::EmbeddedStore::open(dir.path()).unwrap();
-        use wasmgrid::store::{Store, StoreExt, Table, WriteBatch};
-        let mut rec: JobRecord = store.get_json(Table::JOBS, &job_id).unwrap().unwrap();
+        use wasmgrid::store::records::{Bucket, Records};
+        let entry = rt
+            .block_on(store.get(Bucket::Jobs, &job_id))
+            .unwrap()
+            .unwrap();
+        let mut rec: JobRecord = serde_json::from_slice(&entry.value).unwrap();
         assert!(rec.notified);
         rec.notified = false;
-        let mut batch = WriteBatch::new();
-        batch.put_json(Table::JOBS, job_id.clone(), &rec);
-        store.commit(&batch).unwrap();
+        let value = serde_json::to_vec(&rec).unwrap();
+        rt.block_on(store.update(Bucket::Jobs, &job_id, value.into(), entry.rev))
+            .unwrap();
     }
     recorder.seen.lock().unwrap().clear();
     let app = App::open(dir.path(), Default::default(), Default::default()).unwrap();
     *recorder.app.lock().unwrap() = Some(app.clone());
     let jobs = JobService::new(
-        app.store.clone(),
+        app.job_queue.clone(),
         app.records.clone(),
         app.data.clone(),
         app.invoker.clone(),

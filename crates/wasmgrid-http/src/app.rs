@@ -16,6 +16,7 @@ use wasmgrid_engine::HostApi;
 use wasmgrid_engine::{Engine, EngineConfig};
 use wasmgrid_events::{EventService, EventsConfig};
 use wasmgrid_jobs::{JobService, JobsConfig};
+use wasmgrid_store::jobqueue::JobQueue;
 use wasmgrid_store::records::Records;
 use wasmgrid_store::{EmbeddedQueues, EmbeddedStore, Store};
 
@@ -27,6 +28,9 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Versioned records (the same store, through the Records contract).
     pub records: Arc<dyn Records>,
+    /// Batch jobs' per-file progress (the same store, through the JobQueue
+    /// contract).
+    pub job_queue: Arc<dyn JobQueue>,
     /// Deployed algorithms.
     pub registry: Arc<Registry>,
     /// Runs algorithm calls, whoever makes them.
@@ -79,7 +83,6 @@ impl App {
         ))?);
         let keys = Arc::new(wait(KeyStore::open(records.clone()))?);
         let data = Arc::new(DataService::new(
-            store.clone(),
             records.clone(),
             embedded.clone(),
             embedded.clone(),
@@ -91,8 +94,9 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
+        let job_queue: Arc<dyn JobQueue> = embedded.clone();
         let jobs = Arc::new(JobService::new(
-            store.clone(),
+            job_queue.clone(),
             records.clone(),
             data.clone(),
             invoker.clone(),
@@ -126,6 +130,7 @@ impl App {
             store,
             registry,
             records,
+            job_queue,
             invoker,
             services,
             keys,

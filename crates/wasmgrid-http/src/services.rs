@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
-use wasmgrid_core::data::{Content, DataError, DataPath, DataService, Principal};
+use wasmgrid_core::data::{DataError, DataPath, DataService, Principal};
 use wasmgrid_core::invoker::{Call, Invoker};
 use wasmgrid_core::secrets::SecretStore;
 use wasmgrid_engine::{
@@ -172,21 +172,10 @@ impl HostApi for Services {
             .parse_ref(&uri)
             .and_then(|p| self.data.read_for_guest(who_p, &p, who.memory_bytes))
             .map_err(guest_error)?;
-        let body = match content {
-            Content::Inline(b) => b,
-            Content::Blob(mut f) => {
-                let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-                tokio::task::spawn_blocking(move || {
-                    use std::io::Read;
-                    let mut buf = Vec::with_capacity(size);
-                    f.read_to_end(&mut buf).map(|_| buf)
-                })
-                .await
-                .map_err(|e| GuestDataError::StoreUnavailable(format!("store worker failed: {e}")))?
-                .map_err(|e| GuestDataError::StoreUnavailable(format!("reading {uri}: {e}")))?
-                .into()
-            }
-        };
+        let body = content
+            .into_bytes()
+            .await
+            .map_err(|e| GuestDataError::StoreUnavailable(format!("reading {uri}: {e}")))?;
         Ok(Payload { content_type, body })
     }
 

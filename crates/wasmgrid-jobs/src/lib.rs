@@ -47,9 +47,10 @@
 //!
 //! # Durability
 //!
-//! The job and each finished file live in the store ([`Table::JOBS`],
-//! [`Table::JOB_FILES`]). A file's success is committed in the same transaction
-//! as its output, so after a crash a restarted server resumes every `Queued` or
+//! The job lives in the records bucket [`Bucket::Jobs`], each finished file's
+//! progress in the [`JobQueue`]. A file's success is recorded in the same
+//! [`JobQueue::finish`] step as its output (one transaction on the embedded
+//! store; outputs before progress elsewhere), so after a crash a restarted server resumes every `Queued` or
 //! `Running` job ([`JobService::start`]) and skips every recorded file: only the
 //! files that were in flight at the crash run again. Processing is therefore
 //! **at least once per file**, and exactly once for files that finished.
@@ -71,8 +72,9 @@ use wasmgrid_core::invoker::Invoker;
 use wasmgrid_core::metrics::Metrics;
 use wasmgrid_core::registry::{RegistryError, VersionSpec};
 use wasmgrid_engine::ComponentKind;
+use wasmgrid_store::StoreError;
+use wasmgrid_store::jobqueue::JobQueue;
 use wasmgrid_store::records::{Bucket, Records};
-use wasmgrid_store::{Cursor, Store, StoreError, Table};
 
 /// Default `maxConcurrency`.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
@@ -526,7 +528,8 @@ struct Active {
 
 /// Shared state of the service and its runners.
 pub(crate) struct Inner {
-    store: Arc<dyn Store>,
+    /// Per-file progress, and the steps that move the job record with it.
+    queue: Arc<dyn JobQueue>,
     /// Job records ([`Bucket::Jobs`]).
     records: Arc<dyn Records>,
     data: Arc<DataService>,
@@ -582,13 +585,13 @@ async fn blocking<T: Send + 'static>(
 pub type JobPage<T> = (Vec<T>, Option<String>);
 
 impl JobService {
-    /// A job service over the node's store (progress and the runner's
-    /// transactions), job records, data, invoker and metrics, telling
+    /// A job service over the node's job queue (progress, and the runner's
+    /// steps that record finished files and end jobs), job records, data, invoker and metrics, telling
     /// `observer` (if any) when jobs end. Jobs only run after
     /// [`JobService::start`], which also announces ends the observer missed.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<dyn Store>,
+        queue: Arc<dyn JobQueue>,
         records: Arc<dyn Records>,
         data: Arc<DataService>,
         invoker: Arc<Invoker>,
@@ -599,7 +602,7 @@ impl JobService {
         let slots = Arc::new(Semaphore::new(config.max_running_jobs.max(1)));
         Self {
             inner: Arc::new(Inner {
-                store,
+                queue,
                 records,
                 data,
                 invoker,
@@ -765,7 +768,7 @@ impl JobService {
             notified: false,
         };
         let value = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
-            table: Table::JOBS.name(),
+            table: Bucket::Jobs.name(),
             key: record.id.clone(),
             reason: e.to_string(),
         })?;
@@ -796,7 +799,7 @@ impl JobService {
             .ok_or_else(|| not_found(id))?;
         serde_json::from_slice(&entry.value).map_err(|e| {
             StoreError::Corrupt {
-                table: Table::JOBS.name(),
+                table: Bucket::Jobs.name(),
                 key: id.to_string(),
                 reason: e.to_string(),
             }
@@ -865,24 +868,22 @@ impl JobService {
     ) -> Result<JobPage<(String, FileProgress)>, JobError> {
         self.get(caller, id)?;
         let limit = limit.clamp(1, 1000);
-        let prefix = format!("{id}/");
-        let mut after = marker.map(|m| format!("{prefix}{m}"));
+        let mut after = marker.map(str::to_string);
         let mut out = Vec::new();
         loop {
-            let page = self.inner.store.scan(
-                Table::JOB_FILES,
-                &prefix,
-                after.as_deref().map(Cursor::After),
+            // A short read the embedded backend answers inline.
+            let page = futures::executor::block_on(self.inner.queue.list_progress(
+                id,
+                after.as_deref(),
                 256,
-            )?;
-            let full = page.len() == 256;
-            for (key, bytes) in page {
-                after = Some(key.clone());
+            ))?;
+            let full = page.next.is_some();
+            for (rel, bytes) in page.items {
+                after = Some(rel.clone());
                 let Ok(p) = serde_json::from_slice::<FileProgress>(&bytes) else {
                     continue;
                 };
                 if status.is_none_or(|s| s == p.status) {
-                    let rel = key[prefix.len()..].to_string();
                     out.push((rel.clone(), p));
                     if out.len() == limit {
                         return Ok((out, Some(rel)));
@@ -913,7 +914,7 @@ impl JobService {
             };
             let mut rec: JobRecord =
                 serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt {
-                    table: Table::JOBS.name(),
+                    table: Bucket::Jobs.name(),
                     key: id.to_string(),
                     reason: e.to_string(),
                 })?;

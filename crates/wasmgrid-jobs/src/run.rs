@@ -6,8 +6,8 @@
 //! dispatcher ──(chunks of mini-batches)──► worker ×N ──(results per chunk)──► committer
 //!   list a page and read its small          invoke with retries;    stage small outputs,
 //!   files in one pass (next page            write large outputs'    then one transaction
-//!   fetched ahead), skip files with a       blobs                   per batch: outputs +
-//!   JOB_FILES record                                                JOB_FILES + job counts
+//!   fetched ahead), skip files with a       blobs                   per batch (JobQueue::finish):
+//!   progress record                                                 outputs + progress + job counts
 //! ```
 //!
 //! Work moves between tasks a chunk at a time (up to [`MAX_CHUNK_FILES`]
@@ -26,6 +26,7 @@ use super::{
     Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
     JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking,
 };
+use futures::executor::block_on;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -34,14 +35,17 @@ use tokio_util::sync::CancellationToken;
 use wasmgrid_core::auth::Caller;
 use wasmgrid_core::clock::now_rfc3339;
 use wasmgrid_core::data::{
-    ApplyScope, Content, DataError, DataPath, DataPathRef, INLINE_MAX, Principal, StagedWrite,
+    Content, DataError, DataPath, DataPathRef, INLINE_MAX, Principal, StagedWrite,
 };
 use wasmgrid_core::invoker::Call;
 use wasmgrid_core::metrics::{AlgorithmLabel, CallLabels};
 use wasmgrid_core::registry::{Deployed, VersionSpec};
 use wasmgrid_engine::error_kind::ErrorKind;
 use wasmgrid_engine::{GuestErrorKind, InvokeError, Outcome, Payload};
-use wasmgrid_store::{StoreError, StoreExt, Table, Txn};
+use wasmgrid_store::files::{FileWrite, Written};
+use wasmgrid_store::jobqueue::{FinishedFile, Recorded};
+use wasmgrid_store::records::Bucket;
+use wasmgrid_store::{Rev, StoreError};
 
 /// Input files listed per page.
 const PAGE: usize = 256;
@@ -221,7 +225,7 @@ enum Loaded {
     /// A large file: the worker reads the open blob.
     Blob {
         content_type: String,
-        file: std::fs::File,
+        content: Content,
     },
 }
 
@@ -306,30 +310,39 @@ impl RunCtx {
 
 fn corrupt(key: &str, e: serde_json::Error) -> StoreError {
     StoreError::Corrupt {
-        table: Table::JOBS.name(),
+        table: Bucket::Jobs.name(),
         key: key.to_string(),
         reason: e.to_string(),
     }
 }
 
-fn read_job(txn: &dyn Txn, id: &str) -> Result<JobRecord, StoreError> {
-    let bytes = txn
-        .get(Table::JOBS, id)?
-        .ok_or_else(|| StoreError::Backend(format!("job {id} vanished from the store")))?;
-    serde_json::from_slice(&bytes).map_err(|e| corrupt(id, e))
+/// Job `id`'s record and its revision. Blocking (a short read the embedded
+/// backend answers inline): call from a blocking thread.
+fn read_job(inner: &Inner, id: &str) -> Result<(JobRecord, Rev), JobError> {
+    let entry =
+        block_on(inner.records.get(Bucket::Jobs, id))?.ok_or_else(|| super::not_found(id))?;
+    let rec = serde_json::from_slice(&entry.value).map_err(|e| corrupt(id, e))?;
+    Ok((rec, entry.rev))
 }
 
-/// Writes the job record inside a runner transaction, moving its revision
-/// like a [`Records`](wasmgrid_store::records::Records) write, so that
-/// `cancel`'s update at a read revision notices it.
-fn write_job(txn: &mut dyn Txn, rec: &JobRecord) -> Result<(), StoreError> {
-    wasmgrid_store::put_record_in(
-        txn,
-        wasmgrid_store::records::Bucket::Jobs,
-        &rec.id,
-        &serde_json::to_vec(rec).unwrap_or_default(),
-    )
-    .map(|_| ())
+/// Applies `change` to job `id`'s record and writes it at the revision read;
+/// reads and applies again after a concurrent write (a cancel request).
+/// Blocking: call from a blocking thread.
+fn update_job(
+    inner: &Inner,
+    id: &str,
+    change: impl Fn(&mut JobRecord),
+) -> Result<JobRecord, JobError> {
+    loop {
+        let (mut rec, rev) = read_job(inner, id)?;
+        change(&mut rec);
+        let value = serde_json::to_vec(&rec).map_err(|e| corrupt(id, e))?;
+        match block_on(inner.records.update(Bucket::Jobs, id, value.into(), rev)) {
+            Ok(_) => return Ok(rec),
+            Err(StoreError::Changed { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Runs job `id` to its end (or until shutdown), then tells the observer.
@@ -373,14 +386,8 @@ pub(super) fn notify(inner: &Inner, rec: JobRecord) {
     if let Some(o) = &inner.observer {
         o.job_ended(&rec);
     }
-    let id = rec.id.clone();
-    let result = inner.store.transact(&mut |txn| {
-        let mut rec = read_job(txn, &id)?;
-        rec.notified = true;
-        write_job(txn, &rec)
-    });
-    if let Err(e) = result {
-        tracing::warn!(job = %id, error = %e, "cannot record that the job's end was announced; it is announced again at the next start");
+    if let Err(e) = update_job(inner, &rec.id, |r| r.notified = true) {
+        tracing::warn!(job = %rec.id, error = %e, "cannot record that the job's end was announced; it is announced again at the next start");
     }
 }
 
@@ -403,14 +410,10 @@ async fn run_job(
             slot.map_err(|_| JobError::Unavailable("the job service is closed".into()))?
         }
     };
-    let store = inner.store.clone();
-    let key = id.to_string();
-    let rec = blocking(move || {
-        store
-            .get_json::<JobRecord>(Table::JOBS, &key)?
-            .ok_or_else(|| super::not_found(&key))
-    })
-    .await?;
+    let rec = {
+        let (inner, id) = (inner.clone(), id.to_string());
+        blocking(move || read_job(&inner, &id).map(|(rec, _)| rec)).await?
+    };
     if rec.status.is_terminal() {
         return Ok(None);
     }
@@ -547,21 +550,17 @@ fn start_run(
         InputKind::File => 1,
         InputKind::Folder => inner.data.count_tree(Principal::Key(caller), input)?,
     };
-    let mut run = 0;
-    inner.store.transact(&mut |txn| {
-        let mut rec = read_job(txn, job_id)?;
+    let rec = update_job(inner, job_id, |rec| {
         rec.status = JobStatus::Running;
         rec.runs += 1;
-        run = rec.runs;
         if rec.started.is_none() {
             rec.started = Some(now_rfc3339());
         }
         // Files finished in earlier runs stay counted even if they are gone now.
         rec.counts.total = total.max(rec.counts.succeeded + rec.counts.failed);
         rec.counts.recompute_pending();
-        write_job(txn, &rec)
     })?;
-    Ok(run)
+    Ok(rec.runs)
 }
 
 /// Dispatches every pending input file and commits the results; returns when
@@ -777,19 +776,12 @@ fn next_page(
     if ctx.run <= 1 {
         return Ok((files, next));
     }
-    let keys: Vec<String> = files
-        .iter()
-        .map(|(f, _)| format!("{}/{}", ctx.job_id, f.rel()))
-        .collect();
-    let reads: Vec<(Table, &str)> = keys
-        .iter()
-        .map(|k| (Table::JOB_FILES, k.as_str()))
-        .collect();
-    let done = ctx.inner.store.get_many(&reads)?;
+    let rels: Vec<&str> = files.iter().map(|(f, _)| f.rel()).collect();
+    let done = block_on(ctx.inner.queue.finished(&ctx.job_id, &rels))?;
     let pending = files
         .into_iter()
         .zip(done)
-        .filter(|(_, d)| d.is_none())
+        .filter(|(_, done)| !done)
         .map(|(f, _)| f)
         .collect();
     Ok((pending, next))
@@ -880,29 +872,27 @@ fn load_input(ctx: &RunCtx, f: &InputFile) -> Result<Loaded, Failure> {
 fn loaded(content_type: String, content: Content) -> Loaded {
     match content {
         Content::Inline(body) => Loaded::Ready(Body { content_type, body }),
-        Content::Blob(file) => Loaded::Blob { content_type, file },
+        blob @ Content::Blob { .. } => Loaded::Blob {
+            content_type,
+            content: blob,
+        },
     }
 }
 
-/// The content of a loaded input `f` (reading a large one on a blocking thread).
+/// The content of a loaded input `f` (a large one read from its blob).
 async fn content(f: &InputFile, loaded: Loaded) -> Result<Body, Failure> {
     match loaded {
         Loaded::Ready(c) => Ok(c),
         Loaded::Blob {
             content_type,
-            mut file,
+            content,
         } => {
-            let what = f.path.uri();
-            let body = tokio::task::spawn_blocking(move || {
-                use std::io::Read;
-                let mut buf = Vec::new();
-                file.read_to_end(&mut buf)
-                    .map(|_| bytes::Bytes::from(buf))
-                    .map_err(|e| format!("reading {what}: {e}"))
-            })
-            .await
-            .map_err(|e| Failure::new(ErrorKind::InternalError, format!("reader failed: {e}")))?
-            .map_err(|m| Failure::new(ErrorKind::InternalError, m))?;
+            let body = content.into_bytes().await.map_err(|e| {
+                Failure::new(
+                    ErrorKind::InternalError,
+                    format!("reading {}: {e}", f.path.uri()),
+                )
+            })?;
             Ok(Body { content_type, body })
         }
     }
@@ -1140,99 +1130,151 @@ fn discard(ctx: &RunCtx, batch: DoneChunk) {
     }
 }
 
-/// One transaction: every output of the batch, every file's progress record,
-/// and the job's counts and first errors. Returns the job's counts after it.
+/// A finished file as the job record sees it, while the store records it.
+struct Settled {
+    file: InputFile,
+    /// Its output's path relative to the output folder, if it has one.
+    output_rel: Option<String>,
+    /// Why it failed, if it did.
+    failure: Option<Failure>,
+}
+
+/// Records a batch of finished files in one JobQueue step: every output,
+/// every file's progress record, and the job's counts and first errors.
+/// Returns the job's counts after it. Blocking.
 fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> {
     for d in &mut batch.files {
         stage_small_output(ctx, d);
     }
-    let mut counts = Counts::default();
-    let mut replaced: Vec<String> = Vec::new();
-    let mut key = String::with_capacity(ctx.job_id.len() + 64);
-    let mut progress_bytes = Vec::with_capacity(128);
-    let result = ctx.inner.store.transact(&mut |txn| {
-        replaced.clear();
-        let mut scope = ApplyScope::default();
-        let mut rec = read_job(txn, &ctx.job_id)?;
-        for d in &batch.files {
-            let (output, error) = match &d.outcome {
-                Ok(Output {
-                    output_rel,
-                    write: OutputWrite::Staged(write),
-                }) => match write.apply_in(txn, &mut scope)? {
-                    Ok(old) => {
-                        replaced.extend(old);
-                        (Some(output_rel.as_str()), None)
-                    }
-                    Err(e) => (None, Some(Failure::data(&e))),
-                },
-                Ok(Output {
-                    write: OutputWrite::Small { .. },
-                    ..
-                }) => {
-                    return Err(StoreError::Backend(
-                        "a job output reached its transaction unstaged (a bug)".into(),
-                    ));
-                }
-                Err(e) => (None, Some(e.clone())),
-            };
-            progress_bytes.clear();
-            match error {
-                None => {
-                    rec.counts.succeeded += 1;
-                    let progress = ProgressRef {
-                        status: FileStatus::Succeeded,
-                        attempts: d.attempts,
-                        run: ctx.run,
-                        output,
-                        error_type: None,
-                        message: None,
-                    };
-                    serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
-                }
-                Some(Failure { kind, message }) => {
-                    rec.counts.failed += 1;
-                    let progress = ProgressRef {
-                        status: FileStatus::Failed,
-                        attempts: d.attempts,
-                        run: ctx.run,
-                        output: None,
-                        error_type: Some(kind.as_str()),
-                        message: Some(&message),
-                    };
-                    serde_json::to_writer(&mut progress_bytes, &progress).unwrap_or_default();
-                    if rec.errors.len() < FIRST_ERRORS {
-                        rec.errors.push(FileError {
-                            file: d.file.path.uri(),
-                            error_type: kind.as_str().to_string(),
-                            message,
-                        });
-                    }
-                }
+    let mut files = Vec::with_capacity(batch.files.len());
+    let mut settled = Vec::with_capacity(batch.files.len());
+    for d in batch.files.drain(..) {
+        let mut progress = Vec::with_capacity(128);
+        let (output, output_rel, failure) = match d.outcome {
+            Ok(Output {
+                output_rel,
+                write: OutputWrite::Staged(write),
+            }) => {
+                progress_json(&mut progress, ctx, d.attempts, Ok(&output_rel));
+                (Some(write.into_file_write()), Some(output_rel), None)
             }
-            key.clear();
-            key.push_str(&ctx.job_id);
-            key.push('/');
-            key.push_str(d.file.rel());
-            txn.put(Table::JOB_FILES, &key, &progress_bytes)?;
+            Ok(Output {
+                output_rel,
+                write: OutputWrite::Small { .. },
+            }) => {
+                // `stage_small_output` staged or failed every small output.
+                let failure = Failure::new(
+                    ErrorKind::InternalError,
+                    format!("the output {output_rel} reached the committer unstaged (a bug)"),
+                );
+                progress_json(&mut progress, ctx, d.attempts, Err(&failure));
+                (None, None, Some(failure))
+            }
+            Err(failure) => {
+                progress_json(&mut progress, ctx, d.attempts, Err(&failure));
+                (None, None, Some(failure))
+            }
+        };
+        files.push(FinishedFile {
+            rel: d.file.rel().to_string(),
+            output,
+            progress,
+        });
+        settled.push((
+            d.attempts,
+            Settled {
+                file: d.file,
+                output_rel,
+                failure,
+            },
+        ));
+    }
+    let output_is_folder = |i: usize| {
+        let mut progress = Vec::with_capacity(128);
+        if let Some((attempts, s)) = settled.get(i) {
+            progress_json(&mut progress, ctx, *attempts, Err(&folder_failure(ctx, s)));
         }
-        scope.finish(txn)?;
-        rec.counts.recompute_pending();
-        counts = rec.counts;
-        write_job(txn, &rec)
-    });
-    match result {
-        Ok(()) => {
-            for blob in &replaced {
-                let _ = ctx.inner.store.delete_blob(blob);
+        progress
+    };
+    let update = |current: &[u8], recorded: &[Recorded]| {
+        let mut rec: JobRecord = serde_json::from_slice(current).map_err(|e| e.to_string())?;
+        for ((_, s), r) in settled.iter().zip(recorded) {
+            let failure = match (r, &s.failure) {
+                (Recorded::AlreadyDone, _) => continue,
+                (Recorded::Done, None) => {
+                    rec.counts.succeeded += 1;
+                    continue;
+                }
+                (Recorded::Done, Some(f)) => f.clone(),
+                (Recorded::OutputIsFolder, _) => folder_failure(ctx, s),
+            };
+            rec.counts.failed += 1;
+            if rec.errors.len() < FIRST_ERRORS {
+                rec.errors.push(FileError {
+                    file: s.file.path.uri(),
+                    error_type: failure.kind.as_str().to_string(),
+                    message: failure.message,
+                });
             }
-            Ok(counts)
+        }
+        rec.counts.recompute_pending();
+        serde_json::to_vec(&rec).map_err(|e| e.to_string())
+    };
+    let result = block_on(
+        ctx.inner
+            .queue
+            .finish(&ctx.job_id, &files, &output_is_folder, &update),
+    );
+    drop(batch.budget.take());
+    match result {
+        Ok(done) => {
+            let data = &ctx.inner.data;
+            data.release_blobs(done.replaced_blobs.into_iter().chain(done.unused_blobs));
+            let rec: JobRecord =
+                serde_json::from_slice(&done.record).map_err(|e| corrupt(&ctx.job_id, e))?;
+            Ok(rec.counts)
         }
         Err(e) => {
-            discard(ctx, batch);
+            let outputs = files.into_iter().filter_map(|f| f.output?.blob);
+            ctx.inner.data.release_blobs(outputs);
             Err(e.into())
         }
     }
+}
+
+/// Why a file failed whose output path turned out to be a folder.
+fn folder_failure(ctx: &RunCtx, s: &Settled) -> Failure {
+    let rel = s.output_rel.as_deref().unwrap_or_default();
+    let uri = ctx
+        .output_path(rel)
+        .map(|p| p.uri())
+        .unwrap_or_else(|_| rel.to_string());
+    Failure::data(&DataError::is_a_folder(&uri))
+}
+
+/// Writes a file's progress record (the JSON [`FileProgress`] reads) into
+/// `out`: succeeded with its output's relative path, or failed.
+fn progress_json(out: &mut Vec<u8>, ctx: &RunCtx, attempts: u32, result: Result<&str, &Failure>) {
+    let progress = match result {
+        Ok(output) => ProgressRef {
+            status: FileStatus::Succeeded,
+            attempts,
+            run: ctx.run,
+            output: Some(output),
+            error_type: None,
+            message: None,
+        },
+        Err(Failure { kind, message }) => ProgressRef {
+            status: FileStatus::Failed,
+            attempts,
+            run: ctx.run,
+            output: None,
+            error_type: Some(kind.as_str()),
+            message: Some(message),
+        },
+    };
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    serde_json::to_writer(out, &progress).unwrap_or_default();
 }
 
 /// Stages `d`'s output if it is a small one (a failure to stage fails the file).
@@ -1291,10 +1333,7 @@ pub(super) async fn finish(
             }
             rec.counts.recompute_pending();
         };
-        let mut preview = inner
-            .store
-            .get_json::<JobRecord>(Table::JOBS, &id)?
-            .ok_or_else(|| super::not_found(&id))?;
+        let (mut preview, _) = read_job(&inner, &id)?;
         apply(&mut preview);
         let caller = preview.submitter.caller();
         let who = Principal::Key(&caller);
@@ -1313,26 +1352,31 @@ pub(super) async fn finish(
                 None
             }
         };
-        let mut final_rec = None;
-        let result = inner.store.transact(&mut |txn| {
-            let mut rec = read_job(txn, &id)?;
+        let outputs: Vec<FileWrite> = summary.into_iter().map(|s| s.into_file_write()).collect();
+        let update = |current: &[u8], _: &[Recorded]| {
+            let mut rec: JobRecord = serde_json::from_slice(current).map_err(|e| e.to_string())?;
             apply(&mut rec);
-            if let Some(s) = &summary
-                && let Err(e) = s.apply(txn)?
-            {
-                tracing::warn!(job = %id, error = %e, "cannot write the job summary");
+            serde_json::to_vec(&rec).map_err(|e| e.to_string())
+        };
+        match block_on(inner.queue.close(&id, &outputs, &update)) {
+            Ok((written, record)) => {
+                for w in written {
+                    match w {
+                        Written::Done { replaced_blob } => inner.data.release_blobs(replaced_blob),
+                        Written::IsFolder => {
+                            tracing::warn!(job = %id, "cannot write the job summary: {SUMMARY_FILE} is a folder in the output");
+                        }
+                    }
+                }
+                Ok(serde_json::from_slice(&record).map_err(|e| corrupt(&id, e))?)
             }
-            write_job(txn, &rec)?;
-            final_rec = Some(rec);
-            Ok(())
-        });
-        if let Err(e) = result {
-            if let Some(s) = summary {
-                inner.data.discard(s);
+            Err(e) => {
+                inner
+                    .data
+                    .release_blobs(outputs.into_iter().filter_map(|w| w.blob));
+                Err(e.into())
             }
-            return Err(e.into());
         }
-        final_rec.ok_or_else(|| JobError::Unavailable("the final transaction did not run".into()))
     })
     .await
 }

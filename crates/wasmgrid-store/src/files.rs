@@ -82,6 +82,17 @@ pub struct Level {
     pub exists: bool,
 }
 
+/// What a folder prefix holds ([`DataFiles::occupancy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupancy {
+    /// No key starts with the prefix.
+    Empty,
+    /// Only the folder's own marker.
+    MarkerOnly,
+    /// At least one other key (a file, expired or not, or a sub-folder).
+    Occupied,
+}
+
 /// A file of a recursive listing ([`DataFiles::list_tree`]).
 #[derive(Debug, Clone)]
 pub struct TreeItem {
@@ -219,6 +230,21 @@ pub trait DataFiles: Send + Sync {
     /// How many files [`list_tree`](Self::list_tree) would list under `prefix`
     /// over all its pages, from one snapshot.
     async fn count_tree(&self, prefix: &str) -> Result<u64, StoreError>;
+
+    /// What is stored under the folder prefix `prefix` (keys starting with
+    /// it, expired files and folder markers included): nothing, only the
+    /// folder's own marker (`prefix` itself), or more. A read of at most two
+    /// keys; it decides whether a delete without `force` may go ahead.
+    async fn occupancy(&self, prefix: &str) -> Result<Occupancy, StoreError>;
+
+    /// The data blobs named by file records (expired files included: their
+    /// blobs go with their records), by key after `after`, at most `limit`
+    /// records per page. The orphan sweep lists every page: O(files).
+    async fn blob_references(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>, StoreError>;
 
     /// Writes files, each with its change event, and creates their missing
     /// collections; one result per write, in order. Per file, the record, the

@@ -29,11 +29,11 @@ pub mod changelog;
 #[doc(hidden)]
 pub mod conformance;
 pub mod files;
+pub mod jobqueue;
 pub mod leases;
 pub mod queues;
 pub mod records;
 
-pub use embedded::{ApplyScope, apply_file_write, put_record_in};
 pub use embedded::{EmbeddedQueues, EmbeddedStore, sync_dir, tempfile_in};
 
 /// A record's revision: strictly increasing per key, never reused, never 0

@@ -21,11 +21,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmgrid_engine::error_kind::ErrorKind;
 use wasmgrid_engine::identity::GuestIdentity;
-use wasmgrid_store::blobs::{BlobId, Blobs};
+use wasmgrid_store::StoreError;
+use wasmgrid_store::blobs::{BlobId, BlobReader, Blobs};
 pub use wasmgrid_store::files::FileRecord;
-use wasmgrid_store::files::{DataFiles, FileWrite, Listed, NotCounted, Written, record};
+use wasmgrid_store::files::{DataFiles, FileWrite, Listed, NotCounted, Occupancy, Written, record};
 use wasmgrid_store::records::{Bucket, Records};
-use wasmgrid_store::{Cursor, Store, StoreError, Table, Txn};
+
+/// What file records are called in corrupt-record errors.
+const FILES: &str = "files";
 
 /// Largest file kept inline in the store; larger files become blobs.
 pub const INLINE_MAX: usize = 256 * 1024;
@@ -130,6 +133,11 @@ impl DataError {
             DataError::Conflict(_) => ErrorKind::AlreadyExists,
             DataError::Unavailable(_) => ErrorKind::InternalError,
         }
+    }
+
+    /// A write onto `uri` that found a folder there.
+    pub fn is_a_folder(uri: &str) -> DataError {
+        DataError::Conflict(format!("{uri} is a folder"))
     }
 }
 
@@ -312,8 +320,28 @@ impl Principal<'_> {
 pub enum Content {
     /// Small files.
     Inline(bytes::Bytes),
-    /// Large files: an open blob.
-    Blob(std::fs::File),
+    /// Large files: an open blob, read asynchronously.
+    Blob {
+        /// The content's size in bytes.
+        size: u64,
+        /// Its bytes, from the start.
+        reader: BlobReader,
+    },
+}
+
+impl Content {
+    /// The whole content in memory (a large one read from its blob).
+    pub async fn into_bytes(self) -> std::io::Result<bytes::Bytes> {
+        match self {
+            Content::Inline(b) => Ok(b),
+            Content::Blob { size, mut reader } => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                reader.read_to_end(&mut buf).await?;
+                Ok(buf.into())
+            }
+        }
+    }
 }
 
 /// One level of a folder, Algorithmia style.
@@ -383,29 +411,7 @@ pub struct StagedWrite {
     write: FileWrite,
 }
 
-pub use wasmgrid_store::ApplyScope;
 pub use wasmgrid_store::files::OUTBOX_EVENTS_PER_RECORD;
-
-/// The change events of the outbox record stored under sequence number `last`,
-/// each with its own number: a record holds one event (a JSON object) or,
-/// written by one transaction of several writes, a JSON array of events
-/// numbered up to `last` (see [`wasmgrid_store::Txn::append_many`]).
-pub fn outbox_record_events(
-    last: u64,
-    bytes: &[u8],
-) -> Result<Vec<(u64, serde_json::Value)>, serde_json::Error> {
-    Ok(match serde_json::from_slice(bytes)? {
-        serde_json::Value::Array(events) => {
-            let first = (last + 1).saturating_sub(events.len() as u64);
-            events
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| (first + i as u64, e))
-                .collect()
-        }
-        event => vec![(last, event)],
-    })
-}
 
 impl StagedWrite {
     /// Where the file goes.
@@ -418,50 +424,25 @@ impl StagedWrite {
         &self.record
     }
 
-    /// Writes the file inside `txn`: creates the collection (private) if it is
-    /// missing, stores the record and content, and appends the `FileCreated`
-    /// change event to the outbox. The inner error is a write that cannot happen (the path
-    /// is a folder); nothing was written for it and the transaction may go on.
-    /// On success, returns the blob the file replaced, to delete after commit.
-    pub fn apply(
-        &self,
-        txn: &mut dyn Txn,
-    ) -> Result<Result<Option<String>, DataError>, StoreError> {
-        let mut scope = ApplyScope::default();
-        let applied = self.apply_in(txn, &mut scope)?;
-        scope.finish(txn)?;
-        Ok(applied)
-    }
-
-    /// [`apply`](Self::apply) as one of several writes in a transaction, which
-    /// share `scope`; its change event is written by `scope` (at the latest by
-    /// [`ApplyScope::finish`], which the caller must call before committing).
-    /// The embedded backend's entry point for batch jobs, which commit their
-    /// outputs with their progress in one transaction until the JobQueue
-    /// contract takes that over.
-    pub fn apply_in(
-        &self,
-        txn: &mut dyn Txn,
-        scope: &mut ApplyScope,
-    ) -> Result<Result<Option<String>, DataError>, StoreError> {
-        Ok(self.outcome(wasmgrid_store::apply_file_write(txn, &self.write, scope)?))
+    /// What the store is handed: the file's key, record, content (or blob)
+    /// and change event, for a batch write of the caller's (a job's outputs,
+    /// through the JobQueue contract). If the write never happens, delete its
+    /// blob ([`DataService::release_blobs`]).
+    pub fn into_file_write(self) -> FileWrite {
+        self.write
     }
 
     /// What a write's result means to the data domain.
     fn outcome(&self, written: Written) -> Result<Option<String>, DataError> {
         match written {
             Written::Done { replaced_blob } => Ok(replaced_blob),
-            Written::IsFolder => Err(DataError::Conflict(format!(
-                "{} is a folder",
-                self.path.uri()
-            ))),
+            Written::IsFolder => Err(DataError::is_a_folder(&self.path.uri())),
         }
     }
 }
 
 /// The data service.
 pub struct DataService {
-    store: Arc<dyn Store>,
     /// Collection records ([`Bucket::Collections`]).
     records: Arc<dyn Records>,
     /// Large contents (the orphan sweep and streamed downloads go through it).
@@ -515,14 +496,14 @@ fn wait<T>(read: impl std::future::Future<Output = T>) -> T {
 
 /// Decodes a stored record (owned, or a view borrowing from `bytes`).
 fn decode<'a, T: Deserialize<'a>>(
-    table: Table,
+    table: &'static str,
     key: &str,
     bytes: &'a [u8],
 ) -> Result<T, DataError> {
     serde_json::from_slice(bytes).map_err(|e| {
         DataError::Unavailable(
             StoreError::Corrupt {
-                table: table.name(),
+                table,
                 key: key.into(),
                 reason: e.to_string(),
             }
@@ -532,10 +513,10 @@ fn decode<'a, T: Deserialize<'a>>(
 }
 
 /// The error for an undecodable stored record.
-fn corrupt(table: Table, key: &str, reason: String) -> DataError {
+fn corrupt(table: &'static str, key: &str, reason: String) -> DataError {
     DataError::Unavailable(
         StoreError::Corrupt {
-            table: table.name(),
+            table,
             key: key.into(),
             reason,
         }
@@ -547,7 +528,7 @@ fn corrupt(table: Table, key: &str, reason: String) -> DataError {
 fn decode_file(key: &str, bytes: &[u8]) -> Result<FileRecord, DataError> {
     record::decode(bytes)
         .map(record::FileView::into_owned)
-        .map_err(|e| corrupt(Table::FILES, key, e))
+        .map_err(|e| corrupt(FILES, key, e))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -695,16 +676,14 @@ pub fn uuid_v4() -> String {
 }
 
 impl DataService {
-    /// A data service over `store`, with collection records in `records`,
+    /// A data service with collection records in `records`,
     /// large contents in `blobs` and files read through `files`.
     pub fn new(
-        store: Arc<dyn Store>,
         records: Arc<dyn Records>,
         blobs: Arc<dyn Blobs>,
         files: Arc<dyn DataFiles>,
     ) -> Self {
         Self {
-            store,
             records,
             blobs,
             files,
@@ -719,11 +698,6 @@ impl DataService {
     pub fn with_temp_ttl(mut self, ttl: Duration) -> Self {
         self.temp_ttl = ttl;
         self
-    }
-
-    /// The underlying store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     /// Where large contents live: uploads stream into it, downloads stream out.
@@ -757,7 +731,7 @@ impl DataService {
             return Ok(None);
         };
         let rec = Arc::new(decode::<CollectionRecord>(
-            Table::COLLECTIONS,
+            Bucket::Collections.name(),
             key,
             &entry.value,
         )?);
@@ -862,7 +836,7 @@ impl DataService {
             let Some(entry) = wait(self.records.get(Bucket::Collections, &key))? else {
                 break Err(not_found_collection(p));
             };
-            let mut rec: CollectionRecord = decode(Table::COLLECTIONS, &key, &entry.value)?;
+            let mut rec: CollectionRecord = decode(Bucket::Collections.name(), &key, &entry.value)?;
             rec.acl = acl.clone();
             match wait(self.records.update(
                 Bucket::Collections,
@@ -889,7 +863,7 @@ impl DataService {
                     .list(Bucket::Collections, prefix, after.as_deref(), 500),
             )?;
             for e in &page.items {
-                out.push(decode(Table::COLLECTIONS, &e.key, &e.value)?);
+                out.push(decode(Bucket::Collections.name(), &e.key, &e.value)?);
             }
             match page.next {
                 Some(next) => after = Some(next),
@@ -1101,8 +1075,7 @@ impl DataService {
         data: Option<Vec<u8>>,
         max_size: u64,
     ) -> Result<(String, Content), DataError> {
-        let view =
-            record::decode_for_read(rec_bytes).map_err(|e| corrupt(Table::FILES, p.key(), e))?;
+        let view = record::decode_for_read(rec_bytes).map_err(|e| corrupt(FILES, p.key(), e))?;
         let content = self.content(
             p,
             view.size,
@@ -1146,14 +1119,16 @@ impl DataService {
         Self::readable_content(p, size, folder, expires, max_size)?;
         match blob {
             None => Ok(Content::Inline(inline.unwrap_or_default().into())),
-            Some(id) => Ok(Content::Blob(self.store.open_blob(id)?.ok_or_else(
-                || {
-                    DataError::Unavailable(format!(
-                        "the content of {} is missing from the blob store",
-                        p.uri()
-                    ))
-                },
-            )?)),
+            Some(id) => {
+                let (size, reader) = wait(self.blobs.open(&BlobId(id.to_string()), 0))?
+                    .ok_or_else(|| {
+                        DataError::Unavailable(format!(
+                            "the content of {} is missing from the blob store",
+                            p.uri()
+                        ))
+                    })?;
+                Ok(Content::Blob { size, reader })
+            }
         }
     }
 
@@ -1178,27 +1153,6 @@ impl DataService {
         Ok(())
     }
 
-    /// Reads a whole file into memory.
-    pub fn read_all(
-        &self,
-        who: Principal<'_>,
-        p: &DataPath,
-        max_size: u64,
-    ) -> Result<(FileRecord, bytes::Bytes), DataError> {
-        let (rec, content) = self.read(who, p, max_size)?;
-        let bytes = match content {
-            Content::Inline(b) => b,
-            Content::Blob(mut f) => {
-                use std::io::Read;
-                let mut buf = Vec::with_capacity(rec.size as usize);
-                f.read_to_end(&mut buf)
-                    .map_err(|e| DataError::Unavailable(format!("reading {}: {e}", p.uri())))?;
-                buf.into()
-            }
-        };
-        Ok((rec, bytes))
-    }
-
     /// Writes a small file (inline) or, if it is larger than [`INLINE_MAX`],
     /// through a blob.
     pub fn put(
@@ -1221,11 +1175,21 @@ impl DataService {
                 None,
             );
         }
-        let mut w = self.store.create_blob()?;
-        std::io::Write::write_all(&mut w, body)
-            .map_err(|e| DataError::Unavailable(format!("writing a blob: {e}")))?;
-        let id = w.finish()?;
+        let id = self.put_blob(bytes::Bytes::copy_from_slice(body))?;
         self.commit_blob(who, p, content_type, body.len() as u64, etag, id)
+    }
+
+    /// Stores `body` as a new data blob and returns its id (the record naming
+    /// it is the caller's to commit). Needs a tokio runtime: the embedded
+    /// backend writes blobs on a blocking thread.
+    fn put_blob(&self, body: bytes::Bytes) -> Result<String, DataError> {
+        wait(async {
+            let mut sink = self.blobs.create().await?;
+            sink.write(body).await?;
+            let (id, _) = sink.finish().await?;
+            Ok::<_, StoreError>(id.0)
+        })
+        .map_err(DataError::from)
     }
 
     /// Records a file whose content was streamed into blob `blob_id`. On failure
@@ -1368,17 +1332,56 @@ impl DataService {
         if body.len() <= INLINE_MAX {
             return Ok(self.staged(p, content_type, size, etag, Some(body), None, who.hops()));
         }
-        let mut w = self.store.create_blob()?;
-        std::io::Write::write_all(&mut w, &body)
-            .map_err(|e| DataError::Unavailable(format!("writing a blob: {e}")))?;
-        let id = w.finish()?;
+        let id = self.put_blob(body)?;
         Ok(self.staged(p, content_type, size, etag, None, Some(id), who.hops()))
+    }
+
+    /// Writes staged files as one batch (one transaction and fsync on the
+    /// embedded store), for bulk imports: one result per write, in order (a
+    /// path that is a folder fails alone). Durable on return.
+    pub fn write_staged(
+        &self,
+        staged: Vec<StagedWrite>,
+    ) -> Result<Vec<Result<(), DataError>>, DataError> {
+        let uris: Vec<String> = staged.iter().map(|s| s.path.uri()).collect();
+        let writes: Vec<FileWrite> = staged
+            .into_iter()
+            .map(StagedWrite::into_file_write)
+            .collect();
+        let written = match wait(self.files.write(&writes)) {
+            Ok(w) => w,
+            Err(e) => {
+                self.release_blobs(writes.into_iter().filter_map(|w| w.blob));
+                return Err(e.into());
+            }
+        };
+        let mut results = Vec::with_capacity(written.len());
+        for ((w, uri), write) in written.into_iter().zip(&uris).zip(writes) {
+            results.push(match w {
+                Written::Done { replaced_blob } => {
+                    self.release_blobs(replaced_blob);
+                    Ok(())
+                }
+                Written::IsFolder => {
+                    self.release_blobs(write.blob);
+                    Err(DataError::is_a_folder(uri))
+                }
+            });
+        }
+        Ok(results)
     }
 
     /// Forgets a staged write that was not applied (or whose transaction
     /// failed), deleting its blob if it has one.
     pub fn discard(&self, staged: StagedWrite) {
-        if let Some(id) = staged.record.blob {
+        self.release_blobs(staged.record.blob);
+    }
+
+    /// Deletes blobs that no file names: those a batch write replaced, or
+    /// those of writes that did not happen. Best effort: the orphan sweep
+    /// removes what a failure here leaves.
+    pub fn release_blobs(&self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
             let _ = wait(self.blobs.delete(&BlobId(id)));
         }
     }
@@ -1416,12 +1419,11 @@ impl DataService {
             return Err(not_found_collection(p));
         }
         let prefix = p.folder_prefix();
-        let first = self.store.scan(Table::FILES, &prefix, None, 2)?;
-        let only_marker = first.iter().all(|(k, _)| *k == prefix);
-        if !p.path.is_empty() && first.is_empty() {
+        let occupancy = wait(self.files.occupancy(&prefix))?;
+        if !p.path.is_empty() && occupancy == Occupancy::Empty {
             return Err(not_found_file(p));
         }
-        if !force && !only_marker {
+        if !force && occupancy == Occupancy::Occupied {
             return Err(DataError::Conflict(format!(
                 "{} is not empty: delete with ?force=true (CLI: --force) to remove everything in it",
                 p.uri()
@@ -1552,8 +1554,8 @@ impl DataService {
             .map(|p| p.path);
         let mut out = Vec::with_capacity(page.items.len());
         for item in page.items {
-            let view = record::decode_for_read(&item.record)
-                .map_err(|e| corrupt(Table::FILES, &item.key, e))?;
+            let view =
+                record::decode_for_read(&item.record).map_err(|e| corrupt(FILES, &item.key, e))?;
             if let Some(fp) = DataPath::from_key(&item.key) {
                 out.push((fp, view.size));
             }
@@ -1601,8 +1603,8 @@ impl DataService {
             .map(|p| p.path);
         let mut out = Vec::with_capacity(page.items.len());
         for item in page.items {
-            let view = record::decode_for_read(&item.record)
-                .map_err(|e| corrupt(Table::FILES, &item.key, e))?;
+            let view =
+                record::decode_for_read(&item.record).map_err(|e| corrupt(FILES, &item.key, e))?;
             let size = view.size;
             let has_blob = view.blob.is_some();
             let content_type = view.content_type.into_owned();
@@ -1709,20 +1711,11 @@ impl DataService {
         let mut live = std::collections::HashSet::new();
         let mut after: Option<String> = None;
         loop {
-            let page =
-                self.store
-                    .scan(Table::FILES, "", after.as_deref().map(Cursor::After), 1000)?;
-            for (key, bytes) in &page {
-                if let Some(blob) = record::decode_for_read(bytes)
-                    .map_err(|e| corrupt(Table::FILES, key, e))?
-                    .blob
-                {
-                    live.insert(blob.into_owned());
-                }
-            }
-            match page.last() {
-                Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
-                _ => break,
+            let page = block_on(self.files.blob_references(after.as_deref(), 1000))?;
+            live.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         let mut removed = 0;
@@ -1731,36 +1724,6 @@ impl DataService {
             removed += 1;
         }
         Ok(removed)
-    }
-
-    /// Change events recorded after sequence `after` (the outbox).
-    pub fn outbox(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, serde_json::Value)>, DataError> {
-        // Records are keyed by their last event's number: every record after
-        // `after` holds at least one event after it.
-        let start = format!("{after:020}");
-        let page = self
-            .store
-            .scan(Table::OUTBOX, "", Some(Cursor::After(&start)), limit)?;
-        let mut out = Vec::with_capacity(limit);
-        for (k, v) in page {
-            let events = outbox_record_events(k.parse().unwrap_or(0), &v).map_err(|e| {
-                StoreError::Corrupt {
-                    table: Table::OUTBOX.name(),
-                    key: k.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            for (seq, event) in events {
-                if seq > after && out.len() < limit {
-                    out.push((seq, event));
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -1808,7 +1771,55 @@ fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmgrid_store::EmbeddedStore;
+    use wasmgrid_store::changelog::ChangeLog;
+    use wasmgrid_store::{EmbeddedQueues, EmbeddedStore, Store, Table};
+
+    thread_local! {
+        /// The runtime the tests' blob writes and reads run under (the
+        /// embedded backend moves blob I/O to tokio's blocking threads).
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+    }
+
+    /// Runs `f` inside the test runtime's context.
+    fn in_runtime<T>(f: impl FnOnce() -> T) -> T {
+        RUNTIME.with(|rt| {
+            let _guard = rt.enter();
+            f()
+        })
+    }
+
+    /// A whole file's record and content.
+    fn read_all(
+        data: &DataService,
+        who: Principal<'_>,
+        p: &DataPath,
+        max_size: u64,
+    ) -> Result<(FileRecord, bytes::Bytes), DataError> {
+        in_runtime(|| {
+            let (rec, content) = data.read(who, p, max_size)?;
+            let bytes = futures::executor::block_on(content.into_bytes())
+                .map_err(|e| DataError::Unavailable(e.to_string()))?;
+            Ok((rec, bytes))
+        })
+    }
+
+    /// The change events logged after `after` (at most `limit`), as the API
+    /// lists them.
+    fn outbox(
+        store: &Arc<EmbeddedStore>,
+        after: u64,
+        limit: usize,
+    ) -> Vec<(u64, serde_json::Value)> {
+        let log = EmbeddedQueues::new(store.clone());
+        futures::executor::block_on(log.inspect(after, limit))
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.seq, serde_json::from_slice(&l.event).unwrap()))
+            .collect()
+    }
 
     #[test]
     fn change_events_are_the_json_serde_would_write() {
@@ -1900,7 +1911,7 @@ mod tests {
     fn acl_changes_take_effect_at_once_despite_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone(), store.clone(), store.clone(), store);
+        let data = DataService::new(store.clone(), store.clone(), store);
         let admin = Caller {
             key_id: "k".into(),
             owner: "admin".into(),
@@ -1938,7 +1949,7 @@ mod tests {
     fn expired_temp_files_vanish_and_are_swept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone(), store.clone(), store.clone(), store)
+        let data = DataService::new(store.clone(), store.clone(), store.clone())
             .with_temp_ttl(Duration::from_secs(0));
         let id = GuestIdentity {
             owner: "demo".into(),
@@ -1951,13 +1962,13 @@ mod tests {
         data.put(who, &p, "text/plain", b"short-lived").unwrap();
         // TTL 0: expired as soon as written.
         assert!(matches!(
-            data.read_all(who, &p, u64::MAX),
+            read_all(&data, who, &p, u64::MAX),
             Err(DataError::NotFound(_))
         ));
         assert_eq!(data.sweep_expired().unwrap(), 1);
         assert_eq!(data.sweep_expired().unwrap(), 0);
         // Temp writes are not change events.
-        assert!(data.outbox(0, 10).unwrap().is_empty());
+        assert!(outbox(&store, 0, 10).is_empty());
     }
 
     #[test]
@@ -2015,7 +2026,7 @@ mod tests {
             wasmgrid_store::SCHEMA_VERSION.to_string().as_bytes(),
             "migrated"
         );
-        let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone());
         let admin = Caller {
             key_id: "k".into(),
             owner: "admin".into(),
@@ -2026,10 +2037,10 @@ mod tests {
         let key = Principal::Key(&admin);
         let old = DataPath::new("demo", "c", "old.txt").unwrap();
         let big = DataPath::new("demo", "c", "big.bin").unwrap();
-        let (rec, bytes) = data.read_all(key, &old, u64::MAX).unwrap();
+        let (rec, bytes) = read_all(&data, key, &old, u64::MAX).unwrap();
         assert_eq!((rec.etag.as_str(), &bytes[..]), ("\"e1\"", &b"hello"[..]));
         assert_eq!(
-            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            &read_all(&data, key, &big, u64::MAX).unwrap().1[..],
             b"big content"
         );
         let algo = GuestIdentity {
@@ -2054,12 +2065,12 @@ mod tests {
             .unwrap();
         assert_eq!(raw[0], record::RECORD_V1, "rewritten records are binary");
         assert_eq!(
-            &data.read_all(key, &big, u64::MAX).unwrap().1[..],
+            &read_all(&data, key, &big, u64::MAX).unwrap().1[..],
             b"small now"
         );
         // Deleting an old record emits its event with the old etag.
         assert!(data.delete(key, &old).unwrap());
-        let events = data.outbox(0, 10).unwrap();
+        let events = outbox(&store, 0, 10);
         let last = &events.last().unwrap().1;
         assert_eq!(last["type"], "wasmgrid.data.FileDeleted");
         assert_eq!(last["data"]["etag"], "\"e1\"");
@@ -2086,10 +2097,10 @@ mod tests {
     }
 
     /// A data service on a fresh store (keep the directory alive).
-    fn service() -> (tempfile::TempDir, Arc<dyn Store>, DataService) {
+    fn service() -> (tempfile::TempDir, Arc<EmbeddedStore>, DataService) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone());
         (dir, store, data)
     }
 
@@ -2109,15 +2120,13 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        store
-            .transact(&mut |txn| {
-                let mut scope = ApplyScope::default();
-                for w in &staged {
-                    w.apply_in(txn, &mut scope)?.unwrap();
-                }
-                scope.finish(txn)
-            })
-            .unwrap();
+        let writes: Vec<_> = staged
+            .into_iter()
+            .map(StagedWrite::into_file_write)
+            .collect();
+        let written =
+            in_runtime(|| futures::executor::block_on(DataFiles::write(&*store, &writes))).unwrap();
+        assert!(written.iter().all(|w| matches!(w, Written::Done { .. })));
         data.put(who, &path("last"), "text/plain", b"2").unwrap();
         let records = store.scan(Table::OUTBOX, "", None, 100).unwrap();
         assert_eq!(
@@ -2125,7 +2134,7 @@ mod tests {
             4,
             "single, full batch, rest of batch, single"
         );
-        let events = data.outbox(0, 1000).unwrap();
+        let events = outbox(&store, 0, 1000);
         assert_eq!(events.len(), n + 2);
         let numbers: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(numbers, (1..=n as u64 + 2).collect::<Vec<_>>());
@@ -2149,7 +2158,7 @@ mod tests {
         let mut after = 0;
         let mut seen = Vec::new();
         loop {
-            let page = data.outbox(after, 7).unwrap();
+            let page = outbox(&store, after, 7);
             let Some((last, _)) = page.last() else { break };
             after = *last;
             seen.extend(page.into_iter().map(|(seq, _)| seq));
@@ -2165,7 +2174,7 @@ mod tests {
             before + 2,
             "72 events in records of up to 64"
         );
-        let deleted = data.outbox(n as u64 + 2, 1000).unwrap();
+        let deleted = outbox(&store, n as u64 + 2, 1000);
         assert_eq!(deleted.len(), n + 2);
         assert!(
             deleted
@@ -2221,30 +2230,35 @@ mod tests {
             .unwrap()
         })
         .collect();
-        let mut results = Vec::new();
-        store
-            .transact(&mut |txn| {
-                results.clear();
-                let mut scope = ApplyScope::default();
-                for w in &staged {
-                    results.push(w.apply_in(txn, &mut scope)?);
-                }
-                scope.finish(txn)
-            })
-            .unwrap();
-        assert!(matches!(results[0], Err(DataError::Conflict(_))));
-        assert!(matches!(results[1], Err(DataError::Conflict(_))));
-        assert_eq!(results[2].as_ref().unwrap().as_ref(), old_blobs.first());
-        assert_eq!(results[3].as_ref().unwrap(), &None);
+        let writes: Vec<_> = staged
+            .into_iter()
+            .map(StagedWrite::into_file_write)
+            .collect();
+        let results =
+            in_runtime(|| futures::executor::block_on(DataFiles::write(&*store, &writes))).unwrap();
+        assert_eq!(results[0], Written::IsFolder);
+        assert_eq!(results[1], Written::IsFolder);
         assert_eq!(
-            data.read_all(who, &path("big"), u64::MAX).unwrap().1,
+            results[2],
+            Written::Done {
+                replaced_blob: old_blobs.first().cloned()
+            }
+        );
+        assert_eq!(
+            results[3],
+            Written::Done {
+                replaced_blob: None
+            }
+        );
+        assert_eq!(
+            read_all(&data, who, &path("big"), u64::MAX).unwrap().1,
             &b"small now"[..]
         );
         assert_eq!(
-            data.read_all(who, &path("new"), u64::MAX).unwrap().1,
+            read_all(&data, who, &path("new"), u64::MAX).unwrap().1,
             &b"fresh"[..]
         );
-        assert!(data.read_all(who, &path("dir"), u64::MAX).is_err());
+        assert!(read_all(&data, who, &path("dir"), u64::MAX).is_err());
     }
 
     #[test]
@@ -2260,7 +2274,7 @@ mod tests {
         let (crashed_upload, replaced_blob);
         {
             let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-            let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
+            let data = DataService::new(store.clone(), store.clone(), store.clone());
             store.put_blob(&component, b"component bytes").unwrap();
             data.put(key, &live, "application/octet-stream", &big)
                 .unwrap();
@@ -2299,7 +2313,7 @@ mod tests {
             !blob_ids(dir.path()).iter().any(|n| n.starts_with(".tmp-")),
             "temporary files are removed at open"
         );
-        let data = DataService::new(store.clone(), store.clone(), store.clone(), store.clone());
+        let data = DataService::new(store.clone(), store.clone(), store.clone());
         // An upload in progress: finished, record not committed yet.
         let mut w = store.create_blob().unwrap();
         w.write_all(&big).unwrap();
@@ -2325,10 +2339,13 @@ mod tests {
         .unwrap();
         assert_eq!(data.remove_orphan_blobs().unwrap(), 0);
         for p in [&live, &fresh] {
-            assert_eq!(data.read_all(key, p, u64::MAX).unwrap().1.len(), big.len());
+            assert_eq!(
+                read_all(&data, key, p, u64::MAX).unwrap().1.len(),
+                big.len()
+            );
         }
         assert_eq!(
-            &data.read_all(key, &replaced, u64::MAX).unwrap().1[..],
+            &read_all(&data, key, &replaced, u64::MAX).unwrap().1[..],
             b"y"
         );
     }
@@ -2337,12 +2354,7 @@ mod tests {
     fn orphan_sweeps_never_take_a_blob_from_a_concurrent_upload() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let data = Arc::new(DataService::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            store,
-        ));
+        let data = Arc::new(DataService::new(store.clone(), store.clone(), store));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sweeper = {
             let (data, done) = (data.clone(), done.clone());
@@ -2371,7 +2383,10 @@ mod tests {
         assert!(sweeper.join().unwrap() > 0);
         for i in 0..12 {
             let p = DataPath::new("demo", "c", &format!("f{i}")).unwrap();
-            assert_eq!(data.read_all(key, &p, u64::MAX).unwrap().1.len(), big.len());
+            assert_eq!(
+                read_all(&data, key, &p, u64::MAX).unwrap().1.len(),
+                big.len()
+            );
         }
         assert_eq!(data.remove_orphan_blobs().unwrap(), 0);
         assert_eq!(blob_ids(dir.path()).len(), 12);

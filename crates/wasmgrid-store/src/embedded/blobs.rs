@@ -82,17 +82,18 @@ enum Chunk {
 /// chunks, and no chunk write blocks an async thread).
 struct EmbeddedSink {
     tx: tokio::sync::mpsc::Sender<Chunk>,
-    writer: Option<tokio::task::JoinHandle<WriterResult>>,
+    /// The writer's result, once it stops.
+    writer: Option<tokio::sync::oneshot::Receiver<WriterResult>>,
 }
 
 impl EmbeddedSink {
     /// The writer's own error, after it stopped taking chunks.
     async fn writer_error(&mut self) -> StoreError {
         match self.writer.take() {
-            Some(handle) => match handle.await {
+            Some(result) => match result.await {
                 Ok(Err(e)) => e,
                 Ok(Ok(_)) => backend("the blob writer stopped early"),
-                Err(e) => StoreError::Backend(format!("blob writer failed: {e}")),
+                Err(_) => backend("the blob writer failed without a result"),
             },
             None => backend("the blob writer already stopped"),
         }
@@ -112,13 +113,13 @@ impl BlobSink for EmbeddedSink {
         if self.tx.send(Chunk::Finish).await.is_err() {
             return Err(self.writer_error().await);
         }
-        let handle = self
+        let result = self
             .writer
             .take()
             .ok_or_else(|| backend("the blob writer already stopped"))?;
-        match handle
+        match result
             .await
-            .map_err(|e| StoreError::Backend(format!("blob writer failed: {e}")))??
+            .map_err(|_| backend("the blob writer failed without a result"))??
         {
             Some((id, size)) => Ok((BlobId(id), size)),
             None => Err(backend("the blob writer stopped early")),
@@ -171,10 +172,24 @@ impl Blobs for EmbeddedStore {
         // unwritable disk fails here rather than at the first chunk.
         let w = self.create_blob()?;
         let (tx, rx) = tokio::sync::mpsc::channel(SINK_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || write_blob(w, rx));
+        let (done, result) = tokio::sync::oneshot::channel();
+        let write = move || {
+            let _ = done.send(write_blob(w, rx));
+        };
+        // On tokio's blocking pool when called inside a runtime; on a thread
+        // of its own otherwise (a caller driving this with a plain executor).
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => {
+                std::thread::Builder::new()
+                    .name("wasmgrid-blob-writer".into())
+                    .spawn(write)
+                    .map_err(|e| StoreError::Backend(format!("cannot start a blob writer: {e}")))?;
+            }
+        }
         Ok(Box::new(EmbeddedSink {
             tx,
-            writer: Some(writer),
+            writer: Some(result),
         }))
     }
 

@@ -5,7 +5,7 @@ use super::EmbeddedStore;
 use super::records::create_if_missing;
 use crate::files::{
     CounterWrite, DataFiles, DeleteEvents, FileRecord, FileWrite, Level, Listed, NotCounted,
-    OUTBOX_EVENTS_PER_RECORD, Removed, StoredFile, TreeItem, Written, record, unix_now,
+    OUTBOX_EVENTS_PER_RECORD, Occupancy, Removed, StoredFile, TreeItem, Written, record, unix_now,
 };
 use crate::records::Bucket;
 use crate::{Cursor, Page, Store, StoreError, Table, Txn};
@@ -42,10 +42,10 @@ fn listed(key: &str, bytes: &[u8], now: u64) -> Result<bool, StoreError> {
 /// [`apply_file_write`] of a transaction, then call [`finish`](Self::finish)
 /// in that transaction; a new one for the next.
 ///
-/// Part of the embedded backend's own interface (not of the [`DataFiles`]
-/// contract): batch jobs commit their outputs together with their progress in
-/// one transaction through it until the JobQueue contract takes that over.
-pub struct ApplyScope {
+/// Internal to the embedded backend: [`DataFiles::write`] and the
+/// [`JobQueue`](crate::jobqueue::JobQueue) steps (outputs with their progress
+/// in one transaction) use it.
+pub(crate) struct ApplyScope {
     /// Collection keys known to exist in this transaction.
     collections: Vec<String>,
     /// Reused for the folder-marker key.
@@ -71,7 +71,7 @@ impl ApplyScope {
     /// Queues a change event of this transaction that no [`apply_file_write`]
     /// carries (a delete's), writing the pending ones once there are
     /// [`OUTBOX_EVENTS_PER_RECORD`].
-    pub fn push_event(&mut self, txn: &mut dyn Txn, event: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn push_event(&mut self, txn: &mut dyn Txn, event: &[u8]) -> Result<(), StoreError> {
         if self.event_count > 0 {
             self.events.push(b',');
         }
@@ -87,7 +87,7 @@ impl ApplyScope {
     /// as one record holding a JSON array of them (numbered with
     /// [`Txn::append_many`], one number per event). Call it before the
     /// transaction commits, or the events are lost.
-    pub fn finish(&mut self, txn: &mut dyn Txn) -> Result<(), StoreError> {
+    pub(crate) fn finish(&mut self, txn: &mut dyn Txn) -> Result<(), StoreError> {
         match self.event_count {
             0 => return Ok(()),
             1 => {
@@ -109,7 +109,7 @@ impl ApplyScope {
 /// `scope` (written at the latest by [`ApplyScope::finish`], which the caller
 /// must call before committing). [`Written::IsFolder`]: nothing was written for
 /// this file, and the transaction may go on.
-pub fn apply_file_write(
+pub(crate) fn apply_file_write(
     txn: &mut dyn Txn,
     w: &FileWrite,
     scope: &mut ApplyScope,
@@ -524,6 +524,40 @@ impl DataFiles for EmbeddedStore {
         self.files_count_tree(prefix)
     }
 
+    async fn occupancy(&self, prefix: &str) -> Result<Occupancy, StoreError> {
+        let first = self.scan(Table::FILES, prefix, None, 2)?;
+        Ok(if first.is_empty() {
+            Occupancy::Empty
+        } else if first.iter().all(|(k, _)| k == prefix) {
+            Occupancy::MarkerOnly
+        } else {
+            Occupancy::Occupied
+        })
+    }
+
+    async fn blob_references(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>, StoreError> {
+        let limit = limit.max(1);
+        let page = self.scan(Table::FILES, "", after.map(Cursor::After), limit)?;
+        let mut items = Vec::new();
+        for (key, bytes) in &page {
+            if let Some(blob) = record::decode_for_read(bytes)
+                .map_err(|reason| corrupt(key, reason))?
+                .blob
+            {
+                items.push(blob.into_owned());
+            }
+        }
+        let next = match page.last() {
+            Some((key, _)) if page.len() == limit => Some(key.clone()),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
     async fn write(&self, batch: &[FileWrite]) -> Result<Vec<Written>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -611,6 +645,70 @@ mod tests {
             })
             .unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn occupancy_tells_empty_marker_only_and_occupied() {
+        let (_dir, store) = store();
+        let of = |p: &str| block_on(store.occupancy(p)).unwrap();
+        assert_eq!(of("o/c/m/"), Occupancy::MarkerOnly);
+        assert_eq!(of("o/c/b/"), Occupancy::Occupied, "files, no marker");
+        assert_eq!(of("o/c/"), Occupancy::Occupied);
+        assert_eq!(of("o/c/none/"), Occupancy::Empty);
+        assert_eq!(of("o/other/"), Occupancy::Empty);
+        // An expired file still occupies its folder until it is swept.
+        store
+            .transact(&mut |txn: &mut dyn Txn| {
+                txn.put(Table::FILES, "o/c/m/", &rec(0, true, None, false))?;
+                txn.put(Table::FILES, "o/c/m/gone", &rec(1, false, Some(1), false))
+            })
+            .unwrap();
+        assert_eq!(of("o/c/m/"), Occupancy::Occupied);
+    }
+
+    #[test]
+    fn blob_references_page_over_every_record() {
+        let (_dir, store) = store();
+        let blob = |n: u32| format!("data-{n:032x}");
+        store
+            .transact(&mut |txn: &mut dyn Txn| {
+                for n in 0..5u32 {
+                    let r = FileRecord {
+                        size: 1 << 20,
+                        content_type: "text/plain".into(),
+                        etag: "\"e\"".into(),
+                        last_modified: "2024-01-02T03:04:05.123Z".into(),
+                        blob: Some(blob(n)),
+                        folder: false,
+                        // One expired: its blob is still referenced.
+                        expires: (n == 3).then_some(1),
+                    };
+                    txn.put(Table::FILES, &format!("p/q/f{n}"), &record::encode(&r))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = block_on(store.blob_references(after.as_deref(), 3)).unwrap();
+            pages += 1;
+            seen.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        seen.sort();
+        let mut want: Vec<String> = (0..5).map(blob).collect();
+        want.push(format!("data-{}", "ab".repeat(16)));
+        want.sort();
+        assert_eq!(
+            seen, want,
+            "every referenced blob, once, the expired one too"
+        );
+        assert!(pages >= 4, "12 records in pages of 3: {pages}");
     }
 
     #[test]

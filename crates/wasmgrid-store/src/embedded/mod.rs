@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 mod blobs;
 mod changelog;
 mod files;
+mod jobqueue;
 mod leases;
 mod queues;
 mod records;
 
-pub use files::{ApplyScope, apply_file_write};
 pub use queues::EmbeddedQueues;
-pub use records::put_record_in;
 
 /// Metadata in `<data dir>/store.redb` (one ACID database, crash-safe, fsync on
 /// every commit) and blobs in `<data dir>/blobs/`, one file per content digest,

@@ -230,12 +230,11 @@ pub(super) fn create_if_missing(
 
 /// Writes `key` unconditionally inside the caller's transaction, moving the
 /// bucket's counter and the record's revision as [`Records::put`] does, and
-/// returns the new revision. Interim, for the job runner's transactions that
-/// update a job record together with its batch's outputs and progress (until
-/// the JobQueue contract takes them over), so that `update`s of that record
-/// by revision see those writes. Not broadcast to watchers (as
+/// returns the new revision: for the [`JobQueue`](crate::jobqueue::JobQueue)
+/// steps that update a job record together with its batch's outputs and
+/// progress, so that `update`s of that record by revision see those writes. Not broadcast to watchers (as
 /// [`create_if_missing`]).
-pub fn put_record_in(
+pub(crate) fn put_record_in(
     txn: &mut dyn Txn,
     bucket: Bucket,
     key: &str,
