@@ -3,16 +3,23 @@
 //! rate at the same concurrency (same payloads, no data reads or writes).
 //!
 //! Run: `cargo bench -p wasmgrid --bench jobs` (builds guest-examples first).
-//! Figures are medians of five raw/job pairs (with the process's CPU time per
-//! call or file, which machine load disturbs less); the ratio is the median of
-//! each job run against the raw run just before it. The job's time runs from submit to
-//! `Completed` as the API would report it (listing, invocations, durable
-//! outputs and progress records, summary), in a fresh temporary data directory.
+//! Figures are medians of five raw/job pairs: calls or files per second, and
+//! the process's CPU time per call or file (which machine load disturbs
+//! less). Two figures compare each job run with the raw run just before it
+//! (on a shared machine, load drifts), as the median over the pairs: the job
+//! machinery's overhead per file (job CPU µs per file minus raw CPU µs per
+//! call) and the ratio job files/s ÷ raw calls/s. The job's time runs from
+//! submit to `Completed` as the API would report it (listing, invocations,
+//! durable outputs and progress records, summary), in a fresh temporary data
+//! directory.
 //!
-//! Environment (for profiling and longer series): `JOBS_BENCH_RUNS` (pairs per
-//! concurrency, default 5), `JOBS_BENCH_CONCURRENCY` (e.g. `2` or `1,8`;
-//! default `1,2,4,8`), `JOBS_BENCH_ONLY=job` or `raw` (one side only, for
-//! `perf record`; no ratio then).
+//! Environment: `JOBS_BENCH_REUSE=N` deploys `noop` with `reuse=N` (warm
+//! instances, for both the raw calls and the job; default 0: a fresh instance
+//! per call), `JOBS_BENCH_FILES` (the folder's files and the raw calls per
+//! run, default 10000), `JOBS_BENCH_RUNS` (pairs per concurrency, default 5),
+//! `JOBS_BENCH_CONCURRENCY` (e.g. `2` or `1,8`; default `1,2,4,8`),
+//! `JOBS_BENCH_ONLY=job` or `raw` (one side only, for `perf record`; no
+//! overhead or ratio then).
 
 use std::path::Path;
 use std::process::Command;
@@ -32,6 +39,10 @@ const RUNS: usize = 5;
 
 /// What to run, from the environment (see the module docs).
 struct Plan {
+    /// Files in the input folder, and raw calls per run.
+    files: usize,
+    /// The noop version's `reuse` setting.
+    reuse: u32,
     runs: usize,
     concurrency: Vec<usize>,
     raw: bool,
@@ -41,6 +52,8 @@ struct Plan {
 impl Plan {
     fn from_env() -> Plan {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let files = var("JOBS_BENCH_FILES").map_or(FILES, |v| v.parse().expect("JOBS_BENCH_FILES"));
+        let reuse = var("JOBS_BENCH_REUSE").map_or(0, |v| v.parse().expect("JOBS_BENCH_REUSE"));
         let runs = var("JOBS_BENCH_RUNS").map_or(RUNS, |v| v.parse().expect("JOBS_BENCH_RUNS"));
         let concurrency = var("JOBS_BENCH_CONCURRENCY").map_or(vec![1, 2, 4, 8], |v| {
             v.split(',')
@@ -49,6 +62,8 @@ impl Plan {
         });
         let only = var("JOBS_BENCH_ONLY");
         Plan {
+            files: files.max(1),
+            reuse,
             runs: runs.max(1),
             concurrency,
             raw: only.as_deref() != Some("job"),
@@ -93,10 +108,10 @@ struct Rate {
 }
 
 impl Rate {
-    fn measure(wall: Duration, cpu: Duration) -> Rate {
+    fn measure(items: usize, wall: Duration, cpu: Duration) -> Rate {
         Rate {
-            per_sec: FILES as f64 / wall.as_secs_f64(),
-            cpu_us: cpu.as_secs_f64() * 1e6 / FILES as f64,
+            per_sec: items as f64 / wall.as_secs_f64(),
+            cpu_us: cpu.as_secs_f64() * 1e6 / items as f64,
         }
     }
 }
@@ -110,10 +125,10 @@ fn content(i: usize) -> Vec<u8> {
     format!("file {i:05}: a small input line\n").into_bytes()
 }
 
-/// Writes the input folder: 10,000 files, committed 1,000 per transaction.
-fn write_inputs(app: &App, caller: &Caller) {
+/// Writes the input folder: `files` files, committed 1,000 per transaction.
+fn write_inputs(app: &App, caller: &Caller, files: usize) {
     let who = Principal::Key(caller);
-    for chunk in (0..FILES).collect::<Vec<_>>().chunks(1000) {
+    for chunk in (0..files).collect::<Vec<_>>().chunks(1000) {
         let staged: Vec<_> = chunk
             .iter()
             .map(|&i| {
@@ -129,8 +144,13 @@ fn write_inputs(app: &App, caller: &Caller) {
     }
 }
 
-/// Calls per second of `invoker.call` from `concurrency` tasks, 10,000 calls.
-async fn raw_rate(app: &Arc<App>, deployed: &Arc<Deployed>, concurrency: usize) -> Rate {
+/// Calls per second of `invoker.call` from `concurrency` tasks, `calls` calls.
+async fn raw_rate(
+    app: &Arc<App>,
+    deployed: &Arc<Deployed>,
+    concurrency: usize,
+    calls: usize,
+) -> Rate {
     let next = Arc::new(AtomicUsize::new(0));
     let (started, cpu) = (Instant::now(), cpu_time());
     let mut tasks = Vec::new();
@@ -139,7 +159,7 @@ async fn raw_rate(app: &Arc<App>, deployed: &Arc<Deployed>, concurrency: usize) 
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= FILES {
+                if i >= calls {
                     return;
                 }
                 let input = Payload {
@@ -156,11 +176,18 @@ async fn raw_rate(app: &Arc<App>, deployed: &Arc<Deployed>, concurrency: usize) 
     for t in tasks {
         t.await.unwrap();
     }
-    Rate::measure(started.elapsed(), cpu_time() - cpu)
+    Rate::measure(calls, started.elapsed(), cpu_time() - cpu)
 }
 
-/// Files per second of a job with `maxConcurrency` = `concurrency`.
-async fn job_rate(app: &Arc<App>, caller: &Caller, concurrency: u32, run: usize) -> Rate {
+/// Files per second of a job with `maxConcurrency` = `concurrency` over the
+/// input folder of `files` files.
+async fn job_rate(
+    app: &Arc<App>,
+    caller: &Caller,
+    concurrency: u32,
+    run: usize,
+    files: usize,
+) -> Rate {
     let spec = JobSpec {
         owner: "bench".into(),
         name: "noop".into(),
@@ -181,9 +208,9 @@ async fn job_rate(app: &Arc<App>, caller: &Caller, concurrency: u32, run: usize)
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    let rate = Rate::measure(started.elapsed(), cpu_time() - cpu);
+    let rate = Rate::measure(files, started.elapsed(), cpu_time() - cpu);
     assert_eq!(done.status, JobStatus::Completed, "{:?}", done.message);
-    assert_eq!(done.counts.succeeded, FILES as u64);
+    assert_eq!(done.counts.succeeded, files as u64);
     rate
 }
 
@@ -196,68 +223,84 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::open(dir.path(), EngineConfig::default(), Default::default()).unwrap();
     let caller = admin();
+    let plan = Plan::from_env();
+    let files = plan.files;
     let deployed = rt
         .block_on(app.registry.deploy(
             DeployRequest {
                 owner: "bench".into(),
                 name: "noop".into(),
                 version: "1.0.0".into(),
-                settings: VersionSettings::default(),
+                settings: VersionSettings {
+                    reuse: plan.reuse,
+                    ..VersionSettings::default()
+                },
                 source_hash: None,
             },
             build_guest("noop").into(),
         ))
         .expect("deploy noop");
-    write_inputs(&app, &caller);
+    write_inputs(&app, &caller, files);
     let input = DataPath::new("bench", "inputs", "in").unwrap();
     assert_eq!(
         app.data
             .count_tree(Principal::Key(&caller), &input)
             .unwrap(),
-        FILES as u64
+        files as u64
     );
-    let plan = Plan::from_env();
     rt.block_on(async {
         app.jobs.start().await.unwrap();
-        // Warm up: first instantiations, page cache.
-        raw_rate(&app, &deployed, 2).await;
+        // Warm up: first instantiations (and warm instances), page cache.
+        raw_rate(&app, &deployed, 2, files).await;
         println!(
-            "{FILES} files of ~32 bytes, noop guest, {} worker threads; medians of {} runs",
+            "{files} files of ~32 bytes, noop guest (reuse {}), {} worker threads; medians of {} runs",
+            plan.reuse,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             plan.runs
         );
         println!(
-            "concurrency | raw invoke calls/s (CPU µs/call) | job files/s (CPU µs/file) | job / raw (lowest–highest)"
+            "concurrency | raw calls/s | raw CPU µs/call | job files/s | job CPU µs/file | overhead µs/file | job / raw (lowest–highest)"
         );
+        let both = plan.raw && plan.job;
         for &concurrency in &plan.concurrency {
             // Raw and job runs alternate, and each job run is compared with the
             // raw run just before it: on a shared machine, load drifts.
-            let (mut raw, mut job, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut raw, mut job, mut ratio, mut overhead) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for run in 0..plan.runs {
                 let r = if plan.raw {
-                    raw_rate(&app, &deployed, concurrency).await
+                    raw_rate(&app, &deployed, concurrency, files).await
                 } else {
                     Rate::default()
                 };
                 let j = if plan.job {
-                    job_rate(&app, &caller, concurrency as u32, run).await
+                    job_rate(&app, &caller, concurrency as u32, run, files).await
                 } else {
                     Rate::default()
                 };
                 ratio.push(j.per_sec / r.per_sec);
+                overhead.push(j.cpu_us - r.cpu_us);
                 raw.push(r);
                 job.push(j);
             }
             let med = |v: &[Rate], f: fn(&Rate) -> f64| median(v.iter().map(f).collect());
-            let lowest = ratio.iter().copied().fold(f64::INFINITY, f64::min);
-            let highest = ratio.iter().copied().fold(0.0, f64::max);
+            let compared = if both {
+                let lowest = ratio.iter().copied().fold(f64::INFINITY, f64::min);
+                let highest = ratio.iter().copied().fold(0.0, f64::max);
+                format!(
+                    "{:>16.1} | {:>8.2}x ({lowest:.2}–{highest:.2})",
+                    median(overhead),
+                    median(ratio)
+                )
+            } else {
+                format!("{:>16} | {:>9}", "-", "-")
+            };
             println!(
-                "{concurrency:>11} | {:>12.0} ({:>5.1}) | {:>11.0} ({:>5.1}) | {:>8.2}x ({lowest:.2}–{highest:.2})",
+                "{concurrency:>11} | {:>11.0} | {:>15.1} | {:>11.0} | {:>15.1} | {compared}",
                 med(&raw, |r| r.per_sec),
                 med(&raw, |r| r.cpu_us),
                 med(&job, |r| r.per_sec),
                 med(&job, |r| r.cpu_us),
-                median(ratio),
             );
         }
         app.jobs.shutdown(Duration::from_secs(5)).await;

@@ -449,3 +449,54 @@ fn python_and_javascript_init_build_state_once_per_instance() {
     }
     assert_eq!(look("demo/jsfresh", "zzz")["value"], Value::Null);
 }
+
+/// An `init` that fails in Python and JavaScript (examples python-init-error,
+/// js-init-error): each call fails with the init's error, mapped by the SDK
+/// to `permanent` (400 AlgorithmError), and the instance is discarded even
+/// with `reuse`: the next call starts a new instance and runs `init` again.
+#[test]
+fn python_and_javascript_init_errors_fail_the_call_and_discard_the_instance() {
+    let s = Server::start();
+    let cases = [
+        (
+            "guest-examples/python-init-error/out/python_init_error.wasm",
+            "demo/pyiniterr",
+            "memory=256&reuse=1000",
+            "init failed: FileNotFoundError: model file missing",
+        ),
+        (
+            "guest-examples/js-init-error/out/js_init_error.wasm",
+            "demo/jsiniterr",
+            "memory=128&reuse=1000",
+            "init failed: Error: model file missing",
+        ),
+    ];
+    for (path, algo, query, message) in cases {
+        deploy_with(&s, component(path), &format!("{algo}@1.0.0"), query);
+        for _ in 0..2 {
+            let msg = assert_error(
+                s.call(algo, "application/json", r#""key-1""#),
+                400,
+                "AlgorithmError",
+                message,
+            );
+            assert_eq!(msg, message, "{algo}: the init error reaches the caller");
+        }
+        // Both calls started a new instance (and ran init); none was kept.
+        let starts = |start: &str| {
+            metric(
+                &s,
+                "wasmgrid_instance_starts_total",
+                &[
+                    &format!("algorithm=\"{algo}/1.0.0\""),
+                    &format!("start=\"{start}\""),
+                ],
+            )
+        };
+        assert_eq!(
+            (starts("cold"), starts("warm")),
+            (Some(2.0), None),
+            "{algo}: cold and warm starts"
+        );
+    }
+}

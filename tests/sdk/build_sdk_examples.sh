@@ -8,8 +8,10 @@
 #   guest-examples/js-http-hello/out/js_http_hello.wasm (wasi:http, fetch-event)
 #   guest-examples/python-pipeline/out/python_pipeline.wasm (algo.call, events, keyvalue)
 #   guest-examples/python-warm/out/python_warm.wasm (init, world algorithm-with-init)
+#   guest-examples/python-init-error/out/python_init_error.wasm (an init that fails)
 #   guest-examples/js-services/out/js_services.wasm (data, secrets, algo, events, keyvalue)
 #   guest-examples/js-warm/out/js_warm.wasm (init, world algorithm-with-init)
+#   guest-examples/js-init-error/out/js_init_error.wasm (an init that fails)
 #
 # Outputs newer than their sources are kept (WASMGRID_REBUILD=1 rebuilds all).
 # Installs what it needs first (each only when missing or out of date):
@@ -72,10 +74,12 @@ examples=(
   "python-data out/python_data.wasm"
   "python-pipeline out/python_pipeline.wasm"
   "python-warm out/python_warm.wasm"
+  "python-init-error out/python_init_error.wasm"
   "js-transform out/js_transform.wasm"
   "js-http-hello out/js_http_hello.wasm"
   "js-services out/js_services.wasm"
   "js-warm out/js_warm.wasm"
+  "js-init-error out/js_init_error.wasm"
 )
 
 # Succeeds when $1 exists and no source of it is newer.

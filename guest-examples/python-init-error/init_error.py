@@ -1,0 +1,19 @@
+"""python-init-error: an ``init`` that fails (world ``algorithm-with-init``),
+as when the model file an algorithm loads once per instance is missing.
+
+``init`` raises ``FileNotFoundError("model file missing")``; the SDK maps any
+exception that is not a ``wasmgrid`` error to ``permanent``, so every call
+fails with ``init failed: FileNotFoundError: model file missing`` (error type
+``AlgorithmError``) and the host discards the instance: with ``reuse=N`` the
+next call gets a new instance and runs ``init`` again.
+
+``apply`` would echo its input if it were ever reached, which it must not be.
+"""
+
+
+def init():
+    raise FileNotFoundError("model file missing")
+
+
+def apply(input):
+    return {"reached": "apply", "input": input}
