@@ -29,7 +29,8 @@ use wasmgrid::metrics::Metrics;
 use wasmgrid::registry::Registry;
 use wasmgrid::secrets::SecretStore;
 use wasmgrid::services::Services;
-use wasmgrid::store::{EmbeddedQueues, EmbeddedStore, Store, Table};
+use wasmgrid::store::raw::{Store, Table};
+use wasmgrid::store::{EmbeddedQueues, EmbeddedStore};
 
 fn guest(name: &str) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
@@ -84,7 +85,7 @@ fn main() {
     );
     let metrics = Arc::new(Metrics::new());
     let invoker = Arc::new(Invoker::new(registry, metrics.clone()));
-    let queues = Arc::new(EmbeddedQueues::new(store.clone()));
+    let queues = Arc::new(EmbeddedQueues::new(embedded.clone()));
     let events = setup
         .block_on(EventService::open(
             records,

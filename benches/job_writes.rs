@@ -9,7 +9,8 @@
 //! ("Batch jobs").
 
 use std::time::Instant;
-use wasmgrid::store::{EmbeddedStore, Store, Table};
+use wasmgrid::store::EmbeddedStore;
+use wasmgrid::store::raw::{Store, Table};
 
 const FILES: usize = 20_000;
 

@@ -188,13 +188,12 @@ impl SecretStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmgrid_store::{EmbeddedStore, Store, Table, WriteBatch};
+    use wasmgrid_store::EmbeddedStore;
 
     #[tokio::test]
     async fn secrets_are_sealed_and_bound_to_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let embedded = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let store: Arc<dyn Store> = embedded.clone();
         let secrets = SecretStore::open(embedded.clone(), dir.path()).unwrap();
         secrets
             .set("demo", "algo", "DB_URL", "postgres://user:hunter2@db")
@@ -210,15 +209,16 @@ mod tests {
         );
         assert_eq!(secrets.names("demo", "algo").await.unwrap(), ["DB_URL"]);
         // Not stored in the clear.
-        let raw = store
-            .get(Table::SECRETS, "demo/algo/DB_URL")
+        let stored = Records::get(&*embedded, Bucket::Secrets, "demo/algo/DB_URL")
+            .await
             .unwrap()
-            .unwrap();
-        assert!(!raw.windows(7).any(|w| w == b"hunter2"));
+            .unwrap()
+            .value;
+        assert!(!stored.windows(7).any(|w| w == b"hunter2"));
         // A ciphertext copied under another name does not decrypt.
-        let mut b = WriteBatch::new();
-        b.put_raw(Table::SECRETS, "demo/other/DB_URL", raw);
-        store.commit(&b).unwrap();
+        Records::put(&*embedded, Bucket::Secrets, "demo/other/DB_URL", stored)
+            .await
+            .unwrap();
         assert_eq!(secrets.get("demo", "other", "DB_URL").await.unwrap(), None);
         // The key file is private and reused on reopen.
         use std::os::unix::fs::PermissionsExt;

@@ -36,10 +36,10 @@ use wasmgrid_core::data::{DataService, Principal};
 use wasmgrid_core::invoker::Invoker;
 use wasmgrid_core::metrics::{Metrics, SubscriptionLabel, TopicLabel};
 use wasmgrid_core::registry::VersionSpec;
+use wasmgrid_store::StoreError;
 use wasmgrid_store::changelog::{ChangeLog, Feed};
 use wasmgrid_store::queues::{Dedup, DeliveryQueues, Enqueue, IngestReport, SubId};
 use wasmgrid_store::records::{Bucket, Records, RecordsExt};
-use wasmgrid_store::{StoreError, Table};
 
 pub use delivery::{Failure, RETRY_SCHEDULE};
 
@@ -1384,7 +1384,7 @@ impl EventService {
         let mut out = Vec::with_capacity(page.items.len());
         for (seq, bytes) in page.items {
             let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                table: Table::DEAD_LETTERS.name(),
+                table: "dead_letters",
                 key: format!("{:016x}/{seq:020}", sub.id),
                 reason: e.to_string(),
             })?;
@@ -1424,7 +1424,7 @@ impl EventService {
             .into_iter()
             .map(|l| {
                 let event = serde_json::from_slice(&l.event).map_err(|e| StoreError::Corrupt {
-                    table: Table::OUTBOX.name(),
+                    table: "outbox",
                     key: format!("{:020}", l.seq),
                     reason: e.to_string(),
                 })?;

@@ -18,14 +18,12 @@ use wasmgrid_events::{EventService, EventsConfig};
 use wasmgrid_jobs::{JobService, JobsConfig};
 use wasmgrid_store::jobqueue::JobQueue;
 use wasmgrid_store::records::Records;
-use wasmgrid_store::{EmbeddedQueues, EmbeddedStore, Store};
+use wasmgrid_store::{EmbeddedQueues, EmbeddedStore};
 
 /// Everything a running wasmgrid node holds.
 pub struct App {
     /// The data directory.
     pub data_dir: PathBuf,
-    /// Durable storage.
-    pub store: Arc<dyn Store>,
     /// Versioned records (the same store, through the Records contract).
     pub records: Arc<dyn Records>,
     /// Batch jobs' per-file progress (the same store, through the JobQueue
@@ -65,11 +63,10 @@ impl App {
         events: EventsConfig,
     ) -> anyhow::Result<Arc<App>> {
         let embedded = Arc::new(EmbeddedStore::open(data_dir)?);
-        let store: Arc<dyn Store> = embedded.clone();
         let records: Arc<dyn Records> = embedded.clone();
         // Queues and the change log of the same store (one object: it owns
         // the ingest writer and the outcome writer).
-        let queues = Arc::new(EmbeddedQueues::new(store.clone()));
+        let queues = Arc::new(EmbeddedQueues::new(embedded.clone()));
         let engine = Arc::new(Engine::new(engine)?);
         // `open` is called before any runtime exists (and by tests without
         // one): the loads run here, on this thread, as they always have.
@@ -127,7 +124,6 @@ impl App {
         invoker.bind_host(&host)?;
         Ok(Arc::new(App {
             data_dir: data_dir.to_path_buf(),
-            store,
             registry,
             records,
             job_queue,

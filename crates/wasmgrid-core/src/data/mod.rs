@@ -1772,7 +1772,8 @@ fn decode_marker(marker: &str, prefix: &str) -> Result<String, DataError> {
 mod tests {
     use super::*;
     use wasmgrid_store::changelog::ChangeLog;
-    use wasmgrid_store::{EmbeddedQueues, EmbeddedStore, Store, Table};
+    use wasmgrid_store::raw::{Store, Table};
+    use wasmgrid_store::{EmbeddedQueues, EmbeddedStore};
 
     thread_local! {
         /// The runtime the tests' blob writes and reads run under (the

@@ -157,8 +157,8 @@ pub struct EmbeddedQueues {
 }
 
 impl EmbeddedQueues {
-    /// The queues and log kept in `store` (an `EmbeddedStore`).
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// The queues and log kept in `store`.
+    pub fn new(store: Arc<super::EmbeddedStore>) -> Self {
         Self {
             store,
             combiner: Arc::new(Combiner::default()),
@@ -825,7 +825,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir).unwrap());
         let q = Arc::new(EmbeddedQueues::new(store));
         let out = rt.block_on(f(q));
         rt.shutdown_timeout(Duration::from_secs(5));
