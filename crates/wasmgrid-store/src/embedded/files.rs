@@ -337,6 +337,18 @@ impl EmbeddedStore {
         }
     }
 
+    /// One file's record and inline content from one snapshot, without the
+    /// key list [`files_read_many`](Self::files_read_many) builds.
+    fn files_read_one(&self, key: &str) -> Result<Option<StoredFile>, StoreError> {
+        let mut got = self
+            .get_many(&[(Table::FILES, key), (Table::FILE_DATA, key)])?
+            .into_iter();
+        Ok(match (got.next().flatten(), got.next().flatten()) {
+            (Some(record), inline) => Some(StoredFile { record, inline }),
+            (None, _) => None,
+        })
+    }
+
     fn files_read_many(&self, keys: &[&str]) -> Result<Vec<Option<StoredFile>>, StoreError> {
         let reads: Vec<(Table, &str)> = keys
             .iter()
@@ -494,11 +506,19 @@ impl DataFiles for EmbeddedStore {
     }
 
     async fn read(&self, key: &str) -> Result<Option<StoredFile>, StoreError> {
-        Ok(self.files_read_many(&[key])?.pop().flatten())
+        self.files_read_one(key)
     }
 
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<StoredFile>>, StoreError> {
         self.files_read_many(keys)
+    }
+
+    fn read_now(&self, key: &str) -> Option<Result<Option<StoredFile>, StoreError>> {
+        Some(self.files_read_one(key))
+    }
+
+    fn read_many_now(&self, keys: &[&str]) -> Option<Result<Vec<Option<StoredFile>>, StoreError>> {
+        Some(self.files_read_many(keys))
     }
 
     async fn list_level(
