@@ -475,6 +475,11 @@ struct LastCollection {
 thread_local! {
     static LAST_COLLECTION: std::cell::RefCell<Option<LastCollection>> =
         const { std::cell::RefCell::new(None) };
+    /// The last implicit collection record this thread encoded for a write:
+    /// `(collection key, created, encoded)`. A batch of writes into one
+    /// collection within one millisecond (a job's outputs) encodes it once.
+    static LAST_IMPLICIT: std::cell::RefCell<Option<(String, String, bytes::Bytes)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Source of [`DataService`] ids.
@@ -760,6 +765,30 @@ impl DataService {
                 bump();
             }
         }
+    }
+
+    /// The encoded record of `p`'s collection as a write creates it when it
+    /// is missing, created at `now` (reused while the key and `now` match).
+    fn implicit_collection_encoded(p: &DataPath, now: &str) -> bytes::Bytes {
+        let is_key = |k: &str| {
+            k.len() == p.owner.len() + 1 + p.collection.len()
+                && k.starts_with(p.owner.as_str())
+                && k.ends_with(p.collection.as_str())
+                && k.as_bytes()[p.owner.len()] == b'/'
+        };
+        LAST_IMPLICIT.with_borrow_mut(|last| {
+            if let Some((k, created, encoded)) = last.as_ref()
+                && is_key(k)
+                && created == now
+            {
+                return encoded.clone();
+            }
+            let mut record = Self::implicit_collection(&p.owner, &p.collection);
+            record.created = now.to_string();
+            let encoded = bytes::Bytes::from(encode(&record));
+            *last = Some((p.collection_key(), now.to_string(), encoded.clone()));
+            encoded
+        })
     }
 
     fn implicit_collection(owner: &str, collection: &str) -> CollectionRecord {
@@ -1289,6 +1318,7 @@ impl DataService {
                 hops,
             )
         });
+        let new_collection = Self::implicit_collection_encoded(p, &now);
         let record = FileRecord {
             size,
             content_type: content_type.to_string(),
@@ -1298,7 +1328,6 @@ impl DataService {
             folder: false,
             expires: p.is_temp().then(|| unix_now() + self.temp_ttl.as_secs()),
         };
-        let new_collection = encode(&Self::implicit_collection(&p.owner, &p.collection));
         StagedWrite {
             path: p.view(),
             write: FileWrite {
@@ -1307,7 +1336,7 @@ impl DataService {
                 blob: record.blob.clone(),
                 inline: inline.unwrap_or_default(),
                 event,
-                new_collection: new_collection.into(),
+                new_collection,
             },
             record,
         }
@@ -2110,6 +2139,44 @@ mod tests {
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let data = DataService::new(store.clone(), store.clone(), store.clone());
         (dir, store, data)
+    }
+
+    #[test]
+    fn writes_into_missing_collections_create_each_one_of_its_own() {
+        let (_dir, _store, data) = service();
+        let caller = admin();
+        let who = Principal::Key(&caller);
+        // Staged back to back (within one millisecond, mostly): the encoded
+        // implicit record a write reuses must be its own collection's.
+        let names = ["c1", "c2", "c1", "c3"];
+        let staged: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let p = DataPath::new("admin", c, &format!("f{i}")).unwrap();
+                data.stage_write(who, &p, "text/plain", bytes::Bytes::from_static(b"x"))
+                    .unwrap()
+            })
+            .collect();
+        let created: Vec<String> = staged
+            .iter()
+            .map(|s| s.record().last_modified.clone())
+            .collect();
+        for written in data.write_staged(staged).unwrap() {
+            written.unwrap();
+        }
+        for (i, c) in names.iter().enumerate() {
+            let rec = data
+                .collection("admin", c)
+                .unwrap()
+                .expect("collection created");
+            assert_eq!((rec.owner.as_str(), rec.name.as_str()), ("admin", *c));
+            assert_eq!(rec.acl, Acl::private());
+            if i < 2 || *c == "c3" {
+                // The first write into a collection created it, at its own time.
+                assert_eq!(rec.created, created[i], "{c}");
+            }
+        }
     }
 
     #[test]
