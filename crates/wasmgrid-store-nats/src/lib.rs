@@ -277,29 +277,61 @@ async fn kv_bucket(
     js.get_key_value(name).await.map_err(|e| err(e.to_string()))
 }
 
+/// Binds object store `name`, or creates its stream with the configuration
+/// async-nats's `create_object_store` would give it, except direct gets off
+/// (as [`kv_bucket`]): with them on, an object's info may be read from a
+/// replica that has not applied the write yet, so a blob finished a moment
+/// ago could read as missing. A stream an older build created with direct
+/// gets on is switched off here.
 async fn object_store(
     js: &jetstream::Context,
     name: &str,
     replicas: usize,
 ) -> Result<jetstream::object_store::ObjectStore, ConnectError> {
-    if let Ok(store) = js.get_object_store(name).await {
-        return Ok(store);
+    let err = |e: String| setup_err(name)(e);
+    let stream_name = format!("OBJ_{name}");
+    match js.get_stream(&stream_name).await {
+        Ok(mut stream) => {
+            let config = stream
+                .info()
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .config
+                .clone();
+            if config.allow_direct {
+                js.update_stream(jetstream::stream::Config {
+                    allow_direct: false,
+                    ..config
+                })
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            }
+        }
+        Err(_) => {
+            let created = js
+                .create_stream(jetstream::stream::Config {
+                    name: stream_name.clone(),
+                    description: Some(format!("wasmgrid blobs: {name}")),
+                    subjects: vec![format!("$O.{name}.C.>"), format!("$O.{name}.M.>")],
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas.max(1),
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    allow_rollup: true,
+                    allow_direct: false,
+                    ..Default::default()
+                })
+                .await;
+            // Another node may have created it meanwhile: bind below either way.
+            if let Err(e) = created
+                && js.get_stream(&stream_name).await.is_err()
+            {
+                return Err(err(e.to_string()));
+            }
+        }
     }
-    match js
-        .create_object_store(jetstream::object_store::Config {
-            bucket: name.to_string(),
-            num_replicas: replicas.max(1),
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
+    js.get_object_store(name)
         .await
-    {
-        Ok(store) => Ok(store),
-        Err(e) => js
-            .get_object_store(name)
-            .await
-            .map_err(|_| setup_err(name)(e.to_string())),
-    }
+        .map_err(|e| err(e.to_string()))
 }
 
 /// A client or server error as a [`StoreError`]: timeouts and a missing

@@ -136,3 +136,28 @@ async fn a_server_with_a_small_max_payload_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Object stores are read from their stream leader (direct gets off), so a
+/// blob finished a moment ago is found by the next read; a store an older
+/// build created with direct gets on is switched over at connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_stores_answer_from_the_stream_leader() {
+    let urls = cluster().urls.clone();
+    let first = urls.split(',').next().unwrap_or_default().to_string();
+    let client = async_nats::connect(first).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // As async-nats creates one: direct gets on.
+    js.create_object_store(async_nats::jetstream::object_store::Config {
+        bucket: "tdirect_blobs".into(),
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let _store = store("tdirect").await;
+    for name in ["OBJ_tdirect_blobs", "OBJ_tdirect_components"] {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert!(!info.config.allow_direct, "{name} still allows direct gets");
+    }
+}
