@@ -17,8 +17,6 @@
 //!
 //! `WASMGRID_DATA_BENCH=get` skips the puts (for profiling the read path).
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmgrid::data::{Content, DataPath, DataService, Principal};
@@ -32,17 +30,9 @@ use wasmgrid::services::Services;
 use wasmgrid::store::raw::{Store, Table};
 use wasmgrid::store::{EmbeddedQueues, EmbeddedStore};
 
-fn guest(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
-    let ok = Command::new("cargo")
-        .args(["build", "--release", "--quiet"])
-        .current_dir(&dir)
-        .status()
-        .expect("cargo");
-    assert!(ok.success());
-    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
-        .expect("guest wasm")
-}
+#[path = "support/guests.rs"]
+mod guests;
+use guests::build_guest as guest;
 
 /// Rounds and operations per round of the `get` comparison.
 const GET_ROUNDS: usize = 20;

@@ -8,8 +8,6 @@
 //! docs/PERFORMANCE.md records the figures.
 
 use serde_json::{Value, json};
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmgrid::app::App;
@@ -28,16 +26,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cpu_time;
 use cpu_time::cpu_time;
 
-fn guest(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--quiet"])
-        .current_dir(&dir)
-        .status()
-        .expect("cargo build guest-examples");
-    assert!(status.success());
-    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))).expect("wasm")
-}
+#[path = "support/guests.rs"]
+mod guests;
+use guests::build_guest as guest;
 
 fn admin() -> Caller {
     Caller {

@@ -6,24 +6,14 @@
 //! which is what docs/PERFORMANCE.md records.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use wasmgrid::engine::{
     CallContext, CallLimits, Engine, EngineConfig, GuestIdentity, Payload, Prepared,
 };
 
-fn build_guest(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--quiet"])
-        .current_dir(&dir)
-        .status()
-        .expect("cargo build guest-examples");
-    assert!(status.success());
-    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
-        .expect("guest wasm")
-}
+#[path = "support/guests.rs"]
+mod guests;
+use guests::build_guest;
 
 fn prepare(engine: &Engine, name: &str) -> Prepared {
     let component = engine.compile(&build_guest(name)).expect("compile");

@@ -21,8 +21,6 @@
 //! `JOBS_BENCH_ONLY=job` or `raw` (one side only, for `perf record`; no
 //! overhead or ratio then).
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -72,20 +70,6 @@ impl Plan {
     }
 }
 
-fn build_guest(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--quiet"])
-        .current_dir(&dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .expect("cargo build guest-examples");
-    assert!(status.success());
-    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
-        .expect("guest wasm")
-}
-
 fn admin() -> Caller {
     Caller {
         key_id: "bench".into(),
@@ -99,6 +83,10 @@ fn admin() -> Caller {
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
 use cpu_time::cpu_time;
+
+#[path = "support/guests.rs"]
+mod guests;
+use guests::build_guest;
 
 /// A rate (items per second of wall time) and the CPU time per item.
 #[derive(Clone, Copy, Default)]

@@ -17,8 +17,6 @@
 //! `WARM_BENCH_PY_WARM` (Python warm calls, default 2000), `WARM_BENCH_NOOP`
 //! (noop calls on each side, default 5000).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmgrid::app::App;
@@ -26,30 +24,16 @@ use wasmgrid::engine::{EngineConfig, Payload};
 use wasmgrid::invoker::Call;
 use wasmgrid::registry::{DeployRequest, Deployed, VersionSettings};
 
+#[path = "support/guests.rs"]
+mod guests;
+use guests::build_guest;
+
 /// `reuse` of the warm side: more than any run's calls, so one instance
 /// serves them all.
 const WARM_REUSE: u32 = 100_000;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn build_guest(name: &str) -> Vec<u8> {
-    let dir = repo_root().join("guest-examples");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--quiet"])
-        .current_dir(&dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .expect("cargo build guest-examples");
-    assert!(status.success());
-    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
-        .expect("guest wasm")
-}
-
 fn python_warm() -> Vec<u8> {
-    let path = repo_root().join("guest-examples/python-warm/out/python_warm.wasm");
+    let path = guests::examples_dir().join("python-warm/out/python_warm.wasm");
     std::fs::read(&path).unwrap_or_else(|e| {
         eprintln!(
             "{} is missing ({e}).\nBuild the Python and JavaScript SDK examples first:\n\n    bash tests/sdk/build_sdk_examples.sh\n",
