@@ -1133,6 +1133,8 @@ fn discard(ctx: &RunCtx, batch: DoneChunk) {
 /// A finished file as the job record sees it, while the store records it.
 struct Settled {
     file: InputFile,
+    /// Invocations it took.
+    attempts: u32,
     /// Its output's path relative to the output folder, if it has one.
     output_rel: Option<String>,
     /// Why it failed, if it did.
@@ -1180,36 +1182,36 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
             output,
             progress,
         });
-        settled.push((
-            d.attempts,
-            Settled {
-                file: d.file,
-                output_rel,
-                failure,
-            },
-        ));
+        settled.push(Settled {
+            file: d.file,
+            attempts: d.attempts,
+            output_rel,
+            failure,
+        });
     }
     let output_is_folder = |i: usize| {
         let mut progress = Vec::with_capacity(128);
-        if let Some((attempts, s)) = settled.get(i) {
-            progress_json(&mut progress, ctx, *attempts, Err(&folder_failure(ctx, s)));
+        if let Some(s) = settled.get(i) {
+            progress_json(&mut progress, ctx, s.attempts, Err(&folder_failure(ctx, s)));
         }
         progress
     };
     let update = |current: &[u8], recorded: &[Recorded]| {
         let mut rec: JobRecord = serde_json::from_slice(current).map_err(|e| e.to_string())?;
-        for ((_, s), r) in settled.iter().zip(recorded) {
-            let failure = match (r, &s.failure) {
+        for (s, r) in settled.iter().zip(recorded) {
+            match (r, &s.failure) {
                 (Recorded::AlreadyDone, _) => continue,
                 (Recorded::Done, None) => {
                     rec.counts.succeeded += 1;
                     continue;
                 }
-                (Recorded::Done, Some(f)) => f.clone(),
-                (Recorded::OutputIsFolder, _) => folder_failure(ctx, s),
-            };
-            rec.counts.failed += 1;
+                (Recorded::Done, Some(_)) | (Recorded::OutputIsFolder, _) => rec.counts.failed += 1,
+            }
             if rec.errors.len() < FIRST_ERRORS {
+                let failure = match (r, &s.failure) {
+                    (Recorded::Done, Some(f)) => f.clone(),
+                    _ => folder_failure(ctx, s),
+                };
                 rec.errors.push(FileError {
                     file: s.file.path.uri(),
                     error_type: failure.kind.as_str().to_string(),

@@ -103,14 +103,6 @@ pub enum WriteOp {
         /// Key.
         key: String,
     },
-    /// Append `value` under the table's next sequence number (see
-    /// [`Txn::append`]).
-    Append {
-        /// Target table.
-        table: Table,
-        /// Encoded value.
-        value: Vec<u8>,
-    },
     /// Fail the whole batch with [`StoreError::Conflict`] if `key` exists.
     RequireAbsent {
         /// Table to check.
@@ -166,14 +158,6 @@ impl WriteBatch {
             table,
             key: key.into(),
         });
-        self
-    }
-
-    /// Adds an append of a JSON-encoded record under the table's next sequence
-    /// number (the outbox).
-    pub fn append_json<T: Serialize>(&mut self, table: Table, value: &T) -> &mut Self {
-        let value = serde_json::to_vec(value).unwrap_or_default();
-        self.ops.push(WriteOp::Append { table, value });
         self
     }
 
@@ -315,9 +299,6 @@ pub trait Store: Send + Sync + 'static {
                 match op {
                     WriteOp::Put { table, key, value } => txn.put(*table, key, value)?,
                     WriteOp::Delete { table, key } => txn.delete(*table, key)?,
-                    WriteOp::Append { table, value } => {
-                        txn.append(*table, value)?;
-                    }
                     WriteOp::RequireAbsent { table, key } => {
                         if txn.get(*table, key)?.is_some() {
                             return Err(StoreError::Conflict {

@@ -1216,8 +1216,7 @@ impl DataService {
     }
 
     /// Stores `body` as a new data blob and returns its id (the record naming
-    /// it is the caller's to commit). Needs a tokio runtime: the embedded
-    /// backend writes blobs on a blocking thread.
+    /// it is the caller's to commit).
     fn put_blob(&self, body: bytes::Bytes) -> Result<String, DataError> {
         wait(async {
             let mut sink = self.blobs.create().await?;

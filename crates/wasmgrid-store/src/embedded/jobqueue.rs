@@ -205,6 +205,11 @@ mod tests {
         }
     }
 
+    /// Whether a file record is stored under `key`.
+    fn has_file(s: &EmbeddedStore, key: &str) -> bool {
+        Store::get(s, Table::FILES, key).unwrap().is_some()
+    }
+
     /// The update the tests use: the record counts the files recorded.
     fn count(current: &[u8], files: &[Recorded]) -> Result<Vec<u8>, String> {
         let n: usize = std::str::from_utf8(current)
@@ -238,11 +243,7 @@ mod tests {
         let done = block_on(s.finish("job-1", &files, &folder, &count)).unwrap();
         assert_eq!(done.files, vec![Recorded::Done, Recorded::Done]);
         assert_eq!(done.record, b"2");
-        assert!(
-            Store::get(&s, Table::FILES, "o/c/out/a.txt")
-                .unwrap()
-                .is_some()
-        );
+        assert!(has_file(&s, "o/c/out/a.txt"));
         assert_eq!(
             block_on(s.finished("job-1", &["a.txt", "b.txt", "c.txt"])).unwrap(),
             vec![true, true, false]
@@ -304,11 +305,7 @@ mod tests {
         let folder = |_: usize| Vec::new();
         let err = block_on(s.finish("job-9", &files, &folder, &count)).unwrap_err();
         assert!(err.to_string().contains("job-9 has no record"), "{err}");
-        assert!(
-            Store::get(&s, Table::FILES, "o/c/out/a.txt")
-                .unwrap()
-                .is_none()
-        );
+        assert!(!has_file(&s, "o/c/out/a.txt"));
         assert_eq!(
             block_on(s.finished("job-9", &["a.txt"])).unwrap(),
             vec![false]
@@ -316,11 +313,7 @@ mod tests {
         let err = block_on(s.close("job-9", &[output("o/c/out/_summary.json", "{}")], &count))
             .unwrap_err();
         assert!(err.to_string().contains("job-9 has no record"), "{err}");
-        assert!(
-            Store::get(&s, Table::FILES, "o/c/out/_summary.json")
-                .unwrap()
-                .is_none()
-        );
+        assert!(!has_file(&s, "o/c/out/_summary.json"));
     }
 
     #[test]
@@ -336,11 +329,7 @@ mod tests {
             }]
         );
         assert_eq!(rec, b"5");
-        assert!(
-            Store::get(&s, Table::FILES, "o/c/out/_summary.json")
-                .unwrap()
-                .is_some()
-        );
+        assert!(has_file(&s, "o/c/out/_summary.json"));
     }
 
     #[test]
