@@ -40,9 +40,24 @@ fn operation(message: &async_nats::Message) -> Operation {
         .unwrap_or(Operation::Put)
 }
 
+/// The stream sequence of the newest message under `prefix`, as the stream
+/// leader has it (0: none). A consumer may be placed on a replica that has not
+/// applied the newest writes yet, so its own count of what is pending can miss
+/// them; reading up to this sequence makes a listing or a watch's snapshot
+/// include every write acknowledged before it started.
+async fn leader_last_seq(kv: &Kv, filter: &str) -> Result<u64, StoreError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    match kv.stream.get_last_raw_message_by_subject(filter).await {
+        Ok(message) => Ok(message.sequence),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(e) => Err(store_err("reading the newest key under a prefix", e)),
+    }
+}
+
 /// An ordered push consumer over the last message of every key under
-/// `prefix`, then every later one; and how many it has to deliver before it
-/// is live.
+/// `prefix`, then every later one; and the stream sequence up to which it must
+/// be read to have seen every write acknowledged before the call (0: nothing
+/// to read).
 pub(crate) async fn last_per_key(
     kv: &Kv,
     client: &async_nats::Client,
@@ -50,11 +65,13 @@ pub(crate) async fn last_per_key(
     headers_only: bool,
 ) -> Result<(Ordered, u64), StoreError> {
     let filter = encode_prefix(prefix).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let filter = format!("{}{filter}", kv.prefix);
+    let upto = leader_last_seq(kv, &filter).await?;
     let consumer = kv
         .stream
         .create_consumer(OrderedConfig {
             deliver_subject: client.new_inbox(),
-            filter_subject: format!("{}{filter}", kv.prefix),
+            filter_subject: filter,
             headers_only,
             replay_policy: ReplayPolicy::Instant,
             deliver_policy: DeliverPolicy::LastPerSubject,
@@ -62,24 +79,24 @@ pub(crate) async fn last_per_key(
         })
         .await
         .map_err(|e| store_err("creating a watch consumer", e))?;
-    let pending = consumer.cached_info().num_pending;
     let messages = consumer
         .messages()
         .await
         .map_err(|e| store_err("subscribing to a watch consumer", e))?;
-    Ok((messages, pending))
+    Ok((messages, upto))
 }
 
-/// Every live key under `prefix` (logical, unsorted).
+/// Every live key under `prefix` (logical, unsorted), as of the call: every
+/// write acknowledged before it is reflected.
 pub(crate) async fn live_keys(
     kv: &Kv,
     client: &async_nats::Client,
     prefix: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let (mut messages, pending) = last_per_key(kv, client, prefix, true).await?;
-    let mut keys = Vec::new();
-    if pending == 0 {
-        return Ok(keys);
+    let (mut messages, upto) = last_per_key(kv, client, prefix, true).await?;
+    let mut keys = std::collections::HashSet::new();
+    if upto == 0 {
+        return Ok(Vec::new());
     }
     let collect = async {
         while let Some(message) = messages.next().await {
@@ -87,16 +104,21 @@ pub(crate) async fn live_keys(
             let info = message
                 .info()
                 .map_err(|e| StoreError::Backend(format!("listing keys: {e}")))?;
-            let left = info.pending;
-            if operation(&message) == Operation::Put
-                && let Some(k) = message.subject.strip_prefix(kv.prefix.as_str())
-            {
+            let (seq, left) = (info.stream_sequence, info.pending);
+            if let Some(k) = message.subject.strip_prefix(kv.prefix.as_str()) {
                 match decode_key(k) {
-                    Ok(k) => keys.push(k),
+                    // Past the snapshot (a lagging replica catching up), a
+                    // delete removes a key the snapshot had.
+                    Ok(k) if operation(&message) == Operation::Put => {
+                        keys.insert(k);
+                    }
+                    Ok(k) => {
+                        keys.remove(&k);
+                    }
                     Err(e) => tracing::warn!("skipping a key this build did not write: {e}"),
                 }
             }
-            if left == 0 {
+            if left == 0 && seq >= upto {
                 return Ok(());
             }
         }
@@ -107,7 +129,7 @@ pub(crate) async fn live_keys(
     tokio::time::timeout(LIST_TIMEOUT, collect)
         .await
         .map_err(|_| StoreError::Unavailable("listing keys timed out".into()))??;
-    Ok(keys)
+    Ok(keys.into_iter().collect())
 }
 
 impl NatsStore {
@@ -132,6 +154,10 @@ struct WatchState {
     prefix: String,
     messages: Option<Ordered>,
     synced: bool,
+    /// Before `synced`: the stream sequence the snapshot must reach, and the
+    /// keys it has shown (a delete of one of them while catching up is news).
+    upto: u64,
+    shown: std::collections::HashSet<String>,
     queue: VecDeque<Result<Change, StoreError>>,
     failed: bool,
 }
@@ -140,12 +166,14 @@ impl WatchState {
     /// (Re)starts the consumer; `reset`: a restart after a failure.
     async fn start(&mut self, reset: bool) {
         match last_per_key(&self.kv, &self.client, &self.prefix, false).await {
-            Ok((messages, pending)) => {
+            Ok((messages, upto)) => {
                 if reset {
                     self.queue.push_back(Ok(Change::Reset));
                 }
                 self.messages = Some(messages);
-                self.synced = pending == 0;
+                self.upto = upto;
+                self.shown.clear();
+                self.synced = upto == 0;
                 if self.synced {
                     self.queue.push_back(Ok(Change::Synced));
                 }
@@ -173,21 +201,28 @@ impl WatchState {
             .map(decode_key);
         match key {
             Some(Ok(key)) => match op {
-                Operation::Put => self.queue.push_back(Ok(Change::Put(Entry {
-                    key,
-                    value: message.payload.clone(),
-                    rev,
-                }))),
-                // A deleted key in the snapshot is simply absent.
-                _ if !self.synced => {}
+                Operation::Put => {
+                    if !self.synced {
+                        self.shown.insert(key.clone());
+                    }
+                    self.queue.push_back(Ok(Change::Put(Entry {
+                        key,
+                        value: message.payload.clone(),
+                        rev,
+                    })))
+                }
+                // A deleted key in the snapshot is simply absent, unless the
+                // snapshot already showed it (a lagging replica catching up).
+                _ if !self.synced && !self.shown.remove(&key) => {}
                 _ => self.queue.push_back(Ok(Change::Deleted { key, rev })),
             },
             _ => {
                 tracing::warn!(subject = %message.subject, "watch: skipping a key this build did not write")
             }
         }
-        if !self.synced && left == 0 {
+        if !self.synced && left == 0 && rev >= self.upto {
             self.synced = true;
+            self.shown.clear();
             self.queue.push_back(Ok(Change::Synced));
         }
     }
@@ -324,6 +359,8 @@ impl Records for NatsStore {
             prefix: prefix.to_string(),
             messages: None,
             synced: false,
+            upto: 0,
+            shown: Default::default(),
             queue: VecDeque::new(),
             failed: false,
         };

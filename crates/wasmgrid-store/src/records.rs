@@ -168,8 +168,13 @@ pub trait Records: Send + Sync {
 
     /// Every current record under `prefix` ([`Change::Put`]), then
     /// [`Change::Synced`], then every later change: per key in revision order,
-    /// across keys in commit order. A watcher that falls behind gets
-    /// [`Change::Reset`] and a fresh snapshot. For the per-node caches.
+    /// across keys in commit order. The snapshot reflects every write
+    /// acknowledged before the call. Changes of one key that follow each
+    /// other quickly may coalesce: a watcher is promised the latest revision
+    /// of every key, not each one in between (NATS keeps one revision per key
+    /// in most buckets, so a consumer that reads after two puts sees only the
+    /// second). A watcher that falls behind gets [`Change::Reset`] and a
+    /// fresh snapshot. For the per-node caches, which want the current value.
     async fn watch(
         &self,
         bucket: Bucket,
