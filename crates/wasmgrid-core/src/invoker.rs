@@ -114,7 +114,11 @@ impl Invoker {
     pub async fn call(&self, call: Call<'_>) -> Result<Outcome, InvokeError> {
         let deployed = call.deployed;
         self.metrics
-            .observe_call(deployed.endpoint_label(), self.run(call, None))
+            .observe_call(
+                deployed.endpoint_label(),
+                deployed.metrics(&self.metrics),
+                self.run(call, None),
+            )
             .await
     }
 
@@ -126,7 +130,11 @@ impl Invoker {
     ) -> Result<Outcome, InvokeError> {
         let deployed = call.deployed;
         self.metrics
-            .observe_call(deployed.endpoint_label(), self.run(call, Some(reservation)))
+            .observe_call(
+                deployed.endpoint_label(),
+                deployed.metrics(&self.metrics),
+                self.run(call, Some(reservation)),
+            )
             .await
     }
 
@@ -224,7 +232,7 @@ impl Invoker {
                     .invoke_warm(prepared, pool, context, input, trigger, limits)
                     .await;
                 self.metrics
-                    .instance_started(deployed.endpoint_label(), start);
+                    .instance_started(deployed.metrics(&self.metrics), start);
                 result
             }
         }

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 use wasmgrid_engine::{InstanceStart, InvokeError, Outcome};
 
@@ -199,53 +200,86 @@ impl Metrics {
         }
     }
 
+    /// The per-call series of `endpoint` (`owner/name/version`), each
+    /// looked up on first use and then kept: a label lookup allocates the
+    /// label and takes the family's lock, which a call on the hot path should
+    /// not pay. Keep the handles with the deployed version
+    /// ([`crate::registry::Deployed`] does).
+    pub fn endpoint(&self, endpoint: &str) -> EndpointMetrics {
+        EndpointMetrics {
+            algorithm: endpoint.to_string(),
+            ..EndpointMetrics::default()
+        }
+    }
+
     /// Runs one algorithm call, counting it as in flight, and records its
-    /// outcome and latency under `endpoint` (`owner/name/version`). Every
-    /// caller (the invoke API, event deliveries, jobs) goes through here, so the
-    /// per-algorithm series cover all of them. A call dropped before it
-    /// finishes (the client went away) is counted `Canceled`.
+    /// outcome and latency under `endpoint` (`owner/name/version`, whose
+    /// series `handles` are). Every caller (the invoke API, event deliveries,
+    /// jobs) goes through here, so the per-algorithm series cover all of
+    /// them. A call dropped before it finishes (the client went away) is
+    /// counted `Canceled`.
     pub async fn observe_call(
         &self,
         endpoint: &str,
+        handles: &EndpointMetrics,
         call: impl std::future::Future<Output = Result<Outcome, InvokeError>>,
     ) -> Result<Outcome, InvokeError> {
         let guard = self.start_call(endpoint);
         let result = call.await;
-        let outcome = match &result {
+        match &result {
             Ok(o) => {
-                self.invocation_seconds
-                    .get_or_create(&AlgorithmLabel {
-                        algorithm: endpoint.to_string(),
+                handles
+                    .seconds
+                    .get_or_init(|| {
+                        self.invocation_seconds
+                            .get_or_create(&AlgorithmLabel {
+                                algorithm: handles.algorithm.clone(),
+                            })
+                            .clone()
                     })
                     .observe(o.duration.as_secs_f64());
                 if !o.stdout.is_empty() || !o.stderr.is_empty() {
                     tracing::debug!(target: "wasmgrid::guest", algorithm = %endpoint, stdout = %o.stdout.text(), stderr = %o.stderr.text(), "guest output");
                 }
-                "ok"
+                handles
+                    .ok
+                    .get_or_init(|| {
+                        self.invocations
+                            .get_or_create(&CallLabels {
+                                algorithm: handles.algorithm.clone(),
+                                outcome: "ok".into(),
+                            })
+                            .clone()
+                    })
+                    .inc();
+                guard.finish_uncounted();
             }
             Err(e) => {
                 if let InvokeError::Host(msg) = e {
                     tracing::error!(algorithm = %endpoint, error = %msg, "host failure during invocation");
                 }
-                e.kind().as_str()
+                guard.finish(e.kind().as_str());
             }
-        };
-        guard.finish(outcome);
+        }
         result
     }
 
     /// Counts one call of a version deployed with `reuse` by how its
     /// instance started.
-    pub fn instance_started(&self, endpoint: &str, start: InstanceStart) {
-        self.instance_starts
-            .get_or_create(&InstanceStartLabels {
-                algorithm: endpoint.to_string(),
-                start: match start {
-                    InstanceStart::Warm => "warm",
-                    InstanceStart::Cold => "cold",
-                },
-            })
-            .inc();
+    pub fn instance_started(&self, handles: &EndpointMetrics, start: InstanceStart) {
+        let (cell, start) = match start {
+            InstanceStart::Warm => (&handles.warm, "warm"),
+            InstanceStart::Cold => (&handles.cold, "cold"),
+        };
+        cell.get_or_init(|| {
+            self.instance_starts
+                .get_or_create(&InstanceStartLabels {
+                    algorithm: handles.algorithm.clone(),
+                    start,
+                })
+                .clone()
+        })
+        .inc();
     }
 
     /// Counts a call of `endpoint` as in flight until the guard is dropped; a
@@ -277,6 +311,19 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// One endpoint's per-call series (see [`Metrics::endpoint`]); handles share
+/// the registry's counters.
+/// Each is made on first use, so a series appears in `/metrics` only once
+/// it has something to count.
+#[derive(Debug, Default)]
+pub struct EndpointMetrics {
+    algorithm: String,
+    ok: OnceLock<Counter>,
+    seconds: OnceLock<Histogram>,
+    warm: OnceLock<Counter>,
+    cold: OnceLock<Counter>,
 }
 
 /// The outcome recorded for a call whose caller went away before it finished.
@@ -328,7 +375,8 @@ mod tests {
     #[test]
     fn a_dropped_call_is_canceled_and_leaves_the_gauge() {
         let m = Metrics::new();
-        let pending = m.observe_call("o/n/1.0.0", std::future::pending());
+        let handles = m.endpoint("o/n/1.0.0");
+        let pending = m.observe_call("o/n/1.0.0", &handles, std::future::pending());
         let mut pending = Box::pin(pending);
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);

@@ -210,6 +210,8 @@ pub struct Deployed {
     /// The version's warm instances (versions deployed with `reuse`), made
     /// on first use.
     warm: std::sync::OnceLock<Arc<WarmPool>>,
+    /// Its per-call metric series, looked up once.
+    metrics: std::sync::OnceLock<crate::metrics::EndpointMetrics>,
     identity: Arc<GuestIdentity>,
     outbound: OutboundAllowList,
     /// `owner/name/version`, formatted once: every call's metrics use it.
@@ -225,6 +227,12 @@ impl Deployed {
     /// `owner/name/version`, borrowed (the metrics' `algorithm` label).
     pub fn endpoint_label(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Its per-call metric series in `metrics` (the registry's own).
+    pub fn metrics(&self, metrics: &crate::metrics::Metrics) -> &crate::metrics::EndpointMetrics {
+        self.metrics
+            .get_or_init(|| metrics.endpoint(&self.endpoint))
     }
 
     /// The identity a call runs as, causing events at hop count `hops`.
@@ -787,6 +795,7 @@ impl Deployed {
             permits,
             loaded,
             warm: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
             identity,
             outbound,
             endpoint,
