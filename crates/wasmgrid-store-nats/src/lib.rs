@@ -4,7 +4,9 @@
 //! This first increment implements [`Records`](wasmgrid_store::records::Records)
 //! (one key/value bucket per [`Bucket`]), [`Leases`](wasmgrid_store::leases::Leases)
 //! (create-once epoch keys in `P_leases`) and [`Blobs`](wasmgrid_store::blobs::Blobs)
-//! (object stores `P_components` and `P_blobs`) on [`NatsStore`]. Keys are
+//! (object stores `P_components` and `P_blobs`) on [`NatsStore`], and
+//! [`DeliveryQueues`](wasmgrid_store::queues::DeliveryQueues) on
+//! [`NatsQueues`] (streams `P_events` and `P_dlq`). Keys are
 //! mapped with [`keys::encode_key`] (STORAGE.md 2.0). Everything works on
 //! Debian's nats-server 2.9.10, with the one caveat of STORAGE.md rule 3:
 //! update-if-revision does not exclude a concurrent writer on a clustered
@@ -14,6 +16,8 @@ mod blobs;
 pub mod keys;
 mod leases;
 pub use leases::SKEW_MARGIN;
+mod queues;
+pub use queues::NatsQueues;
 mod records;
 #[doc(hidden)]
 pub mod testing;
@@ -103,6 +107,8 @@ pub struct NatsStore {
     components: jetstream::object_store::ObjectStore,
     blobs: jetstream::object_store::ObjectStore,
     server_version: String,
+    prefix: String,
+    replicas: usize,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -130,7 +136,7 @@ fn bucket_name(prefix: &str, bucket: Bucket) -> String {
     format!("{prefix}_{short}")
 }
 
-fn setup_err(name: &str) -> impl FnOnce(String) -> ConnectError + '_ {
+pub(crate) fn setup_err(name: &str) -> impl FnOnce(String) -> ConnectError + '_ {
     move |reason| ConnectError::Setup {
         name: name.to_string(),
         reason,
@@ -200,10 +206,24 @@ impl NatsStore {
         let mut buckets = HashMap::new();
         for bucket in BUCKETS {
             let history = if bucket == Bucket::Versions { 5 } else { 1 };
-            let kv = kv_bucket(&js, &bucket_name(prefix, bucket), history, replicas).await?;
+            let kv = kv_bucket(
+                &js,
+                &bucket_name(prefix, bucket),
+                history,
+                replicas,
+                Duration::ZERO,
+            )
+            .await?;
             buckets.insert(bucket.name(), kv);
         }
-        let leases = kv_bucket(&js, &format!("{prefix}_leases"), 1, replicas).await?;
+        let leases = kv_bucket(
+            &js,
+            &format!("{prefix}_leases"),
+            1,
+            replicas,
+            Duration::ZERO,
+        )
+        .await?;
         let components = object_store(&js, &format!("{prefix}_components"), replicas).await?;
         let blobs = object_store(&js, &format!("{prefix}_blobs"), replicas).await?;
         Ok(NatsStore {
@@ -213,6 +233,8 @@ impl NatsStore {
             components,
             blobs,
             server_version: info.version.clone(),
+            prefix: prefix.to_string(),
+            replicas: replicas.max(1),
         })
     }
 
@@ -235,16 +257,18 @@ impl NatsStore {
 
 /// Binds bucket `name`, or creates its stream with the configuration
 /// async-nats's `create_key_value` would give it (history `history`, file
-/// storage, `replicas`), except direct gets off, so a get is answered by the
+/// storage, `replicas`, entries older than `max_age` removed unless it is
+/// zero), except direct gets off, so a get is answered by the
 /// stream leader and sees every write acknowledged before it (STORAGE.md
 /// 4.1). The stream is created directly because `create_key_value` first
 /// asks for the account info, whose 2.9.10 reply async-nats 0.52 cannot
 /// parse.
-async fn kv_bucket(
+pub(crate) async fn kv_bucket(
     js: &jetstream::Context,
     name: &str,
     history: i64,
     replicas: usize,
+    max_age: Duration,
 ) -> Result<jetstream::kv::Store, ConnectError> {
     let err = |e: String| setup_err(name)(e);
     let stream_name = format!("KV_{name}");
@@ -255,6 +279,7 @@ async fn kv_bucket(
                 description: Some(format!("wasmgrid records: {name}")),
                 subjects: vec![format!("$KV.{name}.>")],
                 max_messages_per_subject: history,
+                max_age,
                 max_message_size: MAX_VALUE as i32,
                 storage: jetstream::stream::StorageType::File,
                 allow_rollup: true,

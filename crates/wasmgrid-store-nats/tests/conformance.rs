@@ -60,6 +60,16 @@ async fn blobs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_queues() {
+    let s = store("tqueue").await;
+    let q = s
+        .queues(Duration::from_secs(30), Duration::from_secs(120))
+        .await
+        .expect("the queue streams");
+    c::queues_all(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connect_binds_the_same_buckets() {
     let a = store("tbind").await;
     let b = store("tbind").await;

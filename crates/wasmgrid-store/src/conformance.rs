@@ -1,4 +1,5 @@
-//! The contract tests of [`Records`], [`Leases`] and [`Blobs`], written once
+//! The contract tests of [`Records`], [`Leases`], [`Blobs`] and
+//! [`DeliveryQueues`], written once
 //! and run against every backend: the embedded one in this crate's tests
 //! (`tests/conformance.rs`), the NATS one on a real 3-node JetStream cluster
 //! in `wasmgrid-store-nats`'s tests.
@@ -12,6 +13,7 @@
 
 use crate::blobs::{BlobId, BlobReader, Blobs, Digest};
 use crate::leases::Leases;
+use crate::queues::{Dedup, DeliveryQueues, Enqueue, Leased, QueueCounts, SubId};
 use crate::records::{Bucket, Change, Entry, Records, RecordsExt};
 use crate::{Page, StoreError};
 use bytes::Bytes;
@@ -468,4 +470,252 @@ pub async fn blobs_all(s: &dyn Blobs, backend: Backend) {
     blobs_components(s).await;
     blobs_stream_and_offsets(s, backend).await;
     blobs_uploads_and_settled(s, backend).await;
+}
+
+// ---- DeliveryQueues ----
+
+/// The dedup window the queue tests ingest with.
+const WINDOW: Duration = Duration::from_secs(600);
+
+fn cloud_event(id: &str) -> String {
+    format!(r#"{{"specversion":"1.0","id":"{id}","source":"/conformance","type":"t"}}"#)
+}
+
+fn event_id(l: &Leased) -> String {
+    let v: serde_json::Value = serde_json::from_str(l.event.get()).unwrap();
+    v["id"].as_str().unwrap_or_default().to_string()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Leases until `n` entries of `sub` are held (a cluster backend may hand an
+/// entry out a moment after its ingest returned), for at most 10 s.
+async fn lease_n(q: &dyn DeliveryQueues, sub: SubId, n: usize) -> Vec<Leased> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "leased {} of {n} entries within 10 s",
+            out.len()
+        );
+        let page = q.lease(sub, n - out.len()).await.unwrap();
+        if page.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        out.extend(page);
+    }
+    out
+}
+
+/// Waits (at most 10 s) until `sub`'s counts satisfy `ok`.
+async fn counts_until(
+    q: &dyn DeliveryQueues,
+    sub: SubId,
+    ok: impl Fn(&QueueCounts) -> bool,
+) -> QueueCounts {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = q.counts(sub).await.unwrap();
+        if ok(&counts) {
+            return counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counts of {sub:?} stayed at {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An ingest fans each event out to its subscriptions, reports what it did,
+/// and drops a repeat within the window; leases hand entries out in order,
+/// each once while held; acknowledged entries leave the queue.
+pub async fn queues_ingest_lease_ack(q: &dyn DeliveryQueues) {
+    let (s1, s2) = (SubId(0x11), SubId(0x12));
+    q.create_queue(s1).await.unwrap();
+    q.create_queue(s2).await.unwrap();
+    let events = [cloud_event("1"), cloud_event("2"), cloud_event("3")];
+    let dedup = |id| {
+        Some(Dedup {
+            topic: "t",
+            source: "/conformance",
+            id,
+        })
+    };
+    let batch = [
+        Enqueue {
+            event: &events[0],
+            subs: &[s1, s2],
+            dedup: dedup("1"),
+            log_seq: None,
+        },
+        Enqueue {
+            event: &events[1],
+            subs: &[s1],
+            dedup: dedup("2"),
+            log_seq: None,
+        },
+        Enqueue {
+            event: &events[2],
+            subs: &[],
+            dedup: dedup("3"),
+            log_seq: None,
+        },
+    ];
+    let report = q.ingest(&batch, WINDOW).await.unwrap();
+    assert_eq!(
+        (
+            report.accepted,
+            report.duplicates,
+            report.deliveries,
+            report.dropped
+        ),
+        (3, 0, 3, 1)
+    );
+    let mut per_sub = report.per_sub.clone();
+    per_sub.sort_unstable();
+    assert_eq!(per_sub, vec![(s1, 2), (s2, 1)]);
+    // The same event again within the window queues nothing.
+    let again = q.ingest(&batch[..1], WINDOW).await.unwrap();
+    assert_eq!(
+        (again.accepted, again.duplicates, again.deliveries),
+        (0, 1, 0)
+    );
+
+    let leased = lease_n(q, s1, 2).await;
+    let ids: Vec<String> = leased.iter().map(event_id).collect();
+    assert_eq!(ids, ["1", "2"], "enqueue order");
+    let since = now_ms() - 60_000;
+    for l in &leased {
+        assert_eq!((l.attempts, l.last_outcome.as_deref()), (0, None));
+        assert!(
+            l.enqueued_ms > since && l.enqueued_ms <= now_ms() + 5_000,
+            "{l:?}"
+        );
+        assert!(l.size >= l.event.get().len(), "{l:?}");
+    }
+    // Held entries are not handed out again.
+    assert!(q.lease(s1, 10).await.unwrap().is_empty());
+    assert_eq!(lease_n(q, s2, 1).await.len(), 1);
+    assert_eq!(q.counts(s1).await.unwrap().depth(), 2);
+    q.ack(s1, leased.into_iter().map(|l| l.token).collect())
+        .await
+        .unwrap();
+    q.flush().await.unwrap();
+    counts_until(q, s1, |c| c.depth() == 0).await;
+    assert!(q.lease(s1, 10).await.unwrap().is_empty());
+}
+
+/// A retry keeps the entry with its attempt state; a dead letter moves it
+/// out of the queue with its record; a redrive brings it back, fresh.
+pub async fn queues_retry_dead_letter_redrive(q: &dyn DeliveryQueues) {
+    let s = SubId(0x21);
+    q.create_queue(s).await.unwrap();
+    let event = cloud_event("r1");
+    let batch = [Enqueue {
+        event: &event,
+        subs: &[s],
+        dedup: None,
+        log_seq: None,
+    }];
+    q.ingest(&batch, WINDOW).await.unwrap();
+    let mut entry = lease_n(q, s, 1).await.remove(0);
+    let attempted = now_ms();
+    entry.attempts = 1;
+    entry.last_outcome = Some("HTTP 500".into());
+    entry.last_attempt_ms = Some(attempted);
+    entry.not_before_ms = attempted + 700;
+    q.retry(s, &entry).await.unwrap();
+    q.flush().await.unwrap();
+    let entry = if q.redelivers_retries() {
+        // Handed out again when due, not before, with its attempt state.
+        assert!(q.lease(s, 10).await.unwrap().is_empty(), "due in 700 ms");
+        let again = lease_n(q, s, 1).await.remove(0);
+        assert!(now_ms() >= attempted + 600, "redelivered before its delay");
+        assert_eq!(
+            (
+                again.attempts,
+                again.last_outcome.as_deref(),
+                again.last_attempt_ms
+            ),
+            (1, Some("HTTP 500"), Some(attempted))
+        );
+        again
+    } else {
+        // The worker keeps it and schedules it itself; the queue still holds it.
+        assert_eq!(q.counts(s).await.unwrap().depth(), 1);
+        entry
+    };
+    let record = serde_json::to_vec(&serde_json::json!({
+        "event": serde_json::from_str::<serde_json::Value>(&event).unwrap(),
+        "deadLetterReason": "MaxDeliveryAttemptsExceeded",
+    }))
+    .unwrap();
+    q.dead_letter(s, entry.token, record.clone()).await.unwrap();
+    q.flush().await.unwrap();
+    counts_until(q, s, |c| c.depth() == 0 && c.dead == 1).await;
+    let page = q.dead_letters(s, None, 10).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].1, record);
+    assert_eq!(page.next, None);
+
+    assert_eq!(q.redrive(s, Some(&["other".to_string()])).await.unwrap(), 0);
+    assert_eq!(q.redrive(s, Some(&["r1".to_string()])).await.unwrap(), 1);
+    assert!(q.dead_letters(s, None, 10).await.unwrap().items.is_empty());
+    let back = lease_n(q, s, 1).await.remove(0);
+    assert_eq!((event_id(&back), back.attempts), ("r1".to_string(), 0));
+    q.ack(s, vec![back.token]).await.unwrap();
+    q.flush().await.unwrap();
+    counts_until(q, s, |c| *c == QueueCounts::default()).await;
+}
+
+/// Dead letters page by sequence; dropping a queue removes its entries and
+/// dead letters, and a second drop is harmless.
+pub async fn queues_pages_and_drop(q: &dyn DeliveryQueues) {
+    let s = SubId(0x31);
+    q.create_queue(s).await.unwrap();
+    let events: Vec<String> = (0..4).map(|i| cloud_event(&format!("d{i}"))).collect();
+    let batch: Vec<Enqueue> = events
+        .iter()
+        .map(|e| Enqueue {
+            event: e,
+            subs: std::slice::from_ref(&s),
+            dedup: None,
+            log_seq: None,
+        })
+        .collect();
+    q.ingest(&batch, WINDOW).await.unwrap();
+    let leased = lease_n(q, s, 4).await;
+    for l in leased.into_iter().take(3) {
+        let record = format!(r#"{{"event":{}}}"#, l.event.get()).into_bytes();
+        q.dead_letter(s, l.token, record).await.unwrap();
+    }
+    q.flush().await.unwrap();
+    counts_until(q, s, |c| c.dead == 3).await;
+    let first = q.dead_letters(s, None, 2).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let after: u64 = first.next.as_deref().unwrap().parse().unwrap();
+    assert_eq!(after, first.items[1].0);
+    let rest = q.dead_letters(s, Some(after), 2).await.unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.next, None);
+    assert!(rest.items[0].0 > after);
+
+    q.drop_queue(s).await.unwrap();
+    q.drop_queue(s).await.unwrap();
+    assert_eq!(q.counts(s).await.unwrap(), QueueCounts::default());
+    assert!(q.dead_letters(s, None, 10).await.unwrap().items.is_empty());
+}
+
+/// Every DeliveryQueues test.
+pub async fn queues_all(q: &dyn DeliveryQueues) {
+    queues_ingest_lease_ack(q).await;
+    queues_retry_dead_letter_redrive(q).await;
+    queues_pages_and_drop(q).await;
 }

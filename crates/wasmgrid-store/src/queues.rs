@@ -169,6 +169,22 @@ pub trait DeliveryQueues: Send + Sync {
     /// for now. Unreadable entries are dropped with an error in the log.
     async fn lease(&self, sub: SubId, max: usize) -> Result<Vec<Leased>, StoreError>;
 
+    /// Keeps the entries leased while their calls run (a call may outlast
+    /// the lease): the worker calls it every third of the lease. Embedded:
+    /// nothing to do (its leases do not expire); NATS: `+WPI`.
+    async fn extend(&self, _sub: SubId, _tokens: &[Token]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether an entry given to [`retry`](Self::retry) comes back through
+    /// [`lease`](Self::lease) when it is due (NATS: a nak with a delay; the
+    /// worker then forgets it), rather than staying with the worker that
+    /// leased it until a restart (embedded: the worker schedules it again
+    /// itself).
+    fn redelivers_retries(&self) -> bool {
+        false
+    }
+
     /// Delivered: removes the entries. **Not necessarily durable** on return
     /// (embedded: committed without an fsync of its own, made durable by the
     /// next durable commit or within 50 ms); a crash may forget recent acks,

@@ -38,3 +38,11 @@ async fn blobs() {
     let (_dir, s) = open();
     c::blobs_all(&s, EMBEDDED).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let queues = wasmgrid_store::EmbeddedQueues::new(store);
+    c::queues_all(&queues).await;
+}
