@@ -7,6 +7,13 @@
 //! [`DeliveryQueues`] contract: `lease` pages through the queue, `ack`,
 //! `retry` and `dead_letter` record outcomes (in order, so an acknowledgement
 //! or dead letter is never overtaken by an older update of the same entry).
+//!
+//! On shared queues (a cluster backend, whose leases end: see
+//! [`DeliveryQueues::lease_time`]) a worker leases only what it can start at
+//! once, extends the leases of deliveries still running every third of the
+//! lease time, polls for entries other nodes ingested, and lets the queue
+//! hand retried entries back when they are due
+//! ([`DeliveryQueues::redelivers_retries`]) instead of holding them.
 
 use super::cloudevent::EventView;
 use super::{
@@ -16,7 +23,7 @@ use super::{
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -25,7 +32,7 @@ use wasmgrid_core::data::Principal;
 use wasmgrid_core::invoker::Call;
 use wasmgrid_core::metrics::DeadLetterLabels;
 use wasmgrid_engine::{GuestErrorKind, HOPS_ATTRIBUTE, InvokeError, Payload};
-use wasmgrid_store::queues::{Leased, SubId, Token};
+use wasmgrid_store::queues::{DeliveryQueues, Leased, SubId, Token};
 
 /// Event Grid's retry delays in seconds (10 s … 6 h), then 12 h for every
 /// further attempt. Scaled by [`super::EventsConfig::time_scale`], with ±20%
@@ -34,6 +41,11 @@ pub const RETRY_SCHEDULE: [u64; 10] = [10, 30, 60, 300, 600, 1800, 3600, 10800, 
 
 /// Entries a worker keeps loaded ahead of its deliveries.
 const LOAD_AHEAD: usize = 512;
+
+/// How often a worker on shared queues looks for entries ingested on other
+/// nodes (or handed back after a retry delay or an ended lease) while it
+/// has nothing to do: the longest a new event waits there.
+const SHARED_POLL: Duration = Duration::from_millis(100);
 
 /// How a delivery failed.
 #[derive(Debug, Clone)]
@@ -102,6 +114,10 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
     // One task is one delivery in progress (a batch, or single events one
     // after another): at most `maxConcurrentDeliveries` of them.
     let mut inflight: JoinSet<Vec<Done>> = JoinSet::new();
+    // Shared queues: each running task's leases, extended while it runs.
+    let lease_time = inner.queues.lease_time();
+    let mut leases: HashMap<tokio::task::Id, Vec<Token>> = HashMap::new();
+    let mut next_extend = lease_time.map(|t| tokio::time::Instant::now() + t / 3);
     let mut exhausted = false;
     loop {
         let stopping = sub.cancel.is_cancelled();
@@ -109,11 +125,28 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
             return;
         }
         let record = sub.record();
+        let limit = record.spec.max_concurrent_deliveries.max(1) as usize;
         if !stopping {
-            if !exhausted && ready.len() < LOAD_AHEAD {
-                match inner.queues.lease(queue, LOAD_AHEAD).await {
+            // Embedded: a page ahead. Shared: only what can start now (an
+            // entry held unstarted would be leased for nothing, and
+            // another node could take it over when its lease ends).
+            let want = match lease_time {
+                None if ready.len() < LOAD_AHEAD => LOAD_AHEAD,
+                None => 0,
+                Some(_) => {
+                    let free = limit.saturating_sub(inflight.len());
+                    let per_task = record
+                        .spec
+                        .batching
+                        .as_ref()
+                        .map_or(1, |b| b.max_events_per_batch.max(1) as usize);
+                    (free * per_task).saturating_sub(ready.len())
+                }
+            };
+            if !exhausted && want > 0 {
+                match inner.queues.lease(queue, want).await {
                     Ok(page) => {
-                        exhausted = page.len() < LOAD_AHEAD;
+                        exhausted = page.len() < want;
                         let now = now_ms();
                         for entry in page {
                             let item = Item {
@@ -146,7 +179,6 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                     ready.push_back(d.item);
                 }
             }
-            let limit = record.spec.max_concurrent_deliveries.max(1) as usize;
             while inflight.len() < limit && !ready.is_empty() {
                 // With a backlog, a task delivers several single events in turn.
                 let group = if batched(&record) {
@@ -184,35 +216,53 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                 if live.is_empty() {
                     continue;
                 }
+                let tokens: Option<Vec<Token>> =
+                    lease_time.map(|_| live.iter().map(|i| i.entry.token.clone()).collect());
                 let (inner, record) = (inner.clone(), record.clone());
-                if batched(&record) {
-                    inflight.spawn(async move { vec![deliver(&inner, &record, live).await] });
+                let handle = if batched(&record) {
+                    inflight.spawn(async move { vec![deliver(&inner, &record, live).await] })
                 } else {
-                    inflight.spawn(async move { deliver_each(&inner, &record, live).await });
+                    inflight.spawn(async move { deliver_each(&inner, &record, live).await })
+                };
+                if let Some(tokens) = tokens {
+                    leases.insert(handle.id(), tokens);
                 }
             }
-            if !exhausted && ready.len() < LOAD_AHEAD {
+            let room = match lease_time {
+                None => ready.len() < LOAD_AHEAD,
+                Some(_) => inflight.len() < limit,
+            };
+            if !exhausted && room {
                 continue;
             }
         }
         let next_due = delayed.peek().map(|d| d.0.due);
-        let sleep = next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
+        let mut sleep = next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
+        if lease_time.is_some() && !stopping {
+            // Entries may arrive without a local notification.
+            sleep = Some(sleep.map_or(SHARED_POLL, |s| s.min(SHARED_POLL)));
+        }
+        let extend_at = next_extend.filter(|_| !leases.is_empty() || !delayed.is_empty());
         tokio::select! {
             biased;
-            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+            Some(done) = inflight.join_next_with_id(), if !inflight.is_empty() => {
                 // Settle every finished delivery now, and acknowledge them in one message.
                 let mut acks = Vec::new();
                 let mut next = Some(done);
                 while let Some(done) = next {
                     match done {
-                        Ok(outcomes) => {
+                        Ok((id, outcomes)) => {
+                            leases.remove(&id);
                             for done in outcomes {
                                 settle(&inner, &sub, &record, done, &mut delayed, &mut acks).await;
                             }
                         }
-                        Err(e) => tracing::error!(subscription = %record.label(), error = %e, "a delivery task failed; its events will be delivered again after a restart"),
+                        Err(e) => {
+                            leases.remove(&e.id());
+                            tracing::error!(subscription = %record.label(), error = %e, "a delivery task failed; its events will be delivered again after a restart");
+                        }
                     }
-                    next = inflight.try_join_next();
+                    next = inflight.try_join_next_with_id();
                 }
                 if !acks.is_empty()
                     && let Err(e) = inner.queues.ack(queue, acks).await
@@ -221,9 +271,45 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                 }
             }
             _ = sub.notify.notified(), if !stopping => exhausted = false,
-            _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() && !stopping => {}
+            _ = sleep_until_opt(extend_at) => {
+                extend_leases(&*inner.queues, queue, &leases, &delayed, &record).await;
+                next_extend = lease_time.map(|t| tokio::time::Instant::now() + t / 3);
+            }
+            _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() && !stopping => {
+                if lease_time.is_some() {
+                    exhausted = false;
+                }
+            }
             _ = sub.cancel.cancelled(), if !stopping => {}
         }
+    }
+}
+
+/// Sleeps until `at`; never wakes when there is none.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Extends the leases of running deliveries and of entries waiting a moment
+/// for a free slot, so no other node takes them over.
+async fn extend_leases(
+    queues: &dyn DeliveryQueues,
+    queue: SubId,
+    running: &HashMap<tokio::task::Id, Vec<Token>>,
+    waiting: &BinaryHeap<Reverse<Delayed>>,
+    record: &SubscriptionRecord,
+) {
+    let tokens: Vec<Token> = running
+        .values()
+        .flatten()
+        .cloned()
+        .chain(waiting.iter().map(|d| d.0.item.entry.token.clone()))
+        .collect();
+    if let Err(e) = queues.extend(queue, &tokens).await {
+        tracing::warn!(subscription = %record.label(), error = %e, "extending delivery leases failed; another node may deliver these events too");
     }
 }
 
@@ -359,6 +445,10 @@ async fn settle(
                     (now + retry_delay(inner, item.entry.attempts)).min(expires);
                 if let Err(e) = inner.queues.retry(SubId(sub.id), &item.entry).await {
                     tracing::error!(subscription = %record.label(), error = %e, "recording a retry failed; the event is retried from its earlier state after a restart");
+                }
+                if inner.queues.redelivers_retries() {
+                    // The queue hands it back when it is due.
+                    continue;
                 }
                 delayed.push(Reverse(Delayed {
                     due: item.entry.not_before_ms,

@@ -636,6 +636,10 @@ impl DeliveryQueues for NatsQueues {
     fn redelivers_retries(&self) -> bool {
         true
     }
+
+    fn lease_time(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
 }
 
 #[cfg(test)]

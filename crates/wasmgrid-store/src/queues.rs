@@ -176,6 +176,16 @@ pub trait DeliveryQueues: Send + Sync {
         Ok(())
     }
 
+    /// How long a lease lasts: an entry leased and given no outcome (nor
+    /// [`extend`](Self::extend)ed) within it goes to the next worker that
+    /// leases, on any node. `None`: leases last until a restart (embedded,
+    /// one process). A worker on queues with a lease time leases only what
+    /// it can start at once and polls, since entries ingested on another
+    /// node bring no local notification.
+    fn lease_time(&self) -> Option<Duration> {
+        None
+    }
+
     /// Whether an entry given to [`retry`](Self::retry) comes back through
     /// [`lease`](Self::lease) when it is due (NATS: a nak with a delay; the
     /// worker then forgets it), rather than staying with the worker that
