@@ -18,6 +18,7 @@
 pub use wasmgrid_cloudevents::event as cloudevent;
 mod delivery;
 pub use wasmgrid_cloudevents::filter;
+mod follow;
 mod webhook;
 
 use filter::{CompiledFilter, Filter, SubscriptionIndex};
@@ -71,6 +72,10 @@ pub struct EventsConfig {
     /// Events whose hop count (`wasmgridhops`) passes this are dead-lettered
     /// with `HopLimitExceeded` instead of delivered: they are an event loop.
     pub max_hops: u32,
+    /// Follow topic and subscription records that other nodes write (a
+    /// watch of both buckets; cluster mode). Off for one node, which writes
+    /// every record itself.
+    pub follow_records: bool,
 }
 
 /// The default of [`EventsConfig::max_hops`].
@@ -83,6 +88,7 @@ impl Default for EventsConfig {
             allow_private_webhooks: false,
             dedup_window: Duration::from_secs(600),
             max_hops: DEFAULT_MAX_HOPS,
+            follow_records: false,
         }
     }
 }
@@ -564,6 +570,9 @@ impl EventService {
         inner.tasks.spawn(async move { outbox_feed(feed).await });
         let sweep = inner.clone();
         inner.tasks.spawn(async move { dedup_sweeper(sweep).await });
+        if inner.config.follow_records {
+            inner.tasks.spawn(follow::follow(self.clone()));
+        }
     }
 
     /// Stops taking new deliveries, lets the running ones finish and flushes
@@ -603,6 +612,10 @@ impl EventService {
         let topic = topics
             .get_mut(&record.topic)
             .ok_or_else(|| EventError::NotFound(format!("topic {} not found", record.topic)))?;
+        // Installed already (a watch of the records brought it first).
+        if let Some(sub) = topic.subs.get(&record.id) {
+            return Ok(sub.clone());
+        }
         let sub = Arc::new(SubState {
             id: record.id,
             notify: Notify::new(),

@@ -201,6 +201,7 @@ async fn node_with(prefix: &str, time_scale: f64) -> Node {
         EventsConfig {
             allow_private_webhooks: true,
             time_scale,
+            follow_records: true,
             ..EventsConfig::default()
         },
         None,
@@ -272,8 +273,6 @@ async fn both_nodes_deliver_each_event_once() {
     let r = receiver();
     let a = node("tshare").await;
     subscribe(&a, "orders", &r.url).await;
-    // B starts after the subscription exists (the watch that keeps a node's
-    // subscription index current is a later step).
     let b = node("tshare").await;
     a.events.start();
     b.events.start();
@@ -420,6 +419,72 @@ async fn retries_and_dead_letters_cross_nodes() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+    a.events.shutdown().await;
+    b.events.shutdown().await;
+}
+
+/// A topic and subscription created on one node while the other runs reach
+/// the other through the records watch; a deletion stops them there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_on_one_node_reach_the_other() {
+    let r = receiver();
+    let a = node("tfollow").await;
+    let b = node("tfollow").await;
+    a.events.start();
+    b.events.start();
+    let created = Instant::now();
+    subscribe(&a, "orders", &r.url).await;
+    // B accepts events for the topic and matches them once it has seen both.
+    let mut want = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probe = 0;
+    let visible = loop {
+        let event = events(&format!("probe{probe}"), 1);
+        probe += 1;
+        if let Ok(report) = b.events.publish("orders", event.clone()).await
+            && report.deliveries == 1
+        {
+            want.insert(event[0]["id"].as_str().unwrap().to_string());
+            break created.elapsed();
+        }
+        assert!(Instant::now() < deadline, "B never saw the subscription");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("subscription visible on the other node after {visible:?}");
+    let batch = events("followed", 50);
+    want.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+    assert_eq!(
+        b.events.publish("orders", batch).await.unwrap().deliveries,
+        50
+    );
+    received_all(&r, &want, Duration::from_secs(30)).await;
+
+    a.events
+        .delete_subscription(&admin(), "orders", "hook")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = b
+            .events
+            .publish("orders", events("after", 1))
+            .await
+            .unwrap();
+        if report.deliveries == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B still matches a deleted subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.events.delete_topic(&admin(), "orders").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.events.publish("orders", events("gone", 1)).await.is_ok() {
+        assert!(Instant::now() < deadline, "B still accepts a deleted topic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     a.events.shutdown().await;
     b.events.shutdown().await;
 }

@@ -340,6 +340,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 allow_private_webhooks: args.allow_private_webhooks,
                 dedup_window: Duration::from_secs(args.dedup_window),
                 max_hops: args.max_event_hops,
+                follow_records: false,
             };
             let limits = args
                 .connections
