@@ -29,7 +29,7 @@ use wasmgrid_engine::{
 };
 use wasmgrid_store::StoreError;
 use wasmgrid_store::blobs::{Blobs, Digest as BlobDigest};
-use wasmgrid_store::records::{Bucket, Records, RecordsExt};
+use wasmgrid_store::records::{Bucket, Change, Entry, Records, RecordsExt};
 
 /// Default per-call timeout (Algorithmia's).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
@@ -420,6 +420,146 @@ impl Registry {
             reserved_paths,
             compilations: AtomicU64::new(0),
         })
+    }
+
+    /// Keeps this registry current with versions other nodes deploy and
+    /// delete (cluster mode): watches the `Versions` bucket until `shutdown`
+    /// resolves, and applies each change. A version deployed elsewhere is
+    /// callable here at once; its component is compiled on its first call
+    /// here (from the shared component store, or the local artifact cache).
+    /// This node's own deploys come back through the watch and change nothing.
+    pub async fn follow(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        use futures::StreamExt;
+        tokio::pin!(shutdown);
+        loop {
+            let mut watch = tokio::select! {
+                w = self.records.watch(Bucket::Versions, "") => match w {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!(error = %e, "watching deployed versions failed; retrying in 1 s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = &mut shutdown => return,
+                        }
+                    }
+                },
+                _ = &mut shutdown => return,
+            };
+            // Between a Reset and the Synced after it: the keys the fresh
+            // snapshot holds.
+            let mut resync: Option<std::collections::HashSet<String>> = None;
+            loop {
+                let change = tokio::select! {
+                    c = watch.next() => c,
+                    _ = &mut shutdown => return,
+                };
+                match change {
+                    Some(Ok(Change::Put(entry))) => {
+                        if let Some(seen) = resync.as_mut() {
+                            seen.insert(entry.key.clone());
+                        }
+                        if let Err(e) = self.apply_version(&entry) {
+                            tracing::error!(version = %entry.key, error = %e, "applying a version record failed");
+                        }
+                    }
+                    Some(Ok(Change::Deleted { key, .. })) => self.forget_version(&key),
+                    Some(Ok(Change::Reset)) => resync = Some(Default::default()),
+                    Some(Ok(Change::Synced)) => {
+                        if let Some(seen) = resync.take() {
+                            for key in self.live_keys() {
+                                if !seen.contains(&key) {
+                                    self.forget_version(&key);
+                                }
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the version watch failed; starting it again");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// Applies one stored version record: a live version becomes callable, a
+    /// tombstone takes it down and keeps its number taken.
+    fn apply_version(&self, entry: &Entry) -> Result<(), RegistryError> {
+        let mut parts = entry.key.splitn(3, '/');
+        let (Some(owner), Some(name), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+            return Ok(());
+        };
+        let Ok(version) = Version::parse(v) else {
+            return Ok(());
+        };
+        let live = if is_version_tombstone(&entry.value) {
+            None
+        } else {
+            Some(wasmgrid_store::records::decode::<VersionRecord>(
+                Bucket::Versions,
+                entry,
+            )?)
+        };
+        let mut map = self.algorithms.write().map_err(|_| lock_err())?;
+        let algo = map
+            .entry((owner.to_string(), name.to_string()))
+            .or_default();
+        algo.taken.insert(version.clone());
+        match live {
+            Some(record) => {
+                if algo
+                    .live
+                    .get(&version)
+                    .is_some_and(|d| d.record.digest == record.digest)
+                {
+                    return Ok(());
+                }
+                algo.live.insert(
+                    version.clone(),
+                    Arc::new(Deployed::new(record, version, None)),
+                );
+            }
+            None => {
+                if algo.live.remove(&version).is_none() {
+                    return Ok(());
+                }
+            }
+        }
+        self.rebuild_routes(&map)
+    }
+
+    /// Takes down a version whose record is gone (versions are tombstoned,
+    /// not deleted, so only a bucket purge does this).
+    fn forget_version(&self, key: &str) {
+        let mut parts = key.splitn(3, '/');
+        let (Some(owner), Some(name), Some(Ok(version))) =
+            (parts.next(), parts.next(), parts.next().map(Version::parse))
+        else {
+            return;
+        };
+        if let Ok(mut map) = self.algorithms.write()
+            && let Some(algo) = map.get_mut(&(owner.to_string(), name.to_string()))
+            && algo.live.remove(&version).is_some()
+        {
+            let _ = self.rebuild_routes(&map);
+        }
+    }
+
+    /// `owner/name/version` of every live version.
+    fn live_keys(&self) -> Vec<String> {
+        self.algorithms
+            .read()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|((o, n), e)| e.live.keys().map(move |v| format!("{o}/{n}/{v}")))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The engine calls run on.
