@@ -1,11 +1,18 @@
-//! The guest examples the benches deploy, built once per bench run.
+//! The guest examples the benches (and the cluster tests of the host crates)
+//! deploy, built once per run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `guest-examples/` in this checkout.
+/// `guest-examples/` in this checkout: beside the manifest directory of the
+/// crate including this file, or of one of its parents (benches live in
+/// `runtime/`, tests in `crates/<crate>/`).
 pub fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("guest-examples"))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples"))
 }
 
 /// Builds `guest-examples/` (release, wasm32-wasip2; cargo skips what is

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 use wasmgrid_store::StoreError;
-use wasmgrid_store::records::{Bucket, Records, RecordsExt};
+use wasmgrid_store::records::{Bucket, Followed, Records, RecordsExt};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -293,8 +293,8 @@ fn hash_key(key: &str) -> String {
 
 impl KeyStore {
     /// Loads all keys from the store. The cache is written through by
-    /// [`create`](Self::create) and [`revoke`](Self::revoke) (issue 15 feeds
-    /// it from a watch of [`Bucket::Keys`] instead).
+    /// [`create`](Self::create) and [`revoke`](Self::revoke); in cluster mode
+    /// [`follow`](Self::follow) also feeds it what other nodes write.
     pub async fn open(records: Arc<dyn Records>) -> Result<Self, StoreError> {
         let mut keys = HashMap::new();
         for entry in records.list_all(Bucket::Keys, "").await? {
@@ -305,6 +305,34 @@ impl KeyStore {
             records,
             keys: RwLock::new(keys),
         })
+    }
+
+    /// Keeps the key cache current with keys other nodes create and revoke
+    /// (cluster mode), until `shutdown` resolves. A key revoked on another
+    /// node stops working here once the watch brings the deletion
+    /// (milliseconds on a healthy cluster).
+    pub async fn follow(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let records = self.records.clone();
+        wasmgrid_store::records::follow(&*records, Bucket::Keys, "", shutdown, |change| {
+            let Ok(mut keys) = self.keys.write() else {
+                return;
+            };
+            match change {
+                Followed::Put(entry) => {
+                    match wasmgrid_store::records::decode::<KeyRecord>(Bucket::Keys, entry) {
+                        Ok(record) => {
+                            keys.insert(entry.key.clone(), record);
+                        }
+                        Err(e) => tracing::error!(key = %entry.key, error = %e, "an unreadable key record: ignored"),
+                    }
+                }
+                Followed::Deleted(id) => {
+                    keys.remove(id);
+                }
+                Followed::Resynced(seen) => keys.retain(|id, _| seen.contains(id)),
+            }
+        })
+        .await
     }
 
     /// Verifies a presented key; `None` if unknown, revoked or malformed.

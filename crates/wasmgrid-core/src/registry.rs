@@ -29,7 +29,7 @@ use wasmgrid_engine::{
 };
 use wasmgrid_store::StoreError;
 use wasmgrid_store::blobs::{Blobs, Digest as BlobDigest};
-use wasmgrid_store::records::{Bucket, Change, Entry, Records, RecordsExt};
+use wasmgrid_store::records::{Bucket, Entry, Followed, Records, RecordsExt};
 
 /// Default per-call timeout (Algorithmia's).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
@@ -429,62 +429,25 @@ impl Registry {
     /// here (from the shared component store, or the local artifact cache).
     /// This node's own deploys come back through the watch and change nothing.
     pub async fn follow(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        use futures::StreamExt;
-        tokio::pin!(shutdown);
-        loop {
-            let mut watch = tokio::select! {
-                w = self.records.watch(Bucket::Versions, "") => match w {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::error!(error = %e, "watching deployed versions failed; retrying in 1 s");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = &mut shutdown => return,
+        let records = self.records.clone();
+        wasmgrid_store::records::follow(&*records, Bucket::Versions, "", shutdown, |change| {
+            match change {
+                Followed::Put(entry) => {
+                    if let Err(e) = self.apply_version(entry) {
+                        tracing::error!(version = %entry.key, error = %e, "applying a version record failed");
+                    }
+                }
+                Followed::Deleted(key) => self.forget_version(key),
+                Followed::Resynced(seen) => {
+                    for key in self.live_keys() {
+                        if !seen.contains(&key) {
+                            self.forget_version(&key);
                         }
                     }
-                },
-                _ = &mut shutdown => return,
-            };
-            // Between a Reset and the Synced after it: the keys the fresh
-            // snapshot holds.
-            let mut resync: Option<std::collections::HashSet<String>> = None;
-            loop {
-                let change = tokio::select! {
-                    c = watch.next() => c,
-                    _ = &mut shutdown => return,
-                };
-                match change {
-                    Some(Ok(Change::Put(entry))) => {
-                        if let Some(seen) = resync.as_mut() {
-                            seen.insert(entry.key.clone());
-                        }
-                        if let Err(e) = self.apply_version(&entry) {
-                            tracing::error!(version = %entry.key, error = %e, "applying a version record failed");
-                        }
-                    }
-                    Some(Ok(Change::Deleted { key, .. })) => self.forget_version(&key),
-                    Some(Ok(Change::Reset)) => resync = Some(Default::default()),
-                    Some(Ok(Change::Synced)) => {
-                        if let Some(seen) = resync.take() {
-                            for key in self.live_keys() {
-                                if !seen.contains(&key) {
-                                    self.forget_version(&key);
-                                }
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the version watch failed; starting it again");
-                        break;
-                    }
-                    None => break,
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = &mut shutdown => return,
-            }
-        }
+        })
+        .await
     }
 
     /// Applies one stored version record: a live version becomes callable, a

@@ -279,3 +279,79 @@ pub fn decode<T: DeserializeOwned>(bucket: Bucket, entry: &Entry) -> Result<T, S
         reason: e.to_string(),
     })
 }
+
+/// What [`follow`] hands its applier.
+#[derive(Debug)]
+pub enum Followed<'a> {
+    /// The record now has this value.
+    Put(&'a Entry),
+    /// The record is gone.
+    Deleted(&'a str),
+    /// The watch fell behind and read a fresh snapshot: these are every key
+    /// it holds; drop what the cache has beyond them.
+    Resynced(&'a std::collections::HashSet<String>),
+}
+
+/// Keeps a node's cache of `bucket` (under `prefix`) current with what every
+/// node writes (cluster mode): watches it until `shutdown` resolves and hands
+/// each change to `apply`, starting the watch again after an error. The
+/// first snapshot comes as plain `Put`s (the cache was loaded from it
+/// already, so applying them again must change nothing).
+pub async fn follow(
+    records: &dyn Records,
+    bucket: Bucket,
+    prefix: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut apply: impl FnMut(Followed<'_>),
+) {
+    use futures::StreamExt;
+    use std::time::Duration;
+    tokio::pin!(shutdown);
+    loop {
+        let mut watch = tokio::select! {
+            w = records.watch(bucket, prefix) => match w {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(bucket = bucket.name(), error = %e, "watching records failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = &mut shutdown => return,
+                    }
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        // Between a Reset and the Synced after it: the keys of the snapshot.
+        let mut resync: Option<std::collections::HashSet<String>> = None;
+        loop {
+            let change = tokio::select! {
+                c = watch.next() => c,
+                _ = &mut shutdown => return,
+            };
+            match change {
+                Some(Ok(Change::Put(entry))) => {
+                    if let Some(seen) = resync.as_mut() {
+                        seen.insert(entry.key.clone());
+                    }
+                    apply(Followed::Put(&entry));
+                }
+                Some(Ok(Change::Deleted { key, .. })) => apply(Followed::Deleted(&key)),
+                Some(Ok(Change::Reset)) => resync = Some(Default::default()),
+                Some(Ok(Change::Synced)) => {
+                    if let Some(seen) = resync.take() {
+                        apply(Followed::Resynced(&seen));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(bucket = bucket.name(), error = %e, "a records watch failed; starting it again");
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}

@@ -1,12 +1,17 @@
-//! Two registries ("nodes") on one NATS JetStream cluster (issue 15): version
-//! records in a shared key/value bucket, component bytes in the shared object
-//! store, each node with its own compiled-artifact directory. A version
-//! deployed through one node is callable through the other (compiled there
-//! on its first call); a delete on one takes it down on the other, and its
-//! number stays taken everywhere.
+//! Two "nodes" on one NATS JetStream cluster (issue 15), each keeping its
+//! caches current through records watches.
+//!
+//! - Registries: version records in a shared key/value bucket, component
+//!   bytes in the shared object store, each node with its own
+//!   compiled-artifact directory. A version deployed through one node is
+//!   callable through the other (compiled there on its first call); a delete
+//!   on one takes it down on the other, and its number stays taken everywhere.
+//! - Key stores: a key created on one node works on the other; revoked on
+//!   one, it stops working on the other.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use wasmgrid_core::auth::{KeyStore, Scope};
 use wasmgrid_core::invoker::{Call, Invoker};
 use wasmgrid_core::metrics::Metrics;
 use wasmgrid_core::registry::{
@@ -22,21 +27,13 @@ fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| Cluster::start().expect("start the NATS test cluster"))
 }
 
-/// `guest-examples/`'s `name` component, built if needed (cargo skips what is
-/// fresh; scripts/test.sh builds them before the tests).
+#[path = "../../../benches/support/guests.rs"]
+mod guests;
+
+/// `guest-examples/`'s `name` component (built if needed; scripts/test.sh
+/// builds them before the tests).
 fn guest(name: &str) -> bytes::Bytes {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-examples");
-    let status = std::process::Command::new("cargo")
-        .args(["build", "--release", "--quiet"])
-        .current_dir(&dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .expect("cargo build guest-examples");
-    assert!(status.success(), "building guest-examples failed");
-    std::fs::read(dir.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
-        .expect("guest wasm")
-        .into()
+    guests::build_guest(name).into()
 }
 
 struct Node {
@@ -149,4 +146,49 @@ async fn a_version_deployed_on_one_node_runs_on_the_other() {
     }
     let _ = a.stop.send(true);
     let _ = b.stop.send(true);
+}
+
+async fn keys(prefix: &str) -> (Arc<KeyStore>, tokio::sync::watch::Sender<bool>) {
+    let nats = Arc::new(
+        NatsStore::connect(&cluster().urls, prefix, 3, None)
+            .await
+            .expect("connect to the test cluster"),
+    );
+    let keys = Arc::new(KeyStore::open(nats).await.unwrap());
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(keys.clone().follow(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    (keys, stop)
+}
+
+/// Waits (at most 10 s) until `ok` holds.
+async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_on_one_node_works_on_the_other_until_revoked() {
+    let (a, stop_a) = keys("tkeys").await;
+    let (b, stop_b) = keys("tkeys").await;
+    let (record, key) = a
+        .create("alice", vec![Scope::Invoke], Some("ci".into()), None)
+        .await
+        .unwrap();
+    eventually("B accepts the key", || b.verify(&key).is_some()).await;
+    let caller = b.verify(&key).unwrap();
+    assert_eq!(
+        (caller.owner.as_str(), caller.scopes.as_slice()),
+        ("alice", &[Scope::Invoke][..])
+    );
+    assert!(b.list().iter().any(|k| k.id == record.id));
+    assert!(b.revoke(&record.id).await.unwrap());
+    eventually("A refuses the revoked key", || a.verify(&key).is_none()).await;
+    assert!(a.list().iter().all(|k| k.id != record.id));
+    let _ = stop_a.send(true);
+    let _ = stop_b.send(true);
 }
