@@ -1,7 +1,7 @@
 //! Two event-service "nodes" sharing one NATS JetStream cluster (issue 15):
 //! topic and subscription records in NATS key/value buckets, delivery queues
-//! in JetStream (`NatsQueues`), each node with its own local store for the
-//! rest. Deliveries go to a webhook on loopback.
+//! and the change log in JetStream (`NatsQueues`), each node with its own
+//! local store for the rest. Deliveries go to a webhook on loopback.
 //!
 //! - Events published through either node are delivered once each, and both
 //!   nodes' workers take part.
@@ -22,8 +22,8 @@ use wasmgrid_core::metrics::{Metrics, SubscriptionLabel};
 use wasmgrid_core::registry::Registry;
 use wasmgrid_engine::{Engine, EngineConfig};
 use wasmgrid_events::{EventService, EventsConfig, SubscriptionSpec};
+use wasmgrid_store::EmbeddedStore;
 use wasmgrid_store::records::Records;
-use wasmgrid_store::{EmbeddedQueues, EmbeddedStore};
 use wasmgrid_store_nats::NatsStore;
 use wasmgrid_store_nats::testing::Cluster;
 
@@ -159,6 +159,7 @@ fn serve(stream: std::net::TcpStream, r: &Receiver) {
 struct Node {
     events: EventService,
     metrics: Arc<Metrics>,
+    queues: Arc<wasmgrid_store_nats::NatsQueues>,
     _dir: tempfile::TempDir,
 }
 
@@ -180,7 +181,6 @@ async fn node_with(prefix: &str, time_scale: f64) -> Node {
             .expect("the queue streams"),
     );
     let local = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let log = Arc::new(EmbeddedQueues::new(local.clone()));
     let records: Arc<dyn Records> = nats.clone();
     let engine = Arc::new(Engine::new(EngineConfig::default()).unwrap());
     let registry = Arc::new(
@@ -193,8 +193,8 @@ async fn node_with(prefix: &str, time_scale: f64) -> Node {
     let data = Arc::new(DataService::new(records.clone(), nats.clone(), local));
     let events = EventService::open(
         records,
-        queues,
-        log,
+        queues.clone(),
+        queues.clone(),
         invoker,
         data,
         metrics.clone(),
@@ -211,6 +211,7 @@ async fn node_with(prefix: &str, time_scale: f64) -> Node {
     Node {
         events,
         metrics,
+        queues,
         _dir: dir,
     }
 }
@@ -485,6 +486,44 @@ async fn records_written_on_one_node_reach_the_other() {
         assert!(Instant::now() < deadline, "B still accepts a deleted topic");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    a.events.shutdown().await;
+    b.events.shutdown().await;
+}
+
+/// System-feed entries appended on one node are routed once, by either
+/// node's router (they share the log's router consumer), to a subscription
+/// created on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_feed_entries_route_once_across_nodes() {
+    use wasmgrid_store::changelog::{ChangeLog, Feed};
+    let r = receiver();
+    let a = node("tfeed").await;
+    let b = node("tfeed").await;
+    a.events.start();
+    b.events.start();
+    let spec: SubscriptionSpec =
+        serde_json::from_value(json!({"destination": {"webhook": r.url}})).unwrap();
+    b.events
+        .put_subscription(&admin(), "system.jobs", "ends", spec)
+        .await
+        .unwrap();
+    // A routes only once it has seen the subscription (it follows B's write).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut want = HashSet::new();
+    for i in 0..10 {
+        let id = format!("job{i}/completed");
+        let event = json!({"specversion": "1.0", "id": id, "source": "/jobs",
+                           "type": "wasmgrid.jobs.completed", "data": {"job": i}});
+        a.queues
+            .append(Feed::Jobs, &id, serde_json::to_vec(&event).unwrap().into())
+            .await
+            .unwrap();
+        want.insert(id);
+    }
+    let appended = Instant::now();
+    let got = received_all(&r, &want, Duration::from_secs(30)).await;
+    eprintln!("system feed: 10 entries delivered {:?} after the appends", appended.elapsed());
+    assert_eq!(got.len(), 10, "each routed once: {got:?}");
     a.events.shutdown().await;
     b.events.shutdown().await;
 }

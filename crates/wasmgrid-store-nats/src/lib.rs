@@ -13,6 +13,7 @@
 //! stream before 2.9.21 (nats-server #4320).
 
 mod blobs;
+mod changelog;
 pub mod keys;
 mod leases;
 pub use leases::SKEW_MARGIN;

@@ -1,4 +1,5 @@
-//! [`DeliveryQueues`] on JetStream (docs/STORAGE.md 4.4): stream `P_events`
+//! [`DeliveryQueues`] on JetStream (docs/STORAGE.md 4.4; the change log of
+//! 4.2 lives on the same object, in crate::changelog): stream `P_events`
 //! (work-queue retention, one subject `P.q.<sub hex>` per subscription) with
 //! one durable pull consumer per subscription, dead letters in stream
 //! `P_dlq` (`P.dl.<sub hex>`), and each entry's attempt state in the
@@ -40,6 +41,10 @@ const MAX_ACK_PENDING: i64 = 65_536;
 /// time-to-live (1440 min) plus an hour.
 const ATTEMPTS_MAX_AGE: Duration = Duration::from_secs(25 * 3600);
 
+/// The change log's size limit (STORAGE.md 4.2's `--cluster-log-bytes`
+/// default).
+const LOG_MAX_BYTES: i64 = 8 << 30;
+
 /// Dead letters and redrives page through the dead-letter stream this many
 /// messages at a time.
 const REDRIVE_PAGE: usize = 500;
@@ -57,8 +62,13 @@ struct Attempts {
 
 /// The delivery queues of a cluster, on the connection of a [`NatsStore`].
 pub struct NatsQueues {
-    js: jetstream::Context,
-    prefix: String,
+    pub(crate) js: jetstream::Context,
+    pub(crate) prefix: String,
+    /// The change log (`P_log`, crate::changelog) and its router's consumer.
+    pub(crate) log: Stream,
+    pub(crate) router: PullConsumer,
+    /// What the router read and has not acknowledged.
+    pub(crate) unacked: tokio::sync::Mutex<crate::changelog::Unacked>,
     events: Stream,
     dlq: Stream,
     attempts: Kv,
@@ -149,6 +159,35 @@ impl NatsStore {
             },
         )
         .await?;
+        let log = stream(
+            &self.js,
+            StreamConfig {
+                name: format!("{p}_log"),
+                description: Some("wasmgrid change log: the system feeds".into()),
+                subjects: vec![format!("{p}.log.*")],
+                storage: StorageType::File,
+                num_replicas: self.replicas,
+                // Full: appends fail (503) until the router catches up and
+                // prunes; routed entries are never dropped unrouted.
+                discard: DiscardPolicy::New,
+                max_bytes: LOG_MAX_BYTES,
+                duplicate_window: Duration::from_secs(120),
+                max_message_size: crate::MAX_VALUE as i32,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let router = log
+            .create_consumer(pull::Config {
+                durable_name: Some("router".into()),
+                ack_policy: AckPolicy::All,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup_err(&format!("{p}_log router"))(e.to_string()))?;
         let attempts = kv_bucket(
             &self.js,
             &format!("{p}_attempts"),
@@ -160,6 +199,9 @@ impl NatsStore {
         Ok(NatsQueues {
             js: self.js.clone(),
             prefix: p.clone(),
+            log,
+            router,
+            unacked: Default::default(),
             events,
             dlq,
             attempts,
@@ -199,6 +241,10 @@ fn worker_err(what: &str) -> impl FnOnce(async_nats::Error) -> StoreError + '_ {
 }
 
 impl NatsQueues {
+    pub(crate) fn log_subject(&self, feed: wasmgrid_store::changelog::Feed) -> String {
+        format!("{}.log.{}", self.prefix, crate::changelog::feed_token(feed))
+    }
+
     fn queue_subject(&self, sub: SubId) -> String {
         format!("{}.q.{:x}", self.prefix, sub.0)
     }
@@ -401,11 +447,13 @@ impl DeliveryQueues for NatsQueues {
     async fn ingest_routed(
         &self,
         batch: &[Enqueue<'_>],
-        _upto: u64,
+        upto: u64,
     ) -> Result<IngestReport, StoreError> {
-        // The change log's acknowledgement is the router's (ChangeLog::ack),
-        // after this returns; `log<seq>` ids make a repeat queue nothing twice.
-        self.ingest(batch, Duration::ZERO).await
+        // Queued first, then the log acknowledged: a crash between routes
+        // the entries again, and their `log<seq>` ids queue nothing twice.
+        let report = self.ingest(batch, Duration::ZERO).await?;
+        wasmgrid_store::changelog::ChangeLog::ack(self, upto).await?;
+        Ok(report)
     }
 
     async fn lease(&self, sub: SubId, max: usize) -> Result<Vec<Leased>, StoreError> {

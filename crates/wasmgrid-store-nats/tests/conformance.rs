@@ -38,6 +38,7 @@ fn backend(s: &NatsStore) -> Backend {
         tracks_recorded: false,
         exact_concurrent_update: v.as_slice() >= [2, 9, 21].as_slice(),
         reads_survive_delete: false,
+        dedups_appends: true,
     }
 }
 
@@ -67,6 +68,16 @@ async fn delivery_queues() {
         .await
         .expect("the queue streams");
     c::queues_all(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_log() {
+    let s = store("tlog").await;
+    let q = s
+        .queues(Duration::from_secs(30), Duration::from_secs(120))
+        .await
+        .expect("the queue and log streams");
+    c::changelog(&q, &q, backend(&s)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

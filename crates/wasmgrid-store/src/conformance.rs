@@ -1,5 +1,5 @@
-//! The contract tests of [`Records`], [`Leases`], [`Blobs`] and
-//! [`DeliveryQueues`], written once
+//! The contract tests of [`Records`], [`Leases`], [`Blobs`],
+//! [`DeliveryQueues`] and [`ChangeLog`], written once
 //! and run against every backend: the embedded one in this crate's tests
 //! (`tests/conformance.rs`), the NATS one on a real 3-node JetStream cluster
 //! in `wasmgrid-store-nats`'s tests.
@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use crate::blobs::{BlobId, BlobReader, Blobs, Digest};
+use crate::changelog::{ChangeLog, Feed};
 use crate::leases::Leases;
 use crate::queues::{Dedup, DeliveryQueues, Enqueue, Leased, QueueCounts, SubId};
 use crate::records::{Bucket, Change, Entry, Records, RecordsExt};
@@ -41,6 +42,10 @@ pub struct Backend {
     /// Not on a clustered NATS 2.9.10 stream (STORAGE.md rule 3, nats-server
     /// #4320, fixed in 2.9.21): there both may succeed.
     pub exact_concurrent_update: bool,
+    /// A second [`ChangeLog::append`] with the same dedup id within the
+    /// window is dropped (NATS, by `Nats-Msg-Id`). Not embedded: it logs it
+    /// again, and consumers deduplicate by the event id.
+    pub dedups_appends: bool,
     /// A reader opened on a data blob keeps reading its content when the
     /// blob is deleted meanwhile (embedded: the open file). Not NATS: a
     /// delete purges the object's chunks, so a reader still going fails.
@@ -718,4 +723,132 @@ pub async fn queues_all(q: &dyn DeliveryQueues) {
     queues_ingest_lease_ack(q).await;
     queues_retry_dead_letter_redrive(q).await;
     queues_pages_and_drop(q).await;
+}
+
+// ---- ChangeLog ----
+
+/// Reads (at most 10 s) until the read reaches `seq`: a cluster backend's
+/// router may see an append a moment after it returned.
+async fn read_upto(log: &dyn ChangeLog, seq: u64) -> crate::changelog::LogRead {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = log.read(10).await.unwrap();
+        if read.upto.is_some_and(|u| u >= seq) {
+            return read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log never showed entry {seq}: {read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn logged_event(n: u32, ty: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"specversion":"1.0","id":"log-{n}","source":"/conformance","type":"{ty}"}}"#
+    ))
+}
+
+/// Appends are numbered in order; the router reads after its position and
+/// gets the same entries until it acknowledges them; inspection sees routed
+/// and unrouted entries; the routing step (`ingest_routed`) queues entries
+/// and moves the position in one call.
+pub async fn changelog(log: &dyn ChangeLog, queues: &dyn DeliveryQueues, backend: Backend) {
+    let empty = log.read(10).await.unwrap();
+    assert_eq!((empty.entries.len(), empty.upto), (0, None));
+    let a = log
+        .append(Feed::Data, "c/1", logged_event(1, "wasmgrid.data.created"))
+        .await
+        .unwrap();
+    let b = log
+        .append(
+            Feed::Algorithms,
+            "c/2",
+            logged_event(2, "wasmgrid.algorithms.deployed"),
+        )
+        .await
+        .unwrap();
+    let c = log
+        .append(
+            Feed::Jobs,
+            "c/3",
+            logged_event(3, "wasmgrid.jobs.completed"),
+        )
+        .await
+        .unwrap();
+    assert!(a < b && b < c, "{a} {b} {c}");
+    let read = read_upto(log, c).await;
+    let got: Vec<(u64, Feed)> = read.entries.iter().map(|l| (l.seq, l.feed)).collect();
+    assert_eq!(
+        got,
+        [(a, Feed::Data), (b, Feed::Algorithms), (c, Feed::Jobs)]
+    );
+    assert_eq!(
+        read.entries[1].event,
+        logged_event(2, "wasmgrid.algorithms.deployed")
+    );
+    assert_eq!(read.upto, Some(c));
+    // Not acknowledged: the same entries again.
+    assert_eq!(log.read(10).await.unwrap(), read);
+    log.ack(c).await.unwrap();
+    assert_eq!(log.read(10).await.unwrap().upto, None);
+
+    // A job end announced twice.
+    let d = log
+        .append(
+            Feed::Jobs,
+            "c/3",
+            logged_event(3, "wasmgrid.jobs.completed"),
+        )
+        .await
+        .unwrap();
+    let again = log.read(10).await.unwrap();
+    if backend.dedups_appends {
+        assert_eq!(
+            d, c,
+            "{}: a duplicate append answers the first number",
+            backend.name
+        );
+        assert_eq!(again.upto, None);
+    } else {
+        assert!(d > c);
+        assert_eq!(read_upto(log, d).await.upto, Some(d));
+        log.ack(d).await.unwrap();
+    }
+
+    // The router's step: queue and acknowledge together.
+    let s = SubId(0x41);
+    queues.create_queue(s).await.unwrap();
+    let e = log
+        .append(Feed::Data, "c/5", logged_event(5, "wasmgrid.data.deleted"))
+        .await
+        .unwrap();
+    let read = read_upto(log, e).await;
+    assert_eq!(read.upto, Some(e));
+    let text = String::from_utf8(read.entries[0].event.to_vec()).unwrap();
+    let routed = queues
+        .ingest_routed(
+            &[Enqueue {
+                event: &text,
+                subs: &[s],
+                dedup: None,
+                log_seq: Some(e),
+            }],
+            e,
+        )
+        .await
+        .unwrap();
+    assert_eq!(routed.deliveries, 1);
+    assert_eq!(log.read(10).await.unwrap().upto, None);
+    let leased = lease_n(queues, s, 1).await;
+    assert_eq!(event_id(&leased[0]), "log-5");
+
+    // Inspection: routed entries are kept.
+    let all = log.inspect(0, 100).await.unwrap();
+    let seqs: Vec<u64> = all.iter().map(|l| l.seq).collect();
+    assert!(seqs.starts_with(&[a, b, c]), "{seqs:?}");
+    assert_eq!(seqs.last(), Some(&e));
+    let page = log.inspect(a, 2).await.unwrap();
+    assert_eq!(page.iter().map(|l| l.seq).collect::<Vec<_>>(), [b, c]);
 }

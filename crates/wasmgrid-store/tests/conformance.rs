@@ -13,6 +13,7 @@ const EMBEDDED: Backend = Backend {
     tracks_recorded: true,
     exact_concurrent_update: true,
     reads_survive_delete: true,
+    dedups_appends: false,
 };
 
 fn open() -> (tempfile::TempDir, EmbeddedStore) {
@@ -45,4 +46,12 @@ async fn delivery_queues() {
     let store = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let queues = wasmgrid_store::EmbeddedQueues::new(store);
     c::queues_all(&queues).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let queues = wasmgrid_store::EmbeddedQueues::new(store);
+    c::changelog(&queues, &queues, EMBEDDED).await;
 }
