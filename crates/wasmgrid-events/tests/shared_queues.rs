@@ -522,7 +522,10 @@ async fn system_feed_entries_route_once_across_nodes() {
     }
     let appended = Instant::now();
     let got = received_all(&r, &want, Duration::from_secs(30)).await;
-    eprintln!("system feed: 10 entries delivered {:?} after the appends", appended.elapsed());
+    eprintln!(
+        "system feed: 10 entries delivered {:?} after the appends",
+        appended.elapsed()
+    );
     assert_eq!(got.len(), 10, "each routed once: {got:?}");
     a.events.shutdown().await;
     b.events.shutdown().await;

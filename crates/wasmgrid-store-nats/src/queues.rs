@@ -69,6 +69,8 @@ pub struct NatsQueues {
     pub(crate) router: PullConsumer,
     /// What the router read and has not acknowledged.
     pub(crate) unacked: tokio::sync::Mutex<crate::changelog::Unacked>,
+    /// Reads every revision of the `Versions` bucket for the versions feed.
+    versions_feed: PullConsumer,
     events: Stream,
     dlq: Stream,
     attempts: Kv,
@@ -188,6 +190,24 @@ impl NatsStore {
             })
             .await
             .map_err(|e| setup_err(&format!("{p}_log router"))(e.to_string()))?;
+        // Every revision of the Versions bucket, for the versions feed
+        // (history 5 per key, never expired: none is missed).
+        let versions = self
+            .kv(wasmgrid_store::records::Bucket::Versions)
+            .map_err(|e| setup_err("versions")(e.to_string()))?
+            .stream
+            .clone();
+        let versions_feed = versions
+            .create_consumer(pull::Config {
+                durable_name: Some("versions-feed".into()),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup_err(&format!("{p}_versions feed"))(e.to_string()))?;
         let attempts = kv_bucket(
             &self.js,
             &format!("{p}_attempts"),
@@ -202,6 +222,7 @@ impl NatsStore {
             log,
             router,
             unacked: Default::default(),
+            versions_feed,
             events,
             dlq,
             attempts,
@@ -241,6 +262,84 @@ fn worker_err(what: &str) -> impl FnOnce(async_nats::Error) -> StoreError + '_ {
 }
 
 impl NatsQueues {
+    /// Moves the change event each version record carries (written by
+    /// `create_announced` / `update_announced`) into the change log's
+    /// algorithms feed, in revision order, until `shutdown` resolves. One
+    /// node runs it (the router's lease, in the node step); a crash between
+    /// the append and the acknowledgement appends again under the same
+    /// dedup id `ver.<stream seq>`, which the log drops.
+    pub async fn run_versions_feed(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let batch = async {
+                self.versions_feed
+                    .batch()
+                    .max_messages(100)
+                    .expires(Duration::from_secs(1))
+                    .messages()
+                    .await
+            };
+            let mut messages = tokio::select! {
+                m = batch => match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading version records for the feed failed; retrying in 1 s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = &mut shutdown => return,
+                        }
+                    }
+                },
+                _ = &mut shutdown => return,
+            };
+            loop {
+                let next = tokio::select! {
+                    n = messages.next() => n,
+                    _ = &mut shutdown => return,
+                };
+                let Some(Ok(message)) = next else { break };
+                if let Err(e) = self.feed_version(&message).await {
+                    // Not acknowledged: it comes back after the wait, in order.
+                    tracing::warn!(error = %e, "moving a version's event into the log failed; retried");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn feed_version(
+        &self,
+        message: &async_nats::jetstream::Message,
+    ) -> Result<(), StoreError> {
+        use base64::Engine as _;
+        let seq = message
+            .info()
+            .map_err(|e| StoreError::Backend(format!("version record metadata: {e}")))?
+            .stream_sequence;
+        let event = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::records::EVENT_HEADER))
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str())
+                    .ok()
+            });
+        if let Some(event) = event {
+            wasmgrid_store::changelog::ChangeLog::append(
+                self,
+                wasmgrid_store::changelog::Feed::Algorithms,
+                &format!("ver.{seq}"),
+                event.into(),
+            )
+            .await?;
+        }
+        message
+            .double_ack()
+            .await
+            .map_err(|e| store_err("acknowledging a version record", e))
+    }
+
     pub(crate) fn log_subject(&self, feed: wasmgrid_store::changelog::Feed) -> String {
         format!("{}.log.{}", self.prefix, crate::changelog::feed_token(feed))
     }

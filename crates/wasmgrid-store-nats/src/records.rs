@@ -132,7 +132,59 @@ pub(crate) async fn live_keys(
     Ok(keys.into_iter().collect())
 }
 
+/// The header that carries a fed record's change event with the record's
+/// own message, for the versions feed (crate::queues) to move into the log.
+pub(crate) const EVENT_HEADER: &str = "Wg-Event";
+
 impl NatsStore {
+    /// Writes a record of a fed bucket as one message that also carries its
+    /// change event (base64 in [`EVENT_HEADER`]): the record and its event
+    /// are one write, so the feed can never see one without the other. The
+    /// write is conditional on the key's last revision being `expected` (0:
+    /// never written, a create).
+    async fn publish_announced(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        value: Bytes,
+        expected: Rev,
+        event: Bytes,
+    ) -> Result<Rev, StoreError> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        use base64::Engine as _;
+        check_size(&value)?;
+        let kv = self.kv(bucket)?;
+        let subject = format!(
+            "{}{}",
+            kv.put_prefix.as_ref().unwrap_or(&kv.prefix),
+            nats_key(key)?
+        );
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string());
+        headers.insert(
+            EVENT_HEADER,
+            base64::engine::general_purpose::STANDARD.encode(&event),
+        );
+        let published = async {
+            self.js
+                .publish_with_headers(subject, headers, value)
+                .await?
+                .await
+        };
+        match published.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(if expected == 0 {
+                StoreError::Exists {
+                    bucket: bucket.name(),
+                    key: key.to_string(),
+                }
+            } else {
+                self.changed(bucket, key, expected).await
+            }),
+            Err(e) => Err(store_err("writing a record", e)),
+        }
+    }
+
     async fn changed(&self, bucket: Bucket, key: &str, expected: Rev) -> StoreError {
         let found = match self.get(bucket, key).await {
             Ok(entry) => entry.map(|e| e.rev),
@@ -263,10 +315,9 @@ impl Records for NatsStore {
         bucket: Bucket,
         key: &str,
         value: Bytes,
-        _event: Bytes,
+        event: Bytes,
     ) -> Result<Rev, StoreError> {
-        // The versions feed derives the event from the record (STORAGE.md 4.2).
-        self.create(bucket, key, value).await
+        self.publish_announced(bucket, key, value, 0, event).await
     }
 
     async fn update(
@@ -293,9 +344,10 @@ impl Records for NatsStore {
         key: &str,
         value: Bytes,
         expected: Rev,
-        _event: Bytes,
+        event: Bytes,
     ) -> Result<Rev, StoreError> {
-        self.update(bucket, key, value, expected).await
+        self.publish_announced(bucket, key, value, expected, event)
+            .await
     }
 
     async fn put(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<Rev, StoreError> {

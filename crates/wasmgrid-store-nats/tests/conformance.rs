@@ -80,6 +80,77 @@ async fn change_log() {
     c::changelog(&q, &q, backend(&s)).await;
 }
 
+/// A version record and its change event are one message; the versions feed
+/// moves the events into the log's algorithms feed, in revision order, and
+/// the conditional writes keep their create-once and revision checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_records_feed_their_events_into_the_log() {
+    use wasmgrid_store::StoreError;
+    use wasmgrid_store::changelog::{ChangeLog, Feed};
+    use wasmgrid_store::records::{Bucket, Records};
+    let s = store("tvfeed").await;
+    let q = std::sync::Arc::new(
+        s.queues(Duration::from_secs(30), Duration::from_secs(120))
+            .await
+            .expect("the queue and log streams"),
+    );
+    let key = "demo/hello/1.0.0";
+    let rev = s
+        .create_announced(Bucket::Versions, key, "live".into(), "deployed".into())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_announced(Bucket::Versions, key, "again".into(), "x".into())
+            .await,
+        Err(StoreError::Exists { .. })
+    ));
+    let rev2 = s
+        .update_announced(
+            Bucket::Versions,
+            key,
+            "tombstone".into(),
+            rev,
+            "deleted".into(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.update_announced(Bucket::Versions, key, "stale".into(), rev, "x".into())
+            .await,
+        Err(StoreError::Changed { .. })
+    ));
+    let got = s.get(Bucket::Versions, key).await.unwrap().unwrap();
+    assert_eq!((got.value.as_ref(), got.rev), (&b"tombstone"[..], rev2));
+
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let feed = q.clone();
+    let task = tokio::spawn(async move {
+        feed.run_versions_feed(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let entries = loop {
+        let read = q.read(10).await.unwrap();
+        if read.entries.len() >= 2 {
+            break read.entries;
+        }
+        assert!(std::time::Instant::now() < deadline, "feed: {read:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let events: Vec<(&[u8], Feed)> = entries.iter().map(|l| (l.event.as_ref(), l.feed)).collect();
+    assert_eq!(
+        events,
+        [
+            (&b"deployed"[..], Feed::Algorithms),
+            (&b"deleted"[..], Feed::Algorithms)
+        ]
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connect_binds_the_same_buckets() {
     let a = store("tbind").await;
