@@ -1148,10 +1148,13 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
     for d in &mut batch.files {
         stage_small_output(ctx, d);
     }
-    let mut files = Vec::with_capacity(batch.files.len());
+    // Every file's progress record in one buffer (no allocation per file);
+    // `FinishedFile` borrows its slice and its path from `settled`.
+    let mut progress = Vec::with_capacity(batch.files.len() * 96);
+    let mut ends = Vec::with_capacity(batch.files.len());
+    let mut outputs = Vec::with_capacity(batch.files.len());
     let mut settled = Vec::with_capacity(batch.files.len());
     for d in batch.files.drain(..) {
-        let mut progress = Vec::with_capacity(128);
         let (output, output_rel, failure) = match d.outcome {
             Ok(Output {
                 output_rel,
@@ -1177,11 +1180,8 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
                 (None, None, Some(failure))
             }
         };
-        files.push(FinishedFile {
-            rel: d.file.rel().to_string(),
-            output,
-            progress,
-        });
+        ends.push(progress.len());
+        outputs.push(output);
         settled.push(Settled {
             file: d.file,
             attempts: d.attempts,
@@ -1189,6 +1189,21 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
             failure,
         });
     }
+    let mut start = 0;
+    let files: Vec<FinishedFile<'_>> = settled
+        .iter()
+        .zip(&ends)
+        .zip(outputs)
+        .map(|((s, &end), output)| {
+            let file = FinishedFile {
+                rel: s.file.rel(),
+                output,
+                progress: &progress[start..end],
+            };
+            start = end;
+            file
+        })
+        .collect();
     let output_is_folder = |i: usize| {
         let mut progress = Vec::with_capacity(128);
         if let Some(s) = settled.get(i) {

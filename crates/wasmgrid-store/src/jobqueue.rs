@@ -13,16 +13,18 @@
 use crate::files::{FileWrite, Written};
 use crate::{Page, StoreError};
 
-/// One finished input file of a [`JobQueue::finish`] batch.
+/// One finished input file of a [`JobQueue::finish`] batch. Borrows its
+/// path and progress (a batch's progress records share one buffer: no
+/// allocation per file).
 #[derive(Debug, Clone)]
-pub struct FinishedFile {
+pub struct FinishedFile<'a> {
     /// The input file's path relative to the job's input: its progress key.
-    pub rel: String,
+    pub rel: &'a str,
     /// Its output, when it succeeded with one (prepared by the data domain).
     pub output: Option<FileWrite>,
     /// Its progress record (JSON), as written when its output is written (or
     /// when it has none).
-    pub progress: Vec<u8>,
+    pub progress: &'a [u8],
 }
 
 /// What became of one [`FinishedFile`].
@@ -85,7 +87,7 @@ pub trait JobQueue: Send + Sync {
     async fn finish(
         &self,
         job: &str,
-        files: &[FinishedFile],
+        files: &[FinishedFile<'_>],
         output_is_folder: OutputIsFolder<'_>,
         update: JobUpdate<'_>,
     ) -> Result<Finished, StoreError>;

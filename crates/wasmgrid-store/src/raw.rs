@@ -201,6 +201,15 @@ pub trait Txn {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Sets a value.
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Sets a value unless the key has one; whether it did. One lookup
+    /// where `get` then `put` takes two (a job's per-file create-once).
+    fn put_if_absent(&mut self, table: Table, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        if self.get(table, key)?.is_some() {
+            return Ok(false);
+        }
+        self.put(table, key, value)?;
+        Ok(true)
+    }
     /// Removes a value (no error if absent).
     fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError>;
     /// Appends `value` under the table's next sequence number (20 digits,

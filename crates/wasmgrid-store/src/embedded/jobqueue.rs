@@ -38,7 +38,7 @@ impl EmbeddedStore {
     fn jobs_finish(
         &self,
         job: &str,
-        files: &[FinishedFile],
+        files: &[FinishedFile<'_>],
         output_is_folder: OutputIsFolder<'_>,
         update: JobUpdate<'_>,
     ) -> Result<Finished, StoreError> {
@@ -51,9 +51,11 @@ impl EmbeddedStore {
                 key.clear();
                 key.push_str(job);
                 key.push('/');
-                key.push_str(&f.rel);
-                // Create-once: the first finisher of a file wins.
-                if txn.get(Table::JOB_FILES, &key)?.is_some() {
+                key.push_str(f.rel);
+                // Create-once: the first finisher of a file wins. The
+                // progress goes in first (one lookup), and is replaced below
+                // when the output turns out to be a folder.
+                if !txn.put_if_absent(Table::JOB_FILES, &key, f.progress)? {
                     done.unused_blobs
                         .extend(f.output.as_ref().and_then(|o| o.blob.clone()));
                     done.files.push(Recorded::AlreadyDone);
@@ -73,8 +75,6 @@ impl EmbeddedStore {
                     done.unused_blobs
                         .extend(f.output.as_ref().and_then(|o| o.blob.clone()));
                     txn.put(Table::JOB_FILES, &key, &output_is_folder(i))?;
-                } else {
-                    txn.put(Table::JOB_FILES, &key, &f.progress)?;
                 }
                 done.files.push(recorded);
             }
@@ -112,7 +112,7 @@ impl JobQueue for EmbeddedStore {
     async fn finish(
         &self,
         job: &str,
-        files: &[FinishedFile],
+        files: &[FinishedFile<'_>],
         output_is_folder: OutputIsFolder<'_>,
         update: JobUpdate<'_>,
     ) -> Result<Finished, StoreError> {
@@ -229,14 +229,14 @@ mod tests {
         block_on(s.create(Bucket::Jobs, "job-1", bytes::Bytes::from_static(b"0"))).unwrap();
         let files = vec![
             FinishedFile {
-                rel: "a.txt".into(),
+                rel: "a.txt",
                 output: Some(output("o/c/out/a.txt", "A")),
-                progress: b"{\"ok\":1}".to_vec(),
+                progress: b"{\"ok\":1}",
             },
             FinishedFile {
-                rel: "b.txt".into(),
+                rel: "b.txt",
                 output: None,
-                progress: b"{\"ok\":0}".to_vec(),
+                progress: b"{\"ok\":0}",
             },
         ];
         let folder = |_: usize| b"{\"folder\":1}".to_vec();
@@ -280,9 +280,9 @@ mod tests {
         ))
         .unwrap();
         let files = vec![FinishedFile {
-            rel: "a.txt".into(),
+            rel: "a.txt",
             output: Some(output("o/c/out/a.txt", "A")),
-            progress: b"ok".to_vec(),
+            progress: b"ok",
         }];
         let folder = |i: usize| format!("folder {i}").into_bytes();
         let done = block_on(s.finish("job-1", &files, &folder, &count)).unwrap();
@@ -298,9 +298,9 @@ mod tests {
     fn finish_and_close_need_the_job_record_and_write_nothing_without_it() {
         let (_d, s) = store();
         let files = vec![FinishedFile {
-            rel: "a.txt".into(),
+            rel: "a.txt",
             output: Some(output("o/c/out/a.txt", "A")),
-            progress: b"ok".to_vec(),
+            progress: b"ok",
         }];
         let folder = |_: usize| Vec::new();
         let err = block_on(s.finish("job-9", &files, &folder, &count)).unwrap_err();
@@ -337,12 +337,17 @@ mod tests {
         let (_d, s) = store();
         for job in ["job-1", "job-10"] {
             block_on(s.create(Bucket::Jobs, job, bytes::Bytes::from_static(b"0"))).unwrap();
+            let progress: Vec<String> = ["c", "a", "b"]
+                .iter()
+                .map(|r| format!("{job}:{r}"))
+                .collect();
             let files: Vec<FinishedFile> = ["c", "a", "b"]
                 .iter()
-                .map(|r| FinishedFile {
-                    rel: r.to_string(),
+                .zip(&progress)
+                .map(|(r, p)| FinishedFile {
+                    rel: r,
                     output: None,
-                    progress: format!("{job}:{r}").into_bytes(),
+                    progress: p.as_bytes(),
                 })
                 .collect();
             block_on(s.finish(job, &files, &|_| Vec::new(), &count)).unwrap();

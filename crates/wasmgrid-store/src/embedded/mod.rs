@@ -350,6 +350,17 @@ impl Txn for RedbTxn<'_> {
         self.with_table(table, |t| t.insert(key, value).map(|_| ()))
     }
 
+    fn put_if_absent(&mut self, table: Table, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        // Insert, and put the old value back in the rare case there was one.
+        self.with_table(table, |t| {
+            let old = t.insert(key, value)?.map(|v| v.value().to_vec());
+            match old {
+                None => Ok(true),
+                Some(old) => t.insert(key, old.as_slice()).map(|_| false),
+            }
+        })
+    }
+
     fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
         self.with_table(table, |t| t.remove(key).map(|_| ()))
     }
