@@ -41,10 +41,6 @@ const MAX_ACK_PENDING: i64 = 65_536;
 /// time-to-live (1440 min) plus an hour.
 const ATTEMPTS_MAX_AGE: Duration = Duration::from_secs(25 * 3600);
 
-/// The change log's size limit (STORAGE.md 4.2's `--cluster-log-bytes`
-/// default).
-const LOG_MAX_BYTES: i64 = 8 << 30;
-
 /// Dead letters and redrives page through the dead-letter stream this many
 /// messages at a time.
 const REDRIVE_PAGE: usize = 500;
@@ -169,10 +165,14 @@ impl NatsStore {
                 subjects: vec![format!("{p}.log.*")],
                 storage: StorageType::File,
                 num_replicas: self.replicas,
-                // Full: appends fail (503) until the router catches up and
-                // prunes; routed entries are never dropped unrouted.
+                // No size cap yet: JetStream reserves a stream's `max_bytes`
+                // on every replica's disk up front, so a fixed 8 GiB cap
+                // failed placement on small disks (and in the tests, which
+                // create several logs). The router prunes routed entries past
+                // LOG_RETENTION; the cap comes with the node's
+                // `--cluster-log-bytes` flag. Discard new: never drop an
+                // unrouted entry.
                 discard: DiscardPolicy::New,
-                max_bytes: LOG_MAX_BYTES,
                 duplicate_window: Duration::from_secs(120),
                 max_message_size: crate::MAX_VALUE as i32,
                 ..Default::default()
