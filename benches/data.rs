@@ -81,6 +81,7 @@ fn main() {
             records,
             queues.clone(),
             queues,
+            embedded.clone(),
             invoker.clone(),
             data.clone(),
             metrics,

@@ -39,6 +39,7 @@ use wasmgrid_core::metrics::{Metrics, SubscriptionLabel, TopicLabel};
 use wasmgrid_core::registry::VersionSpec;
 use wasmgrid_store::StoreError;
 use wasmgrid_store::changelog::{ChangeLog, Feed};
+use wasmgrid_store::leases::{Grant, Leases};
 use wasmgrid_store::queues::{Dedup, DeliveryQueues, Enqueue, IngestReport, SubId};
 use wasmgrid_store::records::{Bucket, Records, RecordsExt};
 
@@ -394,6 +395,8 @@ pub(crate) struct Inner {
     records: Arc<dyn Records>,
     /// Delivery queues, dead letters and the dedup window.
     queues: Arc<dyn DeliveryQueues>,
+    /// Singletons: the feed router runs under the lease `feed/router`.
+    leases: Arc<dyn Leases>,
     /// The system feeds, routed into the queues by the feed task.
     log: Arc<dyn ChangeLog>,
     invoker: Arc<Invoker>,
@@ -496,7 +499,8 @@ impl EventService {
     /// subscription records come from `records` (written through by this
     /// service; issue 15 feeds its tables from watches). Queues, dead letters
     /// and deduplication live in `queues`; the system topics are fed from
-    /// `log`. Deliveries to algorithms call through `invoker`; `jobs` starts
+    /// `log` by one router per installation, under the lease `feed/router`
+    /// of `leases`. Deliveries to algorithms call through `invoker`; `jobs` starts
     /// the jobs of `{"job": …}` destinations (none: such subscriptions are
     /// refused).
     #[allow(clippy::too_many_arguments)]
@@ -504,6 +508,7 @@ impl EventService {
         records: Arc<dyn Records>,
         queues: Arc<dyn DeliveryQueues>,
         log: Arc<dyn ChangeLog>,
+        leases: Arc<dyn Leases>,
         invoker: Arc<Invoker>,
         data: Arc<DataService>,
         metrics: Arc<Metrics>,
@@ -524,6 +529,7 @@ impl EventService {
             records,
             queues: queues.clone(),
             log,
+            leases,
             invoker,
             data,
             metrics,
@@ -1528,20 +1534,55 @@ fn per_sub_states(routed: &Routed, report: &IngestReport) -> Vec<(Arc<SubState>,
 /// queued and the log acknowledged in one step (`ingest_routed`: one
 /// transaction in the embedded backend, so every change is routed exactly
 /// once even across crashes; at least once, deduplicated, in a cluster).
+/// The router's lease: one router per installation routes the system feeds,
+/// so their events are queued in log order.
+const ROUTER_LEASE: &str = "feed/router";
+/// How long the router's lease lasts unless renewed (renewed every third).
+const ROUTER_TTL: Duration = Duration::from_secs(30);
+
 async fn outbox_feed(inner: Arc<Inner>) {
     let svc = EventService {
         inner: inner.clone(),
     };
     let mut idle = Duration::from_millis(5);
+    let mut grant: Option<Grant> = None;
+    let mut renew_at = std::time::Instant::now();
     loop {
         if inner.shutdown.is_cancelled() {
-            return;
+            break;
+        }
+        // Hold the lease (one process: always granted), or wait for it.
+        let now = std::time::Instant::now();
+        if grant.as_ref().is_some_and(|g| now >= g.valid_until) {
+            grant = None;
+        }
+        if grant.is_none() || now >= renew_at {
+            let held = match grant.take() {
+                Some(g) => inner.leases.renew(&g, ROUTER_TTL).await,
+                None => inner.leases.acquire(ROUTER_LEASE, ROUTER_TTL).await,
+            };
+            grant = match held {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking the feed router's lease failed; retrying");
+                    None
+                }
+            };
+            renew_at = std::time::Instant::now() + ROUTER_TTL / 3;
+            if grant.is_none() {
+                // Another node routes; look again in a second.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = inner.shutdown.cancelled() => break,
+                }
+                continue;
+            }
         }
         match feed_once(&svc).await {
             Ok(0) => {
                 tokio::select! {
                     _ = tokio::time::sleep(idle) => {}
-                    _ = inner.shutdown.cancelled() => return,
+                    _ = inner.shutdown.cancelled() => break,
                 }
                 idle = (idle * 2).min(Duration::from_millis(50));
             }
@@ -1550,10 +1591,16 @@ async fn outbox_feed(inner: Arc<Inner>) {
                 tracing::error!(error = %e, "routing the data outbox to the system topics failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = inner.shutdown.cancelled() => return,
+                    _ = inner.shutdown.cancelled() => break,
                 }
             }
         }
+    }
+    // Let another node take over at once.
+    if let Some(g) = grant
+        && let Err(e) = inner.leases.release(g).await
+    {
+        tracing::warn!(error = %e, "releasing the feed router's lease failed; another node takes over when it ends");
     }
 }
 

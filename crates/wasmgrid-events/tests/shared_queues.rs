@@ -195,6 +195,7 @@ async fn node_with(prefix: &str, time_scale: f64) -> Node {
         records,
         queues.clone(),
         queues.clone(),
+        nats.clone(),
         invoker,
         data,
         metrics.clone(),
@@ -490,9 +491,8 @@ async fn records_written_on_one_node_reach_the_other() {
     b.events.shutdown().await;
 }
 
-/// System-feed entries appended on one node are routed once, by either
-/// node's router (they share the log's router consumer), to a subscription
-/// created on the other.
+/// System-feed entries appended on one node are routed once, by the node
+/// holding the router lease, to a subscription created on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_feed_entries_route_once_across_nodes() {
     use wasmgrid_store::changelog::{ChangeLog, Feed};
@@ -507,7 +507,24 @@ async fn system_feed_entries_route_once_across_nodes() {
         .put_subscription(&admin(), "system.jobs", "ends", spec)
         .await
         .unwrap();
-    // A routes only once it has seen the subscription (it follows B's write).
+    // One router for the installation: a node holds the lease `feed/router`,
+    // so a third party cannot take it.
+    use wasmgrid_store::leases::Leases;
+    let outsider = NatsStore::connect(&cluster().urls, "tfeed", 3, None)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(grant) = outsider
+        .acquire("feed/router", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        outsider.release(grant).await.unwrap();
+        assert!(Instant::now() < deadline, "no node took the router lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The router routes only once it has seen the subscription (both nodes
+    // follow B's write).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut want = HashSet::new();
     for i in 0..10 {

@@ -105,6 +105,7 @@ impl App {
             records.clone(),
             queues.clone(),
             queues,
+            embedded.clone(),
             invoker.clone(),
             data.clone(),
             metrics.clone(),
