@@ -1,6 +1,8 @@
 //! Integration tests: the real `wasmgrid` binary, real HTTP on 127.0.0.1, real
 //! components built from guest-examples/.
 
+#[path = "../../benches/support/guests.rs"]
+mod guests;
 mod support;
 
 mod algorithmia;

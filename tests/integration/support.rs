@@ -4,7 +4,6 @@
 use reqwest::blocking::{Client, Response};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -18,20 +17,7 @@ pub fn repo_root() -> PathBuf {
 /// Builds every guest example once per test process and returns the folder of
 /// the built components.
 pub fn guests_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = repo_root().join("guest-examples");
-        let status = Command::new("cargo")
-            .args(["build", "--release", "--quiet"])
-            .current_dir(&dir)
-            // Don't inherit the host build's target settings.
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .status()
-            .expect("run cargo build in guest-examples");
-        assert!(status.success(), "building guest-examples failed");
-        dir.join("target/wasm32-wasip2/release")
-    })
+    crate::guests::built_dir()
 }
 
 /// The bytes of a built guest example (`hello`, `json-stats`, ...).
