@@ -114,11 +114,7 @@ impl Invoker {
     pub async fn call(&self, call: Call<'_>) -> Result<Outcome, InvokeError> {
         let deployed = call.deployed;
         self.metrics
-            .observe_call(
-                deployed.endpoint_label(),
-                deployed.metrics(&self.metrics),
-                self.run(call, None),
-            )
+            .observe_call(deployed.metrics(&self.metrics), self.run(call, None))
             .await
     }
 
@@ -131,7 +127,6 @@ impl Invoker {
         let deployed = call.deployed;
         self.metrics
             .observe_call(
-                deployed.endpoint_label(),
                 deployed.metrics(&self.metrics),
                 self.run(call, Some(reservation)),
             )

@@ -213,17 +213,16 @@ impl Metrics {
     }
 
     /// Runs one algorithm call, counting it as in flight, and records its
-    /// outcome and latency under `endpoint` (`owner/name/version`, whose
-    /// series `handles` are). Every caller (the invoke API, event deliveries,
+    /// outcome and latency in `handles`, its version's series. Every caller (the invoke API, event deliveries,
     /// jobs) goes through here, so the per-algorithm series cover all of
     /// them. A call dropped before it finishes (the client went away) is
     /// counted `Canceled`.
     pub async fn observe_call(
         &self,
-        endpoint: &str,
         handles: &EndpointMetrics,
         call: impl std::future::Future<Output = Result<Outcome, InvokeError>>,
     ) -> Result<Outcome, InvokeError> {
+        let endpoint = handles.algorithm.as_str();
         let guard = self.start_call(endpoint);
         let result = call.await;
         match &result {
@@ -376,7 +375,7 @@ mod tests {
     fn a_dropped_call_is_canceled_and_leaves_the_gauge() {
         let m = Metrics::new();
         let handles = m.endpoint("o/n/1.0.0");
-        let pending = m.observe_call("o/n/1.0.0", &handles, std::future::pending());
+        let pending = m.observe_call(&handles, std::future::pending());
         let mut pending = Box::pin(pending);
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);

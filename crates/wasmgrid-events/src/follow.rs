@@ -1,9 +1,10 @@
 //! Following topic and subscription records written by other nodes
 //! ([`EventsConfig::follow_records`](super::EventsConfig::follow_records)):
-//! one task watches the `Topics` and `Subscriptions` buckets and applies each
-//! change to this node's topic table and subscription index, starting or
-//! stopping delivery workers. A node's own writes come back through the watch
-//! too; applying them again changes nothing.
+//! the `Topics` and `Subscriptions` buckets are followed
+//! ([`wasmgrid_store::records::follow`]) and each change is applied to this
+//! node's topic table and subscription index, starting or stopping delivery
+//! workers. A node's own writes come back through the watch too; applying
+//! them again changes nothing.
 //!
 //! The node that deletes a subscription drops its queue; the others only stop
 //! their workers. A subscription seen before its topic waits until the topic
@@ -11,108 +12,57 @@
 //! them).
 
 use super::{EventService, SubscriptionRecord, TopicRecord, TopicState, delivery, lock_err};
-use futures::StreamExt;
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use wasmgrid_store::queues::SubId;
-use wasmgrid_store::records::{Bucket, Change, Entry};
+use wasmgrid_store::records::{Bucket, Followed, follow as follow_bucket};
 
-/// A watch's state between a `Reset` and the `Synced` after it: the keys the
-/// fresh snapshot holds (the rest were deleted meanwhile).
-#[derive(Default)]
-struct Resync {
-    active: bool,
-    seen: HashSet<String>,
-}
+/// Subscriptions whose topic this node has not seen yet, by `topic/name`.
+type Waiting = Mutex<HashMap<String, SubscriptionRecord>>;
 
-impl Resync {
-    fn saw(&mut self, key: &str) {
-        if self.active {
-            self.seen.insert(key.to_string());
-        }
-    }
-}
-
-/// Runs until shutdown: watches both buckets and applies their changes.
+/// Runs until shutdown: follows both buckets and applies their changes.
 pub(crate) async fn follow(svc: EventService) {
     let records = svc.inner.records.clone();
-    let cancel = svc.inner.shutdown.clone();
-    loop {
-        let watches = async {
-            let topics = records.watch(Bucket::Topics, "").await?;
-            let subs = records.watch(Bucket::Subscriptions, "").await?;
-            Ok::<_, wasmgrid_store::StoreError>((topics, subs))
-        };
-        let (mut topics, mut subs) = tokio::select! {
-            w = watches => match w {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(error = %e, "watching topics and subscriptions failed; retrying in 1 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = cancel.cancelled() => return,
-                    }
-                }
-            },
-            _ = cancel.cancelled() => return,
-        };
-        // Subscriptions whose topic this node has not seen yet, by key.
-        let mut waiting: HashMap<String, SubscriptionRecord> = HashMap::new();
-        let (mut topic_sync, mut sub_sync) = (Resync::default(), Resync::default());
-        loop {
-            tokio::select! {
-                change = topics.next() => match change {
-                    Some(Ok(change)) => {
-                        on_topic(&svc, change, &mut topic_sync, &mut waiting).await;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the topic watch failed; starting it again");
-                        break;
-                    }
-                    None => break,
-                },
-                change = subs.next() => match change {
-                    Some(Ok(change)) => {
-                        on_subscription(&svc, change, &mut sub_sync, &mut waiting).await;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the subscription watch failed; starting it again");
-                        break;
-                    }
-                    None => break,
-                },
-                _ = cancel.cancelled() => return,
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = cancel.cancelled() => return,
-        }
-    }
+    let shutdown = svc.inner.shutdown.clone();
+    let waiting = Waiting::default();
+    tokio::join!(
+        follow_bucket(
+            &*records,
+            Bucket::Topics,
+            "",
+            shutdown.cancelled(),
+            |change| { on_topic(&svc, change, &waiting) }
+        ),
+        follow_bucket(
+            &*records,
+            Bucket::Subscriptions,
+            "",
+            shutdown.cancelled(),
+            |change| { on_subscription(&svc, change, &waiting) }
+        ),
+    );
 }
 
-async fn on_topic(
-    svc: &EventService,
-    change: Change,
-    sync: &mut Resync,
-    waiting: &mut HashMap<String, SubscriptionRecord>,
-) {
+fn on_topic(svc: &EventService, change: Followed<'_>, waiting: &Waiting) {
     match change {
-        Change::Put(entry) => {
-            sync.saw(&entry.key);
-            match wasmgrid_store::records::decode::<TopicRecord>(Bucket::Topics, &entry) {
+        Followed::Put(entry) => {
+            match wasmgrid_store::records::decode::<TopicRecord>(Bucket::Topics, entry) {
                 Ok(record) => {
-                    let name = record.name.clone();
+                    let prefix = format!("{}/", record.name);
                     svc.apply_topic(record);
-                    let ready: Vec<String> = waiting
-                        .keys()
-                        .filter(|k| k.split_once('/').is_some_and(|(t, _)| t == name))
-                        .cloned()
-                        .collect();
-                    for key in ready {
-                        if let Some(sub) = waiting.remove(&key) {
-                            apply_sub(svc, sub, waiting).await;
+                    let ready: Vec<SubscriptionRecord> = match waiting.lock() {
+                        Ok(mut w) => {
+                            let keys: Vec<String> = w
+                                .keys()
+                                .filter(|k| k.starts_with(&prefix))
+                                .cloned()
+                                .collect();
+                            keys.iter().filter_map(|k| w.remove(k)).collect()
                         }
+                        Err(_) => Vec::new(),
+                    };
+                    for sub in ready {
+                        apply_sub(svc, sub, waiting);
                     }
                 }
                 Err(e) => {
@@ -120,88 +70,74 @@ async fn on_topic(
                 }
             }
         }
-        Change::Deleted { key, .. } => svc.forget_topic(&key),
-        Change::Reset => {
-            sync.active = true;
-            sync.seen.clear();
-        }
-        Change::Synced => {
-            if std::mem::take(&mut sync.active) {
-                for name in svc.custom_topics() {
-                    if !sync.seen.contains(&name) {
-                        svc.forget_topic(&name);
-                    }
+        Followed::Deleted(name) => svc.forget_topic(name),
+        Followed::Resynced(seen) => {
+            for name in svc.custom_topics() {
+                if !seen.contains(&name) {
+                    svc.forget_topic(&name);
                 }
             }
         }
     }
 }
 
-async fn on_subscription(
-    svc: &EventService,
-    change: Change,
-    sync: &mut Resync,
-    waiting: &mut HashMap<String, SubscriptionRecord>,
-) {
+fn on_subscription(svc: &EventService, change: Followed<'_>, waiting: &Waiting) {
     match change {
-        Change::Put(entry) => {
-            sync.saw(&entry.key);
-            if let Some(record) = decode_sub(&entry) {
-                apply_sub(svc, record, waiting).await;
+        Followed::Put(entry) => {
+            match wasmgrid_store::records::decode::<SubscriptionRecord>(
+                Bucket::Subscriptions,
+                entry,
+            ) {
+                Ok(record) => apply_sub(svc, record, waiting),
+                Err(e) => {
+                    tracing::error!(subscription = %entry.key, error = %e, "an unreadable subscription record: ignored")
+                }
             }
         }
-        Change::Deleted { key, .. } => {
-            waiting.remove(&key);
+        Followed::Deleted(key) => {
+            if let Ok(mut w) = waiting.lock() {
+                w.remove(key);
+            }
             if let Some((topic, name)) = key.split_once('/') {
                 svc.forget_subscription(topic, name);
             }
         }
-        Change::Reset => {
-            sync.active = true;
-            sync.seen.clear();
-        }
-        Change::Synced => {
-            if std::mem::take(&mut sync.active) {
-                for (topic, name) in svc.subscription_keys() {
-                    if !sync.seen.contains(&format!("{topic}/{name}")) {
-                        svc.forget_subscription(&topic, &name);
-                    }
+        Followed::Resynced(seen) => {
+            for (topic, name) in svc.subscription_keys() {
+                if !seen.contains(&format!("{topic}/{name}")) {
+                    svc.forget_subscription(&topic, &name);
                 }
             }
         }
     }
 }
 
-fn decode_sub(entry: &Entry) -> Option<SubscriptionRecord> {
-    match wasmgrid_store::records::decode::<SubscriptionRecord>(Bucket::Subscriptions, entry) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            tracing::error!(subscription = %entry.key, error = %e, "an unreadable subscription record: ignored");
-            None
-        }
-    }
-}
-
-async fn apply_sub(
-    svc: &EventService,
-    record: SubscriptionRecord,
-    waiting: &mut HashMap<String, SubscriptionRecord>,
-) {
+fn apply_sub(svc: &EventService, record: SubscriptionRecord, waiting: &Waiting) {
     let has_topic = svc
         .inner
         .topics
         .read()
         .is_ok_and(|t| t.contains_key(&record.topic));
     if !has_topic {
-        waiting.insert(record.label(), record);
+        if let Ok(mut w) = waiting.lock() {
+            w.insert(record.label(), record);
+        }
         return;
     }
-    let depth = match svc.inner.queues.counts(SubId(record.id)).await {
-        Ok(c) => c.depth() as i64,
-        Err(_) => 0,
-    };
-    if let Err(e) = svc.apply_subscription(record, depth) {
-        tracing::error!(error = %e, "applying a subscription from another node failed");
+    let id = record.id;
+    match svc.apply_subscription(record) {
+        // Its queue's depth, read off the watch's path (the gauge is this
+        // node's view; ingest and deliveries move it from here).
+        Ok(Some(depth)) => {
+            let queues = svc.inner.queues.clone();
+            tokio::spawn(async move {
+                if let Ok(c) = queues.counts(SubId(id)).await {
+                    depth.set(c.depth() as i64);
+                }
+            });
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "applying a subscription from another node failed"),
     }
 }
 
@@ -233,12 +169,12 @@ impl EventService {
     }
 
     /// Installs a subscription another node created, or takes its replaced
-    /// spec; starts its worker when deliveries run.
+    /// spec; starts its worker when deliveries run. Returns the depth gauge
+    /// of one it installed (to be set from its queue).
     fn apply_subscription(
         &self,
         record: SubscriptionRecord,
-        depth: i64,
-    ) -> Result<(), super::EventError> {
+    ) -> Result<Option<prometheus_client::metrics::gauge::Gauge>, super::EventError> {
         let compiled = record.spec.filter.compile().map_err(|e| {
             super::EventError::Internal(format!(
                 "subscription {} has an invalid filter: {e}",
@@ -261,7 +197,7 @@ impl EventService {
                     .read()
                     .is_ok_and(|r| r.updated == record.updated && r.spec == record.spec);
                 if same {
-                    return Ok(());
+                    return Ok(None);
                 }
                 {
                     let mut topics = self.inner.topics.write().map_err(|_| lock_err())?;
@@ -273,18 +209,19 @@ impl EventService {
                     *r = std::sync::Arc::new(record);
                 }
                 sub.notify.notify_one();
-                Ok(())
+                Ok(None)
             }
             other => {
                 // Deleted and created again meanwhile: a new id, a new queue.
                 if other.is_some() {
                     self.forget_subscription(&record.topic, &record.name);
                 }
-                let sub = self.install(record, compiled, depth)?;
+                let sub = self.install(record, compiled, 0)?;
+                let depth = sub.depth.clone();
                 if self.inner.started.load(std::sync::atomic::Ordering::SeqCst) {
                     delivery::spawn_worker(self.inner.clone(), sub);
                 }
-                Ok(())
+                Ok(Some(depth))
             }
         }
     }

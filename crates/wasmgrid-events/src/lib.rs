@@ -598,22 +598,6 @@ impl EventService {
         compiled: CompiledFilter,
         depth: i64,
     ) -> Result<Arc<SubState>, EventError> {
-        let gauge = self
-            .inner
-            .metrics
-            .queue_depth
-            .get_or_create(&SubscriptionLabel {
-                subscription: record.label(),
-            })
-            .clone();
-        gauge.set(depth);
-        let label = SubscriptionLabel {
-            subscription: record.label(),
-        };
-        let m = &self.inner.metrics;
-        let matched = m.events_matched.get_or_create(&label).clone();
-        let delivered = m.events_delivered.get_or_create(&label).clone();
-        let failures = m.delivery_failures.get_or_create(&label).clone();
         let mut topics = self.inner.topics.write().map_err(|_| lock_err())?;
         let topic = topics
             .get_mut(&record.topic)
@@ -622,6 +606,15 @@ impl EventService {
         if let Some(sub) = topic.subs.get(&record.id) {
             return Ok(sub.clone());
         }
+        let label = SubscriptionLabel {
+            subscription: record.label(),
+        };
+        let m = &self.inner.metrics;
+        let gauge = m.queue_depth.get_or_create(&label).clone();
+        gauge.set(depth);
+        let matched = m.events_matched.get_or_create(&label).clone();
+        let delivered = m.events_delivered.get_or_create(&label).clone();
+        let failures = m.delivery_failures.get_or_create(&label).clone();
         let sub = Arc::new(SubState {
             id: record.id,
             notify: Notify::new(),

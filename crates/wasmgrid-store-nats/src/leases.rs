@@ -25,7 +25,8 @@ struct Held {
     ttl_ms: u64,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch on this node's clock.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

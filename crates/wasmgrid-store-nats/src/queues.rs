@@ -115,6 +115,24 @@ async fn stream(js: &jetstream::Context, config: StreamConfig) -> Result<Stream,
 }
 
 impl NatsStore {
+    /// A file stream `P_<name>` on subjects `P.<token>.*` with this store's
+    /// replicas: discard new (never drop what is not handled yet), a 2 min
+    /// duplicate window, values up to [`crate::MAX_VALUE`].
+    fn stream_config(&self, name: &str, what: &str, token: &str) -> StreamConfig {
+        let p = &self.prefix;
+        StreamConfig {
+            name: format!("{p}_{name}"),
+            description: Some(format!("wasmgrid {what}")),
+            subjects: vec![format!("{p}.{token}.*")],
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            discard: DiscardPolicy::New,
+            duplicate_window: Duration::from_secs(120),
+            max_message_size: crate::MAX_VALUE as i32,
+            ..Default::default()
+        }
+    }
+
     /// The delivery queues on this connection: streams `P_events` and
     /// `P_dlq` and bucket `P_attempts` (created if missing). `lease` is how
     /// long a node holds an entry without an outcome before another may take
@@ -129,54 +147,30 @@ impl NatsStore {
         let events = stream(
             &self.js,
             StreamConfig {
-                name: format!("{p}_events"),
-                description: Some("wasmgrid delivery queues, one subject per subscription".into()),
-                subjects: vec![format!("{p}.q.*")],
                 retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                num_replicas: self.replicas,
-                discard: DiscardPolicy::New,
                 duplicate_window: dedup_window.max(Duration::from_secs(1)),
-                max_message_size: crate::MAX_VALUE as i32,
-                ..Default::default()
+                ..self.stream_config(
+                    "events",
+                    "delivery queues, one subject per subscription",
+                    "q",
+                )
             },
         )
         .await?;
         let dlq = stream(
             &self.js,
-            StreamConfig {
-                name: format!("{p}_dlq"),
-                description: Some("wasmgrid dead letters, one subject per subscription".into()),
-                subjects: vec![format!("{p}.dl.*")],
-                storage: StorageType::File,
-                num_replicas: self.replicas,
-                discard: DiscardPolicy::New,
-                duplicate_window: Duration::from_secs(120),
-                max_message_size: crate::MAX_VALUE as i32,
-                ..Default::default()
-            },
+            self.stream_config("dlq", "dead letters, one subject per subscription", "dl"),
         )
         .await?;
+        // No size cap yet: JetStream reserves a stream's `max_bytes` on every
+        // replica's disk up front, so a fixed 8 GiB cap failed placement on
+        // small disks (and in the tests, which create several logs). The
+        // router prunes routed entries past LOG_RETENTION; the cap comes with
+        // the node's `--cluster-log-bytes` flag. Discard new: never drop an
+        // unrouted entry.
         let log = stream(
             &self.js,
-            StreamConfig {
-                name: format!("{p}_log"),
-                description: Some("wasmgrid change log: the system feeds".into()),
-                subjects: vec![format!("{p}.log.*")],
-                storage: StorageType::File,
-                num_replicas: self.replicas,
-                // No size cap yet: JetStream reserves a stream's `max_bytes`
-                // on every replica's disk up front, so a fixed 8 GiB cap
-                // failed placement on small disks (and in the tests, which
-                // create several logs). The router prunes routed entries past
-                // LOG_RETENTION; the cap comes with the node's
-                // `--cluster-log-bytes` flag. Discard new: never drop an
-                // unrouted entry.
-                discard: DiscardPolicy::New,
-                duplicate_window: Duration::from_secs(120),
-                max_message_size: crate::MAX_VALUE as i32,
-                ..Default::default()
-            },
+            self.stream_config("log", "change log: the system feeds", "log"),
         )
         .await?;
         let router = log
@@ -255,10 +249,6 @@ fn dedup_id(topic: &str, source: &str, id: &str) -> String {
     }
     let digest = h.finalize();
     hex::encode(&digest[..16])
-}
-
-fn worker_err(what: &str) -> impl FnOnce(async_nats::Error) -> StoreError + '_ {
-    move |e| store_err(what, e)
 }
 
 impl NatsQueues {
@@ -568,7 +558,7 @@ impl DeliveryQueues for NatsQueues {
             .map_err(|e| store_err("leasing deliveries", e))?;
         let mut out = Vec::new();
         while let Some(message) = messages.next().await {
-            let message = message.map_err(worker_err("leasing deliveries"))?;
+            let message = message.map_err(|e| store_err("leasing deliveries", e))?;
             let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
                 continue;
             };
@@ -646,10 +636,8 @@ impl DeliveryQueues for NatsQueues {
             .put(Self::attempts_key(sub, seq), bytes.into())
             .await
             .map_err(|e| store_err("recording an entry's attempts", e))?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let delay = Duration::from_millis(entry.not_before_ms.saturating_sub(now_ms));
+        let delay =
+            Duration::from_millis(entry.not_before_ms.saturating_sub(crate::leases::now_ms()));
         let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
         self.reply(reply, body.into()).await
     }
@@ -686,16 +674,11 @@ impl DeliveryQueues for NatsQueues {
     ) -> Result<Page<(u64, Vec<u8>)>, StoreError> {
         let limit = limit.max(1);
         let from = after.map_or(1, |a| a + 1);
-        let mut page = self.dead_page(sub, from, limit + 1).await?;
-        let more = page.len() > limit;
-        page.truncate(limit);
-        let items: Vec<(u64, Vec<u8>)> = page.into_iter().map(|(s, b)| (s, b.to_vec())).collect();
-        let next = if more {
-            items.last().map(|(seq, _)| seq.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let page = self.dead_page(sub, from, limit + 1).await?;
+        let items = page.into_iter().map(|(s, b)| (s, b.to_vec())).collect();
+        Ok(Page::from_overfetch(items, limit, |(seq, _)| {
+            seq.to_string()
+        }))
     }
 
     async fn redrive(&self, sub: SubId, ids: Option<&[String]>) -> Result<usize, StoreError> {

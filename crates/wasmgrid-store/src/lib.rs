@@ -63,6 +63,25 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page of at most `limit` from `items` read with `limit + 1`: the
+    /// extra item only says that more follow, and `next` is then
+    /// `position(last item kept)`.
+    pub fn from_overfetch(
+        mut items: Vec<T>,
+        limit: usize,
+        position: impl Fn(&T) -> String,
+    ) -> Page<T> {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(position)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
 /// The schema version this build writes. Opening a data directory written by a
 /// newer build fails with a clear error instead of misreading it.
 ///

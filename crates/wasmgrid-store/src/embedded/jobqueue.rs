@@ -34,14 +34,16 @@ fn write_record(
     Ok(next)
 }
 
-impl EmbeddedStore {
-    fn jobs_finish(
+#[async_trait::async_trait]
+impl JobQueue for EmbeddedStore {
+    async fn finish(
         &self,
         job: &str,
         files: &[FinishedFile<'_>],
         output_is_folder: OutputIsFolder<'_>,
         update: JobUpdate<'_>,
     ) -> Result<Finished, StoreError> {
+        // Inline (see the trait): the runner calls from a blocking thread.
         let mut done = Finished::default();
         let mut key = String::with_capacity(job.len() + 64);
         self.transact(&mut |txn| {
@@ -85,7 +87,7 @@ impl EmbeddedStore {
         Ok(done)
     }
 
-    fn jobs_close(
+    async fn close(
         &self,
         job: &str,
         outputs: &[FileWrite],
@@ -104,29 +106,6 @@ impl EmbeddedStore {
             Ok(())
         })?;
         Ok((written, record))
-    }
-}
-
-#[async_trait::async_trait]
-impl JobQueue for EmbeddedStore {
-    async fn finish(
-        &self,
-        job: &str,
-        files: &[FinishedFile<'_>],
-        output_is_folder: OutputIsFolder<'_>,
-        update: JobUpdate<'_>,
-    ) -> Result<Finished, StoreError> {
-        // Inline (see the trait): the runner calls from a blocking thread.
-        self.jobs_finish(job, files, output_is_folder, update)
-    }
-
-    async fn close(
-        &self,
-        job: &str,
-        outputs: &[FileWrite],
-        update: JobUpdate<'_>,
-    ) -> Result<(Vec<Written>, Vec<u8>), StoreError> {
-        self.jobs_close(job, outputs, update)
     }
 
     async fn finished(&self, job: &str, rels: &[&str]) -> Result<Vec<bool>, StoreError> {

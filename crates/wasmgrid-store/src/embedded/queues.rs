@@ -350,18 +350,13 @@ impl DeliveryQueues for EmbeddedQueues {
             start.as_deref().map(Cursor::After),
             limit + 1,
         )?;
-        let more = page.len() > limit;
-        let items: Vec<(u64, Vec<u8>)> = page
+        let items = page
             .into_iter()
-            .take(limit)
             .map(|(key, bytes)| (Token(key.into_boxed_str()).seq(), bytes))
             .collect();
-        let next = if more {
-            items.last().map(|(seq, _)| seq.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::from_overfetch(items, limit, |(seq, _)| {
+            seq.to_string()
+        }))
     }
 
     async fn redrive(&self, sub: SubId, ids: Option<&[String]>) -> Result<usize, StoreError> {

@@ -555,15 +555,8 @@ impl Records for EmbeddedStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Entry>, StoreError> {
-        let (mut items, _) =
-            read_records(&self.db, bucket, prefix, after, limit.saturating_add(1))?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| e.key.clone())
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let (items, _) = read_records(&self.db, bucket, prefix, after, limit.saturating_add(1))?;
+        Ok(Page::from_overfetch(items, limit, |e| e.key.clone()))
     }
 
     async fn watch(
