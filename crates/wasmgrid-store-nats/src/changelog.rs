@@ -29,17 +29,37 @@ pub(crate) fn feed_token(feed: Feed) -> &'static str {
     }
 }
 
-fn feed_of_subject(subject: &str) -> Feed {
-    match subject.rsplit('.').next() {
-        Some("a") => Feed::Algorithms,
-        Some("j") => Feed::Jobs,
-        _ => Feed::Data,
+/// The subject token after `P.log.` that marks a file change (STORAGE.md
+/// 4.3): `P.log.f.<path>`.
+const FILE_TOKEN: &str = "f";
+
+/// What a log subject (`P.log.<token>[.…]`) carries: a feed's event, or a
+/// file change (`None`), whose payload is the change with its event.
+fn feed_of_subject(subject: &str) -> Option<Feed> {
+    match subject.split('.').nth(2) {
+        Some("a") => Some(Feed::Algorithms),
+        Some("j") => Some(Feed::Jobs),
+        Some(FILE_TOKEN) => None,
+        _ => Some(Feed::Data),
     }
 }
 
-/// Entries read by the router and not yet acknowledged: `(entry, reply
-/// subject)`, in log order.
-pub(crate) type Unacked = Vec<(Logged, String)>;
+/// One entry the router read and has not acknowledged.
+pub(crate) struct Held {
+    seq: u64,
+    reply: String,
+    state: HeldState,
+}
+
+enum HeldState {
+    /// A file change not applied yet (its payload).
+    File(Bytes),
+    /// Ready to route: its event, if it has one.
+    Ready(Option<Logged>),
+}
+
+/// Entries read by the router and not yet acknowledged, in log order.
+pub(crate) type Unacked = Vec<Held>;
 
 /// Routed entries are pruned when the acknowledged position passes a
 /// multiple of this (one purge request per so many entries).
@@ -78,36 +98,64 @@ impl ChangeLog for NatsQueues {
                     continue;
                 };
                 let seq = info.stream_sequence;
-                unacked.push((
-                    Logged {
+                let state = match feed_of_subject(&message.subject) {
+                    Some(feed) => HeldState::Ready(Some(Logged {
                         seq,
-                        feed: feed_of_subject(&message.subject),
+                        feed,
                         event: message.payload.clone(),
-                    },
-                    reply.to_string(),
-                ));
+                    })),
+                    None => HeldState::File(message.payload.clone()),
+                };
+                unacked.push(Held {
+                    seq,
+                    reply: reply.to_string(),
+                    state,
+                });
             }
         }
-        Ok(LogRead {
-            upto: unacked.last().map(|(l, _)| l.seq),
-            entries: unacked.iter().map(|(l, _)| l.clone()).collect(),
-        })
+        // File changes are applied before their events are routed, in log
+        // order; one that fails stops the read there (it is tried again
+        // next time, and nothing after it is acknowledged before it).
+        let mut read = LogRead::default();
+        for held in unacked.iter_mut() {
+            if let HeldState::File(payload) = &held.state {
+                match self.files.route(held.seq, payload.clone()).await {
+                    Ok(event) => {
+                        held.state = HeldState::Ready(event.map(|event| Logged {
+                            seq: held.seq,
+                            feed: Feed::Data,
+                            event,
+                        }))
+                    }
+                    Err(e) if read.upto.is_none() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "applying a file change failed; retried on the next read");
+                        break;
+                    }
+                }
+            }
+            if let HeldState::Ready(logged) = &held.state {
+                read.entries.extend(logged.clone());
+                read.upto = Some(held.seq);
+            }
+        }
+        Ok(read)
     }
 
     async fn ack(&self, upto: u64) -> Result<(), StoreError> {
         let mut unacked = self.unacked.lock().await;
-        let Some(pos) = unacked.iter().rposition(|(l, _)| l.seq <= upto) else {
+        let Some(pos) = unacked.iter().rposition(|h| h.seq <= upto) else {
             return Ok(());
         };
         // Acknowledge-all: the last one covers those before it. Waited for,
         // so the position is durable on return.
-        let reply = unacked[pos].1.clone();
+        let reply = unacked[pos].reply.clone();
         self.js
             .client()
             .request(reply, Bytes::from_static(b"+ACK"))
             .await
             .map_err(|e| store_err("acknowledging the change log", e))?;
-        let before = unacked.first().map_or(upto, |(l, _)| l.seq);
+        let before = unacked.first().map_or(upto, |h| h.seq);
         unacked.drain(..=pos);
         drop(unacked);
         if upto > LOG_RETENTION && before / PRUNE_EVERY != upto / PRUNE_EVERY {
@@ -121,7 +169,7 @@ impl ChangeLog for NatsQueues {
 
     async fn inspect(&self, after: u64, limit: usize) -> Result<Vec<Logged>, StoreError> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
-        let subjects = format!("{}.log.*", self.prefix);
+        let subjects = format!("{}.log.>", self.prefix);
         let mut out = Vec::new();
         let mut seq = after + 1;
         while out.len() < limit {
@@ -135,11 +183,17 @@ impl ChangeLog for NatsQueues {
             {
                 Ok(m) => {
                     seq = m.sequence + 1;
-                    out.push(Logged {
-                        seq: m.sequence,
-                        feed: feed_of_subject(&m.subject),
-                        event: m.payload,
-                    });
+                    let (feed, event) = match feed_of_subject(&m.subject) {
+                        Some(feed) => (feed, Some(m.payload)),
+                        None => (Feed::Data, crate::files::event_of(m.payload)),
+                    };
+                    if let Some(event) = event {
+                        out.push(Logged {
+                            seq: m.sequence,
+                            feed,
+                            event,
+                        });
+                    }
                 }
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(store_err("inspecting the change log", e)),
@@ -158,8 +212,10 @@ mod tests {
         for feed in [Feed::Data, Feed::Algorithms, Feed::Jobs] {
             assert_eq!(
                 feed_of_subject(&format!("wg.log.{}", feed_token(feed))),
-                feed
+                Some(feed)
             );
         }
+        assert_eq!(feed_of_subject("wg.log.f.o.c.a"), None);
+        assert_eq!(feed_of_subject("wg.log.f.o.c.j"), None);
     }
 }

@@ -14,6 +14,8 @@
 
 mod blobs;
 mod changelog;
+mod files;
+pub use files::NatsFiles;
 pub mod keys;
 mod leases;
 pub use leases::SKEW_MARGIN;

@@ -63,6 +63,9 @@ pub struct NatsQueues {
     /// The change log (`P_log`, crate::changelog) and its router's consumer.
     pub(crate) log: Stream,
     pub(crate) router: PullConsumer,
+    /// Applies file changes as the router reads them (the repair pass of
+    /// STORAGE.md 4.3).
+    pub(crate) files: crate::files::NatsFiles,
     /// What the router read and has not acknowledged.
     pub(crate) unacked: tokio::sync::Mutex<crate::changelog::Unacked>,
     /// Reads every revision of the `Versions` bucket for the versions feed.
@@ -84,8 +87,11 @@ impl std::fmt::Debug for NatsQueues {
 }
 
 /// Binds stream `config.name`, or creates it; an existing stream whose
-/// duplicate window differs is updated to `config`'s.
-async fn stream(js: &jetstream::Context, config: StreamConfig) -> Result<Stream, ConnectError> {
+/// duplicate window or subjects differ is updated to `config`'s.
+pub(crate) async fn stream(
+    js: &jetstream::Context,
+    config: StreamConfig,
+) -> Result<Stream, ConnectError> {
     let name = config.name.clone();
     let err = |e: String| setup_err(&name)(e);
     match js.get_stream(&name).await {
@@ -96,9 +102,12 @@ async fn stream(js: &jetstream::Context, config: StreamConfig) -> Result<Stream,
                 .map_err(|e| err(e.to_string()))?
                 .config
                 .clone();
-            if current.duplicate_window != config.duplicate_window {
+            if current.duplicate_window != config.duplicate_window
+                || current.subjects != config.subjects
+            {
                 js.update_stream(StreamConfig {
                     duplicate_window: config.duplicate_window,
+                    subjects: config.subjects,
                     ..current
                 })
                 .await
@@ -133,6 +142,26 @@ impl NatsStore {
         }
     }
 
+    /// The change log `P_log` (STORAGE.md 4.2): the feeds' subjects
+    /// `P.log.{d,a,j}` and one subject per file path `P.log.f.<path>` (4.3).
+    ///
+    /// No size cap yet: JetStream reserves a stream's `max_bytes` on every
+    /// replica's disk up front, so a fixed 8 GiB cap failed placement on
+    /// small disks (and in the tests, which create several logs). The router
+    /// prunes routed entries past LOG_RETENTION; the cap comes with the
+    /// node's `--cluster-log-bytes` flag. Discard new: never drop an
+    /// unrouted entry.
+    pub(crate) fn log_config(&self) -> StreamConfig {
+        StreamConfig {
+            subjects: vec![format!("{}.log.>", self.prefix)],
+            ..self.stream_config(
+                "log",
+                "change log: the system feeds and file changes",
+                "log",
+            )
+        }
+    }
+
     /// The delivery queues on this connection: streams `P_events` and
     /// `P_dlq` and bucket `P_attempts` (created if missing). `lease` is how
     /// long a node holds an entry without an outcome before another may take
@@ -162,17 +191,8 @@ impl NatsStore {
             self.stream_config("dlq", "dead letters, one subject per subscription", "dl"),
         )
         .await?;
-        // No size cap yet: JetStream reserves a stream's `max_bytes` on every
-        // replica's disk up front, so a fixed 8 GiB cap failed placement on
-        // small disks (and in the tests, which create several logs). The
-        // router prunes routed entries past LOG_RETENTION; the cap comes with
-        // the node's `--cluster-log-bytes` flag. Discard new: never drop an
-        // unrouted entry.
-        let log = stream(
-            &self.js,
-            self.stream_config("log", "change log: the system feeds", "log"),
-        )
-        .await?;
+        let log = stream(&self.js, self.log_config()).await?;
+        let files = self.files().await?;
         let router = log
             .create_consumer(pull::Config {
                 durable_name: Some("router".into()),
@@ -215,6 +235,7 @@ impl NatsStore {
             prefix: p.clone(),
             log,
             router,
+            files,
             unacked: Default::default(),
             versions_feed,
             events,

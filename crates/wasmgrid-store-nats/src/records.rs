@@ -31,7 +31,7 @@ fn check_size(value: &Bytes) -> Result<(), StoreError> {
 }
 
 /// The KV operation of a message (`KV-Operation` header; none: a put).
-fn operation(message: &async_nats::Message) -> Operation {
+pub(crate) fn operation(message: &async_nats::Message) -> Operation {
     message
         .headers
         .as_ref()
@@ -65,6 +65,17 @@ pub(crate) async fn last_per_key(
     headers_only: bool,
 ) -> Result<(Ordered, u64), StoreError> {
     let filter = encode_prefix(prefix).map_err(|e| StoreError::Backend(e.to_string()))?;
+    last_per_subject(kv, client, &filter, headers_only).await
+}
+
+/// [`last_per_key`] for the keys matching `filter` (a NATS key pattern with
+/// wildcards, such as `a.b.*`).
+pub(crate) async fn last_per_subject(
+    kv: &Kv,
+    client: &async_nats::Client,
+    filter: &str,
+    headers_only: bool,
+) -> Result<(Ordered, u64), StoreError> {
     let filter = format!("{}{filter}", kv.prefix);
     let upto = leader_last_seq(kv, &filter).await?;
     let consumer = kv
@@ -93,10 +104,38 @@ pub(crate) async fn live_keys(
     client: &async_nats::Client,
     prefix: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let (mut messages, upto) = last_per_key(kv, client, prefix, true).await?;
     let mut keys = std::collections::HashSet::new();
+    scan_last(kv, client, prefix, true, |subject_key, op, _| {
+        match decode_key(subject_key) {
+            // Past the snapshot (a lagging replica catching up), a delete
+            // removes a key the snapshot had.
+            Ok(k) if op == Operation::Put => {
+                keys.insert(k);
+            }
+            Ok(k) => {
+                keys.remove(&k);
+            }
+            Err(e) => tracing::warn!("skipping a key this build did not write: {e}"),
+        }
+    })
+    .await?;
+    Ok(keys.into_iter().collect())
+}
+
+/// Calls `each` with the NATS key, operation and value (empty with
+/// `headers_only`) of the last message of every key under `prefix`, then of
+/// any later one up to the stream's newest as of the call: every write
+/// acknowledged before it is seen.
+pub(crate) async fn scan_last(
+    kv: &Kv,
+    client: &async_nats::Client,
+    prefix: &str,
+    headers_only: bool,
+    mut each: impl FnMut(&str, Operation, &Bytes),
+) -> Result<(), StoreError> {
+    let (mut messages, upto) = last_per_key(kv, client, prefix, headers_only).await?;
     if upto == 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let collect = async {
         while let Some(message) = messages.next().await {
@@ -106,17 +145,7 @@ pub(crate) async fn live_keys(
                 .map_err(|e| StoreError::Backend(format!("listing keys: {e}")))?;
             let (seq, left) = (info.stream_sequence, info.pending);
             if let Some(k) = message.subject.strip_prefix(kv.prefix.as_str()) {
-                match decode_key(k) {
-                    // Past the snapshot (a lagging replica catching up), a
-                    // delete removes a key the snapshot had.
-                    Ok(k) if operation(&message) == Operation::Put => {
-                        keys.insert(k);
-                    }
-                    Ok(k) => {
-                        keys.remove(&k);
-                    }
-                    Err(e) => tracing::warn!("skipping a key this build did not write: {e}"),
-                }
+                each(k, operation(&message), &message.payload);
             }
             if left == 0 && seq >= upto {
                 return Ok(());
@@ -128,8 +157,7 @@ pub(crate) async fn live_keys(
     };
     tokio::time::timeout(LIST_TIMEOUT, collect)
         .await
-        .map_err(|_| StoreError::Unavailable("listing keys timed out".into()))??;
-    Ok(keys.into_iter().collect())
+        .map_err(|_| StoreError::Unavailable("listing keys timed out".into()))?
 }
 
 /// The header that carries a fed record's change event with the record's

@@ -253,3 +253,80 @@ async fn object_stores_answer_from_the_stream_leader() {
         assert!(!info.config.allow_direct, "{name} still allows direct gets");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files() {
+    let s = store("tfiles").await;
+    let files = s.files().await.expect("the file buckets");
+    let log = s
+        .queues(Duration::from_secs(30), Duration::from_secs(120))
+        .await
+        .expect("the queue and log streams");
+    c::files_all(&files, &log).await;
+}
+
+/// Two nodes (two connections) writing new files into one folder at once:
+/// every name is listed on both, each write's event is routed once, and a
+/// file written through one node reads through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_across_nodes() {
+    use wasmgrid_store::changelog::ChangeLog;
+    use wasmgrid_store::files::{DataFiles, FileRecord, FileWrite, record};
+    let a = store("tfiles2").await.files().await.expect("node a");
+    let b_store = store("tfiles2").await;
+    let b = b_store.files().await.expect("node b");
+    let write = |i: usize| FileWrite {
+        key: format!("o/shared/in/f{i:03}"),
+        record: record::encode(&FileRecord {
+            size: 1,
+            content_type: "text/plain".into(),
+            etag: "\"e\"".into(),
+            last_modified: "2026-01-02T03:04:05.123Z".into(),
+            blob: None,
+            folder: false,
+            expires: None,
+        }),
+        blob: None,
+        inline: bytes::Bytes::from(i.to_string()),
+        event: Some(format!(r#"{{"id":"{i}"}}"#).into_bytes()),
+        new_collection: bytes::Bytes::from_static(b"{}"),
+    };
+    let on_a = async {
+        for i in (0..40).step_by(2) {
+            a.write(&[write(i)]).await.unwrap();
+        }
+    };
+    let on_b = async {
+        for i in (1..40).step_by(2) {
+            b.write(&[write(i)]).await.unwrap();
+        }
+    };
+    futures::join!(on_a, on_b);
+    for node in [&a, &b] {
+        let level = node
+            .list_level("o/shared/in/", "o/shared/in/", 100)
+            .await
+            .unwrap();
+        assert_eq!(level.entries.len(), 40, "{:?}", level.entries);
+        assert_eq!(node.count_tree("o/shared/").await.unwrap(), 40);
+    }
+    let got = b.read("o/shared/in/f010").await.unwrap().unwrap();
+    assert_eq!(got.inline.as_deref(), Some(&b"10"[..]));
+    // The router (on node b) routes each write's event once.
+    let log = b_store
+        .queues(Duration::from_secs(30), Duration::from_secs(120))
+        .await
+        .unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ids.len() < 40 && std::time::Instant::now() < deadline {
+        let read = log.read(100).await.unwrap();
+        for e in &read.entries {
+            assert!(ids.insert(e.event.clone()), "routed twice: {:?}", e.event);
+        }
+        if let Some(upto) = read.upto {
+            log.ack(upto).await.unwrap();
+        }
+    }
+    assert_eq!(ids.len(), 40);
+}

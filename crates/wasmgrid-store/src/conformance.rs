@@ -852,3 +852,307 @@ pub async fn changelog(log: &dyn ChangeLog, queues: &dyn DeliveryQueues, backend
     let page = log.inspect(a, 2).await.unwrap();
     assert_eq!(page.iter().map(|l| l.seq).collect::<Vec<_>>(), [b, c]);
 }
+
+// ---- DataFiles ----
+
+fn file_record(size: u64, blob: Option<&str>, folder: bool, expires: Option<u64>) -> Vec<u8> {
+    crate::files::record::encode(&crate::files::FileRecord {
+        size,
+        content_type: "text/plain".into(),
+        etag: format!("\"e{size}\""),
+        last_modified: "2026-01-02T03:04:05.123Z".into(),
+        blob: blob.map(str::to_string),
+        folder,
+        expires,
+    })
+}
+
+fn file_event(key: &str, kind: &str) -> Vec<u8> {
+    format!(
+        r#"{{"specversion":"1.0","id":"{kind}:{key}","source":"/conformance","type":"wasmgrid.data.{kind}"}}"#
+    )
+    .into_bytes()
+}
+
+fn file_write(key: &str, content: &str) -> crate::files::FileWrite {
+    crate::files::FileWrite {
+        key: key.to_string(),
+        record: file_record(content.len() as u64, None, false, None),
+        blob: None,
+        inline: b(content),
+        event: Some(file_event(key, "created")),
+        new_collection: Bytes::from_static(b"{\"implicit\":true}"),
+    }
+}
+
+/// The ids of the next `n` events the log shows, acknowledging them; then
+/// checks that no more come.
+async fn drain_events(log: &dyn ChangeLog, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let read = log.read(100).await.unwrap();
+        for e in &read.entries {
+            let v: serde_json::Value = serde_json::from_slice(&e.event).unwrap();
+            ids.push(v["id"].as_str().unwrap().to_string());
+        }
+        if let Some(upto) = read.upto {
+            log.ack(upto).await.unwrap();
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "the log showed {} of {n} events: {ids:?}",
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let more = log.read(100).await.unwrap();
+    assert!(
+        more.entries.is_empty(),
+        "unexpected events {:?}",
+        more.entries
+    );
+    if let Some(upto) = more.upto {
+        log.ack(upto).await.unwrap();
+    }
+    ids
+}
+
+fn level_names(level: &crate::files::Level) -> Vec<String> {
+    use crate::files::Listed;
+    level
+        .entries
+        .iter()
+        .map(|e| match e {
+            Listed::Folder(n) => format!("{n}/"),
+            Listed::File(n, _) => n.clone(),
+        })
+        .collect()
+}
+
+fn no_delete_event(key: &str, rec: &crate::files::FileRecord) -> Option<Vec<u8>> {
+    (!rec.folder).then(|| file_event(key, "deleted"))
+}
+
+/// Writes, reads, one-level and recursive listings, folders, deletes (with
+/// the folders they leave empty), counters and change events, the same on
+/// every backend.
+pub async fn files_all(f: &dyn crate::files::DataFiles, log: &dyn ChangeLog) {
+    use crate::files::{NotCounted, Occupancy, Written};
+    // Writes and reads; events in order, one per write.
+    let batch: Vec<_> = ["o/c/a", "o/c/b/x", "o/c/b/y", "o/c/d/e/f", "o/c/z"]
+        .iter()
+        .map(|k| file_write(k, &format!("content of {k}")))
+        .collect();
+    let written = f.write(&batch).await.unwrap();
+    assert!(written.iter().all(|w| *w
+        == Written::Done {
+            replaced_blob: None
+        }));
+    let got = f.read("o/c/b/x").await.unwrap().unwrap();
+    assert_eq!(got.inline.as_deref(), Some(&b"content of o/c/b/x"[..]));
+    assert_eq!(f.stat("o/c/a").await.unwrap().unwrap().size, 16);
+    assert!(f.read("o/c/nope").await.unwrap().is_none());
+    let many = f.read_many(&["o/c/z", "o/c/nope", "o/c/a"]).await.unwrap();
+    assert_eq!(
+        many.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    let ids = drain_events(log, 5).await;
+    assert_eq!(
+        ids,
+        ["o/c/a", "o/c/b/x", "o/c/b/y", "o/c/d/e/f", "o/c/z"].map(|k| format!("created:{k}"))
+    );
+
+    // Overwrites name the blob they replace.
+    let mut big = file_write("o/c/a", "");
+    big.record = file_record(1 << 20, Some("blob-1"), false, None);
+    big.blob = Some("blob-1".into());
+    f.write(&[big]).await.unwrap();
+    assert!(f.read("o/c/a").await.unwrap().unwrap().inline.is_none());
+    let replaced = f
+        .write(&[file_write("o/c/a", "small again")])
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced,
+        [Written::Done {
+            replaced_blob: Some("blob-1".into())
+        }]
+    );
+    drain_events(log, 2).await;
+
+    // Folders: a marker makes a path a folder; it cannot be made twice.
+    f.create_folder("o/c/m/", file_record(0, None, true, None))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.create_folder("o/c/m/", file_record(0, None, true, None))
+            .await,
+        Err(StoreError::Exists { .. })
+    ));
+    assert!(matches!(
+        f.create_folder("o/c/z/", file_record(0, None, true, None))
+            .await,
+        Err(StoreError::Exists { .. })
+    ));
+    assert_eq!(
+        f.write(&[file_write("o/c/m", "x")]).await.unwrap(),
+        [Written::IsFolder]
+    );
+    assert_eq!(f.occupancy("o/c/m/").await.unwrap(), Occupancy::MarkerOnly);
+    assert_eq!(f.occupancy("o/c/b/").await.unwrap(), Occupancy::Occupied);
+    assert_eq!(f.occupancy("o/c/q/").await.unwrap(), Occupancy::Empty);
+
+    // One level: files and folders in key order, paged by `next`.
+    let root = f.list_level("o/c/", "o/c/", 100).await.unwrap();
+    assert_eq!(level_names(&root), ["a", "b/", "d/", "m/", "z"]);
+    assert!(root.exists && root.next.is_none());
+    let first = f.list_level("o/c/", "o/c/", 2).await.unwrap();
+    assert_eq!(level_names(&first), ["a", "b/"]);
+    let next = first.next.clone().unwrap();
+    let second = f.list_level("o/c/", &next, 2).await.unwrap();
+    assert_eq!(level_names(&second), ["d/", "m/"]);
+    let third = f
+        .list_level("o/c/", &second.next.clone().unwrap(), 2)
+        .await
+        .unwrap();
+    assert_eq!(level_names(&third), ["z"]);
+    assert!(third.next.is_none());
+    let marker_only = f.list_level("o/c/m/", "o/c/m/", 10).await.unwrap();
+    assert!(marker_only.exists && marker_only.entries.is_empty());
+    assert!(!f.list_level("o/c/q/", "o/c/q/", 10).await.unwrap().exists);
+
+    // Recursively: every file in key order, markers left out, paged.
+    let mut tree = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = f.list_tree("o/c/", after.as_deref(), 2, 0).await.unwrap();
+        tree.extend(page.items.iter().map(|i| i.key.clone()));
+        assert!(page.items.iter().all(|i| i.inline.is_none()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(tree, ["o/c/a", "o/c/b/x", "o/c/b/y", "o/c/d/e/f", "o/c/z"]);
+    let with_content = f.list_tree("o/c/b/", None, 10, 1000).await.unwrap();
+    assert_eq!(
+        with_content.items[1].inline.as_deref(),
+        Some(&b"content of o/c/b/y"[..])
+    );
+    assert_eq!(f.count_tree("o/c/").await.unwrap(), 5);
+    assert_eq!(f.count_tree("o/c/b/").await.unwrap(), 2);
+
+    // Deletes: the last file of a folder takes the folder (and its empty
+    // parents) out of the listing.
+    let removed = f.delete("o/c/d/e/f", &no_delete_event).await.unwrap();
+    assert_eq!(removed.unwrap().size, "content of o/c/d/e/f".len() as u64);
+    assert!(
+        f.delete("o/c/d/e/f", &no_delete_event)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let root = f.list_level("o/c/", "o/c/", 100).await.unwrap();
+    assert_eq!(level_names(&root), ["a", "b/", "m/", "z"]);
+    assert_eq!(f.occupancy("o/c/d/").await.unwrap(), Occupancy::Empty);
+    drain_events(log, 1).await;
+    // A path deleted and written again is listed again, with its event.
+    f.write(&[file_write("o/c/d/e/f", "again")]).await.unwrap();
+    assert_eq!(
+        level_names(&f.list_level("o/c/", "o/c/", 100).await.unwrap()),
+        ["a", "b/", "d/", "m/", "z"]
+    );
+    assert_eq!(drain_events(log, 1).await, ["created:o/c/d/e/f"]);
+
+    // A whole tree, marker included.
+    f.create_folder("o/c/b/k/", file_record(0, None, true, None))
+        .await
+        .unwrap();
+    let removed = f.delete_tree("o/c/b/", &no_delete_event).await.unwrap();
+    assert_eq!(removed.files, 2);
+    assert_eq!(f.occupancy("o/c/b/").await.unwrap(), Occupancy::Empty);
+    assert_eq!(
+        level_names(&f.list_level("o/c/", "o/c/", 100).await.unwrap()),
+        ["a", "d/", "m/", "z"]
+    );
+    let mut deleted = drain_events(log, 2).await;
+    deleted.sort();
+    assert_eq!(deleted, ["deleted:o/c/b/x", "deleted:o/c/b/y"]);
+
+    // Counters: concurrent increments are never lost; one event each.
+    let counter = |v: u64| {
+        (
+            file_record(v.to_string().len() as u64, None, false, None),
+            Some(file_event(&format!("n={v}"), "created")),
+        )
+    };
+    let tries = (0..8).map(|_| async {
+        f.increment("o/k/n", 2, b("{}"), &counter)
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    let mut values = futures::future::join_all(tries).await;
+    values.sort_unstable();
+    assert_eq!(values, (1..=8).map(|i| i * 2).collect::<Vec<u64>>());
+    let got = f.read("o/k/n").await.unwrap().unwrap();
+    assert_eq!(got.inline.as_deref(), Some(&b"16"[..]));
+    let mut events = drain_events(log, 8).await;
+    events.sort();
+    let mut expected: Vec<String> = (1..=8).map(|i| format!("created:n={}", i * 2)).collect();
+    expected.sort();
+    assert_eq!(events, expected);
+    assert_eq!(
+        f.increment("o/c/z", 1, Bytes::new(), &counter)
+            .await
+            .unwrap(),
+        Err(NotCounted::NotACounter)
+    );
+    assert_eq!(
+        f.increment("o/k/n", u64::MAX, Bytes::new(), &counter)
+            .await
+            .unwrap(),
+        Err(NotCounted::Overflow)
+    );
+
+    // Temp files: expired ones are not listed and are swept without events.
+    let mut old = file_write("o/t/old", "old");
+    old.record = file_record(3, Some("blob-old"), false, Some(1));
+    old.blob = Some("blob-old".into());
+    old.event = None;
+    let mut fresh = file_write("o/t/fresh", "fresh");
+    fresh.event = None;
+    f.write(&[old, fresh]).await.unwrap();
+    assert_eq!(
+        level_names(&f.list_level("o/t/", "o/t/", 10).await.unwrap()),
+        ["fresh"]
+    );
+    let swept = f.delete_expired("o/t/", 10).await.unwrap();
+    assert_eq!(
+        (swept.files, swept.blobs),
+        (1, vec!["blob-old".to_string()])
+    );
+    assert!(f.stat("o/t/old").await.unwrap().is_none());
+
+    // Blob references: every record naming a blob, paged by key.
+    let mut blobbed = file_write("o/c/big", "");
+    blobbed.record = file_record(1 << 20, Some("blob-2"), false, None);
+    blobbed.blob = Some("blob-2".into());
+    blobbed.event = None;
+    f.write(&[blobbed]).await.unwrap();
+    let mut refs = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = f.blob_references(after.as_deref(), 2).await.unwrap();
+        refs.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(refs, ["blob-2"]);
+    drain_events(log, 0).await;
+}

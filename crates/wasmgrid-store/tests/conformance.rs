@@ -55,3 +55,11 @@ async fn change_log() {
     let queues = wasmgrid_store::EmbeddedQueues::new(store);
     c::changelog(&queues, &queues, EMBEDDED).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let queues = wasmgrid_store::EmbeddedQueues::new(store.clone());
+    c::files_all(store.as_ref(), &queues).await;
+}
