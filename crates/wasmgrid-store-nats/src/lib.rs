@@ -16,6 +16,8 @@ mod blobs;
 mod changelog;
 mod files;
 pub use files::NatsFiles;
+mod jobqueue;
+pub use jobqueue::NatsJobs;
 pub mod keys;
 mod leases;
 pub use leases::SKEW_MARGIN;

@@ -330,3 +330,11 @@ async fn data_files_across_nodes() {
     }
     assert_eq!(ids.len(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_queue() {
+    let s = store("tjobs").await;
+    let jobs = s.job_queue().await.expect("the job buckets");
+    let files = s.files().await.expect("the file buckets");
+    c::jobqueue_all(&jobs, &s, &files).await;
+}

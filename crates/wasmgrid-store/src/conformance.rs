@@ -1156,3 +1156,166 @@ pub async fn files_all(f: &dyn crate::files::DataFiles, log: &dyn ChangeLog) {
     assert_eq!(refs, ["blob-2"]);
     drain_events(log, 0).await;
 }
+
+// ---- JobQueue ----
+
+/// The record update the job tests use: the record counts the files
+/// recorded (not those done already).
+fn count_recorded(current: &[u8], files: &[crate::jobqueue::Recorded]) -> Result<Vec<u8>, String> {
+    let n: usize = std::str::from_utf8(current)
+        .map_err(|e| e.to_string())?
+        .parse()
+        .map_err(|e: std::num::ParseIntError| e.to_string())?;
+    let new = files
+        .iter()
+        .filter(|f| **f != crate::jobqueue::Recorded::AlreadyDone)
+        .count();
+    Ok((n + new).to_string().into_bytes())
+}
+
+/// Finished files are recorded once (outputs, progress, record), an output
+/// onto a folder records the folder's progress, nothing is written for a job
+/// without a record, `close` writes the summary with the final record, and
+/// progress pages in `rel` order within one job.
+pub async fn jobqueue_all(
+    q: &dyn crate::jobqueue::JobQueue,
+    r: &dyn Records,
+    f: &dyn crate::files::DataFiles,
+) {
+    use crate::files::Written;
+    use crate::jobqueue::{FinishedFile, Recorded};
+    let has_file = |key: &'static str| async move { f.stat(key).await.unwrap().is_some() };
+    let counted = &count_recorded;
+
+    // Once per file.
+    r.create(Bucket::Jobs, "job-1", b("0")).await.unwrap();
+    let mut with_blob = file_write("o/j/out/c.txt", "");
+    with_blob.blob = Some("blob-c".into());
+    let files = vec![
+        FinishedFile {
+            rel: "a.txt",
+            output: Some(file_write("o/j/out/a.txt", "A")),
+            progress: b"{\"ok\":1}",
+        },
+        FinishedFile {
+            rel: "b.txt",
+            output: None,
+            progress: b"{\"ok\":0}",
+        },
+        FinishedFile {
+            rel: "c.txt",
+            output: Some(with_blob),
+            progress: b"{\"ok\":1}",
+        },
+    ];
+    let folder = |_: usize| b"{\"folder\":1}".to_vec();
+    let done = q.finish("job-1", &files, &folder, counted).await.unwrap();
+    assert_eq!(done.files, vec![Recorded::Done; 3]);
+    assert_eq!(done.record, b"3");
+    assert!(done.unused_blobs.is_empty());
+    assert!(has_file("o/j/out/a.txt").await);
+    assert_eq!(
+        q.finished("job-1", &["a.txt", "b.txt", "z.txt"])
+            .await
+            .unwrap(),
+        vec![true, true, false]
+    );
+    // Again: all done already, nothing counted twice, the blob unused.
+    let again = q.finish("job-1", &files, &folder, counted).await.unwrap();
+    assert_eq!(again.files, vec![Recorded::AlreadyDone; 3]);
+    assert_eq!(again.record, b"3");
+    assert_eq!(again.unused_blobs, ["blob-c"]);
+    assert_eq!(
+        &r.get(Bucket::Jobs, "job-1").await.unwrap().unwrap().value[..],
+        b"3"
+    );
+
+    // An output onto a folder.
+    r.create(Bucket::Jobs, "job-2", b("0")).await.unwrap();
+    f.create_folder("o/j/out2/a.txt/", file_record(0, None, true, None))
+        .await
+        .unwrap();
+    let onto_folder = vec![FinishedFile {
+        rel: "a.txt",
+        output: Some(file_write("o/j/out2/a.txt", "A")),
+        progress: b"ok",
+    }];
+    let folder_progress = |i: usize| format!("folder {i}").into_bytes();
+    let done = q
+        .finish("job-2", &onto_folder, &folder_progress, counted)
+        .await
+        .unwrap();
+    assert_eq!(done.files, vec![Recorded::OutputIsFolder]);
+    let page = q.list_progress("job-2", None, 10).await.unwrap();
+    assert_eq!(
+        page.items,
+        vec![("a.txt".to_string(), b"folder 0".to_vec())]
+    );
+
+    // No record, nothing written.
+    let err = q
+        .finish("job-9", &onto_folder, &folder_progress, counted)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("job-9 has no record"), "{err}");
+    assert_eq!(q.finished("job-9", &["a.txt"]).await.unwrap(), vec![false]);
+    let err = q
+        .close(
+            "job-9",
+            &[file_write("o/j/out9/_summary.json", "{}")],
+            counted,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("job-9 has no record"), "{err}");
+    assert!(!has_file("o/j/out9/_summary.json").await);
+
+    // Close: the summary with the final record.
+    let (written, record) = q
+        .close(
+            "job-1",
+            &[file_write("o/j/out/_summary.json", "{}")],
+            counted,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        written,
+        vec![Written::Done {
+            replaced_blob: None
+        }]
+    );
+    assert_eq!(record, b"3");
+    assert!(has_file("o/j/out/_summary.json").await);
+
+    // Progress pages in rel order, one job at a time.
+    for job in ["job-3", "job-30"] {
+        r.create(Bucket::Jobs, job, b("0")).await.unwrap();
+        let progress: Vec<String> = ["c", "a", "b"]
+            .iter()
+            .map(|x| format!("{job}:{x}"))
+            .collect();
+        let files: Vec<FinishedFile> = ["c", "a", "b"]
+            .iter()
+            .zip(&progress)
+            .map(|(rel, p)| FinishedFile {
+                rel,
+                output: None,
+                progress: p.as_bytes(),
+            })
+            .collect();
+        q.finish(job, &files, &|_| Vec::new(), counted)
+            .await
+            .unwrap();
+    }
+    let first = q.list_progress("job-3", None, 2).await.unwrap();
+    let rels: Vec<&str> = first.items.iter().map(|(rel, _)| rel.as_str()).collect();
+    assert_eq!(rels, ["a", "b"]);
+    assert_eq!(first.next.as_deref(), Some("b"));
+    let second = q
+        .list_progress("job-3", first.next.as_deref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(second.items, vec![("c".to_string(), b"job-3:c".to_vec())]);
+    assert_eq!(second.next, None);
+}

@@ -63,3 +63,9 @@ async fn data_files() {
     let queues = wasmgrid_store::EmbeddedQueues::new(store.clone());
     c::files_all(store.as_ref(), &queues).await;
 }
+
+#[tokio::test]
+async fn job_queue() {
+    let (_dir, s) = open();
+    c::jobqueue_all(&s, &s, &s).await;
+}
