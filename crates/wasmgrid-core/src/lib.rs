@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod data;
 pub mod fsutil;
 pub mod invoker;

@@ -76,10 +76,16 @@ impl SecretStore {
             }
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
-        Ok(Self {
+        Ok(Self::with_key(records, key_bytes))
+    }
+
+    /// Opens the store with a given master key (a cluster's, shared by its
+    /// nodes: see `crate::cluster`).
+    pub fn with_key(records: Arc<dyn Records>, key: [u8; 32]) -> Self {
+        Self {
             records,
-            cipher: ChaCha20Poly1305::new(Key::from_slice(&key_bytes)),
-        })
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        }
     }
 
     fn id(owner: &str, name: &str, key: &str) -> String {

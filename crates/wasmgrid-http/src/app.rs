@@ -16,7 +16,12 @@ use wasmgrid_engine::HostApi;
 use wasmgrid_engine::{Engine, EngineConfig};
 use wasmgrid_events::{EventService, EventsConfig};
 use wasmgrid_jobs::{JobService, JobsConfig};
+use wasmgrid_store::blobs::Blobs;
+use wasmgrid_store::changelog::ChangeLog;
+use wasmgrid_store::files::DataFiles;
 use wasmgrid_store::jobqueue::JobQueue;
+use wasmgrid_store::leases::Leases;
+use wasmgrid_store::queues::DeliveryQueues;
 use wasmgrid_store::records::Records;
 use wasmgrid_store::{EmbeddedQueues, EmbeddedStore};
 
@@ -48,10 +53,24 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Topics, subscriptions and event delivery.
     pub events: EventService,
+    /// This node's part in a cluster (`None`: the embedded store).
+    pub cluster: Option<crate::cluster::ClusterNode>,
     /// Set once shutdown begins: `/readyz` turns 503.
     pub draining: AtomicBool,
     /// Work that outlives its request (`output=void` calls); drained on shutdown.
     pub background: TaskTracker,
+}
+
+/// The storage a node runs on: the seven contracts (docs/STORAGE.md), from
+/// the embedded store or from a cluster's NATS backend.
+pub(crate) struct Storage {
+    pub records: Arc<dyn Records>,
+    pub blobs: Arc<dyn Blobs>,
+    pub files: Arc<dyn DataFiles>,
+    pub queues: Arc<dyn DeliveryQueues>,
+    pub log: Arc<dyn ChangeLog>,
+    pub leases: Arc<dyn Leases>,
+    pub job_queue: Arc<dyn JobQueue>,
 }
 
 impl App {
@@ -63,35 +82,67 @@ impl App {
         events: EventsConfig,
     ) -> anyhow::Result<Arc<App>> {
         let embedded = Arc::new(EmbeddedStore::open(data_dir)?);
-        let records: Arc<dyn Records> = embedded.clone();
         // Queues and the change log of the same store (one object: it owns
         // the ingest writer and the outcome writer).
         let queues = Arc::new(EmbeddedQueues::new(embedded.clone()));
-        let engine = Arc::new(Engine::new(engine)?);
+        let storage = Storage {
+            records: embedded.clone(),
+            blobs: embedded.clone(),
+            files: embedded.clone(),
+            queues: queues.clone(),
+            log: queues,
+            leases: embedded.clone(),
+            job_queue: embedded.clone(),
+        };
         // `open` is called before any runtime exists (and by tests without
-        // one): the loads run here, on this thread, as they always have.
-        use futures::executor::block_on as wait;
-        let registry = Arc::new(wait(Registry::open(
-            records.clone(),
-            embedded.clone(),
-            engine,
-            data_dir,
-            wasmgrid_core::server_paths::RESERVED_PATHS,
-        ))?);
-        let keys = Arc::new(wait(KeyStore::open(records.clone()))?);
-        let data = Arc::new(DataService::new(
-            records.clone(),
-            embedded.clone(),
-            embedded.clone(),
-        ));
-        let secrets = Arc::new(SecretStore::open(records.clone(), data_dir)?);
+        // one): the loads run here, on this thread, as they always have; the
+        // embedded store answers without one.
+        futures::executor::block_on(Self::assemble(data_dir, engine, events, storage, None))
+    }
 
-        if let Some(path) = wait(keys.bootstrap_admin(data_dir))? {
+    /// Builds a node on `storage`. `secrets_key`: the cluster's secrets master
+    /// key (`None`: the data directory's `secrets.key`, created on first use,
+    /// and an admin key bootstrapped into `admin.key`).
+    pub(crate) async fn assemble(
+        data_dir: &Path,
+        engine: EngineConfig,
+        events: EventsConfig,
+        storage: Storage,
+        cluster: Option<crate::cluster::Joined>,
+    ) -> anyhow::Result<Arc<App>> {
+        let Storage {
+            records,
+            blobs,
+            files,
+            queues,
+            log,
+            leases,
+            job_queue,
+        } = storage;
+        let engine = Arc::new(Engine::new(engine)?);
+        let registry = Arc::new(
+            Registry::open(
+                records.clone(),
+                blobs.clone(),
+                engine,
+                data_dir,
+                wasmgrid_core::server_paths::RESERVED_PATHS,
+            )
+            .await?,
+        );
+        let keys = Arc::new(KeyStore::open(records.clone()).await?);
+        let data = Arc::new(DataService::new(records.clone(), blobs, files));
+        let secrets = match &cluster {
+            Some(joined) => Arc::new(SecretStore::with_key(records.clone(), joined.secrets_key)),
+            None => Arc::new(SecretStore::open(records.clone(), data_dir)?),
+        };
+        if cluster.is_none()
+            && let Some(path) = keys.bootstrap_admin(data_dir).await?
+        {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
         let metrics = Arc::new(Metrics::new());
         let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
-        let job_queue: Arc<dyn JobQueue> = embedded.clone();
         let jobs = Arc::new(JobService::new(
             job_queue.clone(),
             records.clone(),
@@ -99,19 +150,20 @@ impl App {
             invoker.clone(),
             metrics.clone(),
             JobsConfig::default(),
-            Some(Arc::new(crate::bridge::JobEvents::new(queues.clone()))),
+            Some(Arc::new(crate::bridge::JobEvents::new(log.clone()))),
         ));
-        let events = wait(EventService::open(
+        let events = EventService::open(
             records.clone(),
-            queues.clone(),
             queues,
-            embedded.clone(),
+            log,
+            leases,
             invoker.clone(),
             data.clone(),
             metrics.clone(),
             events,
             Some(Arc::new(crate::bridge::JobDeliveries::new(jobs.clone()))),
-        ))?;
+        )
+        .await?;
         let services = Arc::new(Services::new(
             data.clone(),
             secrets.clone(),
@@ -136,6 +188,7 @@ impl App {
             metrics,
             events,
             jobs,
+            cluster: cluster.map(|j| j.node),
             draining: AtomicBool::new(false),
             background: TaskTracker::new(),
         }))

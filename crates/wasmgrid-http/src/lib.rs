@@ -14,5 +14,6 @@
 pub mod api;
 pub mod app;
 pub mod bridge;
+pub mod cluster;
 pub mod server;
 pub mod services;

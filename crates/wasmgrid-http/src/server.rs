@@ -120,6 +120,9 @@ pub async fn serve(
         }
         tracing::info!("shutting down: no new connections; draining in-flight calls");
         app2.draining.store(true, Ordering::Relaxed);
+        if let Some(cluster) = &app2.cluster {
+            cluster.shutdown.cancel();
+        }
         draining2.notify_one();
         let _ = stop_tx.send(true);
     });

@@ -82,6 +82,81 @@ struct ServeArgs {
     max_event_hops: u32,
     #[command(flatten)]
     connections: ConnectionArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Cluster mode: run as one node of several sharing NATS JetStream
+/// (docs/ARCHITECTURE.md, "Cluster mode").
+#[derive(Args, Debug, Clone, Default)]
+struct ClusterArgs {
+    /// Run as a cluster node on these NATS servers (comma-separated
+    /// nats://host:port; user:password@ in the URL if needed) instead of the
+    /// embedded store.
+    #[arg(long, env = "WASMGRID_CLUSTER", value_name = "URLS")]
+    cluster: Option<String>,
+    /// The cluster key file (64 hex characters; `wasmgrid cluster new-key
+    /// FILE`), the same on every node. Required with --cluster.
+    #[arg(long, env = "WASMGRID_CLUSTER_KEY", value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
+    /// Replicas of every stream and bucket (3 survives the loss of a server).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    cluster_replicas: usize,
+    /// Prefix of every stream and bucket name (a naming convenience, not a
+    /// security boundary: separate installations use separate NATS accounts).
+    #[arg(long, default_value = "wasmgrid", value_name = "NAME")]
+    cluster_prefix: String,
+    /// A NATS credentials file.
+    #[arg(long, env = "WASMGRID_CLUSTER_CREDS", value_name = "FILE")]
+    cluster_creds: Option<PathBuf>,
+    /// Seconds a node holds a delivery without an outcome before another node
+    /// takes it over.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    cluster_lease: u64,
+}
+
+impl ClusterArgs {
+    /// The cluster configuration, `None` without --cluster.
+    fn config(&self) -> anyhow::Result<Option<wasmgrid_http::cluster::ClusterConfig>> {
+        let Some(urls) = self.cluster.clone() else {
+            return Ok(None);
+        };
+        let Some(key_file) = &self.cluster_key else {
+            bail!(
+                "--cluster needs --cluster-key FILE (or WASMGRID_CLUSTER_KEY): the key file every node of the cluster shares; create one with `wasmgrid cluster new-key FILE`"
+            );
+        };
+        if !(1..=5).contains(&self.cluster_replicas) {
+            bail!(
+                "--cluster-replicas {} is out of range: use 1 to 5 (JetStream's limit; 3 survives the loss of one server)",
+                self.cluster_replicas
+            );
+        }
+        if !(5..=3600).contains(&self.cluster_lease) {
+            bail!(
+                "--cluster-lease {} is out of range: use 5 to 3600 seconds",
+                self.cluster_lease
+            );
+        }
+        Ok(Some(wasmgrid_http::cluster::ClusterConfig {
+            urls,
+            key: wasmgrid_core::cluster::ClusterKey::read(key_file)?,
+            replicas: self.cluster_replicas,
+            prefix: self.cluster_prefix.clone(),
+            creds: self.cluster_creds.clone(),
+            lease: Duration::from_secs(self.cluster_lease),
+        }))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Write a new random cluster key to FILE (mode 0600); give every node of
+    /// the cluster the same file.
+    NewKey {
+        /// Where to write it (refused if it exists).
+        file: PathBuf,
+    },
 }
 
 /// Connection limits of `serve` and `up` (docs/RELIABILITY.md, "Connection limits").
@@ -252,6 +327,9 @@ enum Command {
     /// Batch jobs over data collections: submit, wait, status, ls, cancel.
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Cluster mode: new-key.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -345,8 +423,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let limits = args
                 .connections
                 .limits(&crate::manifest::ServerSection::default())?;
-            let app = App::open(&g.data_dir, engine, events)?;
-            runtime()?.block_on(wasmgrid_http::server::serve(
+            let cluster = args.cluster.config()?;
+            let rt = runtime()?;
+            let app = match cluster {
+                Some(config) => {
+                    rt.block_on(App::open_cluster(&g.data_dir, engine, events, config))?
+                }
+                None => App::open(&g.data_dir, engine, events)?,
+            };
+            rt.block_on(wasmgrid_http::server::serve(
                 app,
                 &args.addr,
                 Duration::from_secs(args.drain_timeout),
@@ -360,6 +445,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 },
             ))
+        }
+        Command::Cluster(ClusterCommand::NewKey { file }) => {
+            if file.exists() {
+                bail!(
+                    "{} exists; a cluster key is never overwritten (it would lock the cluster's nodes out of its secrets): pick another path",
+                    file.display()
+                );
+            }
+            let key = wasmgrid_core::cluster::ClusterKey::generate();
+            wasmgrid_core::fsutil::write_secret_file(&file, &format!("{}\n", key.to_hex()))?;
+            println!(
+                "wrote a new cluster key to {}; give every node the same file",
+                file.display()
+            );
+            Ok(())
         }
         Command::Up {
             manifest,

@@ -1,0 +1,216 @@
+//! Cluster mode (issue 15): a node whose state lives in NATS JetStream, so
+//! that any node answers any API call and the nodes share the work
+//! (docs/STORAGE.md section 4, docs/ARCHITECTURE.md "Cluster mode").
+//!
+//! The data directory keeps only what is local: the compiled-code cache,
+//! `server.json` and `admin.key` (the cluster's admin key, unsealed from the
+//! cluster's birth record with the cluster key).
+
+use crate::app::{App, Storage};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wasmgrid_core::cluster::ClusterKey;
+use wasmgrid_engine::EngineConfig;
+use wasmgrid_events::EventsConfig;
+use wasmgrid_store::leases::Leases;
+use wasmgrid_store::records::Records;
+use wasmgrid_store_nats::{NatsQueues, NatsStore};
+
+/// How a node reaches its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma-separated (`nats://127.0.0.1:4222,…`).
+    pub urls: String,
+    /// The key every node of the cluster is given.
+    pub key: ClusterKey,
+    /// Replicas of every stream and bucket (1, or 3 for durability).
+    pub replicas: usize,
+    /// The prefix of every stream and bucket name (a naming convenience,
+    /// not a security boundary: separate installations use separate NATS
+    /// accounts).
+    pub prefix: String,
+    /// A NATS credentials file.
+    pub creds: Option<PathBuf>,
+    /// How long a node holds a delivery without an outcome before another
+    /// node may take it over.
+    pub lease: Duration,
+}
+
+/// This node's part in a cluster.
+pub struct ClusterNode {
+    /// The NATS URLs the node was given.
+    pub urls: String,
+    /// The stream and bucket prefix.
+    pub prefix: String,
+    /// Stream and bucket replicas.
+    pub replicas: usize,
+    /// The version of the NATS server the node is connected to.
+    pub server_version: String,
+    /// Stops the node's cluster tasks (watches, the versions feed).
+    pub shutdown: CancellationToken,
+}
+
+/// What [`App::assemble`] needs of a cluster it joins.
+pub(crate) struct Joined {
+    /// The cluster's secrets master key.
+    pub secrets_key: [u8; 32],
+    /// The node's cluster state.
+    pub node: ClusterNode,
+}
+
+/// The lease under which one node moves version records' events into the
+/// change log.
+const VERSIONS_FEED_LEASE: &str = "feed/versions";
+const VERSIONS_FEED_TTL: Duration = Duration::from_secs(30);
+
+impl App {
+    /// Joins the cluster `config` names (creating its streams and buckets,
+    /// and its admin key and secrets master key, if this is its first node)
+    /// and builds a node on it. Call inside a tokio runtime: the node's
+    /// watches and the versions feed start here.
+    pub async fn open_cluster(
+        data_dir: &Path,
+        engine: EngineConfig,
+        events: EventsConfig,
+        config: ClusterConfig,
+    ) -> anyhow::Result<Arc<App>> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the data directory {}: {e}",
+                data_dir.display()
+            )
+        })?;
+        let nats = NatsStore::connect(
+            &config.urls,
+            &config.prefix,
+            config.replicas,
+            config.creds.as_deref(),
+        )
+        .await?;
+        let files = Arc::new(nats.files().await?);
+        let queues = Arc::new(nats.queues(config.lease, events.dedup_window).await?);
+        let job_queue = Arc::new(nats.job_queue().await?);
+        let records: Arc<dyn Records> = Arc::new(nats.clone());
+        let leases: Arc<dyn Leases> = Arc::new(nats.clone());
+
+        let keys = wasmgrid_core::auth::KeyStore::open(records.clone()).await?;
+        let joined = wasmgrid_core::cluster::join(&*records, &keys, &config.key).await?;
+        let admin_path = data_dir.join("admin.key");
+        wasmgrid_core::fsutil::write_secret_file(&admin_path, &format!("{}\n", joined.admin_key))?;
+
+        let shutdown = CancellationToken::new();
+        let node = ClusterNode {
+            urls: config.urls.clone(),
+            prefix: config.prefix.clone(),
+            replicas: config.replicas,
+            server_version: nats.server_version().to_string(),
+            shutdown: shutdown.clone(),
+        };
+        let storage = Storage {
+            records,
+            blobs: Arc::new(nats.clone()),
+            files,
+            queues: queues.clone(),
+            log: queues.clone(),
+            leases: leases.clone(),
+            job_queue,
+        };
+        let events = EventsConfig {
+            follow_records: true,
+            ..events
+        };
+        let app = App::assemble(
+            data_dir,
+            engine,
+            events,
+            storage,
+            Some(Joined {
+                secrets_key: joined.secrets_key,
+                node,
+            }),
+        )
+        .await?;
+        // Every node keeps its caches current from the buckets' watches.
+        let stop = shutdown.clone();
+        tokio::spawn(app.registry.clone().follow(stop.cancelled_owned()));
+        let stop = shutdown.clone();
+        tokio::spawn(app.keys.clone().follow(stop.cancelled_owned()));
+        tokio::spawn(versions_feed(queues, leases, shutdown));
+        tracing::info!(
+            urls = %config.urls,
+            prefix = %config.prefix,
+            replicas = config.replicas,
+            server = %nats.server_version(),
+            "joined the cluster"
+        );
+        Ok(app)
+    }
+}
+
+/// Moves version records' change events into the change log, on one node at
+/// a time (the lease `feed/versions`), until `shutdown`.
+async fn versions_feed(
+    queues: Arc<NatsQueues>,
+    leases: Arc<dyn Leases>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let grant = match leases.acquire(VERSIONS_FEED_LEASE, VERSIONS_FEED_TTL).await {
+            Ok(Some(grant)) => grant,
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "taking the versions feed's lease failed; retrying in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        // Renew every third of the lease; stop feeding the moment it is
+        // lost (another node takes over) or the node shuts down.
+        let lost = CancellationToken::new();
+        let renewer = {
+            let (leases, lost, shutdown) = (leases.clone(), lost.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut grant = grant;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(VERSIONS_FEED_TTL / 3) => {}
+                        _ = shutdown.cancelled() => {
+                            lost.cancel();
+                            let _ = leases.release(grant).await;
+                            return;
+                        }
+                        _ = lost.cancelled() => {
+                            let _ = leases.release(grant).await;
+                            return;
+                        }
+                    }
+                    match leases.renew(&grant, VERSIONS_FEED_TTL).await {
+                        Ok(Some(renewed)) => grant = renewed,
+                        Ok(None) | Err(_) => {
+                            tracing::warn!(
+                                "lost the versions feed's lease; another node takes over"
+                            );
+                            lost.cancel();
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        queues.run_versions_feed(lost.cancelled()).await;
+        lost.cancel();
+        let _ = renewer.await;
+    }
+}

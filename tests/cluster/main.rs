@@ -1,0 +1,202 @@
+//! Cluster mode (issue 15) end to end: real `wasmgrid serve --cluster`
+//! processes on one real 3-server JetStream cluster (replicas 3), started
+//! once for this test binary; each test uses its own stream prefix, so its
+//! own cluster of nodes.
+
+#[path = "../../benches/support/guests.rs"]
+mod guests;
+// The integration tests' helpers; not all of them are used here.
+#[allow(dead_code)]
+#[path = "../integration/support.rs"]
+mod support;
+
+use reqwest::Method;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use support::*;
+use wasmgrid_store_nats::testing::Cluster;
+
+static NATS: OnceLock<Cluster> = OnceLock::new();
+
+fn nats() -> &'static Cluster {
+    NATS.get_or_init(|| Cluster::start().expect("start the NATS test cluster"))
+}
+
+/// A cluster's shared parts: its key file and prefix, and the nodes' data
+/// directories.
+struct TestCluster {
+    dir: tempfile::TempDir,
+    prefix: String,
+    nodes: usize,
+}
+
+impl TestCluster {
+    fn new(prefix: &str) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(bin())
+            .args(["cluster", "new-key"])
+            .arg(dir.path().join("cluster.key"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestCluster {
+            dir,
+            prefix: prefix.to_string(),
+            nodes: 0,
+        }
+    }
+
+    /// Starts one more node.
+    fn node(&mut self) -> Server {
+        self.nodes += 1;
+        let data_dir = self.dir.path().join(format!("node{}", self.nodes));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let key = self.dir.path().join("cluster.key");
+        Server::start_in(
+            &data_dir,
+            &[
+                "--cluster",
+                &nats().urls,
+                "--cluster-key",
+                key.to_str().unwrap(),
+                "--cluster-replicas",
+                "3",
+                "--cluster-prefix",
+                &self.prefix,
+            ],
+        )
+    }
+}
+
+/// Deploy on A, invoke on B; a key made on A works on B; a file put through
+/// A reads and lists through B; a topic made on A takes events on B.
+#[test]
+fn any_node_answers_any_call() {
+    let mut cluster = TestCluster::new("tanynode");
+    let a = cluster.node();
+    let b = cluster.node();
+    assert_eq!(a.key, b.key, "every node writes the cluster's admin key");
+
+    a.deploy_ok("hello", "demo/hello@1.0.0", "");
+    let deployed = Instant::now();
+    let v = eventually(
+        "node B invokes what A deployed",
+        Duration::from_secs(10),
+        || {
+            let resp = b.call("demo/hello/1.0.0", "text/plain", "World");
+            (resp.status() == 200).then(|| resp.json::<serde_json::Value>().unwrap())
+        },
+    );
+    eprintln!("deploy on A to invocable on B: {:?}", deployed.elapsed());
+    assert_eq!(v["result"], "Hello, World!", "{v}");
+
+    let key = create_key(&a, "demo", &["invoke"]);
+    eventually(
+        "node B accepts A's new key",
+        Duration::from_secs(10),
+        || {
+            let resp = b
+                .http
+                .post(format!("{}/v1/algo/demo/hello/1.0.0", b.url))
+                .header("Authorization", format!("Simple {key}"))
+                .header("Content-Type", "text/plain")
+                .body("Key")
+                .send()
+                .unwrap();
+            (resp.status() == 200).then_some(())
+        },
+    );
+
+    let made = a
+        .req(Method::POST, "/v1/data/demo")
+        .json(&serde_json::json!({"name": "docs"}))
+        .send()
+        .unwrap();
+    assert_eq!(made.status(), 200, "{}", made.text().unwrap_or_default());
+    let put = a
+        .req(Method::PUT, "/v1/data/demo/docs/notes/hello.txt")
+        .header("Content-Type", "text/plain")
+        .body("written through A")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().unwrap_or_default());
+    let got = b
+        .req(Method::GET, "/v1/data/demo/docs/notes/hello.txt")
+        .send()
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().unwrap(), "written through A");
+    let listed = json(
+        b.req(Method::GET, "/v1/data/demo/docs").send().unwrap(),
+        200,
+    );
+    assert_eq!(listed["folders"][0]["name"], "notes", "{listed}");
+    let listed = json(
+        b.req(Method::GET, "/v1/data/demo/docs/notes")
+            .send()
+            .unwrap(),
+        200,
+    );
+    assert_eq!(listed["files"][0]["filename"], "hello.txt", "{listed}");
+
+    let topic = json(a.req(Method::PUT, "/v1/topics/orders").send().unwrap(), 201);
+    let topic_key = topic["keys"]["key1"].as_str().unwrap().to_string();
+    eventually(
+        "node B takes events for A's topic",
+        Duration::from_secs(10),
+        || {
+            let resp = b
+            .http
+            .post(format!("{}/v1/topics/orders/events", b.url))
+            .header("aeg-sas-key", &topic_key)
+            .header("Content-Type", "application/cloudevents+json")
+            .body(
+                serde_json::json!({"specversion": "1.0", "id": "e1", "source": "/t", "type": "t"})
+                    .to_string(),
+            )
+            .send()
+            .unwrap();
+            (resp.status() == 200).then_some(())
+        },
+    );
+}
+
+/// A node without its key file, or without a reachable NATS, refuses to
+/// start and says what to fix.
+#[test]
+fn a_node_refuses_to_start_without_its_key_or_its_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--cluster", "nats://127.0.0.1:1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cluster-key") && err.contains("new-key"),
+        "{err}"
+    );
+
+    let key = dir.path().join("cluster.key");
+    std::fs::write(&key, "0".repeat(64)).unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--cluster", "nats://127.0.0.1:1", "--cluster-key"])
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach NATS at nats://127.0.0.1:1")
+            && err.contains("nats-server running"),
+        "{err}"
+    );
+}
