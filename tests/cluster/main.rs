@@ -73,6 +73,24 @@ impl TestCluster {
     }
 }
 
+/// `f`'s value once it has one (60 s at most); on a timeout, the nodes' logs
+/// go with the failure.
+fn within<T>(nodes: &[&Server], what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            for (i, node) in nodes.iter().enumerate() {
+                eprintln!("--- node {} log ---\n{}", i + 1, node.log());
+            }
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Deploy on A, invoke on B; a key made on A works on B; a file put through
 /// A reads and lists through B; a topic made on A takes events on B.
 #[test]
@@ -199,4 +217,78 @@ fn a_node_refuses_to_start_without_its_key_or_its_servers() {
             && err.contains("nats-server running"),
         "{err}"
     );
+}
+
+/// Seed 000 across nodes: a subscription made on B, an algorithm deployed on
+/// A, a file put through A; the pipeline's output reads through B.
+#[test]
+fn seed_000_pipeline_runs_across_nodes() {
+    let mut cluster = TestCluster::new("tseed0");
+    let a = cluster.node();
+    let b = cluster.node();
+    a.deploy_ok(
+        "csv-summary",
+        "demo/csv-summary@1.0.0",
+        "grant=data://demo/uploads:read&grant=data://demo/results:write",
+    );
+    let sub = b
+        .req(
+            Method::PUT,
+            "/v1/topics/system.data/subscriptions/csv-batch-a",
+        )
+        .json(&serde_json::json!({
+            "destination": {"algorithm": "demo/csv-summary"},
+            "filter": {
+                "includedEventTypes": ["wasmgrid.data.FileCreated"],
+                "subjectBeginsWith": "/collections/demo/uploads/files/batch-a/",
+                "subjectEndsWith": ".csv"
+            }
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(sub.status(), 201, "{}", sub.text().unwrap_or_default());
+    // Both nodes know the subscription before the file is written.
+    eventually(
+        "node A knows B's subscription",
+        Duration::from_secs(10),
+        || {
+            let resp = a
+                .req(
+                    Method::GET,
+                    "/v1/topics/system.data/subscriptions/csv-batch-a",
+                )
+                .send()
+                .unwrap();
+            (resp.status() == 200).then_some(())
+        },
+    );
+    for (path, body) in [
+        ("demo/uploads/batch-a/one.csv", "a,b,c\n1,2,3\n4,5,6\n"),
+        ("demo/uploads/batch-a/notes.txt", "not a csv\n"),
+    ] {
+        let resp = a
+            .req(Method::PUT, &format!("/v1/data/{path}"))
+            .header("Content-Type", "text/csv")
+            .body(body)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "put {path}: {}", resp.status());
+    }
+    let summary = within(&[&a, &b], "one.csv's summary, read on B", || {
+        let resp = b
+            .req(Method::GET, "/v1/data/demo/results/one.csv.summary.json")
+            .send()
+            .ok()?;
+        (resp.status() == 200).then(|| resp.json::<serde_json::Value>().unwrap())
+    });
+    assert_eq!(summary["rows"], 2, "{summary}");
+    assert_eq!(
+        summary["trigger"]["subject"],
+        "/collections/demo/uploads/files/batch-a/one.csv"
+    );
+    let missing = b
+        .req(Method::GET, "/v1/data/demo/results/notes.txt.summary.json")
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }

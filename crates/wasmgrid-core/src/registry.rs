@@ -1088,7 +1088,7 @@ fn load_or_recompile(
     }
     // On a blocking thread already (the caller's): waiting here holds no async
     // thread, and this path runs once per version and engine build.
-    let got = futures::executor::block_on(blobs.get_component(&BlobDigest(digest.to_string())))?;
+    let got = wasmgrid_store::wait(blobs.get_component(&BlobDigest(digest.to_string())))?;
     let bytes = got.ok_or_else(|| {
         RegistryError::Internal(format!(
             "the original component {digest} is missing from the data directory"

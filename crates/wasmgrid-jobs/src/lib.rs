@@ -627,12 +627,8 @@ impl JobService {
             let mut after: Option<String> = None;
             loop {
                 // A scan of every job: on a blocking thread, as before.
-                let page = futures::executor::block_on(records.list(
-                    Bucket::Jobs,
-                    "",
-                    after.as_deref(),
-                    500,
-                ))?;
+                let page =
+                    wasmgrid_store::wait(records.list(Bucket::Jobs, "", after.as_deref(), 500))?;
                 let full = page.next.is_some();
                 for entry in page.items {
                     let (key, bytes) = (entry.key, entry.value);
@@ -795,7 +791,7 @@ impl JobService {
             return Err(not_found(id));
         }
         // A short read the embedded backend answers inline.
-        let entry = futures::executor::block_on(self.inner.records.get(Bucket::Jobs, id))?
+        let entry = wasmgrid_store::wait(self.inner.records.get(Bucket::Jobs, id))?
             .ok_or_else(|| not_found(id))?;
         serde_json::from_slice(&entry.value).map_err(|e| {
             StoreError::Corrupt {
@@ -830,7 +826,7 @@ impl JobService {
         let mut out = Vec::new();
         let mut after = marker.map(str::to_string);
         loop {
-            let page = futures::executor::block_on(self.inner.records.list(
+            let page = wasmgrid_store::wait(self.inner.records.list(
                 Bucket::Jobs,
                 "",
                 after.as_deref(),
@@ -872,11 +868,8 @@ impl JobService {
         let mut out = Vec::new();
         loop {
             // A short read the embedded backend answers inline.
-            let page = futures::executor::block_on(self.inner.queue.list_progress(
-                id,
-                after.as_deref(),
-                256,
-            ))?;
+            let page =
+                wasmgrid_store::wait(self.inner.queue.list_progress(id, after.as_deref(), 256))?;
             let full = page.next.is_some();
             for (rel, bytes) in page.items {
                 after = Some(rel.clone());

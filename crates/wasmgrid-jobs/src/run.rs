@@ -26,7 +26,6 @@ use super::{
     Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
     JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking,
 };
-use futures::executor::block_on;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -45,6 +44,7 @@ use wasmgrid_engine::{GuestErrorKind, InvokeError, Outcome, Payload};
 use wasmgrid_store::files::{FileWrite, Written};
 use wasmgrid_store::jobqueue::{FinishedFile, Recorded};
 use wasmgrid_store::records::Bucket;
+use wasmgrid_store::wait;
 use wasmgrid_store::{Rev, StoreError};
 
 /// Input files listed per page.
@@ -319,8 +319,7 @@ fn corrupt(key: &str, e: serde_json::Error) -> StoreError {
 /// Job `id`'s record and its revision. Blocking (a short read the embedded
 /// backend answers inline): call from a blocking thread.
 fn read_job(inner: &Inner, id: &str) -> Result<(JobRecord, Rev), JobError> {
-    let entry =
-        block_on(inner.records.get(Bucket::Jobs, id))?.ok_or_else(|| super::not_found(id))?;
+    let entry = wait(inner.records.get(Bucket::Jobs, id))?.ok_or_else(|| super::not_found(id))?;
     let rec = serde_json::from_slice(&entry.value).map_err(|e| corrupt(id, e))?;
     Ok((rec, entry.rev))
 }
@@ -337,7 +336,7 @@ fn update_job(
         let (mut rec, rev) = read_job(inner, id)?;
         change(&mut rec);
         let value = serde_json::to_vec(&rec).map_err(|e| corrupt(id, e))?;
-        match block_on(inner.records.update(Bucket::Jobs, id, value.into(), rev)) {
+        match wait(inner.records.update(Bucket::Jobs, id, value.into(), rev)) {
             Ok(_) => return Ok(rec),
             Err(StoreError::Changed { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -777,7 +776,7 @@ fn next_page(
         return Ok((files, next));
     }
     let rels: Vec<&str> = files.iter().map(|(f, _)| f.rel()).collect();
-    let done = block_on(ctx.inner.queue.finished(&ctx.job_id, &rels))?;
+    let done = wait(ctx.inner.queue.finished(&ctx.job_id, &rels))?;
     let pending = files
         .into_iter()
         .zip(done)
@@ -1237,7 +1236,7 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
         rec.counts.recompute_pending();
         serde_json::to_vec(&rec).map_err(|e| e.to_string())
     };
-    let result = block_on(
+    let result = wait(
         ctx.inner
             .queue
             .finish(&ctx.job_id, &files, &output_is_folder, &update),
@@ -1375,7 +1374,7 @@ pub(super) async fn finish(
             apply(&mut rec);
             serde_json::to_vec(&rec).map_err(|e| e.to_string())
         };
-        match block_on(inner.queue.close(&id, &outputs, &update)) {
+        match wait(inner.queue.close(&id, &outputs, &update)) {
             Ok((written, record)) => {
                 for w in written {
                     match w {

@@ -170,3 +170,26 @@ pub enum StoreError {
     #[error("storage backend error: {0}")]
     Backend(String),
 }
+
+/// Drives a contract's future to completion from synchronous code (a
+/// blocking thread, a guest's host call, a job worker).
+///
+/// The embedded backend answers on the first poll, which this tries first:
+/// no thread hop, no overhead. A networked backend (NATS) has to wait for a
+/// reply that a runtime task receives; blocking a runtime worker for it
+/// could starve that very task (a worker's LIFO slot cannot be stolen), so
+/// the wait hands the worker's queue to another thread first
+/// (`block_in_place`) when called on a multi-threaded runtime's worker.
+pub fn wait<F: std::future::Future>(future: F) -> F::Output {
+    use futures::FutureExt;
+    let mut future = std::pin::pin!(future);
+    if let Some(out) = future.as_mut().now_or_never() {
+        return out;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| futures::executor::block_on(future))
+        }
+        _ => futures::executor::block_on(future),
+    }
+}

@@ -496,7 +496,7 @@ fn unix_now() -> u64 {
 /// blocking threads and guest threads, and the embedded backend answers them
 /// inline: one poll, no thread hop, nothing an async thread waits for.
 fn wait<T>(read: impl std::future::Future<Output = T>) -> T {
-    futures::executor::block_on(read)
+    wasmgrid_store::wait(read)
 }
 
 /// Decodes a stored record (owned, or a view borrowing from `bytes`).
@@ -1734,19 +1734,18 @@ impl DataService {
     /// [`Blobs::settled`]). Returns how many were deleted. Runs on a blocking
     /// thread (it scans every file record).
     pub fn remove_orphan_blobs(&self) -> Result<u64, DataError> {
-        use futures::executor::block_on;
         // Listed first: a blob whose upload settles later is not a candidate,
         // and one settled before is referenced by a record the scan below sees.
         // No grace period: this process knows its own uploads in progress (they
         // are never listed), and no other process writes into its data directory.
-        let candidates = block_on(self.blobs.settled(Duration::ZERO))?;
+        let candidates = wait(self.blobs.settled(Duration::ZERO))?;
         if candidates.is_empty() {
             return Ok(0);
         }
         let mut live = std::collections::HashSet::new();
         let mut after: Option<String> = None;
         loop {
-            let page = block_on(self.files.blob_references(after.as_deref(), 1000))?;
+            let page = wait(self.files.blob_references(after.as_deref(), 1000))?;
             live.extend(page.items);
             match page.next {
                 Some(next) => after = Some(next),
@@ -1755,7 +1754,7 @@ impl DataService {
         }
         let mut removed = 0;
         for id in candidates.iter().filter(|id| !live.contains(id.as_str())) {
-            block_on(self.blobs.delete(id))?;
+            wait(self.blobs.delete(id))?;
             removed += 1;
         }
         Ok(removed)
@@ -1836,8 +1835,8 @@ mod tests {
     ) -> Result<(FileRecord, bytes::Bytes), DataError> {
         in_runtime(|| {
             let (rec, content) = data.read(who, p, max_size)?;
-            let bytes = futures::executor::block_on(content.into_bytes())
-                .map_err(|e| DataError::Unavailable(e.to_string()))?;
+            let bytes =
+                wait(content.into_bytes()).map_err(|e| DataError::Unavailable(e.to_string()))?;
             Ok((rec, bytes))
         })
     }
@@ -1850,7 +1849,7 @@ mod tests {
         limit: usize,
     ) -> Vec<(u64, serde_json::Value)> {
         let log = EmbeddedQueues::new(store.clone());
-        futures::executor::block_on(log.inspect(after, limit))
+        wait(log.inspect(after, limit))
             .unwrap()
             .into_iter()
             .map(|l| (l.seq, serde_json::from_slice(&l.event).unwrap()))
