@@ -53,6 +53,11 @@ impl TestCluster {
 
     /// Starts one more node.
     fn node(&mut self) -> Server {
+        self.node_with(&[])
+    }
+
+    /// Starts one more node with extra `serve` flags.
+    fn node_with(&mut self, extra: &[&str]) -> Server {
         self.nodes += 1;
         let data_dir = self.dir.path().join(format!("node{}", self.nodes));
         std::fs::create_dir_all(&data_dir).unwrap();
@@ -68,7 +73,10 @@ impl TestCluster {
                 "3",
                 "--cluster-prefix",
                 &self.prefix,
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
         )
     }
 }
@@ -291,4 +299,78 @@ fn seed_000_pipeline_runs_across_nodes() {
         .send()
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// kill -9 the node running a batch job: the job completes on the other node
+/// once the job's lease lapses, every input gets its output, and nothing is
+/// counted twice.
+#[test]
+fn a_job_completes_when_its_node_dies() {
+    let mut cluster = TestCluster::new("tjobkill");
+    let fast_takeover = ["--cluster-lease", "5"];
+    let mut a = cluster.node_with(&fast_takeover);
+    let b = cluster.node_with(&fast_takeover);
+    a.deploy_ok("sleep", "demo/sleep@1.0.0", "");
+    const FILES: usize = 100;
+    for i in 0..FILES {
+        let resp = a
+            .req(Method::PUT, &format!("/v1/data/demo/naps/in/n{i:03}.txt"))
+            .header("Content-Type", "text/plain")
+            .body("100")
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let job = json(
+        a.req(Method::POST, "/v1/algo/demo/sleep/jobs")
+            .json(&serde_json::json!({
+                "input": "data://demo/naps/in/",
+                "output": "data://demo/naps-out/",
+                "maxConcurrency": 2
+            }))
+            .send()
+            .unwrap(),
+        202,
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    let get = |s: &Server| {
+        json(
+            s.req(Method::GET, &format!("/v1/jobs/{id}"))
+                .send()
+                .unwrap(),
+            200,
+        )
+    };
+    let before = within(&[&a, &b], "ten files done on A", || {
+        let j = get(&a);
+        (j["counts"]["succeeded"].as_u64().unwrap_or(0) >= 10).then_some(j)
+    });
+    assert_eq!(before["status"], "Running", "{before}");
+    a.kill9();
+    let killed = Instant::now();
+    let done = within(&[&b], "the job completed on B", || {
+        let j = get(&b);
+        (j["status"] == "Completed").then_some(j)
+    });
+    eprintln!(
+        "job taken over and completed {:?} after the kill: {done}",
+        killed.elapsed()
+    );
+    assert_eq!(done["counts"]["failed"], 0, "{done}");
+    let mut outputs = 0;
+    let mut marker: Option<String> = None;
+    loop {
+        let path = match &marker {
+            Some(m) => format!("/v1/data/demo/naps-out?marker={m}"),
+            None => "/v1/data/demo/naps-out".to_string(),
+        };
+        let page = json(b.req(Method::GET, &path).send().unwrap(), 200);
+        outputs += page["files"].as_array().map_or(0, Vec::len);
+        match page["marker"].as_str() {
+            Some(m) => marker = Some(m.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(outputs, FILES + 1, "every input's output and the summary");
+    assert_eq!(done["counts"]["succeeded"], FILES, "{done}");
 }

@@ -143,7 +143,7 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
-        let jobs = Arc::new(JobService::new(
+        let jobs = JobService::new(
             job_queue.clone(),
             records.clone(),
             data.clone(),
@@ -151,7 +151,12 @@ impl App {
             metrics.clone(),
             JobsConfig::default(),
             Some(Arc::new(crate::bridge::JobEvents::new(log.clone()))),
-        ));
+        );
+        // In a cluster each job runs on the node holding its lease.
+        let jobs = Arc::new(match &cluster {
+            Some(joined) => jobs.shared(leases.clone(), joined.node.lease),
+            None => jobs,
+        });
         let events = EventService::open(
             records.clone(),
             queues,

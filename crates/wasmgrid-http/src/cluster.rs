@@ -48,6 +48,9 @@ pub struct ClusterNode {
     pub replicas: usize,
     /// The version of the NATS server the node is connected to.
     pub server_version: String,
+    /// How long a node holds work (a delivery, a job) without renewing it
+    /// before another node may take it over.
+    pub lease: Duration,
     /// Stops the node's cluster tasks (watches, the versions feed).
     pub shutdown: CancellationToken,
 }
@@ -106,6 +109,7 @@ impl App {
             prefix: config.prefix.clone(),
             replicas: config.replicas,
             server_version: nats.server_version().to_string(),
+            lease: config.lease,
             shutdown: shutdown.clone(),
         };
         let storage = Storage {

@@ -74,6 +74,7 @@ use wasmgrid_core::registry::{RegistryError, VersionSpec};
 use wasmgrid_engine::ComponentKind;
 use wasmgrid_store::StoreError;
 use wasmgrid_store::jobqueue::JobQueue;
+use wasmgrid_store::leases::Leases;
 use wasmgrid_store::records::{Bucket, Records};
 
 /// Default `maxConcurrency`.
@@ -541,6 +542,81 @@ pub(crate) struct Inner {
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// In a cluster: one node runs a job, under the lease `job/<id>`
+    /// ([`JobService::shared`]). `None`: this process runs every job.
+    leases: Option<Arc<dyn Leases>>,
+    /// How long a node holds a job's lease unless it renews it (every
+    /// third). A node that dies hands its jobs over after this (plus the
+    /// leases' clock-skew margin); the others look for such jobs as often.
+    lease_ttl: Duration,
+}
+
+/// Runs job `id` while this node holds its lease: renews it every third of
+/// its time to live, halts the run if it is lost, and passes on a cancel
+/// requested through another node (seen in the job record at each renewal).
+async fn run_leased(
+    inner: Arc<Inner>,
+    leases: Arc<dyn Leases>,
+    id: String,
+    cancel: CancellationToken,
+    finished: CancellationToken,
+    halt: CancellationToken,
+) {
+    let name = format!("job/{id}");
+    let ttl = inner.lease_ttl;
+    let grant = match leases.acquire(&name, ttl).await {
+        Ok(Some(grant)) => grant,
+        outcome => {
+            if let Err(e) = outcome {
+                tracing::warn!(job = %id, error = %e, "taking the job's lease failed; the next scan tries again");
+            }
+            // Another node runs it.
+            if let Ok(mut active) = inner.active.lock() {
+                active.remove(&id);
+            }
+            finished.cancel();
+            return;
+        }
+    };
+    let done = CancellationToken::new();
+    let renewer = {
+        let (inner, leases, id) = (inner.clone(), leases.clone(), id.clone());
+        let (cancel, halt, done) = (cancel.clone(), halt.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut grant = grant;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(ttl / 3) => {}
+                    _ = done.cancelled() => {
+                        let _ = leases.release(grant).await;
+                        return;
+                    }
+                }
+                match leases.renew(&grant, ttl).await {
+                    Ok(Some(renewed)) => grant = renewed,
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(job = %id, "lost the job's lease; stopping here, another node takes it over");
+                        halt.cancel();
+                        return;
+                    }
+                }
+                let requested = inner
+                    .records
+                    .get(Bucket::Jobs, &id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|e| serde_json::from_slice::<JobRecord>(&e.value).ok())
+                    .is_some_and(|r| r.cancel_requested);
+                if requested {
+                    cancel.cancel();
+                }
+            }
+        })
+    };
+    run::run(inner, id, cancel, finished, halt).await;
+    done.cancel();
+    let _ = renewer.await;
 }
 
 /// The job service: submit, inspect and cancel jobs; runs them in the
@@ -613,14 +689,63 @@ impl JobService {
                 slots,
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                leases: None,
+                lease_ttl: Duration::from_secs(30),
             }),
         }
+    }
+
+    /// Runs jobs as one node of several sharing the store: each job runs on
+    /// the node holding its lease `job/<id>`, which renews it while the job
+    /// runs and stops (leaving the job to the next holder) if it loses it;
+    /// [`JobService::start`] then also looks for jobs whose node died, every
+    /// few seconds. `lease_ttl`: how long a dead node's jobs wait before
+    /// another takes them over. Call before the service is shared.
+    pub fn shared(mut self, leases: Arc<dyn Leases>, lease_ttl: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.leases = Some(leases);
+            inner.lease_ttl = lease_ttl.max(Duration::from_secs(1));
+        }
+        self
     }
 
     /// Resumes every `Queued` or `Running` job and announces ended jobs the
     /// observer has not been told about. Call once, inside the tokio runtime,
     /// when the node starts serving.
     pub async fn start(&self) -> Result<usize, JobError> {
+        let resumed = self.resume().await?;
+        if self.inner.leases.is_some() {
+            // A node that dies leaves its jobs Running with a lease nobody
+            // renews: look for them, and take them over once it lapses.
+            let service = self.clone_handle();
+            let shutdown = self.inner.shutdown.clone();
+            let every = self.inner.lease_ttl / 3;
+            self.inner.tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    if let Err(e) = service.resume().await {
+                        tracing::warn!(error = %e, "looking for jobs to take over failed; retrying");
+                    }
+                }
+            });
+        }
+        Ok(resumed)
+    }
+
+    fn clone_handle(&self) -> JobService {
+        JobService {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Starts a runner for every unfinished job not running here (in a
+    /// cluster, the runner takes the job's lease or leaves the job to its
+    /// holder) and announces ended jobs not announced yet. How many runners
+    /// started.
+    async fn resume(&self) -> Result<usize, JobError> {
         let records = self.inner.records.clone();
         let jobs = blocking(move || {
             let mut out = Vec::new();
@@ -649,21 +774,46 @@ impl JobService {
         .await?;
         let mut resumed = 0;
         for rec in jobs {
-            if rec.status.is_terminal() {
-                let inner = self.inner.clone();
-                tokio::task::spawn_blocking(move || run::notify(&inner, rec));
-            } else if !self
+            let here = self
                 .inner
                 .active
                 .lock()
-                .is_ok_and(|a| a.contains_key(&rec.id))
-            {
+                .is_ok_and(|a| a.contains_key(&rec.id));
+            if here {
+                continue;
+            }
+            if rec.status.is_terminal() {
+                self.announce(rec);
+            } else if self.spawn_runner(rec.id.clone()) {
                 tracing::info!(job = %rec.id, status = ?rec.status, done = rec.counts.succeeded + rec.counts.failed, "resuming job");
-                self.spawn_runner(rec.id);
                 resumed += 1;
             }
         }
         Ok(resumed)
+    }
+
+    /// Announces an ended job the observer was not told about (in a cluster,
+    /// by the holder of its lease; a second announcement is dropped by the
+    /// log's deduplication).
+    fn announce(&self, rec: JobRecord) {
+        let inner = self.inner.clone();
+        self.inner.tasks.spawn(async move {
+            let grant = match &inner.leases {
+                Some(leases) => match leases
+                    .acquire(&format!("job/{}", rec.id), inner.lease_ttl)
+                    .await
+                {
+                    Ok(Some(g)) => Some(g),
+                    _ => return,
+                },
+                None => None,
+            };
+            let inner2 = inner.clone();
+            let _ = tokio::task::spawn_blocking(move || run::notify(&inner2, rec)).await;
+            if let (Some(leases), Some(g)) = (&inner.leases, grant) {
+                let _ = leases.release(g).await;
+            }
+        });
     }
 
     /// Stops every runner without ending its job (the jobs stay `Running` or
@@ -682,13 +832,15 @@ impl JobService {
 
     /// Starts the runner of job `id` unless one is running already (a job
     /// submitted before `start` is both new and found by the resume scan).
-    fn spawn_runner(&self, id: String) {
+    /// In a cluster the runner first takes the job's lease, and leaves the
+    /// job alone if another node holds it. Whether a runner started.
+    fn spawn_runner(&self, id: String) -> bool {
         let cancel = CancellationToken::new();
         let finished = CancellationToken::new();
         match self.inner.active.lock() {
             Ok(mut active) => {
                 if active.contains_key(&id) {
-                    return;
+                    return false;
                 }
                 active.insert(
                     id.clone(),
@@ -700,13 +852,24 @@ impl JobService {
             }
             Err(_) => {
                 tracing::error!(job = %id, "job registry lock poisoned; the job resumes at the next start");
-                return;
+                return false;
             }
         }
         let inner = self.inner.clone();
-        self.inner
-            .tasks
-            .spawn(run::run(inner, id, cancel, finished));
+        let halt = self.inner.shutdown.child_token();
+        match self.inner.leases.clone() {
+            None => {
+                self.inner
+                    .tasks
+                    .spawn(run::run(inner, id, cancel, finished, halt));
+            }
+            Some(leases) => {
+                self.inner
+                    .tasks
+                    .spawn(run_leased(inner, leases, id, cancel, finished, halt));
+            }
+        }
+        true
     }
 
     /// Submits a job for `caller` (checked as the API checks it) and starts it

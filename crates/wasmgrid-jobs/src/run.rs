@@ -344,16 +344,18 @@ fn update_job(
     }
 }
 
-/// Runs job `id` to its end (or until shutdown), then tells the observer.
+/// Runs job `id` to its end (or until `halt`: shutdown, or in a cluster the
+/// loss of the job's lease), then tells the observer.
 pub(super) async fn run(
     inner: Arc<Inner>,
     id: String,
     cancel: CancellationToken,
     finished: CancellationToken,
+    halt: CancellationToken,
 ) {
-    let ended = match run_job(&inner, &id, &cancel).await {
+    let ended = match run_job(&inner, &id, &cancel, &halt).await {
         Ok(ended) => ended,
-        Err(e) if inner.shutdown.is_cancelled() => {
+        Err(e) if halt.is_cancelled() => {
             tracing::warn!(job = %id, error = %e, "job runner stopped by shutdown");
             None
         }
@@ -391,15 +393,17 @@ pub(super) fn notify(inner: &Inner, rec: JobRecord) {
 }
 
 /// The run itself: `Ok(Some(job))` when the job ended, `Ok(None)` when the
-/// runner stopped for shutdown (the job resumes at the next start).
+/// runner stopped for `halt` (the job resumes at the next start, or on
+/// another node).
 async fn run_job(
     inner: &Arc<Inner>,
     id: &str,
     cancel: &CancellationToken,
+    halt: &CancellationToken,
 ) -> Result<Option<JobRecord>, JobError> {
     let _slot = tokio::select! {
         biased;
-        _ = inner.shutdown.cancelled() => return Ok(None),
+        _ = halt.cancelled() => return Ok(None),
         _ = cancel.cancelled() => {
             return finish(inner, id, JobStatus::Canceled, Some("canceled while queued".into()))
                 .await
@@ -503,7 +507,7 @@ async fn run_job(
     let watcher = {
         let stop = stop.clone();
         let cancel = cancel.clone();
-        let shutdown = inner.shutdown.clone();
+        let shutdown = halt.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => stop.set(StopReason::Canceled),
