@@ -170,6 +170,53 @@ fn any_node_answers_any_call() {
     );
     assert_eq!(listed["files"][0]["filename"], "hello.txt", "{listed}");
 
+    // Both nodes see the cluster: each other's heartbeats, the servers and
+    // the streams; the CLI prints it.
+    let status = eventually("both nodes' heartbeats", Duration::from_secs(15), || {
+        let v = json(a.req(Method::GET, "/v1/cluster").send().unwrap(), 200);
+        let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+        (nodes.len() == 2 && nodes.iter().all(|n| n["address"].is_string())).then_some(v)
+    });
+    assert_eq!(status["mode"], "cluster", "{status}");
+    assert_eq!(status["replicas"], 3, "{status}");
+    assert_eq!(status["nats"]["version"], "2.9.10", "{status}");
+    let addresses: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["address"].as_str())
+        .collect();
+    assert!(
+        addresses.iter().any(|x| a.url.ends_with(x))
+            && addresses.iter().any(|x| b.url.ends_with(x)),
+        "{status}"
+    );
+    assert!(
+        status["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "KV_tanynode_files"),
+        "{status}"
+    );
+    let out = Command::new(bin())
+        .args(["cluster", "status", "--data-dir"])
+        .arg(&b.data_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("(this node)") && text.contains("KV_tanynode_files"),
+        "{text}"
+    );
+    let ready = b.http.get(format!("{}/readyz", b.url)).send().unwrap();
+    assert_eq!(ready.status(), 200);
+
     let topic = json(a.req(Method::PUT, "/v1/topics/orders").send().unwrap(), 201);
     let topic_key = topic["keys"]["key1"].as_str().unwrap().to_string();
     eventually(
@@ -193,9 +240,15 @@ fn any_node_answers_any_call() {
 }
 
 /// A node without its key file, or without a reachable NATS, refuses to
-/// start and says what to fix.
+/// start and says what to fix; a node on the embedded store says so.
 #[test]
 fn a_node_refuses_to_start_without_its_key_or_its_servers() {
+    let embedded = Server::start();
+    let v = json(
+        embedded.req(Method::GET, "/v1/cluster").send().unwrap(),
+        200,
+    );
+    assert_eq!(v, serde_json::json!({"mode": "embedded"}));
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin())
         .args(["serve", "--cluster", "nats://127.0.0.1:1", "--data-dir"])

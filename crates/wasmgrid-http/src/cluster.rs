@@ -40,6 +40,17 @@ pub struct ClusterConfig {
 
 /// This node's part in a cluster.
 pub struct ClusterNode {
+    /// The node's id: kept in `<data dir>/node.id`, so a restarted node
+    /// keeps it.
+    pub id: String,
+    /// Its API address, once it listens ([`ClusterNode::listening`]).
+    address: std::sync::OnceLock<String>,
+    /// Wakes the heartbeat task when the address is known.
+    address_known: tokio::sync::Notify,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// The connection (heartbeats, `GET /v1/cluster`, readiness).
+    pub nats: NatsStore,
     /// The NATS URLs the node was given.
     pub urls: String,
     /// The stream and bucket prefix.
@@ -53,6 +64,14 @@ pub struct ClusterNode {
     pub lease: Duration,
     /// Stops the node's cluster tasks (watches, the versions feed).
     pub shutdown: CancellationToken,
+}
+
+impl ClusterNode {
+    /// Records the node's API address (its heartbeats carry it).
+    pub fn listening(&self, address: String) {
+        let _ = self.address.set(address);
+        self.address_known.notify_one();
+    }
 }
 
 /// What [`App::assemble`] needs of a cluster it joins.
@@ -105,6 +124,11 @@ impl App {
 
         let shutdown = CancellationToken::new();
         let node = ClusterNode {
+            id: node_id(data_dir)?,
+            address: std::sync::OnceLock::new(),
+            address_known: tokio::sync::Notify::new(),
+            started: wasmgrid_core::clock::now_rfc3339(),
+            nats: nats.clone(),
             urls: config.urls.clone(),
             prefix: config.prefix.clone(),
             replicas: config.replicas,
@@ -142,6 +166,7 @@ impl App {
         let stop = shutdown.clone();
         tokio::spawn(app.keys.clone().follow(stop.cancelled_owned()));
         tokio::spawn(versions_feed(queues, leases, shutdown));
+        tokio::spawn(heartbeats(app.clone()));
         tracing::info!(
             urls = %config.urls,
             prefix = %config.prefix,
@@ -151,6 +176,115 @@ impl App {
         );
         Ok(app)
     }
+}
+
+/// The node's id from `<data dir>/node.id`, created on first start.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("{:012x}", rand::random::<u64>() >> 16);
+            std::fs::write(&path, format!("{id}\n"))
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+/// How often a node renews its heartbeat in `P_nodes`.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// One node's heartbeat, as `GET /v1/cluster` lists it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    /// The node's id.
+    pub id: String,
+    /// Its API address.
+    pub address: Option<String>,
+    /// Its wasmgrid version.
+    pub version: String,
+    /// When it started.
+    pub started: String,
+    /// Unix time of this heartbeat, in milliseconds (the node's clock).
+    pub heartbeat_ms: u64,
+    /// Algorithm calls running on it.
+    pub in_flight: i64,
+}
+
+/// Puts the node's heartbeat every few seconds until it shuts down.
+async fn heartbeats(app: Arc<App>) {
+    let Some(node) = &app.cluster else {
+        return;
+    };
+    // The first heartbeat carries the address once the node listens.
+    if node.address.get().is_none() {
+        tokio::select! {
+            _ = node.address_known.notified() => {}
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+        }
+    }
+    loop {
+        let beat = Heartbeat {
+            id: node.id.clone(),
+            address: node.address.get().cloned(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started: node.started.clone(),
+            heartbeat_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            in_flight: app.metrics.in_flight.get(),
+        };
+        if let Ok(value) = serde_json::to_vec(&beat)
+            && let Err(e) = node.nats.heartbeat(&node.id, value.into()).await
+        {
+            tracing::warn!(error = %e, "writing the node's heartbeat failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// What `GET /v1/cluster` answers: the live nodes (by heartbeat), the NATS
+/// servers as this node sees them, and the installation's streams.
+pub async fn status(node: &ClusterNode) -> Result<serde_json::Value, wasmgrid_store::StoreError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut nodes: Vec<serde_json::Value> = node
+        .nats
+        .node_heartbeats()
+        .await?
+        .iter()
+        .filter_map(|v| serde_json::from_slice::<Heartbeat>(v).ok())
+        .map(|h| {
+            serde_json::json!({
+                "id": h.id,
+                "address": h.address,
+                "version": h.version,
+                "started": h.started,
+                "heartbeatAgeMs": now_ms.saturating_sub(h.heartbeat_ms),
+                "inFlight": h.in_flight,
+                "self": h.id == node.id,
+            })
+        })
+        .collect();
+    nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let streams = node.nats.usage().await?;
+    Ok(serde_json::json!({
+        "mode": "cluster",
+        "node": node.id,
+        "prefix": node.prefix,
+        "replicas": node.replicas,
+        "leaseSeconds": node.lease.as_secs(),
+        "nodes": nodes,
+        "nats": node.nats.servers(),
+        "streams": streams,
+    }))
 }
 
 /// Moves version records' change events into the change log, on one node at

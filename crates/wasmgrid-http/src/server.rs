@@ -71,6 +71,9 @@ pub async fn serve(
     std::fs::write(&info_path, serde_json::to_vec(&info)?)
         .with_context(|| format!("cannot write {}", info_path.display()))?;
     tracing::info!(addr = %local, data_dir = %app.data_dir.display(), "wasmgrid listening");
+    if let Some(cluster) = &app.cluster {
+        cluster.listening(local.to_string());
+    }
     match app.jobs.start().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "resumed unfinished jobs"),

@@ -20,7 +20,9 @@ mod jobqueue;
 pub use jobqueue::NatsJobs;
 pub mod keys;
 mod leases;
+mod nodes;
 pub use leases::SKEW_MARGIN;
+pub use nodes::{NODE_TTL, Servers, StreamUsage};
 mod queues;
 pub use queues::NatsQueues;
 mod records;
@@ -109,6 +111,8 @@ pub struct NatsStore {
     js: jetstream::Context,
     buckets: HashMap<&'static str, jetstream::kv::Store>,
     leases: jetstream::kv::Store,
+    /// Heartbeats (crate::nodes).
+    nodes: jetstream::kv::Store,
     components: jetstream::object_store::ObjectStore,
     blobs: jetstream::object_store::ObjectStore,
     server_version: String,
@@ -229,12 +233,21 @@ impl NatsStore {
             Duration::ZERO,
         )
         .await?;
+        let nodes = kv_bucket(
+            &js,
+            &format!("{prefix}_nodes"),
+            1,
+            replicas,
+            nodes::NODE_TTL,
+        )
+        .await?;
         let components = object_store(&js, &format!("{prefix}_components"), replicas).await?;
         let blobs = object_store(&js, &format!("{prefix}_blobs"), replicas).await?;
         Ok(NatsStore {
             js,
             buckets,
             leases,
+            nodes,
             components,
             blobs,
             server_version: info.version.clone(),
@@ -293,7 +306,12 @@ pub(crate) async fn kv_bucket(
                 allow_direct: false,
                 num_replicas: replicas.max(1),
                 discard: jetstream::stream::DiscardPolicy::New,
-                duplicate_window: Duration::from_secs(120),
+                // JetStream refuses a window longer than the age limit.
+                duplicate_window: if max_age.is_zero() {
+                    Duration::from_secs(120)
+                } else {
+                    max_age.min(Duration::from_secs(120))
+                },
                 ..Default::default()
             })
             .await;

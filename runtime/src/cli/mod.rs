@@ -157,6 +157,13 @@ enum ClusterCommand {
         /// Where to write it (refused if it exists).
         file: PathBuf,
     },
+    /// The cluster's live nodes, its NATS servers and its streams' usage
+    /// (`GET /v1/cluster`, admin); `--json` for the raw answer.
+    Status {
+        /// Print the JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Connection limits of `serve` and `up` (docs/RELIABILITY.md, "Connection limits").
@@ -327,7 +334,7 @@ enum Command {
     /// Batch jobs over data collections: submit, wait, status, ls, cancel.
     #[command(subcommand)]
     Job(jobs::JobCommand),
-    /// Cluster mode: new-key.
+    /// Cluster mode: new-key, status.
     #[command(subcommand)]
     Cluster(ClusterCommand),
 }
@@ -445,6 +452,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 },
             ))
+        }
+        Command::Cluster(ClusterCommand::Status { json }) => {
+            let client = Client::discover(&g.data_dir, g.url.as_deref(), g.key.as_deref())?;
+            let v = client.send(Method::GET, "/v1/cluster", &[], None)?.json()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            if v["mode"] != "cluster" {
+                println!("this server runs on the embedded store (started without --cluster)");
+                return Ok(());
+            }
+            println!(
+                "cluster prefix {}  replicas {}  lease {} s",
+                v["prefix"].as_str().unwrap_or("?"),
+                v["replicas"],
+                v["leaseSeconds"]
+            );
+            println!("nodes:");
+            for n in v["nodes"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "  {}{}  {}  v{}  heartbeat {} ms ago  {} in flight",
+                    n["id"].as_str().unwrap_or("?"),
+                    if n["self"] == true {
+                        " (this node)"
+                    } else {
+                        ""
+                    },
+                    n["address"].as_str().unwrap_or("-"),
+                    n["version"].as_str().unwrap_or("?"),
+                    n["heartbeatAgeMs"],
+                    n["inFlight"]
+                );
+            }
+            let nats = &v["nats"];
+            println!(
+                "nats: connected to {} ({} {}){}",
+                nats["connected"].as_str().unwrap_or("?"),
+                nats["name"].as_str().unwrap_or("?"),
+                nats["version"].as_str().unwrap_or("?"),
+                if nats["up"] == true {
+                    ""
+                } else {
+                    "  DISCONNECTED"
+                }
+            );
+            println!("streams:");
+            for st in v["streams"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "  {:<28} {:>10} msgs {:>14} bytes  R{}  {} consumers",
+                    st["name"].as_str().unwrap_or("?"),
+                    st["messages"],
+                    st["bytes"],
+                    st["replicas"],
+                    st["consumers"]
+                );
+            }
+            Ok(())
         }
         Command::Cluster(ClusterCommand::NewKey { file }) => {
             if file.exists() {

@@ -124,6 +124,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/topics/{topic}/subscriptions/{name}/redrive",
             post(events::redrive),
         )
+        .route("/v1/cluster", get(cluster))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route("/http/{*path}", any(http::serve))
@@ -248,9 +249,29 @@ async fn readyz(State(app): State<AppState>) -> Response {
             axum::Json(body),
         )
             .into_response()
+    } else if app.cluster.as_ref().is_some_and(|c| !c.nats.connected()) {
+        // A cluster node without NATS can serve compiled algorithms, but
+        // not writes: take it out of rotation until it reconnects.
+        let body = serde_json::json!({"status": "nats-unreachable"});
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(body),
+        )
+            .into_response()
     } else {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     }
+}
+
+/// `GET /v1/cluster` (admin): the cluster's live nodes, the NATS servers and
+/// the streams' usage; `{"mode": "embedded"}` on a node without a cluster.
+async fn cluster(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let body = match &app.cluster {
+        Some(node) => crate::cluster::status(node).await?,
+        None => serde_json::json!({"mode": "embedded"}),
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
