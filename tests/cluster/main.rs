@@ -427,3 +427,154 @@ fn a_job_completes_when_its_node_dies() {
     assert_eq!(outputs, FILES + 1, "every input's output and the summary");
     assert_eq!(done["counts"]["succeeded"], FILES, "{done}");
 }
+
+/// A webhook receiver for many connections at once: counts the deliveries
+/// of each event id (answering 200).
+fn counting_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let seen = seen2.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.trim().eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+                        && let Some(id) = v["id"].as_str()
+                    {
+                        *seen.lock().unwrap().entry(id.to_string()).or_insert(0) += 1;
+                    }
+                    let mut w = stream.try_clone().unwrap();
+                    let _ = write!(w, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// kill -9 one of two nodes while 10,000 events are published to both:
+/// every event a node acknowledged is delivered (the dead node's leased
+/// deliveries go to the other once their lease lapses); duplicates are
+/// reported, not forbidden (delivery is at least once).
+#[test]
+fn acknowledged_events_survive_a_node_killed_under_load() {
+    let mut cluster = TestCluster::new("tkillev");
+    let flags = ["--cluster-lease", "5", "--allow-private-webhooks"];
+    let mut a = cluster.node_with(&flags);
+    let b = cluster.node_with(&flags);
+    let topic = json(b.req(Method::PUT, "/v1/topics/load").send().unwrap(), 201);
+    let topic_key = topic["keys"]["key1"].as_str().unwrap().to_string();
+    let (url, seen) = counting_receiver();
+    let sub = b
+        .req(Method::PUT, "/v1/topics/load/subscriptions/hook")
+        .json(&serde_json::json!({"destination": {"webhook": url}, "maxConcurrentDeliveries": 32}))
+        .send()
+        .unwrap();
+    assert_eq!(sub.status(), 201, "{}", sub.text().unwrap_or_default());
+    eventually(
+        "node A knows the topic and subscription",
+        Duration::from_secs(10),
+        || {
+            let resp = a
+                .req(Method::GET, "/v1/topics/load/subscriptions/hook")
+                .send()
+                .unwrap();
+            (resp.status() == 200).then_some(())
+        },
+    );
+
+    const BATCHES: usize = 50;
+    const PER_BATCH: usize = 100;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let publisher = |node: &Server, name: &'static str| {
+        let (url, key, acked) = (node.url.clone(), topic_key.clone(), acked.clone());
+        let http = node.http.clone();
+        std::thread::spawn(move || {
+            for batch in 0..BATCHES {
+                let ids: Vec<String> = (0..PER_BATCH)
+                    .map(|i| format!("{name}-{batch}-{i}"))
+                    .collect();
+                let events: Vec<serde_json::Value> = ids
+                    .iter()
+                    .map(|id| serde_json::json!({"specversion": "1.0", "id": id, "source": "/load", "type": "t"}))
+                    .collect();
+                let sent = http
+                    .post(format!("{url}/v1/topics/load/events"))
+                    .header("aeg-sas-key", &key)
+                    .header("Content-Type", "application/cloudevents-batch+json")
+                    .body(serde_json::Value::Array(events).to_string())
+                    .send();
+                match sent {
+                    Ok(resp) if resp.status() == 200 => acked.lock().unwrap().extend(ids),
+                    // The node is gone (or refused): these were not acknowledged.
+                    _ => return,
+                }
+            }
+        })
+    };
+    let on_a = publisher(&a, "a");
+    let on_b = publisher(&b, "b");
+    eventually(
+        "a fifth of the 10,000 events acknowledged",
+        Duration::from_secs(120),
+        || (acked.lock().unwrap().len() >= 2 * BATCHES * PER_BATCH / 5).then_some(()),
+    );
+    a.kill9();
+    let killed = Instant::now();
+    on_a.join().unwrap();
+    on_b.join().unwrap();
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} events acknowledged ({} by node A, killed; {} by node B)",
+        acked.len(),
+        acked.iter().filter(|i| i.starts_with('a')).count(),
+        acked.iter().filter(|i| i.starts_with('b')).count()
+    );
+    within(&[&b], "every acknowledged event delivered", || {
+        let seen = seen.lock().unwrap();
+        acked.iter().all(|id| seen.contains_key(id)).then_some(())
+    });
+    let seen = seen.lock().unwrap();
+    let deliveries: u32 = seen.values().sum();
+    let duplicates = deliveries as usize - seen.len();
+    eprintln!(
+        "all {} acknowledged events delivered {:?} after the kill; {} deliveries, {} duplicates, {} delivered events not acknowledged to the publisher",
+        acked.len(),
+        killed.elapsed(),
+        deliveries,
+        duplicates,
+        seen.len() - acked.len().min(seen.len())
+    );
+}
