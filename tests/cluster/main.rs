@@ -578,3 +578,108 @@ fn acknowledged_events_survive_a_node_killed_under_load() {
         seen.len() - acked.len().min(seen.len())
     );
 }
+
+/// Seed 003 across nodes: a filtered subscription made on A, events published
+/// to B, retries and the dead letter (listed on A), the fix deployed on B and
+/// the redrive asked of A.
+#[test]
+fn seed_003_retry_dead_letter_and_redrive_across_nodes() {
+    let mut cluster = TestCluster::new("tseed3");
+    let flags = ["--event-time-scale", "0.001"];
+    let a = cluster.node_with(&flags);
+    let b = cluster.node_with(&flags);
+    let topic = json(
+        a.req(Method::PUT, "/v1/topics/inference").send().unwrap(),
+        201,
+    );
+    let key = topic["keys"]["key1"].as_str().unwrap().to_string();
+    // 1.0.0 has no write grant: every recording fails, reported as transient.
+    a.deploy_ok("event-recorder", "demo/recorder@1.0.0", "");
+    let sub = a
+        .req(Method::PUT, "/v1/topics/inference/subscriptions/confident")
+        .json(&serde_json::json!({
+            "destination": {"algorithm": "demo/recorder/1"},
+            "filter": {
+                "advancedFilters": [
+                    {"operatorType": "NumberGreaterThan", "key": "data.confidence", "value": 0.9}
+                ]
+            },
+            "retryPolicy": {"maxDeliveryAttempts": 3},
+            "deadLetter": {"collection": "data://.my/deadletters/"}
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(sub.status(), 201, "{}", sub.text().unwrap_or_default());
+    let event = |id: &str, confidence: f64| serde_json::json!({"specversion": "1.0", "id": id, "source": "/t", "type": "t", "data": {"confidence": confidence}});
+    let report = within(&[&a, &b], "node B routing to A's subscription", || {
+        let resp = b
+            .http
+            .post(format!("{}/v1/topics/inference/events", b.url))
+            .header("aeg-sas-key", &key)
+            .header("Content-Type", "application/cloudevents-batch+json")
+            .body(serde_json::json!([event("e1", 0.95), event("e2", 0.5)]).to_string())
+            .send()
+            .unwrap();
+        if resp.status() != 200 {
+            return None;
+        }
+        let v: serde_json::Value = resp.json().unwrap();
+        (v["deliveries"] == 1).then_some(v)
+    });
+    assert_eq!(report["accepted"], 2, "{report}");
+    let dead = within(&[&a, &b], "the dead letter, listed on A", || {
+        let v = json(
+            a.req(
+                Method::GET,
+                "/v1/topics/inference/subscriptions/confident/deadletters",
+            )
+            .send()
+            .unwrap(),
+            200,
+        );
+        let list = v["deadLetters"].as_array().cloned().unwrap_or_default();
+        (!list.is_empty()).then_some(list)
+    });
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["deadLetterReason"], "MaxDeliveryAttemptsExceeded");
+    assert_eq!(dead[0]["deliveryAttempts"], 3);
+    assert_eq!(dead[0]["event"]["id"], "e1");
+
+    b.deploy_ok(
+        "event-recorder",
+        "demo/recorder@1.0.1",
+        "grant=data://demo/received:write",
+    );
+    // Redrive through A once A resolves `demo/recorder/1` to 1.0.1.
+    within(&[&a, &b], "A knows the fixed version", || {
+        let resp = a
+            .req(Method::GET, "/v1/algorithms/demo/recorder/versions/1.0.1")
+            .send()
+            .unwrap();
+        (resp.status() == 200).then_some(())
+    });
+    let redriven = json(
+        a.req(
+            Method::POST,
+            "/v1/topics/inference/subscriptions/confident/redrive",
+        )
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap(),
+        200,
+    );
+    assert_eq!(redriven["redriven"], 1, "{redriven}");
+    let got = within(&[&a, &b], "the redriven delivery's file, read on B", || {
+        let resp = b
+            .req(Method::GET, "/v1/data/demo/received/e1.json")
+            .send()
+            .ok()?;
+        (resp.status() == 200).then(|| resp.json::<serde_json::Value>().unwrap())
+    });
+    assert_eq!(got["data"]["confidence"], 0.95);
+    let e2 = b
+        .req(Method::GET, "/v1/data/demo/received/e2.json")
+        .send()
+        .unwrap();
+    assert_eq!(e2.status(), 404);
+}
