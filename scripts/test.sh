@@ -53,3 +53,18 @@ bash scripts/check-crate-graph.sh
 
 step "Tests (unit + integration against the real binary)"
 cargo test --workspace --locked
+
+# The durability subset again, every server a cluster node on a real
+# 3-server NATS cluster at replicas 3 (tests/integration/support.rs,
+# `cluster_flags`): events (seed pipelines, ingress and dedup), data files
+# through the API, batch jobs (including a kill -9 and resume), and the
+# Algorithmia client.
+step "Tests on the cluster backend (WASMGRID_TEST_BACKEND=nats, tagged subset)"
+WASMGRID_TEST_BACKEND=nats cargo test --locked --test integration -- \
+  events::seed_000_file_created_runs_the_pipeline \
+  events::seed_003_filter_retry_dead_letter_and_redrive \
+  events::ingress_formats_auth_and_dedup \
+  data::files_round_trip_through_the_api \
+  jobs::a_folder_of_500_files_is_scored_with_max_concurrency_2 \
+  jobs::a_job_resumes_after_kill_9_without_redoing_finished_files \
+  algorithmia::algorithmia_python_client_works_unchanged

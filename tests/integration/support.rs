@@ -36,6 +36,44 @@ pub struct Server {
     pub http: Client,
 }
 
+/// `WASMGRID_TEST_BACKEND=nats` runs every server as a cluster node on one
+/// real 3-server NATS cluster (replicas 3) per test binary: each data
+/// directory is its own installation (a stream prefix derived from its path,
+/// so a restarted server finds its state). `scripts/test.sh` reruns a
+/// tagged subset this way.
+fn cluster_flags(data_dir: &Path) -> Option<Vec<String>> {
+    use std::hash::{Hash, Hasher};
+    use std::sync::OnceLock;
+    if std::env::var("WASMGRID_TEST_BACKEND").as_deref() != Ok("nats") {
+        return None;
+    }
+    static NATS: OnceLock<(wasmgrid_store_nats::testing::Cluster, tempfile::TempDir)> =
+        OnceLock::new();
+    let (cluster, dir) = NATS.get_or_init(|| {
+        let cluster = wasmgrid_store_nats::testing::Cluster::start()
+            .expect("start the NATS test cluster (WASMGRID_TEST_BACKEND=nats)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("cluster.key"),
+            format!("{:064x}", std::process::id()),
+        )
+        .expect("write the test cluster key");
+        (cluster, dir)
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    Some(vec![
+        "--cluster".into(),
+        cluster.urls.clone(),
+        "--cluster-key".into(),
+        dir.path().join("cluster.key").display().to_string(),
+        "--cluster-replicas".into(),
+        "3".into(),
+        "--cluster-prefix".into(),
+        format!("it{:012x}", h.finish() >> 16),
+    ])
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_wasmgrid")
 }
@@ -57,6 +95,9 @@ impl Server {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
+        if let Some(flags) = cluster_flags(data_dir) {
+            cmd.args(flags);
+        }
         // 64 instance slots unless the test sets its own.
         if !extra.contains(&"--instance-slots") {
             cmd.args(["--instance-slots", "64"]);
