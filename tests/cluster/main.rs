@@ -29,10 +29,16 @@ struct TestCluster {
     dir: tempfile::TempDir,
     prefix: String,
     nodes: usize,
+    urls: String,
 }
 
 impl TestCluster {
     fn new(prefix: &str) -> TestCluster {
+        Self::on(prefix, &nats().urls)
+    }
+
+    /// A cluster of nodes on the NATS servers at `urls`.
+    fn on(prefix: &str, urls: &str) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(bin())
             .args(["cluster", "new-key"])
@@ -48,6 +54,7 @@ impl TestCluster {
             dir,
             prefix: prefix.to_string(),
             nodes: 0,
+            urls: urls.to_string(),
         }
     }
 
@@ -66,7 +73,7 @@ impl TestCluster {
             &data_dir,
             &[
                 "--cluster",
-                &nats().urls,
+                &self.urls,
                 "--cluster-key",
                 key.to_str().unwrap(),
                 "--cluster-replicas",
@@ -682,4 +689,109 @@ fn seed_003_retry_dead_letter_and_redrive_across_nodes() {
         .send()
         .unwrap();
     assert_eq!(e2.status(), 404);
+}
+
+/// Stop one of the three nats-servers (kill -9) while events are published
+/// to two nodes (replicas 3): every acknowledged event is delivered. A
+/// publish that fails while the streams elect new leaders is retried, as a
+/// client would; only acknowledged batches count. This test runs its own
+/// NATS cluster (the shared one must stay whole for the other tests).
+#[test]
+fn acknowledged_events_survive_a_nats_server_killed_under_load() {
+    let own = Cluster::start().expect("a second NATS test cluster");
+    let mut cluster = TestCluster::on("tkillnats", &own.urls);
+    let flags = ["--allow-private-webhooks"];
+    let a = cluster.node_with(&flags);
+    let b = cluster.node_with(&flags);
+    let topic = json(a.req(Method::PUT, "/v1/topics/load").send().unwrap(), 201);
+    let topic_key = topic["keys"]["key1"].as_str().unwrap().to_string();
+    let (url, seen) = counting_receiver();
+    let sub = a
+        .req(Method::PUT, "/v1/topics/load/subscriptions/hook")
+        .json(&serde_json::json!({"destination": {"webhook": url}, "maxConcurrentDeliveries": 32}))
+        .send()
+        .unwrap();
+    assert_eq!(sub.status(), 201, "{}", sub.text().unwrap_or_default());
+    eventually(
+        "node B knows the subscription",
+        Duration::from_secs(10),
+        || {
+            let resp = b
+                .req(Method::GET, "/v1/topics/load/subscriptions/hook")
+                .send()
+                .unwrap();
+            (resp.status() == 200).then_some(())
+        },
+    );
+    const BATCHES: usize = 30;
+    const PER_BATCH: usize = 100;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publisher = |node: &Server, name: &'static str| {
+        let (url, key, acked) = (node.url.clone(), topic_key.clone(), acked.clone());
+        let (http, failures) = (node.http.clone(), failures.clone());
+        std::thread::spawn(move || {
+            for batch in 0..BATCHES {
+                let ids: Vec<String> = (0..PER_BATCH)
+                    .map(|i| format!("{name}-{batch}-{i}"))
+                    .collect();
+                let body = serde_json::Value::Array(
+                    ids.iter()
+                        .map(|id| serde_json::json!({"specversion": "1.0", "id": id, "source": "/load", "type": "t"}))
+                        .collect(),
+                )
+                .to_string();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    let sent = http
+                        .post(format!("{url}/v1/topics/load/events"))
+                        .header("aeg-sas-key", &key)
+                        .header("Content-Type", "application/cloudevents-batch+json")
+                        .body(body.clone())
+                        .send();
+                    if sent.is_ok_and(|r| r.status() == 200) {
+                        acked.lock().unwrap().extend(ids);
+                        // Spread the load over a few seconds, so the kill
+                        // lands in the middle of it.
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })
+    };
+    let on_a = publisher(&a, "a");
+    let on_b = publisher(&b, "b");
+    eventually(
+        "a sixth of the events acknowledged",
+        Duration::from_secs(120),
+        || (acked.lock().unwrap().len() >= 2 * BATCHES * PER_BATCH / 6).then_some(()),
+    );
+    own.kill_server(0).expect("kill nats-server n0");
+    let killed = Instant::now();
+    on_a.join().unwrap();
+    on_b.join().unwrap();
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    within(&[&a, &b], "every acknowledged event delivered", || {
+        let seen = seen.lock().unwrap();
+        acked.iter().all(|id| seen.contains_key(id)).then_some(())
+    });
+    let seen = seen.lock().unwrap();
+    let deliveries: u32 = seen.values().sum();
+    eprintln!(
+        "nats-server n0 killed: {} of {} events acknowledged (after {} failed publishes, retried), all delivered {:?} after the kill; {} deliveries, {} duplicates",
+        acked.len(),
+        2 * BATCHES * PER_BATCH,
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+        killed.elapsed(),
+        deliveries,
+        deliveries as usize - seen.len()
+    );
+    assert_eq!(
+        acked.len(),
+        2 * BATCHES * PER_BATCH,
+        "a batch was never acknowledged within 60 s of retries"
+    );
 }

@@ -89,13 +89,14 @@ impl Cluster {
             std::fs::write(&conf, text).map_err(|e| ClusterError::Start(e.to_string()))?;
             // The guard: run the server, stop it when this process is gone.
             let script = format!(
-                "nats-server -c '{conf}' >'{log}' 2>&1 & s=$!; \
+                "nats-server -c '{conf}' >'{log}' 2>&1 & s=$!; echo $s >'{pidfile}'; \
                  while kill -0 {pid} 2>/dev/null && kill -0 $s 2>/dev/null && [ ! -e '{stop}' ]; do sleep 0.2; done; \
                  kill $s 2>/dev/null; wait $s; rm -rf '{store}' '{conf}' '{log}'; rmdir '{dir}' 2>/dev/null",
                 conf = conf.display(),
                 log = dir.join(format!("n{i}.log")).display(),
                 store = store.display(),
                 stop = dir.join("stop").display(),
+                pidfile = dir.join(format!("n{i}.pid")).display(),
                 dir = dir.display(),
             );
             let child = Command::new("sh")
@@ -120,6 +121,27 @@ impl Cluster {
         };
         cluster.wait_ready(Duration::from_secs(60))?;
         Ok(cluster)
+    }
+
+    /// Kills server `i` (0–2) with SIGKILL, as a machine dying would: its
+    /// store is gone with it, and the others carry on (replicas 3 keep a
+    /// quorum of two).
+    pub fn kill_server(&self, i: usize) -> Result<(), ClusterError> {
+        let pidfile = self.dir.join(format!("n{i}.pid"));
+        let pid = std::fs::read_to_string(&pidfile)
+            .map_err(|e| ClusterError::Start(format!("{}: {e}", pidfile.display())))?;
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ClusterError::Start(format!(
+                "kill -9 {} failed",
+                pid.trim()
+            )))
+        }
     }
 
     /// Waits until every node answers a JetStream account request (on a
