@@ -6,6 +6,11 @@
 //! Prints, for the configurations below, events/s from the first publish until
 //! the last delivery is acknowledged in memory, plus ingest-only throughput.
 //! docs/PERFORMANCE.md records the figures.
+//!
+//! `WASMGRID_BENCH_BACKEND=nats` runs the same rows (a fifth of the events)
+//! on cluster mode instead: a 3-server NATS cluster on loopback
+//! (`wasmgrid_store_nats::testing`) and two nodes in this process sharing the
+//! deliveries, with `WASMGRID_BENCH_REPLICAS` (default 1) replicas.
 
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -58,22 +63,31 @@ fn batch(run: usize, start: usize, n: usize) -> Vec<Value> {
 /// `batch_size`; returns (ingest seconds, end-to-end seconds, CPU seconds used
 /// until the end).
 async fn run(
-    app: &Arc<App>,
+    apps: &[Arc<App>],
     topic: &str,
     sub: Option<&str>,
     total: usize,
     batch_size: usize,
     publishers: usize,
 ) -> (f64, f64, f64) {
-    let delivered = sub.map(|s| {
-        app.metrics
-            .events_delivered
-            .get_or_create(&SubscriptionLabel {
-                subscription: format!("{topic}/{s}"),
-            })
-            .clone()
-    });
-    let before = delivered.as_ref().map_or(0, |c| c.get());
+    // Deliveries of every node (in cluster mode each takes a share).
+    let delivered: Vec<_> = sub
+        .map(|s| {
+            apps.iter()
+                .map(|app| {
+                    app.metrics
+                        .events_delivered
+                        .get_or_create(&SubscriptionLabel {
+                            subscription: format!("{topic}/{s}"),
+                        })
+                        .clone()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let count = || delivered.iter().map(|c| c.get()).sum::<u64>();
+    let before = count();
+    let app = &apps[0];
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let cpu_started = cpu_time();
@@ -98,8 +112,8 @@ async fn run(
         t.await.expect("publisher");
     }
     let ingest = started.elapsed().as_secs_f64();
-    if let Some(c) = delivered {
-        while c.get() - before < (per * publishers) as u64 {
+    if sub.is_some() {
+        while count() - before < (per * publishers) as u64 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -116,10 +130,51 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let cluster = std::env::var("WASMGRID_BENCH_BACKEND").as_deref() == Ok("nats");
+    let nats = cluster
+        .then(|| wasmgrid_store_nats::testing::Cluster::start().expect("a 3-server NATS cluster"));
+    let scale = if cluster { 5 } else { 1 };
     rt.block_on(async {
-        let app =
-            App::open(dir.path(), EngineConfig::default(), EventsConfig::default()).expect("app");
-        app.events.start();
+        let apps: Vec<Arc<App>> = match &nats {
+            None => vec![
+                App::open(dir.path(), EngineConfig::default(), EventsConfig::default())
+                    .expect("app"),
+            ],
+            Some(nats) => {
+                let replicas = std::env::var("WASMGRID_BENCH_REPLICAS")
+                    .ok()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(1);
+                let key = wasmgrid::cluster::ClusterKey::generate();
+                let mut apps = Vec::new();
+                for node in 0..2 {
+                    let config = wasmgrid::cluster::ClusterConfig {
+                        urls: nats.urls.clone(),
+                        key: key.clone(),
+                        replicas,
+                        prefix: "bench".into(),
+                        creds: None,
+                        lease: Duration::from_secs(30),
+                    };
+                    apps.push(
+                        App::open_cluster(
+                            &dir.path().join(format!("node{node}")),
+                            EngineConfig::default(),
+                            EventsConfig::default(),
+                            config,
+                        )
+                        .await
+                        .expect("a cluster node"),
+                    );
+                }
+                println!("cluster mode: 3 nats-servers, 2 nodes, replicas {replicas}");
+                apps
+            }
+        };
+        for app in &apps {
+            app.events.start();
+        }
+        let app = &apps[0];
         let caller = admin();
         app.registry
             .deploy(
@@ -164,8 +219,12 @@ fn main() {
             .await
             .expect("subscription");
 
-        // Warm up (compile caches, first pages).
-        run(&app, "e2e", Some("noop"), 2_000, 100, 4).await;
+        // Warm up (compile caches, first pages); in a cluster, let the other
+        // node learn the topics and subscriptions first.
+        if cluster {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        run(&apps, "e2e", Some("noop"), 2_000, 100, 4).await;
 
         println!(
             "| what | events | batch | publishers | ingest events/s | end-to-end events/s | CPU µs/event |"
@@ -185,7 +244,8 @@ fn main() {
             {
                 continue;
             }
-            let (ingest, e2e, cpu) = run(&app, topic, sub, total, batch_size, publishers).await;
+            let total = total / scale;
+            let (ingest, e2e, cpu) = run(&apps, topic, sub, total, batch_size, publishers).await;
             let what = match (topic, sub.is_some()) {
                 ("e2e-batched", _) => "ingest → match → deliver to noop, batches of ≤ 100",
                 (_, true) => "ingest → match → deliver to noop",
@@ -202,6 +262,8 @@ fn main() {
                 cpu * 1e6 / total as f64
             );
         }
-        app.events.shutdown().await;
+        for app in &apps {
+            app.events.shutdown().await;
+        }
     });
 }

@@ -28,6 +28,6 @@ pub use wasmgrid_core::{
 pub use wasmgrid_engine as engine;
 pub use wasmgrid_engine::{error_kind, identity};
 pub use wasmgrid_events as events;
-pub use wasmgrid_http::{api, app, bridge, server, services};
+pub use wasmgrid_http::{api, app, bridge, cluster, server, services};
 pub use wasmgrid_jobs as jobs;
 pub use wasmgrid_store as store;

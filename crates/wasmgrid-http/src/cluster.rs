@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use wasmgrid_core::cluster::ClusterKey;
+pub use wasmgrid_core::cluster::ClusterKey;
 use wasmgrid_engine::EngineConfig;
 use wasmgrid_events::EventsConfig;
 use wasmgrid_store::leases::Leases;

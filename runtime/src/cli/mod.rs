@@ -241,6 +241,8 @@ enum Command {
         drain_timeout: u64,
         #[command(flatten)]
         connections: ConnectionArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Deploy a component as owner/name@version.
     Deploy {
@@ -532,7 +534,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
             drain_timeout,
             connections,
-        } => up(&g, &manifest, no_build, addr, drain_timeout, &connections),
+            cluster,
+        } => up(
+            &g,
+            &manifest,
+            no_build,
+            addr,
+            drain_timeout,
+            &connections,
+            &cluster,
+        ),
         Command::Deploy {
             file,
             target,
@@ -860,6 +871,7 @@ fn up(
     addr: Option<String>,
     drain_timeout: u64,
     connections: &ConnectionArgs,
+    cluster: &ClusterArgs,
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(manifest_path)?;
     let limits = connections.limits(&manifest.server)?;
@@ -873,15 +885,23 @@ fn up(
             info.addr
         );
     }
-    let app = App::open(
-        &g.data_dir,
-        EngineConfig::default(),
-        wasmgrid_events::EventsConfig::default(),
-    )?;
+    let rt = runtime()?;
+    let app = match cluster.config()? {
+        Some(config) => rt.block_on(App::open_cluster(
+            &g.data_dir,
+            EngineConfig::default(),
+            wasmgrid_events::EventsConfig::default(),
+            config,
+        ))?,
+        None => App::open(
+            &g.data_dir,
+            EngineConfig::default(),
+            wasmgrid_events::EventsConfig::default(),
+        )?,
+    };
     if !no_build {
         up::build_all(&manifest, &app)?;
     }
-    let rt = runtime()?;
     let results = rt.block_on(up::deploy_changed(&app, &manifest))?;
     let addr = addr
         .or(manifest.server.addr.clone())
