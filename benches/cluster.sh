@@ -82,8 +82,8 @@ start b "${cluster_flags[@]}"
 start embedded
 A=$(addr a); B=$(addr b); E=$(addr embedded); KEY=$(key a)
 
-deploy() { # addr, version
-  curl -sf -o /dev/null -X PUT -H "Authorization: Simple $KEY" --data-binary @"$noop" \
+deploy() { # addr, version, key
+  curl -sf -o /dev/null -X PUT -H "Authorization: Simple $3" --data-binary @"$noop" \
     "http://$1/v1/algorithms/demo/noop/versions/$2"
 }
 
@@ -92,7 +92,7 @@ samples=()
 for i in $(seq 1 "$DEPLOYS"); do
   version=1.0.$i
   t0=$(date +%s%N)
-  deploy "$A" "$version"
+  deploy "$A" "$version" "$KEY"
   until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Simple $KEY" \
     -H 'Content-Type: text/plain' --data 'x' "http://$B/v1/algo/demo/noop/$version")" = 200 ]; do
     sleep 0.005
@@ -103,14 +103,14 @@ sorted=($(printf '%s\n' "${samples[@]}" | sort -n))
 n=${#sorted[@]}
 echo "deploy-to-invocable ms: p50 ${sorted[$((n / 2))]}  p90 ${sorted[$((n * 9 / 10))]}  max ${sorted[$((n - 1))]}  (n=$n; includes the deploy request and B's compile)"
 
-deploy "$E" 1.0.1
+ekey=$(key embedded)
+deploy "$E" 1.0.1 "$ekey"
 cat >"$work/invoke.lua" <<EOF
 wrk.method = "POST"
 wrk.body = "hello"
 wrk.headers["Content-Type"] = "text/plain"
 wrk.headers["Authorization"] = "Simple $KEY"
 EOF
-ekey=$(key embedded)
 sed "s/$KEY/$ekey/" "$work/invoke.lua" >"$work/invoke-embedded.lua"
 
 echo "==> invoke latency, wrk -c1, $ROUNDS rounds of $DURATION s"
