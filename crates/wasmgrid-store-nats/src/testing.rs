@@ -45,6 +45,10 @@ impl Cluster {
     /// is elected). Ports come from a base in 20000–31999 derived from the
     /// process id, moved on when one is taken.
     pub fn start() -> Result<Cluster, ClusterError> {
+        // One start at a time in a process: two starts racing would both
+        // find the same ports free and share one directory.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         Command::new("nats-server")
             .arg("--version")
             .output()
