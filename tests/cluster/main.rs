@@ -748,12 +748,13 @@ fn acknowledged_events_survive_a_node_killed_under_load() {
 /// client would; only acknowledged batches count. This test runs its own
 /// NATS cluster (the shared one must stay whole for the other tests).
 ///
-/// Ignored in CI for now: in about one run of three here, after the kill the
-/// nodes' ordered (ephemeral) consumers cannot be created for minutes
-/// ("creating a watch consumer: timed out" on 2.9.10), which stalls the
-/// lease and watch paths, and some acknowledged events are not delivered
-/// within 2 minutes. Run it with `cargo test --test cluster -- --ignored`;
-/// the issue-15 note records the finding.
+/// Ignored in CI for now: in about one run of three here, after the kill
+/// some of the nodes' ordered (ephemeral) consumers cannot be created
+/// ("creating a watch consumer: timed out"): nats-server up to 2.11 may place
+/// an R1 ephemeral consumer on an offline peer (fixed upstream by
+/// nats-server PR #7165), which stalls the lease and watch paths, and some
+/// acknowledged events were not delivered within 2 minutes. Run it with
+/// `cargo test --test cluster -- --ignored`.
 #[test]
 #[ignore = "flaky on nats-server 2.9.10: ephemeral consumer creation times out after a server dies (see the doc comment)"]
 fn acknowledged_events_survive_a_nats_server_killed_under_load() {
