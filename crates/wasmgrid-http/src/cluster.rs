@@ -212,6 +212,14 @@ pub struct Heartbeat {
     pub in_flight: i64,
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Puts the node's heartbeat every few seconds until it shuts down.
 async fn heartbeats(app: Arc<App>) {
     let Some(node) = &app.cluster else {
@@ -230,10 +238,7 @@ async fn heartbeats(app: Arc<App>) {
             address: node.address.get().cloned(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started: node.started.clone(),
-            heartbeat_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            heartbeat_ms: unix_ms(),
             in_flight: app.metrics.in_flight.get(),
         };
         if let Ok(value) = serde_json::to_vec(&beat)
@@ -251,10 +256,7 @@ async fn heartbeats(app: Arc<App>) {
 /// What `GET /v1/cluster` answers: the live nodes (by heartbeat), the NATS
 /// servers as this node sees them, and the installation's streams.
 pub async fn status(node: &ClusterNode) -> Result<serde_json::Value, wasmgrid_store::StoreError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = unix_ms();
     let mut nodes: Vec<serde_json::Value> = node
         .nats
         .node_heartbeats()

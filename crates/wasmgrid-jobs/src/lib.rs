@@ -621,6 +621,7 @@ async fn run_leased(
 
 /// The job service: submit, inspect and cancel jobs; runs them in the
 /// background on the current tokio runtime.
+#[derive(Clone)]
 pub struct JobService {
     inner: Arc<Inner>,
 }
@@ -717,7 +718,7 @@ impl JobService {
         if self.inner.leases.is_some() {
             // A node that dies leaves its jobs Running with a lease nobody
             // renews: look for them, and take them over once it lapses.
-            let service = self.clone_handle();
+            let service = self.clone();
             let shutdown = self.inner.shutdown.clone();
             let every = self.inner.lease_ttl / 3;
             self.inner.tasks.spawn(async move {
@@ -733,12 +734,6 @@ impl JobService {
             });
         }
         Ok(resumed)
-    }
-
-    fn clone_handle(&self) -> JobService {
-        JobService {
-            inner: self.inner.clone(),
-        }
     }
 
     /// Starts a runner for every unfinished job not running here (in a
