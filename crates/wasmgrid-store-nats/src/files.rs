@@ -1179,8 +1179,10 @@ impl DataFiles for NatsFiles {
         for attempt in 0..INCREMENT_TRIES {
             if attempt > 0 {
                 // Lost to a concurrent write of the path: back off a random
-                // while (growing), so that contenders stop voiding each other.
-                let cap = 1u64 << attempt.min(6);
+                // while, growing up to about a second, so that contenders stop
+                // voiding each other even when a try takes tens of
+                // milliseconds (a loaded machine: 64 ms was too little in CI).
+                let cap = 1u64 << attempt.min(10);
                 tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % cap + 1)).await;
             }
             // The value must reflect every entry of the path up to its
