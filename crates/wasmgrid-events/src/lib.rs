@@ -39,7 +39,7 @@ use wasmgrid_core::metrics::{Metrics, SubscriptionLabel, TopicLabel};
 use wasmgrid_core::registry::VersionSpec;
 use wasmgrid_store::StoreError;
 use wasmgrid_store::changelog::{ChangeLog, Feed};
-use wasmgrid_store::leases::{Grant, Leases};
+use wasmgrid_store::leases::{Leases, hold};
 use wasmgrid_store::queues::{Dedup, DeliveryQueues, Enqueue, IngestReport, SubId};
 use wasmgrid_store::records::{Bucket, Records, RecordsExt};
 
@@ -1537,63 +1537,47 @@ async fn outbox_feed(inner: Arc<Inner>) {
     let svc = EventService {
         inner: inner.clone(),
     };
-    let mut idle = Duration::from_millis(5);
-    let mut grant: Option<Grant> = None;
-    let mut renew_at = std::time::Instant::now();
-    loop {
-        if inner.shutdown.is_cancelled() {
-            break;
-        }
+    while !inner.shutdown.is_cancelled() {
         // Hold the lease (one process: always granted), or wait for it.
-        let now = std::time::Instant::now();
-        if grant.as_ref().is_some_and(|g| now >= g.valid_until) {
-            grant = None;
-        }
-        if grant.is_none() || now >= renew_at {
-            let held = match grant.take() {
-                Some(g) => inner.leases.renew(&g, ROUTER_TTL).await,
-                None => inner.leases.acquire(ROUTER_LEASE, ROUTER_TTL).await,
-            };
-            grant = match held {
-                Ok(g) => g,
-                Err(e) => {
+        let held = match hold(inner.leases.clone(), ROUTER_LEASE, ROUTER_TTL).await {
+            Ok(Some(held)) => held,
+            outcome => {
+                if let Err(e) = outcome {
                     tracing::warn!(error = %e, "taking the feed router's lease failed; retrying");
-                    None
                 }
-            };
-            renew_at = std::time::Instant::now() + ROUTER_TTL / 3;
-            if grant.is_none() {
                 // Another node routes; look again in a second.
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = inner.shutdown.cancelled() => break,
                 }
-                continue;
+            }
+        };
+        let lost = held.lost();
+        let mut idle = Duration::from_millis(5);
+        while !lost.is_cancelled() && !inner.shutdown.is_cancelled() {
+            let pause = match feed_once(&svc).await {
+                Ok(0) => {
+                    let pause = idle;
+                    idle = (idle * 2).min(Duration::from_millis(50));
+                    pause
+                }
+                Ok(_) => {
+                    idle = Duration::from_millis(5);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "routing the data outbox to the system topics failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = lost.cancelled() => {}
+                _ = inner.shutdown.cancelled() => {}
             }
         }
-        match feed_once(&svc).await {
-            Ok(0) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => {}
-                    _ = inner.shutdown.cancelled() => break,
-                }
-                idle = (idle * 2).min(Duration::from_millis(50));
-            }
-            Ok(_) => idle = Duration::from_millis(5),
-            Err(e) => {
-                tracing::error!(error = %e, "routing the data outbox to the system topics failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = inner.shutdown.cancelled() => break,
-                }
-            }
-        }
-    }
-    // Let another node take over at once.
-    if let Some(g) = grant
-        && let Err(e) = inner.leases.release(g).await
-    {
-        tracing::warn!(error = %e, "releasing the feed router's lease failed; another node takes over when it ends");
+        // Let another node take over at once.
+        held.release().await;
     }
 }
 

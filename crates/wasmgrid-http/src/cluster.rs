@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 pub use wasmgrid_core::cluster::ClusterKey;
 use wasmgrid_engine::EngineConfig;
 use wasmgrid_events::EventsConfig;
-use wasmgrid_store::leases::Leases;
+use wasmgrid_store::leases::{Leases, hold};
 use wasmgrid_store::records::Records;
 use wasmgrid_store_nats::{NatsQueues, NatsStore};
 
@@ -300,8 +300,8 @@ async fn versions_feed(
         if shutdown.is_cancelled() {
             return;
         }
-        let grant = match leases.acquire(VERSIONS_FEED_LEASE, VERSIONS_FEED_TTL).await {
-            Ok(Some(grant)) => grant,
+        let held = match hold(leases.clone(), VERSIONS_FEED_LEASE, VERSIONS_FEED_TTL).await {
+            Ok(Some(held)) => held,
             Ok(None) => {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
@@ -316,41 +316,17 @@ async fn versions_feed(
                 }
             }
         };
-        // Renew every third of the lease; stop feeding the moment it is
-        // lost (another node takes over) or the node shuts down.
-        let lost = CancellationToken::new();
-        let renewer = {
-            let (leases, lost, shutdown) = (leases.clone(), lost.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let mut grant = grant;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(VERSIONS_FEED_TTL / 3) => {}
-                        _ = shutdown.cancelled() => {
-                            lost.cancel();
-                            let _ = leases.release(grant).await;
-                            return;
-                        }
-                        _ = lost.cancelled() => {
-                            let _ = leases.release(grant).await;
-                            return;
-                        }
-                    }
-                    match leases.renew(&grant, VERSIONS_FEED_TTL).await {
-                        Ok(Some(renewed)) => grant = renewed,
-                        Ok(None) | Err(_) => {
-                            tracing::warn!(
-                                "lost the versions feed's lease; another node takes over"
-                            );
-                            lost.cancel();
-                            return;
-                        }
-                    }
+        // Feed until the lease is lost (another node takes over) or the
+        // node shuts down.
+        let lost = held.lost();
+        queues
+            .run_versions_feed(async {
+                tokio::select! {
+                    _ = lost.cancelled() => {}
+                    _ = shutdown.cancelled() => {}
                 }
             })
-        };
-        queues.run_versions_feed(lost.cancelled()).await;
-        lost.cancel();
-        let _ = renewer.await;
+            .await;
+        held.release().await;
     }
 }

@@ -74,7 +74,7 @@ use wasmgrid_core::registry::{RegistryError, VersionSpec};
 use wasmgrid_engine::ComponentKind;
 use wasmgrid_store::StoreError;
 use wasmgrid_store::jobqueue::JobQueue;
-use wasmgrid_store::leases::Leases;
+use wasmgrid_store::leases::{Leases, hold};
 use wasmgrid_store::records::{Bucket, Records};
 
 /// Default `maxConcurrency`.
@@ -564,8 +564,8 @@ async fn run_leased(
 ) {
     let name = format!("job/{id}");
     let ttl = inner.lease_ttl;
-    let grant = match leases.acquire(&name, ttl).await {
-        Ok(Some(grant)) => grant,
+    let held = match hold(leases, &name, ttl).await {
+        Ok(Some(held)) => held,
         outcome => {
             if let Err(e) = outcome {
                 tracing::warn!(job = %id, error = %e, "taking the job's lease failed; the next scan tries again");
@@ -578,27 +578,23 @@ async fn run_leased(
             return;
         }
     };
+    // Halt the run the moment the lease is lost, and pass on a cancel
+    // requested through another node (seen in the job record as often as
+    // the lease is renewed).
     let done = CancellationToken::new();
-    let renewer = {
-        let (inner, leases, id) = (inner.clone(), leases.clone(), id.clone());
+    let watcher = {
+        let (inner, id, lost) = (inner.clone(), id.clone(), held.lost());
         let (cancel, halt, done) = (cancel.clone(), halt.clone(), done.clone());
         tokio::spawn(async move {
-            let mut grant = grant;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(ttl / 3) => {}
-                    _ = done.cancelled() => {
-                        let _ = leases.release(grant).await;
-                        return;
-                    }
-                }
-                match leases.renew(&grant, ttl).await {
-                    Ok(Some(renewed)) => grant = renewed,
-                    Ok(None) | Err(_) => {
+                    _ = lost.cancelled() => {
                         tracing::warn!(job = %id, "lost the job's lease; stopping here, another node takes it over");
                         halt.cancel();
                         return;
                     }
+                    _ = done.cancelled() => return,
                 }
                 let requested = inner
                     .records
@@ -616,7 +612,8 @@ async fn run_leased(
     };
     run::run(inner, id, cancel, finished, halt).await;
     done.cancel();
-    let _ = renewer.await;
+    let _ = watcher.await;
+    held.release().await;
 }
 
 /// The job service: submit, inspect and cancel jobs; runs them in the

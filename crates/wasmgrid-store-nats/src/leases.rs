@@ -2,7 +2,7 @@
 //! `<name>.<epoch>`, won by a create-once write (exact on 2.9.10 at any
 //! replica count); only the holder ever writes its epoch key after that.
 
-use crate::records::{live_keys, nats_key};
+use crate::records::nats_key;
 use crate::{NatsStore, store_err};
 use async_nats::jetstream::kv::{CreateErrorKind, Operation};
 use serde::{Deserialize, Serialize};
@@ -38,15 +38,54 @@ fn node_id() -> String {
 }
 
 impl NatsStore {
-    /// The epochs of lease `name` that exist, highest last.
-    async fn epochs(&self, name: &str) -> Result<Vec<u64>, StoreError> {
-        let keys = live_keys(&self.leases, &self.js.client(), &format!("{name}/")).await?;
-        let mut epochs: Vec<u64> = keys
-            .iter()
-            .filter_map(|k| k.strip_prefix(name)?.strip_prefix('/')?.parse().ok())
-            .collect();
-        epochs.sort_unstable();
-        Ok(epochs)
+    /// The newest epoch of lease `name` (0: none), read with message gets
+    /// answered by the bucket's stream leader, never with a consumer: after
+    /// a nats-server dies, 2.9 may place a new ephemeral consumer on the dead
+    /// peer and time out (fixed upstream in nats-server PR #7165), and a lease
+    /// that cannot be read stops the feed router and every job.
+    ///
+    /// The newest message under `<name>.*` names an epoch `e` (a create, a
+    /// renewal, a release or the purge marker of an old epoch); every later
+    /// epoch was created one after another and is never purged while it is
+    /// among the newest two, so the newest is found by reading `e+1`, `e+2`,
+    /// … until one is missing: usually two gets.
+    async fn newest_epoch(&self, name: &str) -> Result<u64, StoreError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let filter = format!("{}{}.*", self.leases.prefix, nats_key(name)?);
+        let last = match self
+            .leases
+            .stream
+            .get_last_raw_message_by_subject(&filter)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+            Err(e) => return Err(store_err("reading a lease's newest epoch", e)),
+        };
+        let mut epoch: u64 = last
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "lease key {:?} does not end in an epoch number",
+                    last.subject
+                ))
+            })?;
+        while self.epoch_exists(name, epoch + 1).await? {
+            epoch += 1;
+        }
+        Ok(epoch)
+    }
+
+    async fn epoch_exists(&self, name: &str, epoch: u64) -> Result<bool, StoreError> {
+        let entry = self
+            .leases
+            .entry(nats_key(&format!("{name}/{epoch}"))?)
+            .await
+            .map_err(|e| store_err("reading a lease", e))?;
+        Ok(entry.is_some_and(|e| e.operation == Operation::Put))
     }
 
     async fn held(&self, name: &str, epoch: u64) -> Result<Option<(Held, u64)>, StoreError> {
@@ -100,8 +139,7 @@ impl Leases for NatsStore {
     async fn acquire(&self, name: &str, ttl: Duration) -> Result<Option<Grant>, StoreError> {
         let start = Instant::now();
         nats_key(name)?;
-        let epochs = self.epochs(name).await?;
-        let newest = epochs.last().copied().unwrap_or(0);
+        let newest = self.newest_epoch(name).await?;
         if newest > 0
             && let Some((held, _)) = self.held(name, newest).await?
         {
@@ -117,11 +155,12 @@ impl Leases for NatsStore {
         if !self.write_epoch(name, epoch, ttl, true).await? {
             return Ok(None);
         }
-        // Epochs before the previous one are of no use to anyone any more.
-        for old in epochs.iter().filter(|e| **e + 1 < newest) {
-            if let Ok(key) = nats_key(&format!("{name}/{old}")) {
-                let _ = self.leases.purge(key).await;
-            }
+        // The epoch before the previous one is of no use to anyone any more
+        // (each acquire purges one, so at most the newest two remain).
+        if newest >= 2
+            && let Ok(key) = nats_key(&format!("{name}/{}", newest - 1))
+        {
+            let _ = self.leases.purge(key).await;
         }
         Ok(Some(Grant {
             name: name.to_string(),
@@ -135,8 +174,7 @@ impl Leases for NatsStore {
         if start >= grant.valid_until {
             return Ok(None);
         }
-        let newest = self.epochs(&grant.name).await?.last().copied().unwrap_or(0);
-        if newest != grant.epoch {
+        if self.newest_epoch(&grant.name).await? != grant.epoch {
             return Ok(None);
         }
         self.write_epoch(&grant.name, grant.epoch, ttl, false)
@@ -148,8 +186,7 @@ impl Leases for NatsStore {
     }
 
     async fn release(&self, grant: Grant) -> Result<(), StoreError> {
-        let newest = self.epochs(&grant.name).await?.last().copied().unwrap_or(0);
-        if newest == grant.epoch {
+        if self.newest_epoch(&grant.name).await? == grant.epoch {
             self.write_epoch(&grant.name, grant.epoch, Duration::ZERO, false)
                 .await?;
         }

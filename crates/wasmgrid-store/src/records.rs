@@ -307,6 +307,9 @@ pub async fn follow(
     use futures::StreamExt;
     use std::time::Duration;
     tokio::pin!(shutdown);
+    // After a failed watch, the next one's snapshot replaces the cache: keys
+    // deleted while no watch ran would otherwise stay in it.
+    let mut restarted = false;
     loop {
         let mut watch = tokio::select! {
             w = records.watch(bucket, prefix) => match w {
@@ -321,8 +324,11 @@ pub async fn follow(
             },
             _ = &mut shutdown => return,
         };
-        // Between a Reset and the Synced after it: the keys of the snapshot.
-        let mut resync: Option<std::collections::HashSet<String>> = None;
+        // Between a Reset (or a restart) and the Synced after it: the keys
+        // of the snapshot.
+        let mut resync: Option<std::collections::HashSet<String>> =
+            restarted.then(Default::default);
+        restarted = true;
         loop {
             let change = tokio::select! {
                 c = watch.next() => c,
