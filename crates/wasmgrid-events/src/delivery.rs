@@ -11,7 +11,8 @@
 //! On shared queues (a cluster backend, whose leases end: see
 //! [`DeliveryQueues::lease_time`]) a worker leases only what it can start at
 //! once, extends the leases of deliveries still running every third of the
-//! lease time, polls for entries other nodes ingested, and lets the queue
+//! lease time, polls for entries other nodes ingested while busy (idle, it
+//! waits in the server: [`DeliveryQueues::lease_wait`]), and lets the queue
 //! hand retried entries back when they are due
 //! ([`DeliveryQueues::redelivers_retries`]) instead of holding them.
 
@@ -42,10 +43,17 @@ pub const RETRY_SCHEDULE: [u64; 10] = [10, 30, 60, 300, 600, 1800, 3600, 10800, 
 /// Entries a worker keeps loaded ahead of its deliveries.
 const LOAD_AHEAD: usize = 512;
 
-/// How often a worker on shared queues looks for entries ingested on other
-/// nodes (or handed back after a retry delay or an ended lease) while it
-/// has nothing to do: the longest a new event waits there.
+/// How often a worker on shared queues that has deliveries running looks
+/// for entries ingested on other nodes (or handed back after a retry delay
+/// or an ended lease); an idle one waits in the server instead
+/// ([`SHARED_IDLE_WAIT`]).
 const SHARED_POLL: Duration = Duration::from_millis(100);
+
+/// How long an idle worker on shared queues lets the server hold its pull
+/// request ([`DeliveryQueues::lease_wait`]): an idle subscription costs one
+/// request per node this often, and a new event is handed out as soon as it
+/// is stored.
+const SHARED_IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// How a delivery failed.
 #[derive(Debug, Clone)]
@@ -119,6 +127,7 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
     let mut leases: HashMap<tokio::task::Id, Vec<Token>> = HashMap::new();
     let mut next_extend = lease_time.map(|t| tokio::time::Instant::now() + t / 3);
     let mut exhausted = false;
+    let mut found_none = false;
     loop {
         let stopping = sub.cancel.is_cancelled();
         if stopping && inflight.is_empty() {
@@ -144,9 +153,26 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                 }
             };
             if !exhausted && want > 0 {
-                match inner.queues.lease(queue, want).await {
+                // Idle on shared queues (the last look found nothing and
+                // nothing is running or waiting): let the server hold the
+                // request until an entry comes.
+                let idle = lease_time.is_some()
+                    && found_none
+                    && inflight.is_empty()
+                    && ready.is_empty()
+                    && delayed.is_empty();
+                let page = if idle {
+                    tokio::select! {
+                        page = inner.queues.lease_wait(queue, want, SHARED_IDLE_WAIT) => page,
+                        _ = sub.cancel.cancelled() => continue,
+                    }
+                } else {
+                    inner.queues.lease(queue, want).await
+                };
+                match page {
                     Ok(page) => {
                         exhausted = page.len() < want;
+                        found_none = page.is_empty();
                         let now = now_ms();
                         for entry in page {
                             let item = Item {

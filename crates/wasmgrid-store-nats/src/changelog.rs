@@ -16,7 +16,6 @@ use crate::queues::NatsQueues;
 use crate::store_err;
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures::StreamExt;
 use wasmgrid_store::StoreError;
 use wasmgrid_store::changelog::{ChangeLog, Feed, LOG_RETENTION, LogRead, Logged};
 
@@ -92,7 +91,8 @@ impl ChangeLog for NatsQueues {
                 .messages()
                 .await
                 .map_err(|e| store_err("reading the change log", e))?;
-            while let Some(message) = messages.next().await {
+            while let Some(message) = crate::next_or_stall(&mut messages, crate::FETCH_STALL).await
+            {
                 let message = message.map_err(|e| store_err("reading the change log", e))?;
                 let (Some(reply), Ok(info)) = (message.reply.clone(), message.info()) else {
                     continue;

@@ -406,6 +406,31 @@ pub(crate) fn store_err(what: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// How long a no-wait pull request may go unanswered before it is given up.
+/// A healthy server answers in milliseconds; a request whose consumer leader
+/// died with its server is never answered, and async-nats sets no timer on a
+/// fetch without `expires`, so without this a worker would wait forever.
+pub(crate) const FETCH_STALL: Duration = Duration::from_secs(5);
+
+/// The next message of a pull request, or `None` when the request has ended
+/// or nothing came for `stall`. Messages the server sends after that go to
+/// an inbox nobody reads and come back when their ack wait ends.
+pub(crate) async fn next_or_stall(
+    messages: &mut async_nats::jetstream::consumer::pull::Batch,
+    stall: Duration,
+) -> Option<Result<async_nats::jetstream::Message, async_nats::Error>> {
+    use futures::StreamExt;
+    match tokio::time::timeout(stall, messages.next()).await {
+        Ok(next) => next,
+        Err(_) => {
+            tracing::warn!(
+                "a pull request went unanswered for {stall:?} (a nats-server lost?); giving it up"
+            );
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

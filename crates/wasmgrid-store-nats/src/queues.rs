@@ -463,6 +463,64 @@ impl NatsQueues {
         }
         Ok(out)
     }
+    /// The deliveries of one pull request's messages, with their attempt
+    /// state; a request unanswered for `stall` ends there.
+    async fn leased(
+        &self,
+        sub: SubId,
+        mut messages: async_nats::jetstream::consumer::pull::Batch,
+        stall: Duration,
+    ) -> Result<Vec<Leased>, StoreError> {
+        let mut out = Vec::new();
+        while let Some(message) = crate::next_or_stall(&mut messages, stall).await {
+            let message = message.map_err(|e| store_err("leasing deliveries", e))?;
+            let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
+                continue;
+            };
+            let (seq, delivered, published) = match message.info() {
+                Ok(info) => (
+                    info.stream_sequence,
+                    info.delivered,
+                    info.published.unix_timestamp_nanos(),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "a queued message without metadata: skipped");
+                    continue;
+                }
+            };
+            let event = match std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|s| RawValue::from_string(s.to_string()).ok())
+            {
+                Some(event) => event,
+                None => {
+                    tracing::error!(seq, "an unreadable queued event: dropped");
+                    self.reply(&reply, Bytes::from_static(b"+TERM")).await?;
+                    continue;
+                }
+            };
+            let state = if delivered > 1 {
+                match self.attempts.get(Self::attempts_key(sub, seq)).await {
+                    Ok(Some(bytes)) => serde_json::from_slice::<Attempts>(&bytes).ok(),
+                    Ok(None) => None,
+                    Err(e) => return Err(store_err("reading an entry's attempts", e)),
+                }
+            } else {
+                None
+            };
+            out.push(Leased {
+                token: Token(format!("{reply}/{seq}").into_boxed_str()),
+                size: message.payload.len(),
+                event,
+                enqueued_ms: u64::try_from(published / 1_000_000).unwrap_or(0),
+                attempts: state.as_ref().map_or(0, |s| s.attempts),
+                not_before_ms: 0,
+                last_outcome: state.as_ref().and_then(|s| s.last_outcome.clone()),
+                last_attempt_ms: state.and_then(|s| s.last_attempt_ms),
+            });
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait::async_trait]
@@ -571,59 +629,38 @@ impl DeliveryQueues for NatsQueues {
             return Ok(Vec::new());
         }
         let consumer = self.consumer(sub).await?;
-        let mut messages = consumer
+        let messages = consumer
             .fetch()
             .max_messages(max)
             .messages()
             .await
             .map_err(|e| store_err("leasing deliveries", e))?;
-        let mut out = Vec::new();
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| store_err("leasing deliveries", e))?;
-            let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
-                continue;
-            };
-            let (seq, delivered, published) = match message.info() {
-                Ok(info) => (
-                    info.stream_sequence,
-                    info.delivered,
-                    info.published.unix_timestamp_nanos(),
-                ),
-                Err(e) => {
-                    tracing::error!(error = %e, "a queued message without metadata: skipped");
-                    continue;
-                }
-            };
-            let event = match std::str::from_utf8(&message.payload)
-                .ok()
-                .and_then(|s| RawValue::from_string(s.to_string()).ok())
-            {
-                Some(event) => event,
-                None => {
-                    tracing::error!(seq, "an unreadable queued event: dropped");
-                    self.reply(&reply, Bytes::from_static(b"+TERM")).await?;
-                    continue;
-                }
-            };
-            let state = if delivered > 1 {
-                match self.attempts.get(Self::attempts_key(sub, seq)).await {
-                    Ok(Some(bytes)) => serde_json::from_slice::<Attempts>(&bytes).ok(),
-                    Ok(None) => None,
-                    Err(e) => return Err(store_err("reading an entry's attempts", e)),
-                }
-            } else {
-                None
-            };
-            out.push(Leased {
-                token: Token(format!("{reply}/{seq}").into_boxed_str()),
-                size: message.payload.len(),
-                event,
-                enqueued_ms: u64::try_from(published / 1_000_000).unwrap_or(0),
-                attempts: state.as_ref().map_or(0, |s| s.attempts),
-                not_before_ms: 0,
-                last_outcome: state.as_ref().and_then(|s| s.last_outcome.clone()),
-                last_attempt_ms: state.and_then(|s| s.last_attempt_ms),
-            });
+        self.leased(sub, messages, crate::FETCH_STALL).await
+    }
+
+    /// One pull request for a single message that the server holds until
+    /// one is stored or `wait` passes (a 2.9 pull request with `expires`),
+    /// then [`lease`](Self::lease) for the rest.
+    async fn lease_wait(
+        &self,
+        sub: SubId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Leased>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let consumer = self.consumer(sub).await?;
+        let first = consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| store_err("waiting for deliveries", e))?;
+        let mut out = self.leased(sub, first, wait + crate::FETCH_STALL).await?;
+        if !out.is_empty() && max > 1 {
+            out.extend(self.lease(sub, max - 1).await?);
         }
         Ok(out)
     }

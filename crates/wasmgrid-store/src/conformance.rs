@@ -718,11 +718,62 @@ pub async fn queues_pages_and_drop(q: &dyn DeliveryQueues) {
     assert!(q.dead_letters(s, None, 10).await.unwrap().items.is_empty());
 }
 
+/// `lease_wait` on an empty queue: shared queues hold the request and hand
+/// out an entry ingested meanwhile as soon as it is stored (well before the
+/// wait ends), or nothing once the wait ends; the others answer at once.
+pub async fn queues_lease_wait(q: &dyn DeliveryQueues) {
+    let s = SubId(0x41);
+    q.create_queue(s).await.unwrap();
+    let shared = q.lease_time().is_some();
+    let started = Instant::now();
+    let empty = q
+        .lease_wait(s, 10, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the wait ended"
+    );
+
+    let event = cloud_event("w1");
+    let batch = [Enqueue {
+        event: &event,
+        subs: std::slice::from_ref(&s),
+        dedup: None,
+        log_seq: None,
+    }];
+    let started = Instant::now();
+    let (waited, ingested) = tokio::join!(q.lease_wait(s, 10, Duration::from_secs(30)), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        q.ingest(&batch, WINDOW).await
+    });
+    ingested.unwrap();
+    let mut got = waited.unwrap();
+    if shared {
+        assert_eq!(got.len(), 1, "the entry ingested during the wait");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "handed out when stored, not when the 30 s wait ended"
+        );
+    } else {
+        got.extend(lease_n(q, s, 1).await);
+    }
+    assert_eq!(event_id(&got[0]), "w1");
+    q.ack(s, got.into_iter().map(|l| l.token).collect())
+        .await
+        .unwrap();
+    q.flush().await.unwrap();
+    counts_until(q, s, |c| c.ready == 0 && c.leased == 0).await;
+    q.drop_queue(s).await.unwrap();
+}
+
 /// Every DeliveryQueues test.
 pub async fn queues_all(q: &dyn DeliveryQueues) {
     queues_ingest_lease_ack(q).await;
     queues_retry_dead_letter_redrive(q).await;
     queues_pages_and_drop(q).await;
+    queues_lease_wait(q).await;
 }
 
 // ---- ChangeLog ----

@@ -169,6 +169,23 @@ pub trait DeliveryQueues: Send + Sync {
     /// for now. Unreadable entries are dropped with an error in the log.
     async fn lease(&self, sub: SubId, max: usize) -> Result<Vec<Leased>, StoreError>;
 
+    /// [`lease`](Self::lease) for an idle worker: when the queue is empty,
+    /// waits up to `wait` for an entry ingested on any node instead of
+    /// answering at once, so idle subscriptions cost no polling and a new
+    /// entry is handed out the moment it is stored. Dropping the future
+    /// while it waits may leave one entry leased until its lease ends.
+    /// Default (embedded): [`lease`](Self::lease) at once, since every
+    /// ingest notifies the local worker.
+    async fn lease_wait(
+        &self,
+        sub: SubId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Leased>, StoreError> {
+        let _ = wait;
+        self.lease(sub, max).await
+    }
+
     /// Keeps the entries leased while their calls run (a call may outlast
     /// the lease): the worker calls it every third of the lease. Embedded:
     /// nothing to do (its leases do not expire); NATS: `+WPI`.
