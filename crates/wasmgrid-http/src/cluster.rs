@@ -165,6 +165,8 @@ impl App {
         tokio::spawn(app.registry.clone().follow(stop.cancelled_owned()));
         let stop = shutdown.clone();
         tokio::spawn(app.keys.clone().follow(stop.cancelled_owned()));
+        let stop = shutdown.clone();
+        tokio::spawn(app.data.clone().follow(stop.cancelled_owned()));
         tokio::spawn(versions_feed(queues, leases, shutdown));
         tokio::spawn(heartbeats(app.clone()));
         tracing::info!(

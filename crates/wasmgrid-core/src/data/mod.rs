@@ -752,6 +752,11 @@ impl DataService {
     /// The generation moves under the write lock, so a reader that sees the new
     /// generation finds the entry gone.
     fn invalidate(&self, p: &DataPath) {
+        self.forget_cached(Some(&p.collection_key()));
+    }
+
+    /// Drops collection `key` (`None`: every collection) from the cache.
+    fn forget_cached(&self, key: Option<&str>) {
         let bump = || {
             self.generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
@@ -759,12 +764,35 @@ impl DataService {
         match self.collections.write() {
             Ok(mut m) => {
                 bump();
-                m.remove(&p.collection_key());
+                match key {
+                    Some(key) => {
+                        m.remove(key);
+                    }
+                    None => m.clear(),
+                }
             }
             Err(_) => {
                 bump();
             }
         }
+    }
+
+    /// Keeps the collection cache true to collection changes made on other
+    /// nodes (cluster mode), until `shutdown` resolves: an ACL changed or a
+    /// collection deleted through another node takes effect here once the
+    /// watch brings the change (milliseconds on a healthy cluster).
+    pub async fn follow(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let records = self.records.clone();
+        wasmgrid_store::records::follow(&*records, Bucket::Collections, "", shutdown, |change| {
+            match change {
+                wasmgrid_store::records::Followed::Put(entry) => {
+                    self.forget_cached(Some(&entry.key))
+                }
+                wasmgrid_store::records::Followed::Deleted(key) => self.forget_cached(Some(key)),
+                wasmgrid_store::records::Followed::Resynced(_) => self.forget_cached(None),
+            }
+        })
+        .await
     }
 
     /// The encoded record of `p`'s collection as a write creates it when it
