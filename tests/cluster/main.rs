@@ -187,6 +187,39 @@ fn any_node_answers_any_call() {
     );
     assert_eq!(listed["files"][0]["filename"], "hello.txt", "{listed}");
 
+    // An ACL changed through A takes effect on B, whose collection cache
+    // follows the bucket: public, read by another owner through B (so B
+    // caches it), then private.
+    let bob = create_key(&a, "bob", &["data:read"]);
+    let bob_reads_on_b = || {
+        b.http
+            .get(format!("{}/v1/data/demo/docs/notes/hello.txt", b.url))
+            .header("Authorization", format!("Simple {bob}"))
+            .send()
+            .unwrap()
+            .status()
+    };
+    let acl = |read: serde_json::Value| {
+        let resp = a
+            .req(Method::PATCH, "/v1/data/demo/docs")
+            .json(&serde_json::json!({"acl": {"read": read}}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    };
+    acl(serde_json::json!(["user://*"]));
+    eventually(
+        "B serves the collection made public on A",
+        Duration::from_secs(10),
+        || (bob_reads_on_b() == 200).then_some(()),
+    );
+    acl(serde_json::json!([]));
+    eventually(
+        "B refuses the collection made private on A",
+        Duration::from_secs(10),
+        || (bob_reads_on_b() == 404).then_some(()),
+    );
+
     // Both nodes see the cluster: each other's heartbeats, the servers and
     // the streams; the CLI prints it.
     let status = eventually("both nodes' heartbeats", Duration::from_secs(15), || {
@@ -748,15 +781,12 @@ fn acknowledged_events_survive_a_node_killed_under_load() {
 /// client would; only acknowledged batches count. This test runs its own
 /// NATS cluster (the shared one must stay whole for the other tests).
 ///
-/// Ignored in CI for now: in about one run of three here, after the kill
-/// some of the nodes' ordered (ephemeral) consumers cannot be created
-/// ("creating a watch consumer: timed out"): nats-server up to 2.11 may place
-/// an R1 ephemeral consumer on an offline peer (fixed upstream by
-/// nats-server PR #7165), which stalls the lease and watch paths, and some
-/// acknowledged events were not delivered within 2 minutes. Run it with
-/// `cargo test --test cluster -- --ignored`.
+/// What it caught: a no-wait pull request sent to a consumer leader that
+/// died is never answered, and async-nats sets no timer on it, so a
+/// subscription's worker waited forever (now `next_or_stall`); and leases
+/// read through ephemeral consumers, which nats-server up to 2.11 may place
+/// on the dead peer (now message gets).
 #[test]
-#[ignore = "flaky on nats-server 2.9.10: ephemeral consumer creation times out after a server dies (see the doc comment)"]
 fn acknowledged_events_survive_a_nats_server_killed_under_load() {
     let own = Cluster::start().expect("a second NATS test cluster");
     let mut cluster = TestCluster::on("tkillnats", &own.urls);
