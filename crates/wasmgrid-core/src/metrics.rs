@@ -99,7 +99,20 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("wasmgrid");
+        Self::with_registry(Registry::with_prefix("wasmgrid"))
+    }
+
+    /// [`Metrics::new`] for a cluster node: every series carries the label
+    /// `node="<id>"`, so the series of all nodes can be summed or told apart
+    /// wherever they are collected.
+    pub fn for_node(node: &str) -> Self {
+        Self::with_registry(Registry::with_prefix_and_labels(
+            "wasmgrid",
+            [("node".into(), node.to_string().into())].into_iter(),
+        ))
+    }
+
+    fn with_registry(mut registry: Registry) -> Self {
         let invocations = Family::<CallLabels, Counter>::default();
         registry.register(
             "invocations",
@@ -389,5 +402,18 @@ mod tests {
         g.finish("ok");
         assert_eq!(m.in_flight.get(), 0);
         assert_eq!(canceled(&m, "o/n/1.0.0"), 1);
+    }
+
+    #[test]
+    fn a_cluster_node_labels_every_series_with_its_id() {
+        let m = Metrics::for_node("node-7f3a");
+        m.start_call("o/n/1.0.0").finish("ok");
+        let text = m.encode();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(!series.is_empty(), "{text}");
+        for line in series {
+            assert!(line.contains("node=\"node-7f3a\""), "unlabelled: {line}");
+        }
+        assert!(!Metrics::new().encode().contains("node="));
     }
 }

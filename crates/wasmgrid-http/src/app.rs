@@ -141,7 +141,10 @@ impl App {
         {
             tracing::info!(path = %path.display(), "first start: wrote the admin key");
         }
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(match &cluster {
+            Some(joined) => Metrics::for_node(&joined.node.id),
+            None => Metrics::new(),
+        });
         let invoker = Arc::new(Invoker::new(registry.clone(), metrics.clone()));
         let jobs = JobService::new(
             job_queue.clone(),
