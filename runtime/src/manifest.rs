@@ -5,6 +5,10 @@
 //! addr = "127.0.0.1:8080"          # optional
 //! # header_read_timeout = 10, idle_timeout = 60, max_connections = 10000 (seconds; flags win)
 //!
+//! # [cluster]                      # optional: a node of a NATS cluster (flags win)
+//! # url = "nats://127.0.0.1:4222"  # --cluster; key = "cluster.key", replicas = 3,
+//! # prefix = "wasmgrid", creds = "nats.creds", lease = 30
+//!
 //! [[algorithm]]
 //! name = "demo/hello"              # owner/name
 //! version = "1.0.0"                # the first version `up` publishes
@@ -66,6 +70,10 @@ pub struct Manifest {
     /// Server settings.
     #[serde(default)]
     pub server: ServerSection,
+    /// Run as a node of a cluster on NATS JetStream instead of the embedded
+    /// store (the `--cluster*` flags win).
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// Algorithms to deploy.
     #[serde(default, rename = "algorithm")]
     pub algorithms: Vec<AlgorithmSection>,
@@ -95,6 +103,25 @@ pub struct ServerSection {
     pub idle_timeout: Option<u64>,
     /// Connections open at once (`--max-connections`).
     pub max_connections: Option<usize>,
+}
+
+/// `[cluster]`: the `--cluster*` flags of `serve` and `up`, which win over
+/// it. Paths are relative to the manifest's folder.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// NATS server URLs, comma-separated (`--cluster`).
+    pub url: String,
+    /// The cluster key file (`--cluster-key`).
+    pub key: Option<PathBuf>,
+    /// Stream and bucket replicas (`--cluster-replicas`).
+    pub replicas: Option<usize>,
+    /// Stream and bucket name prefix (`--cluster-prefix`).
+    pub prefix: Option<String>,
+    /// A NATS credentials file (`--cluster-creds`).
+    pub creds: Option<PathBuf>,
+    /// Seconds before another node takes over a dead node's work (`--cluster-lease`).
+    pub lease: Option<u64>,
 }
 
 /// One `[[algorithm]]`.
@@ -363,6 +390,16 @@ impl Manifest {
         if m.root.as_os_str().is_empty() {
             m.root = PathBuf::from(".");
         }
+        if let Some(c) = m.cluster.as_mut() {
+            if c.url.trim().is_empty() {
+                anyhow::bail!(
+                    "{}: [cluster] url is empty: give the NATS servers, e.g. url = \"nats://127.0.0.1:4222\", or remove [cluster] to use the embedded store",
+                    path.display()
+                );
+            }
+            c.key = c.key.take().map(|k| m.root.join(k));
+            c.creds = c.creds.take().map(|k| m.root.join(k));
+        }
         for a in &m.algorithms {
             let (owner, name) = a.owner_name();
             validate_name("owner", owner)
@@ -570,6 +607,31 @@ mod tests {
         let p = dir.path().join("wasmgrid.toml");
         std::fs::write(&p, text).unwrap();
         Manifest::load(&p)
+    }
+
+    #[test]
+    fn the_cluster_section_resolves_paths_against_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("wasmgrid.toml");
+        std::fs::write(
+            &p,
+            "[cluster]\nurl = \"nats://127.0.0.1:4222\"\nkey = \"keys/cluster.key\"\nreplicas = 3\nlease = 10\n",
+        )
+        .unwrap();
+        let m = Manifest::load(&p).unwrap();
+        let c = m.cluster.unwrap();
+        assert_eq!(c.url, "nats://127.0.0.1:4222");
+        assert_eq!(c.key.unwrap(), dir.path().join("keys/cluster.key"));
+        assert_eq!((c.replicas, c.lease, c.prefix), (Some(3), Some(10), None));
+        assert!(load_str("").unwrap().cluster.is_none());
+        let empty = load_str("[cluster]\nurl = \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("[cluster] url is empty"), "{empty}");
+        let unknown = load_str("[cluster]\nurl = \"nats://x\"\nreplica = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("replica"), "{unknown}");
     }
 
     #[test]

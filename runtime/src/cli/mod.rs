@@ -99,52 +99,77 @@ struct ClusterArgs {
     /// FILE`), the same on every node. Required with --cluster.
     #[arg(long, env = "WASMGRID_CLUSTER_KEY", value_name = "FILE")]
     cluster_key: Option<PathBuf>,
-    /// Replicas of every stream and bucket (3 survives the loss of a server).
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    cluster_replicas: usize,
+    /// Replicas of every stream and bucket (3 survives the loss of a server)
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    cluster_replicas: Option<usize>,
     /// Prefix of every stream and bucket name (a naming convenience, not a
-    /// security boundary: separate installations use separate NATS accounts).
-    #[arg(long, default_value = "wasmgrid", value_name = "NAME")]
-    cluster_prefix: String,
+    /// security boundary: separate installations use separate NATS accounts)
+    /// [default: wasmgrid].
+    #[arg(long, value_name = "NAME")]
+    cluster_prefix: Option<String>,
     /// A NATS credentials file.
     #[arg(long, env = "WASMGRID_CLUSTER_CREDS", value_name = "FILE")]
     cluster_creds: Option<PathBuf>,
     /// Seconds a node holds a delivery without an outcome before another node
-    /// takes it over.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    cluster_lease: u64,
+    /// takes it over [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    cluster_lease: Option<u64>,
 }
 
 impl ClusterArgs {
-    /// The cluster configuration, `None` without --cluster.
-    fn config(&self) -> anyhow::Result<Option<wasmgrid_http::cluster::ClusterConfig>> {
-        let Some(urls) = self.cluster.clone() else {
+    /// The cluster configuration, `None` without --cluster: the flags (and
+    /// their environment variables), then the manifest's `[cluster]`.
+    fn config(
+        &self,
+        section: Option<&crate::manifest::ClusterSection>,
+    ) -> anyhow::Result<Option<wasmgrid_http::cluster::ClusterConfig>> {
+        let Some(urls) = self
+            .cluster
+            .clone()
+            .or_else(|| section.map(|s| s.url.clone()))
+        else {
             return Ok(None);
         };
-        let Some(key_file) = &self.cluster_key else {
+        let Some(key_file) = self
+            .cluster_key
+            .clone()
+            .or_else(|| section.and_then(|s| s.key.clone()))
+        else {
             bail!(
-                "--cluster needs --cluster-key FILE (or WASMGRID_CLUSTER_KEY): the key file every node of the cluster shares; create one with `wasmgrid cluster new-key FILE`"
+                "--cluster needs --cluster-key FILE (or WASMGRID_CLUSTER_KEY, or key = \"FILE\" under the manifest's [cluster]): the key file every node of the cluster shares; create one with `wasmgrid cluster new-key FILE`"
             );
         };
-        if !(1..=5).contains(&self.cluster_replicas) {
+        let replicas = self
+            .cluster_replicas
+            .or_else(|| section.and_then(|s| s.replicas))
+            .unwrap_or(1);
+        if !(1..=5).contains(&replicas) {
             bail!(
-                "--cluster-replicas {} is out of range: use 1 to 5 (JetStream's limit; 3 survives the loss of one server)",
-                self.cluster_replicas
+                "--cluster-replicas {replicas} is out of range: use 1 to 5 (JetStream's limit; 3 survives the loss of one server)"
             );
         }
-        if !(5..=3600).contains(&self.cluster_lease) {
-            bail!(
-                "--cluster-lease {} is out of range: use 5 to 3600 seconds",
-                self.cluster_lease
-            );
+        let lease = self
+            .cluster_lease
+            .or_else(|| section.and_then(|s| s.lease))
+            .unwrap_or(30);
+        if !(5..=3600).contains(&lease) {
+            bail!("--cluster-lease {lease} is out of range: use 5 to 3600 seconds");
         }
         Ok(Some(wasmgrid_http::cluster::ClusterConfig {
             urls,
-            key: wasmgrid_core::cluster::ClusterKey::read(key_file)?,
-            replicas: self.cluster_replicas,
-            prefix: self.cluster_prefix.clone(),
-            creds: self.cluster_creds.clone(),
-            lease: Duration::from_secs(self.cluster_lease),
+            key: wasmgrid_core::cluster::ClusterKey::read(&key_file)?,
+            replicas,
+            prefix: self
+                .cluster_prefix
+                .clone()
+                .or_else(|| section.and_then(|s| s.prefix.clone()))
+                .unwrap_or_else(|| "wasmgrid".to_string()),
+            creds: self
+                .cluster_creds
+                .clone()
+                .or_else(|| section.and_then(|s| s.creds.clone())),
+            lease: Duration::from_secs(lease),
         }))
     }
 }
@@ -432,7 +457,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let limits = args
                 .connections
                 .limits(&crate::manifest::ServerSection::default())?;
-            let cluster = args.cluster.config()?;
+            let cluster = args.cluster.config(None)?;
             let rt = runtime()?;
             let app = match cluster {
                 Some(config) => {
@@ -886,7 +911,7 @@ fn up(
         );
     }
     let rt = runtime()?;
-    let app = match cluster.config()? {
+    let app = match cluster.config(manifest.cluster.as_ref())? {
         Some(config) => rt.block_on(App::open_cluster(
             &g.data_dir,
             EngineConfig::default(),
