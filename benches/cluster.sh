@@ -29,34 +29,8 @@ for tool in nats-server wrk curl; do
   command -v "$tool" >/dev/null || { echo "cluster.sh: $tool is missing" >&2; exit 1; }
 done
 
-echo "==> building (release) wasmgrid and the noop guest"
-(cd runtime && cargo build --release --locked --target-dir "$TARGET_DIR" -q)
-(cd guest-examples && cargo build --release --locked -q -p noop)
-bin=$TARGET_DIR/release/wasmgrid
-noop=$root/guest-examples/target/wasm32-wasip2/release/noop.wasm
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-routes="nats-route://127.0.0.1:24223, nats-route://127.0.0.1:24224, nats-route://127.0.0.1:24225"
-for i in 0 1 2; do
-  cat >"$work/n$i.conf" <<EOF
-server_name: n$i
-listen: 127.0.0.1:$((24220 + i))
-max_payload: 8MB
-jetstream { store_dir: "$work/n$i" }
-cluster { name: bench, listen: 127.0.0.1:$((24223 + i)), routes: [$routes] }
-EOF
-  nats-server -c "$work/n$i.conf" >"$work/n$i.log" 2>&1 &
-  pids+=($!)
-done
-urls=nats://127.0.0.1:24220,nats://127.0.0.1:24221,nats://127.0.0.1:24222
+source "$root/benches/support/nats_cluster.sh"
+start_nats_cluster 24220 bench
 "$bin" cluster new-key "$work/cluster.key" >/dev/null
 
 start() { # name, extra args...
@@ -75,7 +49,6 @@ start() { # name, extra args...
 addr() { sed -E 's/.*"addr":"([^"]+)".*/\1/' "$work/$1/server.json"; }
 key() { tr -d '\n' <"$work/$1/admin.key"; }
 
-sleep 2 # the servers elect a meta leader
 cluster_flags=(--cluster "$urls" --cluster-key "$work/cluster.key" --cluster-replicas "$REPLICAS" --cluster-prefix bench)
 start a "${cluster_flags[@]}"
 start b "${cluster_flags[@]}"

@@ -465,15 +465,25 @@ fn a_job_completes_when_its_node_dies() {
 /// A webhook receiver for many connections at once: counts the deliveries
 /// of each event id (answering 200).
 fn counting_receiver() -> (String, Seen) {
+    let (url, seen, _) = slow_receiver(Duration::ZERO);
+    (url, seen)
+}
+
+/// [`counting_receiver`] that holds each request for `hold` before it
+/// answers, and counts the most requests it held at once.
+fn slow_receiver(hold: Duration) -> (String, Seen, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-    let seen2 = seen.clone();
+    let busiest = std::sync::Arc::new(AtomicUsize::new(0));
+    let busy = std::sync::Arc::new(AtomicUsize::new(0));
+    let (seen2, busiest2) = (seen.clone(), busiest.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
-            let seen = seen2.clone();
+            let (seen, busiest, busy) = (seen2.clone(), busiest2.clone(), busy.clone());
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 loop {
@@ -501,6 +511,12 @@ fn counting_receiver() -> (String, Seen) {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
+                    if !hold.is_zero() {
+                        let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                        busiest.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(hold);
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                    }
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
                         && let Some(id) = v["id"].as_str()
                     {
@@ -512,7 +528,66 @@ fn counting_receiver() -> (String, Seen) {
             });
         }
     });
-    (url, seen)
+    (url, seen, busiest)
+}
+
+/// Two live nodes share a subscription's `maxConcurrentDeliveries`: each
+/// runs at most its half (rounded up), so a slow destination never sees
+/// more than the limit at once although both nodes deliver.
+#[test]
+fn live_nodes_share_max_concurrent_deliveries() {
+    let mut cluster = TestCluster::new("tshare");
+    let flags = ["--allow-private-webhooks"];
+    let a = cluster.node_with(&flags);
+    let b = cluster.node_with(&flags);
+    for node in [&a, &b] {
+        eventually("both nodes' heartbeats", Duration::from_secs(20), || {
+            let v = json(node.req(Method::GET, "/v1/cluster").send().unwrap(), 200);
+            (v["nodes"].as_array().map_or(0, Vec::len) == 2).then_some(())
+        });
+    }
+    // Each node counts the live nodes after its next heartbeat (every 5 s).
+    std::thread::sleep(Duration::from_secs(6));
+    let topic = json(a.req(Method::PUT, "/v1/topics/slow").send().unwrap(), 201);
+    let topic_key = topic["keys"]["key1"].as_str().unwrap().to_string();
+    let (url, seen, busiest) = slow_receiver(Duration::from_millis(400));
+    subscribe_across(
+        &a,
+        &b,
+        "slow",
+        "hook",
+        serde_json::json!({"destination": {"webhook": url}, "maxConcurrentDeliveries": 2}),
+    );
+    let ids: Vec<String> = (0..16).map(|i| format!("slow-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let resp = node
+            .http
+            .post(format!("{}/v1/topics/slow/events", node.url))
+            .header("aeg-sas-key", &topic_key)
+            .header("Content-Type", "application/cloudevents+json")
+            .body(
+                serde_json::json!({"specversion": "1.0", "id": id, "source": "/slow", "type": "t"})
+                    .to_string(),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    }
+    within_for(
+        &[&a, &b],
+        "every slow event delivered",
+        Duration::from_secs(60),
+        || {
+            let seen = seen.lock().unwrap();
+            ids.iter().all(|id| seen.contains_key(id)).then_some(())
+        },
+    );
+    let most = busiest.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} deliveries at once for maxConcurrentDeliveries 2 on two nodes"
+    );
 }
 
 /// Seed 003 across nodes: a filtered subscription made on A, events published

@@ -134,7 +134,10 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
             return;
         }
         let record = sub.record();
-        let limit = record.spec.max_concurrent_deliveries.max(1) as usize;
+        // This node's share of the subscription's limit (all of it on one
+        // node).
+        let limit = (record.spec.max_concurrent_deliveries.max(1) as usize)
+            .div_ceil(inner.queues.sharing_nodes());
         if !stopping {
             // Embedded: a page ahead. Shared: only what can start now (an
             // entry held unstarted would be leased for nothing, and

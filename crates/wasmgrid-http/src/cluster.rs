@@ -167,8 +167,8 @@ impl App {
         tokio::spawn(app.keys.clone().follow(stop.cancelled_owned()));
         let stop = shutdown.clone();
         tokio::spawn(app.data.clone().follow(stop.cancelled_owned()));
+        tokio::spawn(heartbeats(app.clone(), queues.clone()));
         tokio::spawn(versions_feed(queues, leases, shutdown));
-        tokio::spawn(heartbeats(app.clone()));
         tracing::info!(
             urls = %config.urls,
             prefix = %config.prefix,
@@ -223,7 +223,7 @@ fn unix_ms() -> u64 {
 }
 
 /// Puts the node's heartbeat every few seconds until it shuts down.
-async fn heartbeats(app: Arc<App>) {
+async fn heartbeats(app: Arc<App>, queues: Arc<NatsQueues>) {
     let Some(node) = &app.cluster else {
         return;
     };
@@ -247,6 +247,14 @@ async fn heartbeats(app: Arc<App>) {
             && let Err(e) = node.nats.heartbeat(&node.id, value.into()).await
         {
             tracing::warn!(error = %e, "writing the node's heartbeat failed; retrying");
+        }
+        // The live nodes share each subscription's maxConcurrentDeliveries
+        // (a node gone stops counting when its heartbeat expires).
+        match node.nats.node_heartbeats().await {
+            Ok(live) => queues.set_sharing_nodes(live.len()),
+            Err(e) => {
+                tracing::debug!(error = %e, "counting the live nodes failed; keeping the last count")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}

@@ -75,6 +75,8 @@ pub struct NatsQueues {
     attempts: Kv,
     lease: Duration,
     consumers: Mutex<HashMap<u64, PullConsumer>>,
+    /// Live nodes, as the heartbeats last showed them (at least 1).
+    sharing_nodes: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for NatsQueues {
@@ -243,6 +245,7 @@ impl NatsStore {
             attempts,
             lease,
             consumers: Mutex::new(HashMap::new()),
+            sharing_nodes: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 }
@@ -463,6 +466,14 @@ impl NatsQueues {
         }
         Ok(out)
     }
+    /// Records how many nodes are live (their heartbeats), which divides
+    /// each subscription's `maxConcurrentDeliveries` among them
+    /// ([`DeliveryQueues::sharing_nodes`]).
+    pub fn set_sharing_nodes(&self, nodes: usize) {
+        self.sharing_nodes
+            .store(nodes.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The deliveries of one pull request's messages, with their attempt
     /// state; a request unanswered for `stall` ends there.
     async fn leased(
@@ -827,6 +838,12 @@ impl DeliveryQueues for NatsQueues {
 
     fn lease_time(&self) -> Option<Duration> {
         Some(self.lease)
+    }
+
+    fn sharing_nodes(&self) -> usize {
+        self.sharing_nodes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1)
     }
 }
 

@@ -203,6 +203,14 @@ pub trait DeliveryQueues: Send + Sync {
         None
     }
 
+    /// How many nodes deliver from these queues now (1: this process
+    /// alone). Each node's worker runs at most
+    /// `ceil(maxConcurrentDeliveries / nodes)` deliveries of a subscription,
+    /// so the installation stays within the limit plus at most one per node.
+    fn sharing_nodes(&self) -> usize {
+        1
+    }
+
     /// Whether an entry given to [`retry`](Self::retry) comes back through
     /// [`lease`](Self::lease) when it is due (NATS: a nak with a delay; the
     /// worker then forgets it), rather than staying with the worker that
