@@ -154,10 +154,13 @@ fn seed_000_file_created_runs_the_pipeline() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(
-        metrics.contains(
-            "wasmgrid_events_delivered_total{subscription=\"system.data/csv-batch-a\"} 2"
+    assert_eq!(
+        metric(
+            &s,
+            "wasmgrid_events_delivered_total",
+            &["subscription=\"system.data/csv-batch-a\""]
         ),
+        Some(2.0),
         "{metrics}"
     );
 }
@@ -1220,12 +1223,12 @@ fn every_output_of_a_job_raises_one_file_created_event() {
 
     // Each reached the subscription once.
     eventually("every output delivered", Duration::from_secs(60), || {
-        let metrics = s.req(Method::GET, "/metrics").send().ok()?.text().ok()?;
-        metrics
-            .contains(&format!(
-                "wasmgrid_events_delivered_total{{subscription=\"system.data/job-outputs\"}} {FILES}"
-            ))
-            .then_some(())
+        let delivered = metric(
+            &s,
+            "wasmgrid_events_delivered_total",
+            &["subscription=\"system.data/job-outputs\""],
+        );
+        (delivered == Some(FILES as f64)).then_some(())
     });
     assert_eq!(
         subscription(&s, "system.data", "job-outputs")["queueDepth"],
