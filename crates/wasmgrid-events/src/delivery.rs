@@ -55,6 +55,11 @@ const SHARED_POLL: Duration = Duration::from_millis(100);
 /// is stored.
 const SHARED_IDLE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a worker on shared queues keeps polling an empty queue before
+/// it waits in the server: a busy subscription whose queue runs dry for a
+/// moment between publishes keeps the one-request lease.
+const SHARED_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// How a delivery failed.
 #[derive(Debug, Clone)]
 pub enum Failure {
@@ -127,7 +132,8 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
     let mut leases: HashMap<tokio::task::Id, Vec<Token>> = HashMap::new();
     let mut next_extend = lease_time.map(|t| tokio::time::Instant::now() + t / 3);
     let mut exhausted = false;
-    let mut found_none = false;
+    // Since when every look at the queue found it empty.
+    let mut found_none_since: Option<std::time::Instant> = None;
     loop {
         let stopping = sub.cancel.is_cancelled();
         if stopping && inflight.is_empty() {
@@ -156,11 +162,11 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                 }
             };
             if !exhausted && want > 0 {
-                // Idle on shared queues (the last look found nothing and
-                // nothing is running or waiting): let the server hold the
-                // request until an entry comes.
+                // Idle on shared queues (every look for a second found
+                // nothing, and nothing is running or waiting): let the
+                // server hold the request until an entry comes.
                 let idle = lease_time.is_some()
-                    && found_none
+                    && found_none_since.is_some_and(|t| t.elapsed() >= SHARED_IDLE_AFTER)
                     && inflight.is_empty()
                     && ready.is_empty()
                     && delayed.is_empty();
@@ -175,7 +181,11 @@ async fn run_worker(inner: Arc<Inner>, sub: Arc<SubState>) {
                 match page {
                     Ok(page) => {
                         exhausted = page.len() < want;
-                        found_none = page.is_empty();
+                        found_none_since = match (page.is_empty(), found_none_since) {
+                            (true, Some(since)) => Some(since),
+                            (true, None) => Some(std::time::Instant::now()),
+                            (false, _) => None,
+                        };
                         let now = now_ms();
                         for entry in page {
                             let item = Item {
