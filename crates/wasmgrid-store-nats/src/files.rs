@@ -34,7 +34,8 @@
 //! exactly one event, in the order of the path's writes; a write whose caller
 //! saw an error after the commit point still happens, event included; reads
 //! on any node see every write that returned. Costs: a new name is one put
-//! per new level; a page of a level reads the whole level's keys (O(members)
+//! per new level; an overwrite, one get (its listing key, which a writer
+//! that died after applying may not have put); a page of a level reads the whole level's keys (O(members)
 //! per page, not O(page)); the orphan sweep's `blob_references` reads every
 //! file per page.
 
@@ -1096,6 +1097,7 @@ impl DataFiles for NatsFiles {
             })
             .collect();
         let mut appeared = Vec::new();
+        let mut overwritten = Vec::new();
         for ((entry, i), applied) in entries.iter().zip(&positions).zip(applied) {
             match applied {
                 Ok(a) if a.performed => {
@@ -1108,11 +1110,34 @@ impl DataFiles for NatsFiles {
                     results[*i] = Written::Done { replaced_blob };
                     if a.previous.is_none() {
                         appeared.push(entry.key.as_str());
+                    } else {
+                        overwritten.push(entry.key.as_str());
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, key = %entry.key, "applying a file write failed; the router applies it");
+                }
+            }
+        }
+        // A file that existed may still be unlisted: its first writer died
+        // between applying and linking, and the router has not repaired it
+        // yet. This write returns, so it must be listed now (one get each).
+        let checks: Vec<_> = overwritten
+            .iter()
+            .map(|key| async move {
+                match parent(key) {
+                    Some((folder, me)) => self.has_member(folder, &me).await.map(|listed| !listed),
+                    None => Ok(false),
+                }
+            })
+            .collect();
+        for (key, unlisted) in overwritten.iter().zip(in_order(checks, IN_FLIGHT).await) {
+            match unlisted {
+                Ok(true) => appeared.push(key),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, %key, "checking a folder index failed; the router repairs it");
                 }
             }
         }

@@ -331,6 +331,55 @@ async fn data_files_across_nodes() {
     assert_eq!(ids.len(), 40);
 }
 
+/// A writer that died between applying a new file and listing it leaves
+/// the file unlisted until the router repairs it; the next write of that
+/// path (a batch job re-running the file on another node) lists it before it
+/// returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_lists_a_file_its_first_writer_left_unlisted() {
+    use wasmgrid_store::files::{DataFiles, FileRecord, FileWrite, record};
+    let files = store("tunlisted").await.files().await.expect("files");
+    let write = FileWrite {
+        key: "o/c/out/n001.txt".into(),
+        record: record::encode(&FileRecord {
+            size: 1,
+            content_type: "text/plain".into(),
+            etag: "\"e\"".into(),
+            last_modified: "2026-01-02T03:04:05.123Z".into(),
+            blob: None,
+            folder: false,
+            expires: None,
+        }),
+        blob: None,
+        inline: bytes::Bytes::from_static(b"1"),
+        event: None,
+        new_collection: bytes::Bytes::from_static(b"{}"),
+    };
+    files.write(std::slice::from_ref(&write)).await.unwrap();
+    // What the dead writer left: the value applied, the listing key missing.
+    let first = cluster().urls.split(',').next().unwrap().to_string();
+    let client = async_nats::connect(first).await.unwrap();
+    let dirs = async_nats::jetstream::new(client)
+        .get_key_value("tunlisted_dirs")
+        .await
+        .unwrap();
+    dirs.purge("o.c.out.n001=txt").await.unwrap();
+    let listed = |files: &wasmgrid_store_nats::NatsFiles| {
+        let files = files.clone();
+        async move {
+            files
+                .list_level("o/c/out/", "o/c/out/", 10)
+                .await
+                .unwrap()
+                .entries
+                .len()
+        }
+    };
+    assert_eq!(listed(&files).await, 0, "the test removed the listing key");
+    files.write(std::slice::from_ref(&write)).await.unwrap();
+    assert_eq!(listed(&files).await, 1, "the overwrite lists the file");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_queue() {
     let s = store("tjobs").await;
