@@ -33,26 +33,12 @@ source "$root/benches/support/nats_cluster.sh"
 start_nats_cluster 24220 bench
 "$bin" cluster new-key "$work/cluster.key" >/dev/null
 
-start() { # name, extra args...
-  local name=$1; shift
-  mkdir -p "$work/$name"
-  "$bin" serve --addr 127.0.0.1:0 --data-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 600); do
-    [ -s "$work/$name/server.json" ] && return 0
-    sleep 0.1
-  done
-  echo "cluster.sh: $name did not start; its log:" >&2
-  cat "$work/$name.log" >&2
-  exit 1
-}
-addr() { sed -E 's/.*"addr":"([^"]+)".*/\1/' "$work/$1/server.json"; }
 key() { tr -d '\n' <"$work/$1/admin.key"; }
 
 cluster_flags=(--cluster "$urls" --cluster-key "$work/cluster.key" --cluster-replicas "$REPLICAS" --cluster-prefix bench)
-start a "${cluster_flags[@]}"
-start b "${cluster_flags[@]}"
-start embedded
+start_node a "${cluster_flags[@]}"
+start_node b "${cluster_flags[@]}"
+start_node embedded
 A=$(addr a); B=$(addr b); E=$(addr embedded); KEY=$(key a)
 
 deploy() { # addr, version, key

@@ -33,22 +33,10 @@ start_nats_cluster 24230 subs
 
 node_pids=()
 start() { # name
-  local name=$1
-  mkdir -p "$work/$name"
-  "$bin" serve --addr 127.0.0.1:0 --data-dir "$work/$name" --cluster "$urls" \
-    --cluster-key "$work/cluster.key" --cluster-replicas "$REPLICAS" --cluster-prefix subs \
-    >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  node_pids+=($!)
-  for _ in $(seq 1200); do
-    [ -s "$work/$name/server.json" ] && return 0
-    sleep 0.05
-  done
-  echo "cluster_subs.sh: $name did not start; its log:" >&2
-  cat "$work/$name.log" >&2
-  exit 1
+  start_node "$1" --cluster "$urls" --cluster-key "$work/cluster.key" \
+    --cluster-replicas "$REPLICAS" --cluster-prefix subs
+  node_pids+=("$node_pid")
 }
-addr() { sed -E 's/.*"addr":"([^"]+)".*/\1/' "$work/$1/server.json"; }
 
 start a
 start b

@@ -3,7 +3,9 @@
 # (removed at exit with every pid in $pids), and starts a 3-server JetStream
 # cluster on loopback with `start_nats_cluster BASE NAME` (client ports
 # BASE..BASE+2, routes BASE+3..BASE+5, max_payload 8MB); it sets $urls and
-# $nats_pids.
+# $nats_pids. `start_node NAME ARGS...` starts `wasmgrid serve ARGS...` on a
+# free loopback port with data dir $work/NAME (its pid in $node_pid), and
+# `addr NAME` prints the address it listens on.
 
 echo "==> building (release) wasmgrid and the noop guest"
 (cd "$root/runtime" && cargo build --release --locked --target-dir "$TARGET_DIR" -q)
@@ -39,3 +41,19 @@ CONF
   urls=nats://127.0.0.1:$base,nats://127.0.0.1:$((base + 1)),nats://127.0.0.1:$((base + 2))
   sleep 2 # the servers elect a meta leader
 }
+
+start_node() { # name, extra args...
+  local name=$1; shift
+  mkdir -p "$work/$name"
+  "$bin" serve --addr 127.0.0.1:0 --data-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 &
+  node_pid=$!
+  pids+=($!)
+  for _ in $(seq 1200); do
+    [ -s "$work/$name/server.json" ] && return 0
+    sleep 0.05
+  done
+  echo "$(basename "$0"): $name did not start; its log:" >&2
+  cat "$work/$name.log" >&2
+  exit 1
+}
+addr() { sed -E 's/.*"addr":"([^"]+)".*/\1/' "$work/$1/server.json"; }
