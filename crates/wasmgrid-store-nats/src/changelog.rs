@@ -84,15 +84,15 @@ impl ChangeLog for NatsQueues {
         let mut unacked = self.unacked.lock().await;
         // What this router holds comes first; then more, if there is room.
         if unacked.len() < max {
-            let mut messages = self
+            let messages = self
                 .router
                 .fetch()
                 .max_messages(max - unacked.len())
                 .messages()
                 .await
                 .map_err(|e| store_err("reading the change log", e))?;
-            while let Some(message) = crate::next_or_stall(&mut messages, crate::FETCH_STALL).await
-            {
+            let mut messages = crate::Unstalled::new(messages, crate::FETCH_STALL);
+            while let Some(message) = messages.next().await {
                 let message = message.map_err(|e| store_err("reading the change log", e))?;
                 let (Some(reply), Ok(info)) = (message.reply.clone(), message.info()) else {
                     continue;

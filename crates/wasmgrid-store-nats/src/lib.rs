@@ -412,21 +412,58 @@ pub(crate) fn store_err(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// fetch without `expires`, so without this a worker would wait forever.
 pub(crate) const FETCH_STALL: Duration = Duration::from_secs(5);
 
-/// The next message of a pull request, or `None` when the request has ended
-/// or nothing came for `stall`. Messages the server sends after that go to
-/// an inbox nobody reads and come back when their ack wait ends.
-pub(crate) async fn next_or_stall(
-    messages: &mut async_nats::jetstream::consumer::pull::Batch,
+/// A pull request's messages, given up after `stall` without one. Messages
+/// the server sends after that go to an inbox nobody reads and come back
+/// when their ack wait ends.
+///
+/// One timer per request, not one per message: a message only stamps the
+/// time, and the timer, when it fires early, moves to the stamp plus `stall`.
+pub(crate) struct Unstalled {
+    messages: async_nats::jetstream::consumer::pull::Batch,
     stall: Duration,
-) -> Option<Result<async_nats::jetstream::Message, async_nats::Error>> {
-    use futures::StreamExt;
-    match tokio::time::timeout(stall, messages.next()).await {
-        Ok(next) => next,
-        Err(_) => {
-            tracing::warn!(
-                "a pull request went unanswered for {stall:?} (a nats-server lost?); giving it up"
-            );
-            None
+    last: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Unstalled {
+    pub(crate) fn new(
+        messages: async_nats::jetstream::consumer::pull::Batch,
+        stall: Duration,
+    ) -> Self {
+        let last = tokio::time::Instant::now();
+        Unstalled {
+            messages,
+            stall,
+            last,
+            timer: Box::pin(tokio::time::sleep_until(last + stall)),
+        }
+    }
+
+    /// The next message, or `None` when the request has ended or stalled.
+    pub(crate) async fn next(
+        &mut self,
+    ) -> Option<Result<async_nats::jetstream::Message, async_nats::Error>> {
+        use futures::StreamExt;
+        loop {
+            tokio::select! {
+                biased;
+                next = self.messages.next() => {
+                    self.last = tokio::time::Instant::now();
+                    return next;
+                }
+                () = &mut self.timer => {
+                    let due = self.last + self.stall;
+                    if due > tokio::time::Instant::now() {
+                        self.timer.as_mut().reset(due);
+                        continue;
+                    }
+                    tracing::warn!(
+                        "a pull request went unanswered for {:?} (a nats-server lost?); giving it up",
+                        self.stall
+                    );
+                    return None;
+                }
+            }
         }
     }
 }

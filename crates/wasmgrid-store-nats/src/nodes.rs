@@ -50,15 +50,39 @@ impl NatsStore {
             .map_err(|e| store_err("writing the node's heartbeat", e))
     }
 
-    /// Every live node's last heartbeat (its value, as put).
+    /// Every live node's last heartbeat (its value, as put): the bucket's
+    /// keys from the stream leader's info (`subjects_filter`), then a get of
+    /// each. No consumer, so a consumer placed on a dead server cannot hold
+    /// the count up (nats-server places some on a dead peer: PR #7165).
     pub async fn node_heartbeats(&self) -> Result<Vec<Bytes>, StoreError> {
-        let mut out = Vec::new();
-        crate::records::scan_last(&self.nodes, &self.js.client(), "", false, |_, op, value| {
-            if op == async_nats::jetstream::kv::Operation::Put {
-                out.push(value.clone());
+        use futures::TryStreamExt;
+        let subjects: Vec<String> = self
+            .nodes
+            .stream
+            .info_with_subjects(format!("{}>", self.nodes.prefix))
+            .await
+            .map_err(|e| store_err("listing the node heartbeats", e))?
+            .map_ok(|(subject, _)| subject)
+            .try_collect()
+            .await
+            .map_err(|e| store_err("listing the node heartbeats", e))?;
+        let mut out = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            let Some(node_id) = subject.strip_prefix(self.nodes.prefix.as_str()) else {
+                continue;
+            };
+            let entry = self
+                .nodes
+                .entry(node_id)
+                .await
+                .map_err(|e| store_err("reading a node heartbeat", e))?;
+            // A node that stopped deleted its key; one that died expires.
+            if let Some(e) =
+                entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            {
+                out.push(e.value);
             }
-        })
-        .await?;
+        }
         Ok(out)
     }
 

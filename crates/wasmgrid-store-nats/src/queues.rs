@@ -479,11 +479,12 @@ impl NatsQueues {
     async fn leased(
         &self,
         sub: SubId,
-        mut messages: async_nats::jetstream::consumer::pull::Batch,
+        messages: async_nats::jetstream::consumer::pull::Batch,
         stall: Duration,
     ) -> Result<Vec<Leased>, StoreError> {
         let mut out = Vec::new();
-        while let Some(message) = crate::next_or_stall(&mut messages, stall).await {
+        let mut messages = crate::Unstalled::new(messages, stall);
+        while let Some(message) = messages.next().await {
             let message = message.map_err(|e| store_err("leasing deliveries", e))?;
             let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
                 continue;
