@@ -16,7 +16,7 @@ use wasmgrid_engine::EngineConfig;
 use wasmgrid_events::EventsConfig;
 use wasmgrid_store::leases::{Leases, hold};
 use wasmgrid_store::records::Records;
-use wasmgrid_store_nats::{NatsQueues, NatsStore};
+use wasmgrid_store_nats::{NatsFiles, NatsQueues, NatsStore, TOMBSTONE_AGE};
 
 /// How a node reaches its cluster.
 #[derive(Debug, Clone)]
@@ -85,7 +85,12 @@ pub(crate) struct Joined {
 /// The lease under which one node moves version records' events into the
 /// change log.
 const VERSIONS_FEED_LEASE: &str = "feed/versions";
-const VERSIONS_FEED_TTL: Duration = Duration::from_secs(30);
+
+/// The lease under which one node sweeps deleted files' tombstones.
+const TOMBSTONE_SWEEP_LEASE: &str = "sweep/tombstones";
+
+/// How long a node's hold on a singleton's lease outlives the node.
+const SINGLETON_TTL: Duration = Duration::from_secs(30);
 
 impl App {
     /// Joins the cluster `config` names (creating its streams and buckets,
@@ -112,6 +117,7 @@ impl App {
         )
         .await?;
         let files = Arc::new(nats.files().await?);
+        let sweep_files = files.clone();
         let queues = Arc::new(nats.queues(config.lease, events.dedup_window).await?);
         let job_queue = Arc::new(nats.job_queue().await?);
         let records: Arc<dyn Records> = Arc::new(nats.clone());
@@ -168,7 +174,8 @@ impl App {
         let stop = shutdown.clone();
         tokio::spawn(app.data.clone().follow(stop.cancelled_owned()));
         tokio::spawn(heartbeats(app.clone(), queues.clone()));
-        tokio::spawn(versions_feed(queues, leases, shutdown));
+        tokio::spawn(versions_feed(queues, leases.clone(), shutdown.clone()));
+        tokio::spawn(tombstone_sweep(sweep_files, leases, shutdown));
         tracing::info!(
             urls = %config.urls,
             prefix = %config.prefix,
@@ -306,11 +313,57 @@ async fn versions_feed(
     leases: Arc<dyn Leases>,
     shutdown: CancellationToken,
 ) {
+    singleton(leases, VERSIONS_FEED_LEASE, shutdown, |stop| {
+        let queues = queues.clone();
+        async move { queues.run_versions_feed(stop.cancelled_owned()).await }
+    })
+    .await;
+}
+
+/// Removes the tombstones of files deleted over an hour ago, every minute,
+/// on one node at a time (the lease `sweep/tombstones`), until `shutdown`.
+async fn tombstone_sweep(
+    files: Arc<NatsFiles>,
+    leases: Arc<dyn Leases>,
+    shutdown: CancellationToken,
+) {
+    singleton(leases, TOMBSTONE_SWEEP_LEASE, shutdown, |stop| {
+        let files = files.clone();
+        async move {
+            loop {
+                match files.sweep_tombstones(TOMBSTONE_AGE).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(tombstones = n, "swept deleted files' tombstones"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping tombstones failed; retried in a minute"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Runs `work` on one node of the cluster at a time: under lease `name`
+/// (taken again every 5 s while another node holds it), with a token that
+/// is cancelled when the lease is lost or the node shuts down; `work`
+/// returns then, and the lease is released.
+async fn singleton<F, Fut>(
+    leases: Arc<dyn Leases>,
+    name: &'static str,
+    shutdown: CancellationToken,
+    work: F,
+) where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let held = match hold(leases.clone(), VERSIONS_FEED_LEASE, VERSIONS_FEED_TTL).await {
+        let held = match hold(leases.clone(), name, SINGLETON_TTL).await {
             Ok(Some(held)) => held,
             Ok(None) => {
                 tokio::select! {
@@ -319,24 +372,26 @@ async fn versions_feed(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "taking the versions feed's lease failed; retrying in 5 s");
+                tracing::warn!(error = %e, lease = name, "taking a lease failed; retrying in 5 s");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
                     _ = shutdown.cancelled() => return,
                 }
             }
         };
-        // Feed until the lease is lost (another node takes over) or the
-        // node shuts down.
-        let lost = held.lost();
-        queues
-            .run_versions_feed(async {
+        let stop = CancellationToken::new();
+        let watch = {
+            let (lost, shutdown, stop) = (held.lost(), shutdown.clone(), stop.clone());
+            tokio::spawn(async move {
                 tokio::select! {
                     _ = lost.cancelled() => {}
                     _ = shutdown.cancelled() => {}
                 }
+                stop.cancel();
             })
-            .await;
+        };
+        work(stop).await;
+        watch.abort();
         held.release().await;
     }
 }

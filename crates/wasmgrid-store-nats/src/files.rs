@@ -30,6 +30,13 @@
 //!   consumer over `<folder>.*` (last message per key), sorted in the node;
 //!   the router re-checks the membership of every path it applies.
 //!
+//! - **Tombstones.** A delete leaves a tombstone value (its log sequence),
+//!   so that a late apply of an older entry cannot bring the file back. The
+//!   router records each delete it routes in stream `P_tombs`; a sweep on
+//!   one node ([`NatsFiles::sweep_tombstones`]) removes the tombstones of
+//!   deletes older than [`TOMBSTONE_AGE`] that nothing replaced since (a
+//!   purge of that one message), so churn does not grow `P_files` forever.
+//!
 //! What this gives (and STORAGE.md 4.3 states): every successful write has
 //! exactly one event, in the order of the path's writes; a write whose caller
 //! saw an error after the commit point still happens, event included; reads
@@ -71,6 +78,11 @@ const PUBLISH_ROUNDS: usize = 3;
 /// Tries of an increment before it reports the path as too busy.
 const INCREMENT_TRIES: usize = 64;
 
+/// How long a deleted path's tombstone stays before the sweep removes it:
+/// far longer than any writer takes from logging an entry to applying it
+/// (an apply after the tombstone is gone could bring an older write back).
+pub const TOMBSTONE_AGE: Duration = Duration::from_secs(3600);
+
 /// The files of a cluster, on the connection of a [`NatsStore`].
 #[derive(Clone)]
 pub struct NatsFiles {
@@ -78,6 +90,8 @@ pub struct NatsFiles {
     files: Kv,
     dirs: Kv,
     log: Stream,
+    /// Deletes routed, oldest first: `<log seq> <path>` (subject `P.tomb.f`).
+    tombs: Stream,
 }
 
 impl std::fmt::Debug for NatsFiles {
@@ -110,11 +124,17 @@ impl NatsStore {
         )
         .await?;
         let log = stream(&self.js, self.log_config()).await?;
+        let tombs = stream(
+            &self.js,
+            self.stream_config("tombs", "deleted paths, for the tombstone sweep", "tomb"),
+        )
+        .await?;
         Ok(NatsFiles {
             store: self.clone(),
             files,
             dirs,
             log,
+            tombs,
         })
     }
 }
@@ -440,7 +460,139 @@ impl NatsFiles {
             self.delete_replaced_blob(previous, &entry).await;
         }
         self.settle(&entry.key, applied.live).await?;
+        if entry.op == Op::Delete && applied.valid {
+            self.record_delete(seq, &entry.key).await;
+        }
         Ok(if applied.valid { entry.event } else { None })
+    }
+
+    fn tomb_subject(&self) -> String {
+        format!("{}.tomb.f", self.store.prefix)
+    }
+
+    /// Records a routed delete for the tombstone sweep (de-duplicated by its
+    /// log sequence when the router routes it again). A delete not recorded
+    /// only keeps its tombstone.
+    async fn record_delete(&self, seq: u64, key: &str) {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("tomb{seq}"));
+        let published = async {
+            self.store
+                .js
+                .publish_with_headers(
+                    self.tomb_subject(),
+                    headers,
+                    Bytes::from(format!("{seq} {key}")),
+                )
+                .await?
+                .await
+        };
+        if let Err(e) = published.await {
+            tracing::warn!(error = %e, %key, "recording a delete for the tombstone sweep failed; its tombstone stays");
+        }
+    }
+
+    /// Removes the tombstones of deletes routed at least `older_than` ago,
+    /// oldest first, and forgets those deletes; how many tombstones went. A
+    /// path written or deleted again since keeps its value (the next delete
+    /// has its own turn). Run on one node at a time; a second one only
+    /// repeats work.
+    pub async fn sweep_tombstones(&self, older_than: Duration) -> Result<u64, StoreError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cutoff = now.saturating_sub(older_than).as_nanos() as i128;
+        let subject = self.tomb_subject();
+        let mut next = self
+            .tombs
+            .get_info()
+            .await
+            .map_err(|e| store_err("reading the tombstone stream", e))?
+            .state
+            .first_sequence;
+        let mut forgotten = next;
+        let mut swept = 0;
+        loop {
+            let message = match self
+                .tombs
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(subject.clone())
+                .send()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(store_err("reading a recorded delete", e)),
+            };
+            if message.time.unix_timestamp_nanos() > cutoff {
+                break;
+            }
+            let recorded = std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|p| p.split_once(' '))
+                .and_then(|(seq, key)| Some((seq.parse::<u64>().ok()?, key)));
+            match recorded {
+                Some((seq, key)) => {
+                    if self.drop_tombstone(key, seq).await? {
+                        swept += 1;
+                    }
+                }
+                None => tracing::warn!(
+                    seq = message.sequence,
+                    "skipping an unreadable recorded delete"
+                ),
+            }
+            next = message.sequence + 1;
+            if next - forgotten >= PAGE as u64 {
+                self.forget_deletes(next).await?;
+                forgotten = next;
+            }
+        }
+        if next > forgotten {
+            self.forget_deletes(next).await?;
+        }
+        Ok(swept)
+    }
+
+    /// Removes the recorded deletes below `upto`.
+    async fn forget_deletes(&self, upto: u64) -> Result<(), StoreError> {
+        self.tombs
+            .purge()
+            .sequence(upto)
+            .await
+            .map(|_| ())
+            .map_err(|e| store_err("forgetting swept deletes", e))
+    }
+
+    /// Removes `key`'s value if it is still the tombstone of log entry `seq`:
+    /// a purge of that message only, so a write that lands meanwhile stays.
+    async fn drop_tombstone(&self, key: &str, seq: u64) -> Result<bool, StoreError> {
+        let nkey = file_nats_key(key)?;
+        let Some(entry) = self
+            .files
+            .entry(&nkey)
+            .await
+            .map_err(|e| store_err("reading a file's tombstone", e))?
+        else {
+            return Ok(false);
+        };
+        if entry.operation != Operation::Put {
+            return Ok(false);
+        }
+        let value = decode_value(&nkey, entry.value)?;
+        if value.live.is_some() || value.log_seq != seq {
+            return Ok(false);
+        }
+        self.files
+            .stream
+            .purge()
+            .filter(format!("{}{nkey}", self.files.prefix))
+            .sequence(entry.revision + 1)
+            .await
+            .map_err(|e| store_err("removing a file's tombstone", e))?;
+        Ok(true)
     }
 
     /// Deletes the blob a record named when the entry that replaced it (as

@@ -15,7 +15,7 @@
 mod blobs;
 mod changelog;
 mod files;
-pub use files::NatsFiles;
+pub use files::{NatsFiles, TOMBSTONE_AGE};
 mod jobqueue;
 pub use jobqueue::NatsJobs;
 pub mod keys;

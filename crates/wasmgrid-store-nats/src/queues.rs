@@ -129,7 +129,7 @@ impl NatsStore {
     /// A file stream `P_<name>` on subjects `P.<token>.*` with this store's
     /// replicas: discard new (never drop what is not handled yet), a 2 min
     /// duplicate window, values up to [`crate::MAX_VALUE`].
-    fn stream_config(&self, name: &str, what: &str, token: &str) -> StreamConfig {
+    pub(crate) fn stream_config(&self, name: &str, what: &str, token: &str) -> StreamConfig {
         let p = &self.prefix;
         StreamConfig {
             name: format!("{p}_{name}"),

@@ -380,6 +380,98 @@ async fn an_overwrite_lists_a_file_its_first_writer_left_unlisted() {
     assert_eq!(listed(&files).await, 1, "the overwrite lists the file");
 }
 
+/// A deleted file's tombstone stays until the sweep finds its delete old
+/// enough, then goes (the path reads and lists as missing either way, and
+/// can be written again); a path written again after its delete keeps its
+/// value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_of_old_deletes_are_swept() {
+    use wasmgrid_store::changelog::ChangeLog;
+    use wasmgrid_store::files::{DataFiles, FileRecord, FileWrite, record};
+    let s = store("ttombs").await;
+    let files = s.files().await.expect("files");
+    let log = s
+        .queues(Duration::from_secs(30), Duration::from_secs(120))
+        .await
+        .expect("log");
+    let write = |name: &str| FileWrite {
+        key: format!("o/c/t/{name}"),
+        record: record::encode(&FileRecord {
+            size: 1,
+            content_type: "text/plain".into(),
+            etag: "\"e\"".into(),
+            last_modified: "2026-01-02T03:04:05.123Z".into(),
+            blob: None,
+            folder: false,
+            expires: None,
+        }),
+        blob: None,
+        inline: bytes::Bytes::from(name.to_string()),
+        event: None,
+        new_collection: bytes::Bytes::from_static(b"{}"),
+    };
+    // Routes every logged change (the router records deletes for the sweep).
+    let route_all = || async {
+        loop {
+            let read = log.read(100).await.unwrap();
+            match read.upto {
+                Some(upto) => log.ack(upto).await.unwrap(),
+                None => break,
+            }
+        }
+    };
+    let first = cluster().urls.split(',').next().unwrap().to_string();
+    let raw = async_nats::jetstream::new(async_nats::connect(first).await.unwrap())
+        .get_key_value("ttombs_files")
+        .await
+        .unwrap();
+    let no_events = |_: &str, _: &FileRecord| None;
+    files.write(&[write("a"), write("b")]).await.unwrap();
+    files.delete("o/c/t/a", &no_events).await.unwrap();
+    files.delete("o/c/t/b", &no_events).await.unwrap();
+    files.write(&[write("b")]).await.unwrap();
+    route_all().await;
+    assert!(
+        raw.entry("o.c.t.a").await.unwrap().is_some(),
+        "a's tombstone"
+    );
+
+    // Too young: nothing goes.
+    assert_eq!(
+        files
+            .sweep_tombstones(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(raw.entry("o.c.t.a").await.unwrap().is_some());
+    // Old enough: a's tombstone goes; b, written again, stays.
+    assert_eq!(files.sweep_tombstones(Duration::ZERO).await.unwrap(), 1);
+    assert!(
+        raw.entry("o.c.t.a").await.unwrap().is_none(),
+        "a's tombstone swept"
+    );
+    assert!(files.read("o/c/t/a").await.unwrap().is_none());
+    let b = files.read("o/c/t/b").await.unwrap().expect("b stays");
+    assert_eq!(b.inline.as_deref(), Some(&b"b"[..]));
+    // The deletes are forgotten: a second sweep has nothing to do.
+    assert_eq!(files.sweep_tombstones(Duration::ZERO).await.unwrap(), 0);
+    // The path is free again.
+    files.write(&[write("a")]).await.unwrap();
+    let level = files.list_level("o/c/t/", "o/c/t/", 10).await.unwrap();
+    assert_eq!(level.entries.len(), 2, "{:?}", level.entries);
+    assert_eq!(
+        files
+            .read("o/c/t/a")
+            .await
+            .unwrap()
+            .unwrap()
+            .inline
+            .as_deref(),
+        Some(&b"a"[..])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_queue() {
     let s = store("tjobs").await;
