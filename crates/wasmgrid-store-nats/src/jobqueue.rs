@@ -238,29 +238,21 @@ impl JobQueue for NatsJobs {
     ) -> Result<Page<(String, Vec<u8>)>, StoreError> {
         // O(the job's files) per page: the key listing is not ordered.
         let prefix = format!("{job}/");
-        let mut rels: Vec<String> =
-            crate::records::live_keys(&self.progress, &self.store.js.client(), &prefix)
-                .await?
-                .into_iter()
-                .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
-                .filter(|rel| after.is_none_or(|a| rel.as_str() > a))
-                .collect();
-        rels.sort_unstable();
-        let limit = limit.max(1);
-        let more = rels.len() > limit;
-        rels.truncate(limit);
-        let mut items = Vec::with_capacity(rels.len());
-        for rel in &rels {
+        let rels: Vec<String> = crate::records::keys_under(&self.progress, &prefix)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        crate::records::page_of(&rels, after, limit, |rel| async move {
             let entry = self
                 .progress
-                .entry(progress_key(job, rel)?)
+                .entry(progress_key(job, &rel)?)
                 .await
                 .map_err(|e| store_err("reading a job file's progress", e))?;
-            if let Some(e) = entry.filter(|e| e.operation == Operation::Put) {
-                items.push((rel.clone(), e.value.to_vec()));
-            }
-        }
-        let next = if more { rels.last().cloned() } else { None };
-        Ok(Page { items, next })
+            Ok(entry
+                .filter(|e| e.operation == Operation::Put)
+                .map(|e| (rel, e.value.to_vec())))
+        })
+        .await
     }
 }

@@ -97,29 +97,83 @@ pub(crate) async fn last_per_subject(
     Ok((messages, upto))
 }
 
-/// Every live key under `prefix` (logical, unsorted), as of the call: every
-/// write acknowledged before it is reflected.
-pub(crate) async fn live_keys(
-    kv: &Kv,
-    client: &async_nats::Client,
-    prefix: &str,
-) -> Result<Vec<String>, StoreError> {
-    let mut keys = std::collections::HashSet::new();
-    scan_last(kv, client, prefix, true, |subject_key, op, _| {
-        match decode_key(subject_key) {
-            // Past the snapshot (a lagging replica catching up), a delete
-            // removes a key the snapshot had.
-            Ok(k) if op == Operation::Put => {
-                keys.insert(k);
+/// Every key under `prefix` that has a message (live or deleted: the caller
+/// reads each), logical and sorted, as the stream leader has them: from the
+/// stream's info (`subjects_filter`), not a consumer, so a consumer placed
+/// on a dead server cannot hold a listing up (nats-server PR #7165), and
+/// every write acknowledged before the call is included.
+pub(crate) async fn keys_under(kv: &Kv, prefix: &str) -> Result<Vec<String>, StoreError> {
+    use futures::TryStreamExt;
+    let filter = encode_prefix(prefix).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let subjects: Vec<String> = kv
+        .stream
+        .info_with_subjects(format!("{}{filter}", kv.prefix))
+        .await
+        .map_err(|e| store_err("listing keys", e))?
+        .map_ok(|(subject, _)| subject)
+        .try_collect()
+        .await
+        .map_err(|e| store_err("listing keys", e))?;
+    let mut keys: Vec<String> = subjects
+        .iter()
+        .filter_map(|s| s.strip_prefix(kv.prefix.as_str()))
+        .filter_map(|k| match decode_key(k) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!("skipping a key this build did not write: {e}");
+                None
             }
-            Ok(k) => {
-                keys.remove(&k);
+        })
+        .collect();
+    keys.sort_unstable();
+    Ok(keys)
+}
+
+/// A page of `keys` (sorted) after `after`: `read` gives each key's live
+/// value or `None` (deleted), read `IN_FLIGHT` at a time until `limit` are
+/// found; the page's `next` is its last key when keys remain after it.
+pub(crate) async fn page_of<T, F, Fut>(
+    keys: &[String],
+    after: Option<&str>,
+    limit: usize,
+    read: F,
+) -> Result<Page<T>, StoreError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
+{
+    const IN_FLIGHT: usize = 16;
+    let limit = limit.max(1);
+    let mut pos = keys.partition_point(|k| after.is_some_and(|a| k.as_str() <= a));
+    let mut items = Vec::new();
+    let mut last = None;
+    while pos < keys.len() && items.len() < limit {
+        // Read as many keys as the page still needs (at least IN_FLIGHT),
+        // concurrently. The futures are built before the stream (not by a
+        // closure inside it), which `async_trait`'s `Send` bound cannot see
+        // through.
+        let wanted = (limit - items.len()).max(IN_FLIGHT);
+        let chunk = &keys[pos..(pos + wanted).min(keys.len())];
+        let reads: Vec<_> = chunk.iter().map(|k| read(k.clone())).collect();
+        let values: Vec<_> = futures::stream::iter(reads)
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        for (key, value) in chunk.iter().zip(values) {
+            pos += 1;
+            if let Some(v) = value? {
+                items.push(v);
+                last = Some(key.clone());
+                if items.len() == limit {
+                    break;
+                }
             }
-            Err(e) => tracing::warn!("skipping a key this build did not write: {e}"),
         }
-    })
-    .await?;
-    Ok(keys.into_iter().collect())
+    }
+    // Keys after a full page (live or not: the next page may come back
+    // empty, but no key is ever skipped).
+    let next = if pos < keys.len() { last } else { None };
+    Ok(Page { items, next })
 }
 
 /// Calls `each` with the NATS key, operation and value (empty with
@@ -410,20 +464,9 @@ impl Records for NatsStore {
         limit: usize,
     ) -> Result<Page<Entry>, StoreError> {
         let kv = self.kv(bucket)?;
-        let mut keys = live_keys(kv, &self.js.client(), prefix).await?;
-        keys.retain(|k| after.is_none_or(|a| k.as_str() > a));
-        keys.sort_unstable();
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let mut items = Vec::with_capacity(keys.len());
-        for key in &keys {
-            // Deleted since the key listing: not in the page.
-            if let Some(entry) = self.get(bucket, key).await? {
-                items.push(entry);
-            }
-        }
-        let next = if more { keys.last().cloned() } else { None };
-        Ok(Page { items, next })
+        let keys = keys_under(kv, prefix).await?;
+        // Deleted since the key listing, or a delete marker: not in the page.
+        page_of(&keys, after, limit, |key| async move { self.get(bucket, &key).await }).await
     }
 
     async fn watch(
