@@ -462,6 +462,82 @@ fn a_job_completes_when_its_node_dies() {
     assert_eq!(done["counts"]["succeeded"], FILES, "{done}");
 }
 
+/// A folder job's files are shared by the live nodes: its shards (its
+/// `maxConcurrency`) run under their own leases, a node takes its share,
+/// and every file is processed once in all (the invocation counters of the
+/// two nodes add up to the files, and each has some).
+#[test]
+fn both_nodes_work_on_one_job() {
+    let mut cluster = TestCluster::new("tjobshare");
+    let fast_scan = ["--cluster-lease", "5"];
+    let a = cluster.node_with(&fast_scan);
+    let b = cluster.node_with(&fast_scan);
+    for node in [&a, &b] {
+        eventually("both nodes' heartbeats", Duration::from_secs(20), || {
+            let v = json(node.req(Method::GET, "/v1/cluster").send().unwrap(), 200);
+            (v["nodes"].as_array().map_or(0, Vec::len) == 2).then_some(())
+        });
+    }
+    // Each node counts the live nodes after its next heartbeat (every 5 s).
+    std::thread::sleep(Duration::from_secs(6));
+    a.deploy_ok("sleep", "demo/sleep@1.0.0", "");
+    const FILES: usize = 60;
+    for i in 0..FILES {
+        let resp = a
+            .req(Method::PUT, &format!("/v1/data/demo/shared/in/n{i:03}.txt"))
+            .header("Content-Type", "text/plain")
+            .body("150")
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let job = json(
+        a.req(Method::POST, "/v1/algo/demo/sleep/jobs")
+            .json(&serde_json::json!({
+                "input": "data://demo/shared/in/",
+                "output": "data://demo/shared-out/",
+                "maxConcurrency": 2
+            }))
+            .send()
+            .unwrap(),
+        202,
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = within(&[&a, &b], "the job completed", || {
+        let j = json(
+            b.req(Method::GET, &format!("/v1/jobs/{id}"))
+                .send()
+                .unwrap(),
+            200,
+        );
+        (j["status"] == "Completed").then_some(j)
+    });
+    assert_eq!(done["counts"]["succeeded"], FILES, "{done}");
+    assert_eq!(done["counts"]["failed"], 0, "{done}");
+    let calls = |s: &Server| {
+        metric(
+            s,
+            "wasmgrid_invocations_total",
+            &["algorithm=\"demo/sleep/1.0.0\"", "outcome=\"ok\""],
+        )
+        .unwrap_or(0.0) as usize
+    };
+    let (on_a, on_b) = (calls(&a), calls(&b));
+    eprintln!("files run on A: {on_a}, on B: {on_b}");
+    assert_eq!(on_a + on_b, FILES, "each file once in all");
+    assert!(
+        on_a > 0 && on_b > 0,
+        "both nodes worked: A {on_a}, B {on_b}"
+    );
+    let summary = json(
+        b.req(Method::GET, "/v1/data/demo/shared-out/_summary.json")
+            .send()
+            .unwrap(),
+        200,
+    );
+    assert_eq!(summary["status"], "Completed", "{summary}");
+}
+
 /// A webhook receiver for many connections at once: counts the deliveries
 /// of each event id (answering 200).
 fn counting_receiver() -> (String, Seen) {

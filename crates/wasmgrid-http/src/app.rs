@@ -155,9 +155,18 @@ impl App {
             JobsConfig::default(),
             Some(Arc::new(crate::bridge::JobEvents::new(log.clone()))),
         );
-        // In a cluster each job runs on the node holding its lease.
+        // In a cluster each shard of a job runs on the node holding its
+        // lease, and a node takes its share of the shards of the live nodes
+        // (counted by the heartbeats, as deliveries are shared).
         let jobs = Arc::new(match &cluster {
-            Some(joined) => jobs.shared(leases.clone(), joined.node.lease),
+            Some(joined) => {
+                let counted = queues.clone();
+                jobs.shared(
+                    leases.clone(),
+                    joined.node.lease,
+                    Arc::new(move || counted.sharing_nodes()),
+                )
+            }
             None => jobs,
         });
         let events = EventService::open(

@@ -375,7 +375,7 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,
     /// How many times a runner started it (1, plus one per resume after a
-    /// restart).
+    /// restart; in a cluster, the most starts of any one of its shards).
     #[serde(default)]
     pub runs: u32,
     /// The submitting key.
@@ -386,6 +386,14 @@ pub struct JobRecord {
     /// The observer has been told that the job ended.
     #[serde(default)]
     pub notified: bool,
+    /// In a cluster, the shards of the input (see [`Shard`]) whose files
+    /// are all finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards_done: Vec<u32>,
+    /// In a cluster, how many times each shard's runner started (`runs` is
+    /// the most of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_runs: Vec<u32>,
 }
 
 impl JobRecord {
@@ -521,10 +529,12 @@ impl Default for JobsConfig {
     }
 }
 
-/// A job running in this process.
+/// A job (or one shard of it) running in this process.
 struct Active {
     cancel: CancellationToken,
     finished: CancellationToken,
+    /// Its runner holds the shard's lease (in a cluster).
+    leased: bool,
 }
 
 /// Shared state of the service and its runners.
@@ -549,6 +559,82 @@ pub(crate) struct Inner {
     /// third). A node that dies hands its jobs over after this (plus the
     /// leases' clock-skew margin); the others look for such jobs as often.
     lease_ttl: Duration,
+    /// In a cluster: how many nodes are live now, which sets how many of a
+    /// job's shards one node takes.
+    live_nodes: Option<LiveNodes>,
+    /// Serialises this node's writes of one job's record (striped by job
+    /// id): its shards' committers would otherwise update it concurrently,
+    /// and on a clustered NATS stream before 2.9.21 two updates from one
+    /// revision may both succeed (STORAGE.md rule 3).
+    record_locks: [Mutex<()>; 16],
+}
+
+impl Inner {
+    /// The lock of job `id`'s record writes on this node, in a cluster (one
+    /// process on the embedded store has one runner per job, and its store
+    /// serialises transactions).
+    pub(crate) fn record_lock(&self, id: &str) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.leases.as_ref()?;
+        let stripe = id.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        Some(
+            self.record_locks[stripe % self.record_locks.len()]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// How many nodes of the cluster are live now.
+pub type LiveNodes = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// Most shards a job's input is split into in a cluster.
+pub const MAX_SHARDS: u32 = 8;
+
+/// One part of a job's input, run by one runner under its own lease: in a
+/// cluster a folder job is split into `count` shards (its `maxConcurrency`,
+/// at most [`MAX_SHARDS`]) by a hash of each file's relative path, so the
+/// live nodes share its files; elsewhere a job is one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// The lease a shard runs under: `job/<id>` for the first (the whole
+    /// job when it has one shard), `job/<id>/<index>` for the others.
+    fn lease(&self, id: &str) -> String {
+        match self.index {
+            0 => format!("job/{id}"),
+            i => format!("job/{id}/{i}"),
+        }
+    }
+
+    /// The key of its runner among this node's active runners.
+    fn key(&self, id: &str) -> String {
+        match self.index {
+            0 => id.to_string(),
+            i => format!("{id}#{i}"),
+        }
+    }
+
+    /// Whether the file at `rel` (relative to the input) is in this shard:
+    /// FNV-1a of the path, stable across nodes and builds.
+    pub(crate) fn has(&self, rel: &str) -> bool {
+        if self.count <= 1 {
+            return true;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in rel.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash % u64::from(self.count) == u64::from(self.index)
+    }
 }
 
 /// Runs job `id` while this node holds its lease: renews it every third of
@@ -558,12 +644,19 @@ async fn run_leased(
     inner: Arc<Inner>,
     leases: Arc<dyn Leases>,
     id: String,
+    shard: Shard,
     cancel: CancellationToken,
     finished: CancellationToken,
     halt: CancellationToken,
 ) {
-    let name = format!("job/{id}");
+    let name = shard.lease(&id);
     let ttl = inner.lease_ttl;
+    let leave = |inner: &Inner| {
+        if let Ok(mut active) = inner.active.lock() {
+            active.remove(&shard.key(&id));
+        }
+        finished.cancel();
+    };
     let held = match hold(leases, &name, ttl).await {
         Ok(Some(held)) => held,
         outcome => {
@@ -571,13 +664,36 @@ async fn run_leased(
                 tracing::warn!(job = %id, error = %e, "taking the job's lease failed; the next scan tries again");
             }
             // Another node runs it.
-            if let Ok(mut active) = inner.active.lock() {
-                active.remove(&id);
-            }
-            finished.cancel();
+            leave(&inner);
             return;
         }
     };
+    // A node keeps no more than its share of a job's shards, so the live
+    // nodes share its files; the shards over it go back for the others
+    // (and come here again at a later scan if nobody takes them).
+    let share = match &inner.live_nodes {
+        Some(live) => shard.count.div_ceil(live().max(1) as u32),
+        None => shard.count,
+    };
+    let within_share = inner.active.lock().is_ok_and(|mut active| {
+        let prefix = format!("{id}#");
+        let mine = active
+            .iter()
+            .filter(|(k, a)| a.leased && (k.as_str() == id || k.starts_with(&prefix)))
+            .count() as u32;
+        match active.get_mut(&shard.key(&id)) {
+            Some(me) if mine < share => {
+                me.leased = true;
+                true
+            }
+            _ => false,
+        }
+    });
+    if !within_share {
+        held.release().await;
+        leave(&inner);
+        return;
+    }
     // Halt the run the moment the lease is lost, and pass on a cancel
     // requested through another node (seen in the job record as often as
     // the lease is renewed).
@@ -596,21 +712,25 @@ async fn run_leased(
                     }
                     _ = done.cancelled() => return,
                 }
-                let requested = inner
+                let rec = inner
                     .records
                     .get(Bucket::Jobs, &id)
                     .await
                     .ok()
                     .flatten()
-                    .and_then(|e| serde_json::from_slice::<JobRecord>(&e.value).ok())
-                    .is_some_and(|r| r.cancel_requested);
-                if requested {
+                    .and_then(|e| serde_json::from_slice::<JobRecord>(&e.value).ok());
+                if rec.as_ref().is_some_and(|r| r.cancel_requested) {
                     cancel.cancel();
+                }
+                // Another shard's runner ended the job (its threshold, or a
+                // cancel): stop here without ending it again.
+                if rec.as_ref().is_some_and(|r| r.status.is_terminal()) {
+                    halt.cancel();
                 }
             }
         })
     };
-    run::run(inner, id, cancel, finished, halt).await;
+    run::run(inner, id, shard, cancel, finished, halt).await;
     done.cancel();
     let _ = watcher.await;
     held.release().await;
@@ -689,6 +809,8 @@ impl JobService {
                 shutdown: CancellationToken::new(),
                 leases: None,
                 lease_ttl: Duration::from_secs(30),
+                live_nodes: None,
+                record_locks: std::array::from_fn(|_| Mutex::new(())),
             }),
         }
     }
@@ -698,13 +820,32 @@ impl JobService {
     /// runs and stops (leaving the job to the next holder) if it loses it;
     /// [`JobService::start`] then also looks for jobs whose node died, every
     /// few seconds. `lease_ttl`: how long a dead node's jobs wait before
-    /// another takes them over. Call before the service is shared.
-    pub fn shared(mut self, leases: Arc<dyn Leases>, lease_ttl: Duration) -> Self {
+    /// another takes them over. A folder job is split into shards (its
+    /// `maxConcurrency`, at most [`MAX_SHARDS`]), each under its own lease;
+    /// a node takes its share of a job's shards (the count over
+    /// `live_nodes()`, rounded up) and the others take the rest at their next
+    /// look, so the live nodes share the job's files. Call before the
+    /// service is shared.
+    pub fn shared(
+        mut self,
+        leases: Arc<dyn Leases>,
+        lease_ttl: Duration,
+        live_nodes: LiveNodes,
+    ) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.leases = Some(leases);
             inner.lease_ttl = lease_ttl.max(Duration::from_secs(1));
+            inner.live_nodes = Some(live_nodes);
         }
         self
+    }
+
+    /// The shards job `rec` is split into on this service.
+    fn shard_count(&self, rec: &JobRecord) -> u32 {
+        if self.inner.leases.is_none() || rec.input_kind != InputKind::Folder {
+            return 1;
+        }
+        rec.settings.max_concurrency.clamp(1, MAX_SHARDS)
     }
 
     /// Resumes every `Queued` or `Running` job and announces ended jobs the
@@ -766,17 +907,16 @@ impl JobService {
         .await?;
         let mut resumed = 0;
         for rec in jobs {
-            let here = self
-                .inner
-                .active
-                .lock()
-                .is_ok_and(|a| a.contains_key(&rec.id));
-            if here {
-                continue;
-            }
             if rec.status.is_terminal() {
-                self.announce(rec);
-            } else if self.spawn_runner(rec.id.clone()) {
+                let here = self
+                    .inner
+                    .active
+                    .lock()
+                    .is_ok_and(|a| a.contains_key(&rec.id));
+                if !here {
+                    self.announce(rec);
+                }
+            } else if self.spawn_runner(&rec) > 0 {
                 tracing::info!(job = %rec.id, status = ?rec.status, done = rec.counts.succeeded + rec.counts.failed, "resuming job");
                 resumed += 1;
             }
@@ -822,46 +962,57 @@ impl JobService {
         }
     }
 
-    /// Starts the runner of job `id` unless one is running already (a job
+    /// Starts the runners of job `rec` not running here already (a job
     /// submitted before `start` is both new and found by the resume scan).
-    /// In a cluster the runner first takes the job's lease, and leaves the
-    /// job alone if another node holds it. Whether a runner started.
-    fn spawn_runner(&self, id: String) -> bool {
-        let cancel = CancellationToken::new();
-        let finished = CancellationToken::new();
-        match self.inner.active.lock() {
-            Ok(mut active) => {
-                if active.contains_key(&id) {
-                    return false;
+    /// In a cluster each runner first takes its shard's lease, and leaves
+    /// the shard alone if another node holds it or this node holds its
+    /// share of the job's shards already (see [`run_leased`]). How many
+    /// runners started.
+    fn spawn_runner(&self, rec: &JobRecord) -> usize {
+        let count = self.shard_count(rec);
+        let mut started = 0;
+        let Ok(mut active) = self.inner.active.lock() else {
+            tracing::error!(job = %rec.id, "job registry lock poisoned; the job resumes at the next start");
+            return 0;
+        };
+        for shard in (0..count).map(|index| Shard { index, count }) {
+            let key = shard.key(&rec.id);
+            if active.contains_key(&key) || rec.shards_done.contains(&shard.index) {
+                continue;
+            }
+            let cancel = CancellationToken::new();
+            let finished = CancellationToken::new();
+            active.insert(
+                key,
+                Active {
+                    cancel: cancel.clone(),
+                    finished: finished.clone(),
+                    leased: false,
+                },
+            );
+            started += 1;
+            let inner = self.inner.clone();
+            let halt = self.inner.shutdown.child_token();
+            let id = rec.id.clone();
+            match self.inner.leases.clone() {
+                None => {
+                    self.inner.tasks.spawn(run::run(
+                        inner,
+                        id,
+                        Shard::WHOLE,
+                        cancel,
+                        finished,
+                        halt,
+                    ));
                 }
-                active.insert(
-                    id.clone(),
-                    Active {
-                        cancel: cancel.clone(),
-                        finished: finished.clone(),
-                    },
-                );
-            }
-            Err(_) => {
-                tracing::error!(job = %id, "job registry lock poisoned; the job resumes at the next start");
-                return false;
+                Some(leases) => {
+                    self.inner
+                        .tasks
+                        .spawn(run_leased(inner, leases, id, shard, cancel, finished, halt));
+                }
             }
         }
-        let inner = self.inner.clone();
-        let halt = self.inner.shutdown.child_token();
-        match self.inner.leases.clone() {
-            None => {
-                self.inner
-                    .tasks
-                    .spawn(run::run(inner, id, cancel, finished, halt));
-            }
-            Some(leases) => {
-                self.inner
-                    .tasks
-                    .spawn(run_leased(inner, leases, id, cancel, finished, halt));
-            }
-        }
-        true
+        started
     }
 
     /// Submits a job for `caller` (checked as the API checks it) and starts it
@@ -917,6 +1068,8 @@ impl JobService {
             },
             cancel_requested: false,
             notified: false,
+            shards_done: Vec::new(),
+            shard_runs: Vec::new(),
         };
         let value = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
             table: Bucket::Jobs.name(),
@@ -928,7 +1081,7 @@ impl JobService {
             .create(Bucket::Jobs, &record.id, value.into())
             .await?;
         tracing::info!(job = %record.id, algorithm = %record.algorithm, version = %record.version, input = %record.input, output = %record.output, "job submitted");
-        self.spawn_runner(record.id.clone());
+        self.spawn_runner(&record);
         Ok(record)
     }
 
@@ -1082,15 +1235,23 @@ impl JobService {
                 Err(e) => return Err(e.into()),
             }
         }
-        let tokens = self
+        let shard_prefix = format!("{id}#");
+        let tokens: Vec<_> = self
             .inner
             .active
             .lock()
-            .ok()
-            .and_then(|a| a.get(id).map(|a| (a.cancel.clone(), a.finished.clone())));
-        if let Some((cancel, finished)) = tokens {
+            .map(|a| {
+                a.iter()
+                    .filter(|(k, _)| k.as_str() == id || k.starts_with(&shard_prefix))
+                    .map(|(_, a)| (a.cancel.clone(), a.finished.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (cancel, _) in &tokens {
             cancel.cancel();
-            // The runner abandons in-flight calls at once; committing what
+        }
+        for (_, finished) in tokens {
+            // A runner abandons in-flight calls at once; committing what
             // finished and the summary takes one or two transactions.
             let _ = tokio::time::timeout(Duration::from_secs(30), finished.cancelled()).await;
         }

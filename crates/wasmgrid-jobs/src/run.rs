@@ -24,7 +24,7 @@
 use super::payload::{self, InputContent, OutputContent};
 use super::{
     Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
-    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, blocking,
+    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, Shard, blocking,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -234,6 +234,8 @@ struct RunCtx {
     inner: Arc<Inner>,
     job_id: String,
     run: u32,
+    /// The part of the input this runner works on.
+    shard: Shard,
     caller: Caller,
     deployed: Arc<Deployed>,
     endpoint: String,
@@ -332,6 +334,7 @@ fn update_job(
     id: &str,
     change: impl Fn(&mut JobRecord),
 ) -> Result<JobRecord, JobError> {
+    let _serial = inner.record_lock(id);
     loop {
         let (mut rec, rev) = read_job(inner, id)?;
         change(&mut rec);
@@ -349,11 +352,12 @@ fn update_job(
 pub(super) async fn run(
     inner: Arc<Inner>,
     id: String,
+    shard: Shard,
     cancel: CancellationToken,
     finished: CancellationToken,
     halt: CancellationToken,
 ) {
-    let ended = match run_job(&inner, &id, &cancel, &halt).await {
+    let ended = match run_job(&inner, &id, shard, &cancel, &halt).await {
         Ok(ended) => ended,
         Err(e) if halt.is_cancelled() => {
             tracing::warn!(job = %id, error = %e, "job runner stopped by shutdown");
@@ -362,8 +366,8 @@ pub(super) async fn run(
         Err(e) => {
             tracing::error!(job = %id, error = %e, "job runner failed");
             let message = format!("the job could not continue: {e}");
-            match finish(&inner, &id, JobStatus::Failed, Some(message)).await {
-                Ok(rec) => Some(rec),
+            match finish_once(&inner, &id, shard, JobStatus::Failed, Some(message)).await {
+                Ok(rec) => rec,
                 Err(e) => {
                     tracing::error!(job = %id, error = %e, "cannot record the job's failure; it resumes at the next start");
                     None
@@ -377,9 +381,87 @@ pub(super) async fn run(
         let _ = tokio::task::spawn_blocking(move || notify(&inner2, rec)).await;
     }
     if let Ok(mut active) = inner.active.lock() {
-        active.remove(&id);
+        active.remove(&shard.key(&id));
     }
     finished.cancel();
+}
+
+/// Ends the job, unless it has shards and another shard's runner ended it
+/// already (`None`: nothing to announce here).
+async fn finish_once(
+    inner: &Arc<Inner>,
+    id: &str,
+    shard: Shard,
+    status: JobStatus,
+    message: Option<String>,
+) -> Result<Option<JobRecord>, JobError> {
+    let mut recount = None;
+    if shard.count > 1 {
+        let (inner, id) = (inner.clone(), id.to_string());
+        let current = blocking(move || {
+            let (rec, _) = read_job(&inner, &id)?;
+            if rec.status.is_terminal() {
+                return Ok::<_, JobError>(None);
+            }
+            Ok(Some(count_finished(&inner, &id)?))
+        })
+        .await?;
+        match current {
+            None => return Ok(None),
+            Some(counted) => recount = Some(counted),
+        }
+    }
+    finish(inner, id, status, message, recount).await.map(Some)
+}
+
+/// The job's succeeded and failed files, counted from their progress
+/// records. Shards on several nodes update the job record's counts at once,
+/// and on a clustered NATS stream before 2.9.21 two updates from one
+/// revision may both succeed (STORAGE.md rule 3), losing an increment; the
+/// progress records are create-once, so the final counts come from them.
+fn count_finished(inner: &Inner, id: &str) -> Result<(u64, u64), JobError> {
+    let (mut succeeded, mut failed) = (0, 0);
+    let mut after: Option<String> = None;
+    loop {
+        let page = wait(inner.queue.list_progress(id, after.as_deref(), 1000))?;
+        for (_, bytes) in &page.items {
+            match serde_json::from_slice::<super::FileProgress>(bytes).map(|p| p.status) {
+                Ok(FileStatus::Succeeded) => succeeded += 1,
+                Ok(FileStatus::Failed) => failed += 1,
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "unreadable file progress not counted")
+                }
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok((succeeded, failed)),
+        }
+    }
+}
+
+/// Records that `shard` of the job finished all its files, then ends the
+/// job if every shard has (`None`: other shards still run).
+async fn shard_done(
+    inner: &Arc<Inner>,
+    id: &str,
+    shard: Shard,
+) -> Result<Option<JobRecord>, JobError> {
+    if shard.count > 1 {
+        let (inner2, id2) = (inner.clone(), id.to_string());
+        let rec = blocking(move || {
+            update_job(&inner2, &id2, |r| {
+                if !r.shards_done.contains(&shard.index) {
+                    r.shards_done.push(shard.index);
+                }
+            })
+        })
+        .await?;
+        if !(0..shard.count).all(|i| rec.shards_done.contains(&i)) {
+            return Ok(None);
+        }
+    }
+    finish_once(inner, id, shard, JobStatus::Completed, None).await
 }
 
 /// Tells the observer that a job ended, then records that it was told.
@@ -398,6 +480,7 @@ pub(super) fn notify(inner: &Inner, rec: JobRecord) {
 async fn run_job(
     inner: &Arc<Inner>,
     id: &str,
+    shard: Shard,
     cancel: &CancellationToken,
     halt: &CancellationToken,
 ) -> Result<Option<JobRecord>, JobError> {
@@ -405,9 +488,7 @@ async fn run_job(
         biased;
         _ = halt.cancelled() => return Ok(None),
         _ = cancel.cancelled() => {
-            return finish(inner, id, JobStatus::Canceled, Some("canceled while queued".into()))
-                .await
-                .map(Some);
+            return finish_once(inner, id, shard, JobStatus::Canceled, Some("canceled while queued".into())).await;
         }
         slot = inner.slots.clone().acquire_owned() => {
             slot.map_err(|_| JobError::Unavailable("the job service is closed".into()))?
@@ -420,15 +501,19 @@ async fn run_job(
     if rec.status.is_terminal() {
         return Ok(None);
     }
+    if rec.shards_done.contains(&shard.index) {
+        // Finished by an earlier runner that died before the job ended.
+        return shard_done(inner, id, shard).await;
+    }
     if rec.cancel_requested || cancel.is_cancelled() {
-        return finish(
+        return finish_once(
             inner,
             id,
+            shard,
             JobStatus::Canceled,
             Some("canceled by request".into()),
         )
-        .await
-        .map(Some);
+        .await;
     }
 
     // The job runs the version resolved at submission, even if newer ones appear.
@@ -451,9 +536,7 @@ async fn run_job(
                 "{}/{} cannot run: {e} (was the version deleted? submit the job again)",
                 rec.algorithm, rec.version
             );
-            return finish(inner, id, JobStatus::Failed, Some(message))
-                .await
-                .map(Some);
+            return finish_once(inner, id, shard, JobStatus::Failed, Some(message)).await;
         }
     };
 
@@ -464,15 +547,15 @@ async fn run_job(
         let (inner, id, caller, input) =
             (inner.clone(), id.to_string(), caller.clone(), input.clone());
         let kind = rec.input_kind;
-        blocking(move || start_run(&inner, &id, &caller, &input, kind)).await
+        blocking(move || start_run(&inner, &id, shard, &caller, &input, kind)).await
     };
     let run_no = match started {
-        Ok(n) => n,
+        Ok(Some(n)) => n,
+        // Another shard's runner ended the job meanwhile.
+        Ok(None) => return Ok(None),
         Err(JobError::Data(e)) => {
             let message = format!("cannot list the input {}: {e}", rec.input);
-            return finish(inner, id, JobStatus::Failed, Some(message))
-                .await
-                .map(Some);
+            return finish_once(inner, id, shard, JobStatus::Failed, Some(message)).await;
         }
         Err(e) => return Err(e),
     };
@@ -481,6 +564,7 @@ async fn run_job(
         inner: inner.clone(),
         job_id: id.to_string(),
         run: run_no,
+        shard,
         endpoint: deployed.endpoint(),
         deployed,
         settings: rec.settings.clone(),
@@ -520,42 +604,54 @@ async fn run_job(
     watcher.abort();
 
     match stop.reason() {
-        None => finish(inner, id, JobStatus::Completed, None)
+        None => shard_done(inner, id, shard).await,
+        Some(StopReason::Canceled) => {
+            finish_once(
+                inner,
+                id,
+                shard,
+                JobStatus::Canceled,
+                Some("canceled by request".into()),
+            )
             .await
-            .map(Some),
-        Some(StopReason::Canceled) => finish(
-            inner,
-            id,
-            JobStatus::Canceled,
-            Some("canceled by request".into()),
-        )
-        .await
-        .map(Some),
+        }
         Some(StopReason::Threshold(m)) | Some(StopReason::Failure(m)) => {
-            finish(inner, id, JobStatus::Failed, Some(m))
-                .await
-                .map(Some)
+            finish_once(inner, id, shard, JobStatus::Failed, Some(m)).await
         }
         Some(StopReason::Shutdown) => Ok(None),
     }
 }
 
 /// Marks the job `Running` for a new run, with the input counted; returns the
-/// run number.
+/// run number, the shard's own in a cluster (`None`: the job ended
+/// meanwhile, through another shard).
 fn start_run(
     inner: &Inner,
     job_id: &str,
+    shard: Shard,
     caller: &Caller,
     input: &DataPath,
     kind: InputKind,
-) -> Result<u32, JobError> {
+) -> Result<Option<u32>, JobError> {
     let total = match kind {
         InputKind::File => 1,
         InputKind::Folder => inner.data.count_tree(Principal::Key(caller), input)?,
     };
     let rec = update_job(inner, job_id, |rec| {
+        if rec.status.is_terminal() {
+            return;
+        }
         rec.status = JobStatus::Running;
-        rec.runs += 1;
+        if shard.count > 1 {
+            let k = shard.index as usize;
+            if rec.shard_runs.len() <= k {
+                rec.shard_runs.resize(k + 1, 0);
+            }
+            rec.shard_runs[k] += 1;
+            rec.runs = rec.runs.max(rec.shard_runs[k]);
+        } else {
+            rec.runs += 1;
+        }
         if rec.started.is_none() {
             rec.started = Some(now_rfc3339());
         }
@@ -563,17 +659,28 @@ fn start_run(
         rec.counts.total = total.max(rec.counts.succeeded + rec.counts.failed);
         rec.counts.recompute_pending();
     })?;
-    Ok(rec.runs)
+    if rec.status.is_terminal() {
+        return Ok(None);
+    }
+    let run = match rec.shard_runs.get(shard.index as usize) {
+        Some(&n) if shard.count > 1 => n,
+        _ => rec.runs,
+    };
+    Ok(Some(run))
 }
 
 /// Dispatches every pending input file and commits the results; returns when
 /// all are done or the run was stopped (see `stop`).
 async fn process_all(ctx: &Arc<RunCtx>, stop: &Arc<Stop>) {
-    let concurrency = ctx
+    let total = ctx
         .settings
         .max_concurrency
         .min(ctx.deployed.record.settings.concurrency)
-        .max(1) as usize;
+        .max(1);
+    // A shard's part of the job's concurrency (the first shards take the
+    // remainder), so the cluster runs at most `total` calls of the job.
+    let (count, index) = (ctx.shard.count.max(1), ctx.shard.index);
+    let concurrency = (total / count + u32::from(index < total % count)).max(1) as usize;
     let (tx, rx) = mpsc::unbounded_channel::<DoneChunk>();
     // Cancelled once every worker is done: the last results commit at once.
     let workers_done = CancellationToken::new();
@@ -753,12 +860,19 @@ fn next_page(
             (vec![(ctx.input_file(ctx.input.view()), None)], None)
         }
         InputKind::Folder => {
+            // A shard reads its own files' content when it dispatches them
+            // (read ahead here, most would belong to other shards).
+            let prefetch = if ctx.shard.count > 1 {
+                0
+            } else {
+                PREFETCH_BYTES
+            };
             let (files, next) = ctx.inner.data.list_tree_with_content(
                 ctx.who(),
                 &ctx.input,
                 after.as_deref(),
                 PAGE,
-                PREFETCH_BYTES,
+                prefetch,
                 MAX_INPUT_BYTES,
             )?;
             let files = files
@@ -770,13 +884,15 @@ fn next_page(
                     });
                     (ctx.input_file(f.path), loaded)
                 })
+                .filter(|(f, _)| ctx.shard.has(f.rel()))
                 .collect();
             (files, next)
         }
     };
     // Runs after the first skip the files an earlier run finished (the first
     // run starts durably before it processes anything, so it has none).
-    if ctx.run <= 1 {
+    // (A shard other than the first may start after the first's run began.)
+    if ctx.run <= 1 && ctx.shard.count == 1 {
         return Ok((files, next));
     }
     let rels: Vec<&str> = files.iter().map(|(f, _)| f.rel()).collect();
@@ -1240,6 +1356,7 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
         rec.counts.recompute_pending();
         serde_json::to_vec(&rec).map_err(|e| e.to_string())
     };
+    let _serial = ctx.inner.record_lock(&ctx.job_id);
     let result = wait(
         ctx.inner
             .queue
@@ -1337,11 +1454,16 @@ pub(super) async fn finish(
     id: &str,
     status: JobStatus,
     message: Option<String>,
+    recount: Option<(u64, u64)>,
 ) -> Result<JobRecord, JobError> {
     let inner = inner.clone();
     let id = id.to_string();
     blocking(move || {
         let apply = |rec: &mut JobRecord| {
+            if let Some((succeeded, failed)) = recount {
+                rec.counts.succeeded = succeeded;
+                rec.counts.failed = failed;
+            }
             rec.status = status;
             rec.ended = Some(now_rfc3339());
             if rec.started.is_none() {
@@ -1378,7 +1500,10 @@ pub(super) async fn finish(
             apply(&mut rec);
             serde_json::to_vec(&rec).map_err(|e| e.to_string())
         };
-        match wait(inner.queue.close(&id, &outputs, &update)) {
+        let serial = inner.record_lock(&id);
+        let closed = wait(inner.queue.close(&id, &outputs, &update));
+        drop(serial);
+        match closed {
             Ok((written, record)) => {
                 for w in written {
                     match w {

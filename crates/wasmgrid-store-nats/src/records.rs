@@ -466,7 +466,10 @@ impl Records for NatsStore {
         let kv = self.kv(bucket)?;
         let keys = keys_under(kv, prefix).await?;
         // Deleted since the key listing, or a delete marker: not in the page.
-        page_of(&keys, after, limit, |key| async move { self.get(bucket, &key).await }).await
+        page_of(&keys, after, limit, |key| async move {
+            self.get(bucket, &key).await
+        })
+        .await
     }
 
     async fn watch(
