@@ -142,6 +142,22 @@ impl App {
             lease: config.lease,
             shutdown: shutdown.clone(),
         };
+        // Count the live nodes before the job service starts, so a node that
+        // starts next to others takes only its share of a job's shards
+        // (the heartbeat task keeps the count current from here on).
+        match nats.node_heartbeats().await {
+            Ok(live) => {
+                let others = live
+                    .iter()
+                    .filter_map(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+                    .filter(|v| v["id"] != node.id.as_str())
+                    .count();
+                queues.set_sharing_nodes(others + 1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "counting the live nodes failed; counting this one only until the next heartbeat")
+            }
+        }
         let storage = Storage {
             records,
             blobs: Arc::new(nats.clone()),

@@ -60,9 +60,9 @@ mod run;
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmgrid_core::auth::{AuthError, Caller, Scope};
@@ -550,6 +550,9 @@ pub(crate) struct Inner {
     observer: Option<Arc<dyn JobObserver>>,
     active: Mutex<HashMap<String, Active>>,
     slots: Arc<Semaphore>,
+    /// The slot each job running here holds, shared by its shards' runners
+    /// (`max_running_jobs` counts jobs, not shards).
+    job_slots: Mutex<HashMap<String, Weak<OwnedSemaphorePermit>>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// In a cluster: one node runs a job, under the lease `job/<id>`
@@ -567,23 +570,66 @@ pub(crate) struct Inner {
     /// and on a clustered NATS stream before 2.9.21 two updates from one
     /// revision may both succeed (STORAGE.md rule 3).
     record_locks: [Mutex<()>; 16],
+    /// Serialises this node's shards ending one job (striped by job id).
+    end_locks: [Arc<tokio::sync::Mutex<()>>; 16],
 }
 
 impl Inner {
+    /// Job `id`'s running slot on this node: the one its other shards'
+    /// runners hold, or a new one once `max_running_jobs` allows.
+    pub(crate) async fn job_slot(
+        &self,
+        id: &str,
+    ) -> Result<Arc<OwnedSemaphorePermit>, tokio::sync::AcquireError> {
+        let held = |slots: &HashMap<String, Weak<OwnedSemaphorePermit>>| {
+            slots.get(id).and_then(Weak::upgrade)
+        };
+        let lock = || {
+            self.job_slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(slot) = held(&lock()) {
+            return Ok(slot);
+        }
+        let slot = Arc::new(self.slots.clone().acquire_owned().await?);
+        let mut slots = lock();
+        if let Some(theirs) = held(&slots) {
+            // Another shard of the job got one meanwhile: share it (ours
+            // goes back).
+            return Ok(theirs);
+        }
+        slots.retain(|_, s| s.strong_count() > 0);
+        slots.insert(id.to_string(), Arc::downgrade(&slot));
+        Ok(slot)
+    }
+
+    /// The lock a shard's runner holds while it ends job `id` on this node.
+    pub(crate) async fn end_lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.end_locks[stripe(id) % self.end_locks.len()]
+            .clone()
+            .lock_owned()
+            .await
+    }
+
     /// The lock of job `id`'s record writes on this node, in a cluster (one
     /// process on the embedded store has one runner per job, and its store
     /// serialises transactions).
     pub(crate) fn record_lock(&self, id: &str) -> Option<std::sync::MutexGuard<'_, ()>> {
         self.leases.as_ref()?;
-        let stripe = id.bytes().fold(0usize, |h, b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
         Some(
-            self.record_locks[stripe % self.record_locks.len()]
+            self.record_locks[stripe(id) % self.record_locks.len()]
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     }
+}
+
+/// A job id's lock stripe.
+fn stripe(id: &str) -> usize {
+    id.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    })
 }
 
 /// How many nodes of the cluster are live now.
@@ -805,12 +851,14 @@ impl JobService {
                 observer,
                 active: Mutex::new(HashMap::new()),
                 slots,
+                job_slots: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 leases: None,
                 lease_ttl: Duration::from_secs(30),
                 live_nodes: None,
                 record_locks: std::array::from_fn(|_| Mutex::new(())),
+                end_locks: std::array::from_fn(|_| Arc::new(tokio::sync::Mutex::new(()))),
             }),
         }
     }
@@ -845,7 +893,25 @@ impl JobService {
         if self.inner.leases.is_none() || rec.input_kind != InputKind::Folder {
             return 1;
         }
-        rec.settings.max_concurrency.clamp(1, MAX_SHARDS)
+        // The concurrency the job runs at (as the runner computes it), from
+        // the version record every node has alike.
+        let (owner, name) = rec
+            .algorithm
+            .split_once('/')
+            .unwrap_or((&rec.algorithm, ""));
+        let version_limit = semver::Version::parse(&rec.version)
+            .ok()
+            .and_then(|v| {
+                self.inner
+                    .invoker
+                    .resolve(owner, name, &VersionSpec::Exact(v))
+                    .ok()
+            })
+            .map_or(1, |d| d.record.settings.concurrency);
+        rec.settings
+            .max_concurrency
+            .min(version_limit)
+            .clamp(1, MAX_SHARDS)
     }
 
     /// Resumes every `Queued` or `Running` job and announces ended jobs the
@@ -975,9 +1041,13 @@ impl JobService {
             tracing::error!(job = %rec.id, "job registry lock poisoned; the job resumes at the next start");
             return 0;
         };
+        // Every shard done but the job not ended (its ender died, or its
+        // end was lost): the first shard's runner ends it.
+        let all_done = (0..count).all(|i| rec.shards_done.contains(&i));
         for shard in (0..count).map(|index| Shard { index, count }) {
             let key = shard.key(&rec.id);
-            if active.contains_key(&key) || rec.shards_done.contains(&shard.index) {
+            let finished = rec.shards_done.contains(&shard.index);
+            if active.contains_key(&key) || (finished && !(all_done && shard.index == 0)) {
                 continue;
             }
             let cancel = CancellationToken::new();
@@ -1250,11 +1320,11 @@ impl JobService {
         for (cancel, _) in &tokens {
             cancel.cancel();
         }
-        for (_, finished) in tokens {
-            // A runner abandons in-flight calls at once; committing what
-            // finished and the summary takes one or two transactions.
-            let _ = tokio::time::timeout(Duration::from_secs(30), finished.cancelled()).await;
-        }
+        // A runner abandons in-flight calls at once; committing what
+        // finished and the summary takes one or two transactions.
+        let all_finished =
+            futures::future::join_all(tokens.iter().map(|(_, finished)| finished.cancelled()));
+        let _ = tokio::time::timeout(Duration::from_secs(30), all_finished).await;
         self.load(id)
     }
 }
@@ -1431,6 +1501,25 @@ mod tests {
             ("demo", "score", Some("1.2"))
         );
         assert!(JobSpec::for_endpoint("score", "", "", JobOptions::default()).is_err());
+    }
+
+    #[test]
+    fn shards_split_the_files_and_name_their_leases() {
+        let rels: Vec<String> = (0..3000).map(|i| format!("in/part-{i:05}.csv")).collect();
+        let count = 3;
+        let shards: Vec<Shard> = (0..count).map(|index| Shard { index, count }).collect();
+        let mut sizes = [0usize; 3];
+        for rel in &rels {
+            let owners: Vec<&Shard> = shards.iter().filter(|s| s.has(rel)).collect();
+            assert_eq!(owners.len(), 1, "{rel} is in exactly one shard");
+            sizes[owners[0].index as usize] += 1;
+        }
+        assert!(sizes.iter().all(|&n| n > 800), "roughly even: {sizes:?}");
+        assert!(rels.iter().all(|r| Shard::WHOLE.has(r)));
+        assert_eq!(shards[0].lease("job-1"), "job/job-1");
+        assert_eq!(shards[2].lease("job-1"), "job/job-1/2");
+        assert_eq!(shards[0].key("job-1"), "job-1");
+        assert_eq!(shards[2].key("job-1"), "job-1#2");
     }
 
     #[test]

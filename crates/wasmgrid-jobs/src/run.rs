@@ -23,8 +23,8 @@
 
 use super::payload::{self, InputContent, OutputContent};
 use super::{
-    Counts, FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord,
-    JobSettings, JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, Shard, blocking,
+    FIRST_ERRORS, FileError, FileStatus, Inner, InputKind, JobError, JobRecord, JobSettings,
+    JobStatus, MAX_INPUT_BYTES, SUMMARY_FILE, Shard, blocking,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -395,23 +395,26 @@ async fn finish_once(
     status: JobStatus,
     message: Option<String>,
 ) -> Result<Option<JobRecord>, JobError> {
-    let mut recount = None;
-    if shard.count > 1 {
-        let (inner, id) = (inner.clone(), id.to_string());
-        let current = blocking(move || {
-            let (rec, _) = read_job(&inner, &id)?;
-            if rec.status.is_terminal() {
-                return Ok::<_, JobError>(None);
-            }
-            Ok(Some(count_finished(&inner, &id)?))
-        })
-        .await?;
-        match current {
-            None => return Ok(None),
-            Some(counted) => recount = Some(counted),
-        }
+    if shard.count == 1 {
+        return finish(inner, id, status, message, None).await;
     }
-    finish(inner, id, status, message, recount).await.map(Some)
+    // This node's shards end the job one at a time (the first wins; the
+    // record update refuses a second end from another node).
+    let serial = inner.end_lock(id).await;
+    let (inner2, id2) = (inner.clone(), id.to_string());
+    let ending = blocking(move || {
+        let (rec, _) = read_job(&inner2, &id2)?;
+        if rec.status.is_terminal() {
+            return Ok::<_, JobError>(None);
+        }
+        Ok(Some(count_finished(&inner2, &id2)?))
+    });
+    let Some(counted) = ending.await? else {
+        return Ok(None);
+    };
+    let ended = finish(inner, id, status, message, Some(counted)).await;
+    drop(serial);
+    ended
 }
 
 /// The job's succeeded and failed files, counted from their progress
@@ -423,7 +426,8 @@ fn count_finished(inner: &Inner, id: &str) -> Result<(u64, u64), JobError> {
     let (mut succeeded, mut failed) = (0, 0);
     let mut after: Option<String> = None;
     loop {
-        let page = wait(inner.queue.list_progress(id, after.as_deref(), 1000))?;
+        // Large pages: a NATS page lists the job's keys once per page.
+        let page = wait(inner.queue.list_progress(id, after.as_deref(), 10_000))?;
         for (_, bytes) in &page.items {
             match serde_json::from_slice::<super::FileProgress>(bytes).map(|p| p.status) {
                 Ok(FileStatus::Succeeded) => succeeded += 1,
@@ -450,6 +454,10 @@ async fn shard_done(
     if shard.count > 1 {
         let (inner2, id2) = (inner.clone(), id.to_string());
         let rec = blocking(move || {
+            let (rec, _) = read_job(&inner2, &id2)?;
+            if rec.shards_done.contains(&shard.index) {
+                return Ok(rec);
+            }
             update_job(&inner2, &id2, |r| {
                 if !r.shards_done.contains(&shard.index) {
                     r.shards_done.push(shard.index);
@@ -490,7 +498,7 @@ async fn run_job(
         _ = cancel.cancelled() => {
             return finish_once(inner, id, shard, JobStatus::Canceled, Some("canceled while queued".into())).await;
         }
-        slot = inner.slots.clone().acquire_owned() => {
+        slot = inner.job_slot(id) => {
             slot.map_err(|_| JobError::Unavailable("the job service is closed".into()))?
         }
     };
@@ -1212,7 +1220,12 @@ async fn commit_loop(
             tokio::task::spawn_blocking(move || commit_batch(&ctx, batch)).await
         };
         match committed {
-            Ok(Ok(counts)) => {
+            Ok(Ok(rec)) if rec.status.is_terminal() => {
+                // Another shard's runner ended the job (its threshold, or a
+                // cancel): stop without ending it again.
+                stop.set(StopReason::Shutdown);
+            }
+            Ok(Ok(JobRecord { counts, .. })) => {
                 let threshold = ctx.settings.error_threshold;
                 if threshold >= 0 && counts.failed > threshold as u64 {
                     stop.set(StopReason::Threshold(format!(
@@ -1263,7 +1276,7 @@ struct Settled {
 /// Records a batch of finished files in one JobQueue step: every output,
 /// every file's progress record, and the job's counts and first errors.
 /// Returns the job's counts after it. Blocking.
-fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> {
+fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<JobRecord, JobError> {
     for d in &mut batch.files {
         stage_small_output(ctx, d);
     }
@@ -1369,7 +1382,7 @@ fn commit_batch(ctx: &RunCtx, mut batch: DoneChunk) -> Result<Counts, JobError> 
             data.release_blobs(done.replaced_blobs.into_iter().chain(done.unused_blobs));
             let rec: JobRecord =
                 serde_json::from_slice(&done.record).map_err(|e| corrupt(&ctx.job_id, e))?;
-            Ok(rec.counts)
+            Ok(rec)
         }
         Err(e) => {
             let outputs = files.into_iter().filter_map(|f| f.output?.blob);
@@ -1447,15 +1460,19 @@ struct ProgressRef<'a> {
     message: Option<&'a str>,
 }
 
+/// What a job record update refuses with when the job ended meanwhile.
+const ALREADY_ENDED: &str = "the job ended meanwhile";
+
 /// Ends a job: final status and timings, and `_summary.json` in the output
-/// folder, in one transaction. Returns the final record.
+/// folder, in one transaction. Returns the final record, or `None` if the
+/// job had ended already (through another shard's runner).
 pub(super) async fn finish(
     inner: &Arc<Inner>,
     id: &str,
     status: JobStatus,
     message: Option<String>,
     recount: Option<(u64, u64)>,
-) -> Result<JobRecord, JobError> {
+) -> Result<Option<JobRecord>, JobError> {
     let inner = inner.clone();
     let id = id.to_string();
     blocking(move || {
@@ -1497,12 +1514,14 @@ pub(super) async fn finish(
         let outputs: Vec<FileWrite> = summary.into_iter().map(|s| s.into_file_write()).collect();
         let update = |current: &[u8], _: &[Recorded]| {
             let mut rec: JobRecord = serde_json::from_slice(current).map_err(|e| e.to_string())?;
+            if rec.status.is_terminal() {
+                // Another shard's runner ended it first: its end stands.
+                return Err(ALREADY_ENDED.to_string());
+            }
             apply(&mut rec);
             serde_json::to_vec(&rec).map_err(|e| e.to_string())
         };
-        let serial = inner.record_lock(&id);
         let closed = wait(inner.queue.close(&id, &outputs, &update));
-        drop(serial);
         match closed {
             Ok((written, record)) => {
                 for w in written {
@@ -1513,8 +1532,9 @@ pub(super) async fn finish(
                         }
                     }
                 }
-                Ok(serde_json::from_slice(&record).map_err(|e| corrupt(&id, e))?)
+                Ok(Some(serde_json::from_slice(&record).map_err(|e| corrupt(&id, e))?))
             }
+            Err(StoreError::Corrupt { reason, .. }) if reason == ALREADY_ENDED => Ok(None),
             Err(e) => {
                 inner
                     .data
