@@ -388,9 +388,11 @@ fn seed_000_pipeline_runs_across_nodes() {
     assert_eq!(missing.status(), 404);
 }
 
-/// kill -9 the node running a batch job: the job completes on the other node
-/// once the job's lease lapses, every input gets its output, and nothing is
-/// counted twice.
+/// kill -9 a node working on a job of 2,000 files (with the other node: the
+/// job's shards are shared): the job completes on the survivor once the
+/// dead node's leases lapse, every input gets its output, nothing is
+/// counted twice, and no file finished before the kill runs again (its
+/// output keeps its time).
 #[test]
 fn a_job_completes_when_its_node_dies() {
     let mut cluster = TestCluster::new("tjobkill");
@@ -398,22 +400,29 @@ fn a_job_completes_when_its_node_dies() {
     let mut a = cluster.node_with(&fast_takeover);
     let b = cluster.node_with(&fast_takeover);
     a.deploy_ok("sleep", "demo/sleep@1.0.0", "");
-    const FILES: usize = 100;
-    for i in 0..FILES {
-        let resp = a
-            .req(Method::PUT, &format!("/v1/data/demo/naps/in/n{i:03}.txt"))
-            .header("Content-Type", "text/plain")
-            .body("100")
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-    }
+    const FILES: usize = 2000;
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let a = &a;
+            scope.spawn(move || {
+                for i in (t..FILES).step_by(8) {
+                    let resp = a
+                        .req(Method::PUT, &format!("/v1/data/demo/naps/in/n{i:04}.txt"))
+                        .header("Content-Type", "text/plain")
+                        .body("20")
+                        .send()
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                }
+            });
+        }
+    });
     let job = json(
         a.req(Method::POST, "/v1/algo/demo/sleep/jobs")
             .json(&serde_json::json!({
                 "input": "data://demo/naps/in/",
                 "output": "data://demo/naps-out/",
-                "maxConcurrency": 2
+                "maxConcurrency": 4
             }))
             .send()
             .unwrap(),
@@ -428,38 +437,87 @@ fn a_job_completes_when_its_node_dies() {
             200,
         )
     };
-    let before = within(&[&a, &b], "ten files done on A", || {
+    // Every output in the folder: name -> last_modified.
+    let outputs = |s: &Server| {
+        let mut out = std::collections::HashMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut path = "/v1/data/demo/naps-out?limit=1000".to_string();
+            if let Some(m) = &marker {
+                path.push_str(&format!("&marker={m}"));
+            }
+            let page = json(s.req(Method::GET, &path).send().unwrap(), 200);
+            for f in page["files"].as_array().into_iter().flatten() {
+                out.insert(
+                    f["filename"].as_str().unwrap_or_default().to_string(),
+                    f["last_modified"].as_str().unwrap_or_default().to_string(),
+                );
+            }
+            match page["marker"].as_str() {
+                Some(m) => marker = Some(m.to_string()),
+                None => return out,
+            }
+        }
+    };
+    // The files finished so far (their progress is written after their output).
+    let finished = |s: &Server| {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/jobs/{id}/files?limit=1000");
+            if let Some(m) = &marker {
+                path.push_str(&format!("&marker={m}"));
+            }
+            let page = json(s.req(Method::GET, &path).send().unwrap(), 200);
+            for f in page["files"].as_array().into_iter().flatten() {
+                let file = f["file"].as_str().unwrap_or_default();
+                out.push(file.trim_start_matches("data://demo/naps/in/").to_string());
+            }
+            match page["marker"].as_str() {
+                Some(m) => marker = Some(m.to_string()),
+                None => return out,
+            }
+        }
+    };
+    let before = within(&[&a, &b], "200 files done", || {
         let j = get(&a);
-        (j["counts"]["succeeded"].as_u64().unwrap_or(0) >= 10).then_some(j)
+        (j["counts"]["succeeded"].as_u64().unwrap_or(0) >= 200).then_some(j)
     });
     assert_eq!(before["status"], "Running", "{before}");
+    let done_before = finished(&a);
+    let outputs_before = outputs(&a);
     a.kill9();
     let killed = Instant::now();
-    let done = within(&[&b], "the job completed on B", || {
-        let j = get(&b);
-        (j["status"] == "Completed").then_some(j)
-    });
+    let done = within_for(
+        &[&b],
+        "the job completed on B",
+        Duration::from_secs(180),
+        || {
+            let j = get(&b);
+            (j["status"] == "Completed").then_some(j)
+        },
+    );
     eprintln!(
-        "job taken over and completed {:?} after the kill: {done}",
-        killed.elapsed()
+        "job taken over and completed {:?} after the kill ({} files finished before it): {done}",
+        killed.elapsed(),
+        done_before.len()
     );
     assert_eq!(done["counts"]["failed"], 0, "{done}");
-    let mut outputs = 0;
-    let mut marker: Option<String> = None;
-    loop {
-        let path = match &marker {
-            Some(m) => format!("/v1/data/demo/naps-out?marker={m}"),
-            None => "/v1/data/demo/naps-out".to_string(),
-        };
-        let page = json(b.req(Method::GET, &path).send().unwrap(), 200);
-        outputs += page["files"].as_array().map_or(0, Vec::len);
-        match page["marker"].as_str() {
-            Some(m) => marker = Some(m.to_string()),
-            None => break,
-        }
-    }
-    assert_eq!(outputs, FILES + 1, "every input's output and the summary");
     assert_eq!(done["counts"]["succeeded"], FILES, "{done}");
+    let outputs_after = outputs(&b);
+    assert_eq!(
+        outputs_after.len(),
+        FILES + 1,
+        "every input's output and the summary"
+    );
+    assert!(done_before.len() >= 200, "{}", done_before.len());
+    for name in &done_before {
+        assert_eq!(
+            outputs_after.get(name),
+            outputs_before.get(name),
+            "{name} was finished before the kill and must not run again"
+        );
+    }
 }
 
 /// A folder job's files are shared by the live nodes: its shards (its
