@@ -528,16 +528,7 @@ fn a_job_completes_when_its_node_dies() {
 fn both_nodes_work_on_one_job() {
     let mut cluster = TestCluster::new("tjobshare");
     let fast_scan = ["--cluster-lease", "5"];
-    let a = cluster.node_with(&fast_scan);
-    let b = cluster.node_with(&fast_scan);
-    for node in [&a, &b] {
-        eventually("both nodes' heartbeats", Duration::from_secs(20), || {
-            let v = json(node.req(Method::GET, "/v1/cluster").send().unwrap(), 200);
-            (v["nodes"].as_array().map_or(0, Vec::len) == 2).then_some(())
-        });
-    }
-    // Each node counts the live nodes after its next heartbeat (every 5 s).
-    std::thread::sleep(Duration::from_secs(6));
+    let (a, b) = two_nodes_counting_each_other(&mut cluster, &fast_scan);
     a.deploy_ok("sleep", "demo/sleep@1.0.0", "");
     const FILES: usize = 60;
     for i in 0..FILES {
@@ -594,6 +585,21 @@ fn both_nodes_work_on_one_job() {
         200,
     );
     assert_eq!(summary["status"], "Completed", "{summary}");
+}
+
+/// Two nodes started with `flags`, once each has counted both as live (the
+/// heartbeats list both, and each node's next count, every 5 s, has run).
+fn two_nodes_counting_each_other(cluster: &mut TestCluster, flags: &[&str]) -> (Server, Server) {
+    let a = cluster.node_with(flags);
+    let b = cluster.node_with(flags);
+    for node in [&a, &b] {
+        eventually("both nodes' heartbeats", Duration::from_secs(20), || {
+            let v = json(node.req(Method::GET, "/v1/cluster").send().unwrap(), 200);
+            (v["nodes"].as_array().map_or(0, Vec::len) == 2).then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    (a, b)
 }
 
 /// A webhook receiver for many connections at once: counts the deliveries
@@ -672,16 +678,7 @@ fn slow_receiver(hold: Duration) -> (String, Seen, std::sync::Arc<std::sync::ato
 fn live_nodes_share_max_concurrent_deliveries() {
     let mut cluster = TestCluster::new("tshare");
     let flags = ["--allow-private-webhooks"];
-    let a = cluster.node_with(&flags);
-    let b = cluster.node_with(&flags);
-    for node in [&a, &b] {
-        eventually("both nodes' heartbeats", Duration::from_secs(20), || {
-            let v = json(node.req(Method::GET, "/v1/cluster").send().unwrap(), 200);
-            (v["nodes"].as_array().map_or(0, Vec::len) == 2).then_some(())
-        });
-    }
-    // Each node counts the live nodes after its next heartbeat (every 5 s).
-    std::thread::sleep(Duration::from_secs(6));
+    let (a, b) = two_nodes_counting_each_other(&mut cluster, &flags);
     let topic = json(a.req(Method::PUT, "/v1/topics/slow").send().unwrap(), 201);
     let topic_key = topic["keys"]["key1"].as_str().unwrap().to_string();
     let (url, seen, busiest) = slow_receiver(Duration::from_millis(400));

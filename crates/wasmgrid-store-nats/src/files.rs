@@ -510,7 +510,8 @@ impl NatsFiles {
             .await
             .map_err(|e| store_err("reading the tombstone stream", e))?
             .state
-            .first_sequence;
+            .first_sequence
+            .max(1);
         let mut forgotten = next;
         let mut swept = 0;
         loop {

@@ -14,6 +14,28 @@ fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| Cluster::start().expect("start the NATS test cluster"))
 }
 
+/// A small text file's write (inline content, no event) into a collection
+/// that is created if missing.
+fn text_file(key: &str, content: &str) -> wasmgrid_store::files::FileWrite {
+    use wasmgrid_store::files::{FileRecord, FileWrite, record};
+    FileWrite {
+        key: key.to_string(),
+        record: record::encode(&FileRecord {
+            size: content.len() as u64,
+            content_type: "text/plain".into(),
+            etag: "\"e\"".into(),
+            last_modified: "2026-01-02T03:04:05.123Z".into(),
+            blob: None,
+            folder: false,
+            expires: None,
+        }),
+        blob: None,
+        inline: bytes::Bytes::from(content.to_string()),
+        event: None,
+        new_collection: bytes::Bytes::from_static(b"{}"),
+    }
+}
+
 async fn store(prefix: &str) -> NatsStore {
     let urls = cluster().urls.clone();
     NatsStore::connect(&urls, prefix, 3, None)
@@ -271,25 +293,13 @@ async fn data_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_files_across_nodes() {
     use wasmgrid_store::changelog::ChangeLog;
-    use wasmgrid_store::files::{DataFiles, FileRecord, FileWrite, record};
+    use wasmgrid_store::files::{DataFiles, FileWrite};
     let a = store("tfiles2").await.files().await.expect("node a");
     let b_store = store("tfiles2").await;
     let b = b_store.files().await.expect("node b");
     let write = |i: usize| FileWrite {
-        key: format!("o/shared/in/f{i:03}"),
-        record: record::encode(&FileRecord {
-            size: 1,
-            content_type: "text/plain".into(),
-            etag: "\"e\"".into(),
-            last_modified: "2026-01-02T03:04:05.123Z".into(),
-            blob: None,
-            folder: false,
-            expires: None,
-        }),
-        blob: None,
-        inline: bytes::Bytes::from(i.to_string()),
         event: Some(format!(r#"{{"id":"{i}"}}"#).into_bytes()),
-        new_collection: bytes::Bytes::from_static(b"{}"),
+        ..text_file(&format!("o/shared/in/f{i:03}"), &i.to_string())
     };
     let on_a = async {
         for i in (0..40).step_by(2) {
@@ -337,24 +347,9 @@ async fn data_files_across_nodes() {
 /// returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwrite_lists_a_file_its_first_writer_left_unlisted() {
-    use wasmgrid_store::files::{DataFiles, FileRecord, FileWrite, record};
+    use wasmgrid_store::files::DataFiles;
     let files = store("tunlisted").await.files().await.expect("files");
-    let write = FileWrite {
-        key: "o/c/out/n001.txt".into(),
-        record: record::encode(&FileRecord {
-            size: 1,
-            content_type: "text/plain".into(),
-            etag: "\"e\"".into(),
-            last_modified: "2026-01-02T03:04:05.123Z".into(),
-            blob: None,
-            folder: false,
-            expires: None,
-        }),
-        blob: None,
-        inline: bytes::Bytes::from_static(b"1"),
-        event: None,
-        new_collection: bytes::Bytes::from_static(b"{}"),
-    };
+    let write = text_file("o/c/out/n001.txt", "1");
     files.write(std::slice::from_ref(&write)).await.unwrap();
     // What the dead writer left: the value applied, the listing key missing.
     let first = cluster().urls.split(',').next().unwrap().to_string();
@@ -387,29 +382,14 @@ async fn an_overwrite_lists_a_file_its_first_writer_left_unlisted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_of_old_deletes_are_swept() {
     use wasmgrid_store::changelog::ChangeLog;
-    use wasmgrid_store::files::{DataFiles, FileRecord, FileWrite, record};
+    use wasmgrid_store::files::{DataFiles, FileRecord};
     let s = store("ttombs").await;
     let files = s.files().await.expect("files");
     let log = s
         .queues(Duration::from_secs(30), Duration::from_secs(120))
         .await
         .expect("log");
-    let write = |name: &str| FileWrite {
-        key: format!("o/c/t/{name}"),
-        record: record::encode(&FileRecord {
-            size: 1,
-            content_type: "text/plain".into(),
-            etag: "\"e\"".into(),
-            last_modified: "2026-01-02T03:04:05.123Z".into(),
-            blob: None,
-            folder: false,
-            expires: None,
-        }),
-        blob: None,
-        inline: bytes::Bytes::from(name.to_string()),
-        event: None,
-        new_collection: bytes::Bytes::from_static(b"{}"),
-    };
+    let write = |name: &str| text_file(&format!("o/c/t/{name}"), name);
     // Routes every logged change (the router records deletes for the sweep).
     let route_all = || async {
         loop {
@@ -426,6 +406,8 @@ async fn tombstones_of_old_deletes_are_swept() {
         .await
         .unwrap();
     let no_events = |_: &str, _: &FileRecord| None;
+    // Nothing recorded yet: nothing to sweep.
+    assert_eq!(files.sweep_tombstones(Duration::ZERO).await.unwrap(), 0);
     files.write(&[write("a"), write("b")]).await.unwrap();
     files.delete("o/c/t/a", &no_events).await.unwrap();
     files.delete("o/c/t/b", &no_events).await.unwrap();
