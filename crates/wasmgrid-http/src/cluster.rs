@@ -146,14 +146,7 @@ impl App {
         // starts next to others takes only its share of a job's shards
         // (the heartbeat task keeps the count current from here on).
         match nats.node_heartbeats().await {
-            Ok(live) => {
-                let others = live
-                    .iter()
-                    .filter_map(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-                    .filter(|v| v["id"] != node.id.as_str())
-                    .count();
-                queues.set_sharing_nodes(others + 1);
-            }
+            Ok(live) => queues.set_sharing_nodes(live_nodes(&live, &node.id)),
             Err(e) => {
                 tracing::warn!(error = %e, "counting the live nodes failed; counting this one only until the next heartbeat")
             }
@@ -274,7 +267,7 @@ async fn heartbeats(app: Arc<App>, queues: Arc<NatsQueues>) {
         // The live nodes share each subscription's maxConcurrentDeliveries
         // (a node gone stops counting when its heartbeat expires).
         match node.nats.node_heartbeats().await {
-            Ok(live) => queues.set_sharing_nodes(live.len()),
+            Ok(live) => queues.set_sharing_nodes(live_nodes(&live, &node.id)),
             Err(e) => {
                 tracing::debug!(error = %e, "counting the live nodes failed; keeping the last count")
             }
@@ -284,6 +277,17 @@ async fn heartbeats(app: Arc<App>, queues: Arc<NatsQueues>) {
             _ = node.shutdown.cancelled() => return,
         }
     }
+}
+
+/// The live nodes, by their heartbeats: this one counts whether or not its
+/// own heartbeat is written yet.
+fn live_nodes(heartbeats: &[bytes::Bytes], own_id: &str) -> usize {
+    let others = heartbeats
+        .iter()
+        .filter_map(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .filter(|v| v["id"] != own_id)
+        .count();
+    others + 1
 }
 
 /// What `GET /v1/cluster` answers: the live nodes (by heartbeat), the NATS
